@@ -1,0 +1,114 @@
+"""Load and save checkpoints in the Hugging Face layout (config.json + safetensors + earn.json).
+
+Our parameter names equal transformers' names, so loading is a strict ``load_state_dict`` and saving writes
+files that ``AutoModelForCausalLM.from_pretrained`` reads back (the EARN split itself lives in earn.json).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import EarnConfig, ModelConfigError, load_hf_config
+from .decoder import EarnForCausalLM
+
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+
+
+class CheckpointError(ModelConfigError):
+    pass
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if (path / WEIGHTS).is_file():
+        return load_file(str(path / WEIGHTS))
+    if (path / INDEX).is_file():
+        index = json.loads((path / INDEX).read_text())
+        state = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            if not (path / shard).is_file():
+                raise CheckpointError(f"{path}: shard {shard} listed in {INDEX} is missing; re-download it")
+            state.update(load_file(str(path / shard)))
+        return state
+    if (path / "pytorch_model.bin").is_file():
+        raise CheckpointError(
+            f"{path}: only pytorch_model.bin found; earn-export reads safetensors. Convert with "
+            "`AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)`."
+        )
+    raise CheckpointError(f"{path}: no {WEIGHTS} or {INDEX}; pass a Hugging Face checkpoint directory")
+
+
+def load_pretrained(path, earn: EarnConfig | None = None, dtype: torch.dtype | None = None) -> EarnForCausalLM:
+    """Build the model from a checkpoint dir; ``earn`` overrides the dir's earn.json (None: use the file)."""
+    path = Path(path)
+    cfg = load_hf_config(path)
+    state = _read_state_dict(path)
+    earn = earn if earn is not None else EarnConfig.load(path)
+    if "model.embed_tokens.weight" in state:
+        rows = state["model.embed_tokens.weight"].shape[0]
+        if rows != cfg.vocab_size:
+            raise CheckpointError(
+                f"{path}: embed_tokens has {rows} rows but config.vocab_size={cfg.vocab_size}; fix config.json"
+            )
+    stored = {t.dtype for k, t in state.items() if t.is_floating_point()}
+    target = dtype or (stored.pop() if len(stored) == 1 else torch.float32)
+    model = EarnForCausalLM(cfg)  # validate earn after loading, for a clear order of errors
+    model.to(target)
+    expected = set(model.state_dict())
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+        expected.discard("lm_head.weight")
+    missing = sorted(expected - set(state))
+    unexpected = sorted(k for k in set(state) - expected if "rotary_emb" not in k)
+    if missing:
+        raise CheckpointError(
+            f"{path}: checkpoint is missing {len(missing)} tensors, e.g. {missing[:5]}; is it truncated or a "
+            "different architecture/size than config.json says?"
+        )
+    if unexpected:
+        raise CheckpointError(f"{path}: checkpoint has {len(unexpected)} unexpected tensors, e.g. {unexpected[:5]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    model.set_earn(earn)
+    return model
+
+
+def save_pretrained(model: EarnForCausalLM, path) -> Path:
+    """Write config.json, model.safetensors (tied head omitted, as transformers does) and earn.json."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    cfg.architectures = ["Qwen2ForCausalLM" if cfg.model_type == "qwen2" else "LlamaForCausalLM"]
+    cfg.save_pretrained(str(path))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
+    if model.earn is not None:
+        model.earn.save(path)
+    return path
+
+
+def add_register_tokens(model: EarnForCausalLM, n_prefix: int = 1, n_suffix: int = 1, split_layer: int | None = None,
+                        first_id: int | None = None, init: str = "mean", **earn_fields) -> EarnConfig:
+    """Make room for register tokens and attach an EarnConfig.
+
+    ``first_id``: id of the first register token (e.g. from a tokenizer that already added ``<reg_p>``/
+    ``<reg_s>``); by default they are appended after the current vocabulary. Embedding rows are grown as needed.
+    """
+    n = n_prefix + n_suffix
+    start = model.config.vocab_size if first_id is None else first_id
+    needed = start + n
+    if needed > model.config.vocab_size:
+        model.resize_token_embeddings(needed, init=init)
+    ids = list(range(start, start + n))
+    earn = EarnConfig(
+        split_layer=model.num_layers if split_layer is None else split_layer,
+        n_prefix=n_prefix, n_suffix=n_suffix,
+        prefix_token_ids=ids[:n_prefix], suffix_token_ids=ids[n_prefix:], **earn_fields,
+    )
+    model.set_earn(earn)
+    return earn

@@ -1,0 +1,139 @@
+"""Model configuration: the Hugging Face config (architecture) and ``earn.json`` (the EARN split).
+
+We keep transformers' own config classes so RoPE parameters are normalised the way transformers does it
+(``rope_scaling``/``rope_theta`` of transformers 4 and ``rope_parameters`` of transformers 5 both end up in
+one place), and the checkpoint's ``config.json`` round-trips unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+EARN_FORMAT_VERSION = 1
+
+
+class ModelConfigError(ValueError):
+    """A checkpoint or configuration that earn-export cannot use, with the reason and the fix."""
+
+
+class UnsupportedArchitectureError(ModelConfigError):
+    pass
+
+
+def load_hf_config(source):
+    """Return a transformers config for a checkpoint dir, a config.json path, a dict or a config object.
+
+    Only the Llama family is supported (``LlamaForCausalLM``, ``Qwen2ForCausalLM``): these share the
+    decoder math our single model definition implements.
+    """
+    from transformers import AutoConfig, PretrainedConfig
+
+    if isinstance(source, PretrainedConfig):
+        cfg = source
+    elif isinstance(source, dict):
+        model_type = source.get("model_type")
+        _check_model_type(model_type, "config dict")
+        cfg = AutoConfig.for_model(**source)
+    else:
+        path = Path(source)
+        cfg_path = path / "config.json" if path.is_dir() else path
+        if not cfg_path.is_file():
+            raise ModelConfigError(f"{cfg_path}: no config.json found; pass a Hugging Face checkpoint directory")
+        raw = json.loads(cfg_path.read_text())
+        _check_model_type(raw.get("model_type"), str(cfg_path))
+        cfg = AutoConfig.from_pretrained(str(cfg_path.parent))
+    _check_model_type(getattr(cfg, "model_type", None), "config")
+    if getattr(cfg, "use_sliding_window", False):
+        raise UnsupportedArchitectureError(
+            "config sets use_sliding_window=True; earn-export implements full causal attention only. "
+            "Set use_sliding_window=false (Qwen2 checkpoints are trained without it) or use another model."
+        )
+    return cfg
+
+
+def _check_model_type(model_type, where: str) -> None:
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitectureError(
+            f"{where}: model_type={model_type!r} is not supported; earn-export supports "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (LlamaForCausalLM, Qwen2ForCausalLM). Convert the checkpoint "
+            "to one of these or add the architecture to earn_export.model."
+        )
+
+
+def head_dim(cfg) -> int:
+    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+
+@dataclass
+class EarnConfig:
+    """Contents of ``earn.json``: where the model splits and which tokens are registers.
+
+    ``split_layer`` k: layers 0..k-1 run on every prompt row; layers k..N-1 only on the register rows and the
+    rows after the prompt. k = N is the dense baseline (no pruning) and is stored the same way.
+    """
+
+    split_layer: int
+    n_prefix: int = 1
+    n_suffix: int = 1
+    prefix_token_ids: list[int] = field(default_factory=list)
+    suffix_token_ids: list[int] = field(default_factory=list)
+    paradigm: str = "lcrec"
+    id_length: int = 4
+    max_history: int = 20
+    format_version: int = EARN_FORMAT_VERSION
+
+    @property
+    def register_token_ids(self) -> list[int]:
+        return list(self.prefix_token_ids) + list(self.suffix_token_ids)
+
+    @property
+    def n_registers(self) -> int:
+        return self.n_prefix + self.n_suffix
+
+    def validate(self, num_layers: int, vocab_size: int) -> None:
+        if not 1 <= self.split_layer <= num_layers:
+            raise ModelConfigError(
+                f"earn.json: split_layer k={self.split_layer} is out of range; it must satisfy 1 <= k <= "
+                f"{num_layers} (the model has {num_layers} layers; k={num_layers} is the dense model)."
+            )
+        if len(self.prefix_token_ids) != self.n_prefix or len(self.suffix_token_ids) != self.n_suffix:
+            raise ModelConfigError(
+                f"earn.json: n_prefix={self.n_prefix}/n_suffix={self.n_suffix} but prefix_token_ids="
+                f"{self.prefix_token_ids}, suffix_token_ids={self.suffix_token_ids}; give one id per register."
+            )
+        if self.split_layer < num_layers and self.n_registers == 0:
+            raise ModelConfigError(
+                "earn.json: split_layer < num_layers needs at least one register token (n_prefix + n_suffix > 0);"
+                " the late layers would have nothing to attend to."
+            )
+        bad = [t for t in self.register_token_ids if not 0 <= t < vocab_size]
+        if bad:
+            raise ModelConfigError(
+                f"earn.json: register token ids {bad} do not fit the vocabulary of size {vocab_size}; resize the "
+                "embeddings with add_register_tokens() (or model.resize_token_embeddings) before using them."
+            )
+        if self.format_version != EARN_FORMAT_VERSION:
+            raise ModelConfigError(
+                f"earn.json: format_version {self.format_version} is not supported by this earn-export "
+                f"(expects {EARN_FORMAT_VERSION}); re-save the checkpoint with this version."
+            )
+
+    def save(self, directory) -> Path:
+        path = Path(directory) / "earn.json"
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory) -> "EarnConfig | None":
+        path = Path(directory) / "earn.json"
+        if not path.is_file():
+            return None
+        raw = json.loads(path.read_text())
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known
+        if unknown:
+            raise ModelConfigError(f"{path}: unknown keys {sorted(unknown)}; written by a newer earn-export?")
+        return cls(**raw)

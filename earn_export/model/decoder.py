@@ -1,0 +1,499 @@
+"""The one decoder definition: Llama-family layers, EARN split forward, compacted-cache inference.
+
+Module and parameter names mirror transformers' ``LlamaForCausalLM``/``Qwen2ForCausalLM`` (``model.layers.
+{i}.self_attn.q_proj`` ...), so a checkpoint's safetensors load with a plain ``load_state_dict``.
+
+Three forwards over the same weights, which must agree:
+- ``dense``: the plain causal decoder over every row (what transformers computes);
+- ``split``: layers < k on every row, then only the register rows and the rows after the prompt, gathered
+  with their original position ids (the fast path, used for training);
+- ``masked``: every row in every layer, but in layers >= k the prompt keys are masked out (the test oracle).
+
+Incremental inference (``prefill`` / ``decode_step``) keeps the prompt/register KV once per user, shared by
+all beams, and only the generated tokens' KV per beam (DESIGN.md §3). The export wrappers call the same
+layer code, so ONNX graphs and this reference cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import EarnConfig, ModelConfigError, head_dim, load_hf_config
+
+MODES = ("split", "masked", "dense")
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with fp32 statistics (as transformers' LlamaRMSNorm): safe for fp16 activations."""
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.to(dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables from transformers' rope init functions (default, linear, dynamic, llama3, yarn...).
+
+    ``dynamic`` scaling is evaluated once at init, which equals transformers for sequences no longer than
+    ``max_position_embeddings`` (recommendation prompts are short).
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        params = getattr(cfg, "rope_parameters", None) or {}
+        scaling = getattr(cfg, "rope_scaling", None) or {}
+        rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+        if rope_type == "default":
+            base = params.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+            dim = head_dim(cfg)
+            inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+            scale = 1.0
+        else:
+            from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+            if rope_type not in ROPE_INIT_FUNCTIONS:
+                raise ModelConfigError(f"rope_type {rope_type!r} is not known to this transformers version")
+            inv_freq, scale = ROPE_INIT_FUNCTIONS[rope_type](cfg, None)
+        self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+        self.attention_scaling = float(scale)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype):
+        freqs = position_ids[..., None].to(torch.float32) * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + rotate_half(x) * sin
+
+
+def masked_softmax(scores: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Softmax in fp32 with an additive finite mask: padded or fully masked rows give no NaN."""
+    s = scores.to(torch.float32)
+    if bias is not None:
+        s = s + bias
+    return torch.softmax(s, dim=-1).to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads or cfg.num_attention_heads
+        if self.n_heads % self.n_kv:
+            raise ModelConfigError(
+                f"num_attention_heads={self.n_heads} is not a multiple of num_key_value_heads={self.n_kv}"
+            )
+        self.group = self.n_heads // self.n_kv
+        self.head_dim = head_dim(cfg)
+        self.scaling = self.head_dim**-0.5
+        qkv_bias = cfg.model_type == "qwen2" or bool(getattr(cfg, "attention_bias", False))
+        o_bias = cfg.model_type != "qwen2" and bool(getattr(cfg, "attention_bias", False))
+        h = cfg.hidden_size
+        self.q_proj = nn.Linear(h, self.n_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=o_bias)
+
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x [..., T, H] -> q [..., Hq, T, D], k/v [..., Hkv, T, D] with RoPE applied to q and k."""
+        *lead, t, _ = x.shape
+        q = self.q_proj(x).view(*lead, t, self.n_heads, self.head_dim).transpose(-2, -3)
+        k = self.k_proj(x).view(*lead, t, self.n_kv, self.head_dim).transpose(-2, -3)
+        v = self.v_proj(x).view(*lead, t, self.n_kv, self.head_dim).transpose(-2, -3)
+        cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def attend(self, q, k, v, bias):
+        """Full-sequence attention. q [B, Hq, T, D], k/v [B, Hkv, S, D], bias [B, 1, T, S] or None.
+
+        GQA without copying K/V: queries are grouped as [B, Hkv, G, T, D] and broadcast against K/V.
+        """
+        b, _, t, d = q.shape
+        qg = q.reshape(b, self.n_kv, self.group, t, d)
+        scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * self.scaling  # [B,Hkv,G,T,S]
+        probs = masked_softmax(scores, None if bias is None else bias.unsqueeze(1), q.dtype)
+        out = torch.matmul(probs, v.unsqueeze(2))  # [B,Hkv,G,T,D]
+        return out.reshape(b, self.n_heads, t, d)
+
+    def forward(self, x, cos, sin, bias, kv_sink: list | None = None):
+        q, k, v = self.qkv(x, cos, sin)
+        if kv_sink is not None:
+            kv_sink.append((k, v))
+        out = self.attend(q, k, v, bias)
+        b, _, t, _ = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+    def decode(self, x, cos, sin, shared_k, shared_v, shared_bias, gen_k, gen_v):
+        """One decode step for all beams of all users, without copying the shared KV per beam.
+
+        x [B, beam, H]; shared_k/v [B, Hkv, S, D] (prompt or register KV, one per user); shared_bias
+        [B, S] additive or None; gen_k/v [B, beam, Hkv, t, D] per-beam KV of earlier generated tokens.
+        Returns (out [B, beam, H], new_k [B, beam, Hkv, 1, D], new_v).
+        """
+        b, nb, _ = x.shape
+        q, k, v = self.qkv(x.unsqueeze(2), cos.unsqueeze(2), sin.unsqueeze(2))  # [B,beam,H*,1,D]
+        d, g, hkv = self.head_dim, self.group, self.n_kv
+        all_k = torch.cat([gen_k, k], dim=3)  # [B,beam,Hkv,t+1,D]
+        all_v = torch.cat([gen_v, v], dim=3)
+        # shared part: [B,Hkv,beam*G,D] @ [B,Hkv,D,S] -- one matmul, K broadcast over beams
+        q_sh = q.reshape(b, nb, hkv, g, d).permute(0, 2, 1, 3, 4).reshape(b, hkv, nb * g, d)
+        s_sh = torch.matmul(q_sh, shared_k.transpose(-1, -2)).reshape(b, hkv, nb, g, -1)
+        # own part: [B,beam,Hkv,G,D] @ [B,beam,Hkv,D,t+1]
+        q_own = q.reshape(b, nb, hkv, g, d)
+        s_own = torch.matmul(q_own, all_k.transpose(-1, -2)).permute(0, 2, 1, 3, 4)  # [B,Hkv,beam,G,t+1]
+        scores = torch.cat([s_sh, s_own], dim=-1) * self.scaling
+        bias = None
+        if shared_bias is not None:
+            pad = torch.zeros(b, all_k.shape[3], dtype=shared_bias.dtype, device=shared_bias.device)
+            bias = torch.cat([shared_bias, pad], dim=-1)[:, None, None, None, :]
+        probs = masked_softmax(scores, bias, q.dtype)
+        n_sh = shared_k.shape[2]
+        p_sh = probs[..., :n_sh].reshape(b, hkv, nb * g, n_sh)
+        o_sh = torch.matmul(p_sh, shared_v).reshape(b, hkv, nb, g, d).permute(0, 2, 1, 3, 4)
+        p_own = probs[..., n_sh:].permute(0, 2, 1, 3, 4)  # [B,beam,Hkv,G,t+1]
+        o_own = torch.matmul(p_own, all_v)  # [B,beam,Hkv,G,D]
+        out = (o_sh + o_own).reshape(b, nb, hkv * g * d)
+        return self.o_proj(out), k, v
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        bias = bool(getattr(cfg, "mlp_bias", False))
+        h, i = cfg.hidden_size, cfg.intermediate_size
+        act = getattr(cfg, "hidden_act", "silu")
+        if act != "silu":
+            raise ModelConfigError(f"hidden_act={act!r} is not supported (Llama/Qwen2 use silu)")
+        self.gate_proj = nn.Linear(h, i, bias=bias)
+        self.up_proj = nn.Linear(h, i, bias=bias)
+        self.down_proj = nn.Linear(i, h, bias=bias)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, bias, kv_sink=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, bias, kv_sink)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def decode(self, x, cos, sin, shared_k, shared_v, shared_bias, gen_k, gen_v):
+        a, k, v = self.self_attn.decode(
+            self.input_layernorm(x), cos, sin, shared_k, shared_v, shared_bias, gen_k, gen_v
+        )
+        x = x + a
+        return x + self.mlp(self.post_attention_layernorm(x)), k, v
+
+
+class DecoderBody(nn.Module):
+    """``model.*`` of the HF layout: embeddings, layers, final norm."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=None)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(cfg)
+
+
+@dataclass
+class PrefixCache:
+    """Per-user KV: prompt KV for layers < k, register KV for layers >= k. Shared by all beams."""
+
+    keys: list  # per layer [B, Hkv, P or R, D]
+    values: list
+    attention_mask: torch.Tensor  # [B, P] int64 (mask of the prompt rows, used by layers < k)
+    last_position: torch.Tensor  # [B] int64: position id of the last prompt row (the suffix register)
+    split_layer: int
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+
+@dataclass
+class GeneratedCache:
+    """Per-beam KV of the generated tokens: per layer [B, beam, Hkv, t, D]."""
+
+    keys: list
+    values: list
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[3]
+
+    def reorder(self, parents: torch.Tensor) -> "GeneratedCache":
+        """Beam b of the next step continues beam parents[:, b] of this step. parents [B, beam] int64."""
+        idx = parents.to(self.keys[0].device)
+        shape = idx.shape + (1, 1, 1)
+
+        def take(t):
+            return torch.take_along_dim(t, idx.reshape(shape), dim=1) if t.shape[3] else t[:, : idx.shape[1]]
+
+        return GeneratedCache([take(k) for k in self.keys], [take(v) for v in self.values])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+    @classmethod
+    def empty(cls, model: "EarnForCausalLM", batch: int, beam: int, device=None, dtype=None):
+        a = model.model.layers[0].self_attn
+        p = next(model.parameters())
+        z = torch.zeros(batch, beam, a.n_kv, 0, a.head_dim, device=device or p.device, dtype=dtype or p.dtype)
+        n = len(model.model.layers)
+        return cls([z] * n, [z] * n)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Left-padded batches: positions count real tokens only; pads get 0 (their values never matter)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+class EarnForCausalLM(nn.Module):
+    """Llama/Qwen2 decoder with EARN register tokens. ``earn`` None means a plain (dense) model."""
+
+    def __init__(self, config, earn: EarnConfig | None = None):
+        super().__init__()
+        self.config = load_hf_config(config)
+        self.model = DecoderBody(self.config)
+        self.lm_head = nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.earn = earn
+        if earn is not None:
+            earn.validate(self.num_layers, self.config.vocab_size)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """transformers' init for training from scratch: N(0, initializer_range) weights, zero biases."""
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        std = getattr(self.config, "initializer_range", 0.02)
+        for mod in self.modules():
+            if isinstance(mod, (nn.Linear, nn.Embedding)):
+                if mod is self.lm_head and self.config.tie_word_embeddings:
+                    continue
+                mod.weight.normal_(0.0, std, generator=gen)
+                if getattr(mod, "bias", None) is not None:
+                    mod.bias.zero_()
+
+    # -- basic properties -------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.model.layers)
+
+    @property
+    def split_layer(self) -> int:
+        return self.num_layers if self.earn is None else self.earn.split_layer
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.model.layers[0].self_attn.n_kv
+
+    @property
+    def head_dim(self) -> int:
+        return self.model.layers[0].self_attn.head_dim
+
+    def set_earn(self, earn: EarnConfig | None) -> None:
+        if earn is not None:
+            earn.validate(self.num_layers, self.config.vocab_size)
+        self.earn = earn
+
+    def _neg(self) -> float:
+        return torch.finfo(torch.float32).min
+
+    def _register_mask(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """[B, P] bool: which prompt rows are registers. Every row must hold exactly R registers."""
+        if self.earn is None or self.earn.n_registers == 0:
+            return torch.zeros_like(prompt_ids, dtype=torch.bool)
+        reg_ids = torch.tensor(self.earn.register_token_ids, device=prompt_ids.device)
+        is_reg = torch.isin(prompt_ids, reg_ids) & prompt_mask.bool()
+        counts = is_reg.sum(-1)
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            r = self.earn.n_registers
+            if bool((counts != r).any()):
+                bad = counts.tolist()
+                raise ValueError(
+                    f"every prompt must contain exactly {r} register tokens {self.earn.register_token_ids}; "
+                    f"got counts {bad}. Build prompts with earn_export.data.prompts (registers around the prompt)."
+                )
+        return is_reg
+
+    def logits_from_hidden(self, h: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final norm + LM head; ``token_ids`` restricts the head to those vocabulary rows."""
+        h = self.model.norm(h)
+        if token_ids is None:
+            return self.lm_head(h)
+        return F.linear(h, self.lm_head.weight[token_ids])
+
+    # -- full-sequence forwards ------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        n_target: int = 0,
+        mode: str = "split",
+        kv_sink: list | None = None,
+        head_token_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for the last prompt row and the ``n_target`` rows after it: ``[B, 1 + n_target, V]``.
+
+        ``input_ids`` = left-padded prompt (``P`` columns) followed by ``n_target`` target/generated tokens.
+        Row i of the result predicts target token i. ``kv_sink`` (a list) receives per-layer (k, v) of the rows
+        each layer processed (used by ``prefill``).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        b, s = input_ids.shape
+        p = s - n_target
+        if p < 1:
+            raise ValueError(f"n_target={n_target} leaves no prompt in a sequence of length {s}")
+        k = self.split_layer
+        if mode == "dense":
+            k = self.num_layers
+        pos = position_ids_from_mask(attention_mask)
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = self.model.rotary_emb(pos, x.dtype)
+
+        neg = self._neg()
+        causal = torch.ones(s, s, dtype=torch.bool, device=input_ids.device).tril()
+        key_ok = attention_mask.bool()[:, None, :] & causal[None]  # [B, S, S]
+        bias_full = torch.where(key_ok, 0.0, neg).to(torch.float32)[:, None]  # [B,1,S,S]
+
+        late_bias = None
+        if mode == "masked" and k < self.num_layers:
+            kept = self._kept_rows(input_ids[:, :p], attention_mask[:, :p], n_target)
+            late_bias = torch.where(key_ok & kept[:, None, :], 0.0, neg).to(torch.float32)[:, None]
+
+        for i, layer in enumerate(self.model.layers):
+            if i == k and mode == "split":
+                kept = self._kept_rows(input_ids[:, :p], attention_mask[:, :p], n_target)
+                x, cos, sin = self._gather(kept, self.earn.n_registers + n_target, x, cos, sin)
+                g = x.shape[1]
+                bias_full = None if g == 1 else torch.where(
+                    torch.ones(g, g, dtype=torch.bool, device=x.device).tril(), 0.0, neg
+                ).to(torch.float32)[None, None]
+            bias = late_bias if (late_bias is not None and i >= k) else bias_full
+            x = layer(x, cos, sin, bias, kv_sink)
+        rows = x[:, -(n_target + 1):]
+        return self.logits_from_hidden(rows, head_token_ids)
+
+    def _kept_rows(self, prompt_ids, prompt_mask, n_target) -> torch.Tensor:
+        """[B, S] bool: registers in the prompt and every row after it (targets / generated tokens)."""
+        is_reg = self._register_mask(prompt_ids, prompt_mask)
+        tail = torch.ones(is_reg.shape[0], n_target, dtype=torch.bool, device=is_reg.device)
+        return torch.cat([is_reg, tail], dim=1)
+
+    def _gather(self, kept: torch.Tensor, n_keep: int, x, cos, sin):
+        """Keep the ``kept`` rows (``n_keep`` per user) in order, with their original RoPE angles."""
+        b = kept.shape[0]
+        # a stable sort of "not kept" puts the kept rows first and preserves their relative order
+        idx = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :n_keep].reshape(b, n_keep, 1)
+        return tuple(torch.take_along_dim(t, idx, dim=1) for t in (x, cos, sin))
+
+    # -- incremental inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Run the prompt once: (logits of the first identifier token [B, V], PrefixCache)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        sink: list = []
+        logits = self.forward(input_ids, attention_mask, n_target=0, mode="split", kv_sink=sink)
+        cache = PrefixCache(
+            keys=[kv[0] for kv in sink],
+            values=[kv[1] for kv in sink],
+            attention_mask=attention_mask,
+            last_position=position_ids_from_mask(attention_mask)[:, -1],
+            split_layer=self.split_layer,
+        )
+        return logits[:, 0], cache
+
+    @torch.no_grad()
+    def decode_step(
+        self,
+        tokens: torch.Tensor,
+        cache: PrefixCache,
+        generated: GeneratedCache | None = None,
+        position_ids: torch.Tensor | None = None,
+        head_token_ids: torch.Tensor | None = None,
+    ):
+        """Feed one token per beam: tokens [B, beam] -> (logits [B, beam, V], GeneratedCache with t+1)."""
+        b, nb = tokens.shape
+        if generated is None:
+            generated = GeneratedCache.empty(self, b, nb)
+        if position_ids is None:
+            position_ids = (cache.last_position + 1 + generated.length)[:, None].expand(b, nb)
+        return self.decode_tensors(
+            tokens, position_ids, cache.attention_mask, cache.keys, cache.values,
+            generated.keys, generated.values, head_token_ids,
+        )
+
+    def decode_tensors(self, tokens, position_ids, attention_mask, shared_k, shared_v, gen_k, gen_v,
+                       head_token_ids=None):
+        """Flat-tensor decode step (what the ONNX decode graph computes)."""
+        x = self.model.embed_tokens(tokens)
+        cos, sin = self.model.rotary_emb(position_ids, x.dtype)
+        neg = self._neg()
+        prompt_bias = torch.where(attention_mask.bool(), 0.0, neg).to(torch.float32)
+        k = self.split_layer
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.model.layers):
+            x, nk, nv = layer.decode(
+                x, cos, sin, shared_k[i], shared_v[i], prompt_bias if i < k else None, gen_k[i], gen_v[i]
+            )
+            new_k.append(torch.cat([gen_k[i], nk], dim=3))
+            new_v.append(torch.cat([gen_v[i], nv], dim=3))
+        return self.logits_from_hidden(x, head_token_ids), GeneratedCache(new_k, new_v)
+
+    # -- vocabulary --------------------------------------------------------------------------------------
+    def resize_token_embeddings(self, new_size: int, init: str = "mean", seed: int = 0) -> None:
+        """Grow the vocabulary; new rows = mean of old rows (+ small noise) so new tokens start neutral."""
+        old = self.model.embed_tokens.weight.data
+        n_old, h = old.shape
+        if new_size < n_old:
+            raise ValueError(f"cannot shrink vocabulary from {n_old} to {new_size}")
+        if new_size == n_old:
+            return
+        gen = torch.Generator().manual_seed(seed)
+        std = float(old.float().std()) if n_old > 1 else 0.02
+
+        def grow(w):
+            extra = torch.randn(new_size - n_old, w.shape[1], generator=gen) * (0.02 * std if init == "mean" else std)
+            if init == "mean":
+                extra = extra + w.float().mean(0, keepdim=True)
+            return torch.cat([w, extra.to(w.dtype)], 0)
+
+        self.model.embed_tokens = nn.Embedding(new_size, h, _weight=grow(old))
+        if self.config.tie_word_embeddings:
+            self.lm_head = nn.Linear(h, new_size, bias=False)
+            self.lm_head.weight = self.model.embed_tokens.weight
+        else:
+            w = self.lm_head.weight.data
+            self.lm_head = nn.Linear(h, new_size, bias=False)
+            self.lm_head.weight = nn.Parameter(grow(w))
+        self.config.vocab_size = new_size

@@ -1,0 +1,58 @@
+"""KV-cache accounting: exact bytes of the compacted EARN cache vs the dense and HF-beam-search caches.
+
+Per user, with N layers, split k, prompt length P (registers included), R registers, ``beam`` beams and
+``steps`` generated tokens held in the cache (L - 1 for L-token identifiers, the last token is never fed):
+- EARN (this runtime): 2·Hkv·D·bytes·(k·P + (N−k)·R + beam·N·steps)  -- prompt/register KV shared by beams
+- dense (this runtime, k = N): 2·Hkv·D·bytes·(N·P + beam·N·steps)
+- HF beam search: 2·Hkv·D·bytes·N·beam·(P + steps)                    -- the prompt KV is copied per beam
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KVShape:
+    num_layers: int
+    n_kv_heads: int
+    head_dim: int
+    dtype_bytes: int = 4
+
+    @classmethod
+    def of(cls, model, dtype_bytes: int | None = None) -> "KVShape":
+        p = next(model.parameters())
+        return cls(model.num_layers, model.n_kv_heads, model.head_dim, dtype_bytes or p.element_size())
+
+    @property
+    def per_token_layer(self) -> int:
+        return 2 * self.n_kv_heads * self.head_dim * self.dtype_bytes
+
+
+def kv_bytes(shape: KVShape, *, batch: int, beam: int, prompt_len: int, steps: int,
+             split_layer: int | None = None, n_registers: int = 0, layout: str = "earn") -> int:
+    """Cache bytes for ``batch`` users. layout: "earn" (compacted; k = N gives our dense runtime) or "hf"."""
+    n = shape.num_layers
+    k = n if split_layer is None else split_layer
+    if not 1 <= k <= n:
+        raise ValueError(f"split_layer {k} out of range 1..{n}")
+    if layout == "earn":
+        tokens = k * prompt_len + (n - k) * n_registers + beam * n * steps
+    elif layout == "hf":
+        tokens = n * beam * (prompt_len + steps)
+    else:
+        raise ValueError(f"layout must be 'earn' or 'hf', got {layout!r}")
+    return batch * shape.per_token_layer * tokens
+
+
+def kv_report(shape: KVShape, *, batch: int, beam: int, prompt_len: int, steps: int, split_layer: int,
+              n_registers: int) -> dict:
+    """Bytes of the three layouts and EARN's reduction against each."""
+    common = dict(batch=batch, beam=beam, prompt_len=prompt_len, steps=steps)
+    earn = kv_bytes(shape, split_layer=split_layer, n_registers=n_registers, **common)
+    dense = kv_bytes(shape, split_layer=shape.num_layers, **common)
+    hf = kv_bytes(shape, layout="hf", **common)
+    return {
+        "earn_bytes": earn, "dense_bytes": dense, "hf_beam_bytes": hf,
+        "reduction_vs_dense": 1 - earn / dense, "reduction_vs_hf": 1 - earn / hf,
+    }
