@@ -392,8 +392,7 @@ class EarnForCausalLM(nn.Module):
 
         for i, layer in enumerate(self.model.layers):
             if i == k and mode == "split":
-                kept = self._kept_rows(input_ids[:, :p], attention_mask[:, :p], n_target)
-                x, cos, sin = self._gather(kept, self.earn.n_registers + n_target, x, cos, sin)
+                x, cos, sin = self._gather(input_ids[:, :p], attention_mask[:, :p], n_target, x, cos, sin)
                 g = x.shape[1]
                 bias_full = None if g == 1 else torch.where(
                     torch.ones(g, g, dtype=torch.bool, device=x.device).tril(), 0.0, neg
@@ -409,11 +408,20 @@ class EarnForCausalLM(nn.Module):
         tail = torch.ones(is_reg.shape[0], n_target, dtype=torch.bool, device=is_reg.device)
         return torch.cat([is_reg, tail], dim=1)
 
-    def _gather(self, kept: torch.Tensor, n_keep: int, x, cos, sin):
-        """Keep the ``kept`` rows (``n_keep`` per user) in order, with their original RoPE angles."""
-        b = kept.shape[0]
-        # a stable sort of "not kept" puts the kept rows first and preserves their relative order
-        idx = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :n_keep].reshape(b, n_keep, 1)
+    def _gather(self, prompt_ids, prompt_mask, n_target: int, x, cos, sin):
+        """Keep the register rows and the ``n_target`` rows after the prompt, in order, with their RoPE angles.
+
+        The j-th register of a row is found as the first column where the running register count reaches
+        j + 1 (an ArgMax), so the gather is static in size (R + n_target) and exports to ONNX unchanged.
+        """
+        b, p = prompt_ids.shape
+        is_reg = self._register_mask(prompt_ids, prompt_mask)
+        running = is_reg.to(torch.int64).cumsum(-1)
+        cols = [torch.argmax(((running == j + 1) & is_reg).to(torch.int32), dim=1, keepdim=True)
+                for j in range(self.earn.n_registers)]
+        tail = torch.arange(p, p + n_target, device=prompt_ids.device).expand(b, n_target)
+        idx = torch.cat([*cols, tail], dim=1)
+        idx = idx.reshape(b, idx.shape[1], 1)
         return tuple(torch.take_along_dim(t, idx, dim=1) for t in (x, cos, sin))
 
     # -- incremental inference ---------------------------------------------------------------------------
