@@ -330,7 +330,8 @@ class EarnForCausalLM(nn.Module):
         if self.earn is None or self.earn.n_registers == 0:
             return torch.zeros_like(prompt_ids, dtype=torch.bool)
         reg_ids = torch.tensor(self.earn.register_token_ids, device=prompt_ids.device)
-        is_reg = torch.isin(prompt_ids, reg_ids) & prompt_mask.bool()
+        # == + any instead of torch.isin: isin has no ONNX translation in either torch.onnx exporter
+        is_reg = (prompt_ids[..., None] == reg_ids).any(-1) & prompt_mask.bool()
         counts = is_reg.sum(-1)
         if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             r = self.earn.n_registers
@@ -422,7 +423,9 @@ class EarnForCausalLM(nn.Module):
         tail = torch.arange(p, p + n_target, device=prompt_ids.device).expand(b, n_target)
         idx = torch.cat([*cols, tail], dim=1)
         idx = idx.reshape(b, idx.shape[1], 1)
-        return tuple(torch.take_along_dim(t, idx, dim=1) for t in (x, cos, sin))
+        # gather with an explicit expand (not take_along_dim): exports with TorchScript, and keeps batch/prompt
+        # dims symbolic under torch.export (take_along_dim's broadcast specialises them)
+        return tuple(torch.gather(t, 1, idx.expand(-1, -1, t.shape[-1])) for t in (x, cos, sin))
 
     # -- incremental inference ---------------------------------------------------------------------------
     @torch.no_grad()
