@@ -1,0 +1,246 @@
+"""Exporter: ORT graphs equal the torch model core (fp32/fp16, EARN/dense, dynamo/TorchScript), manifest checks.
+
+Helpers here (tiny models, a synthetic CSR trie, beam paths) are imported by the runtime tests too.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from earn_export.export import EngineDirError, export_onnx, load_manifest
+from earn_export.model import EarnConfig
+from earn_export.runtime.backends import OrtBackend, TorchBackend
+from model_configs import tiny_llama, tiny_qwen
+from test_model_earn import P_ID, S_ID, make_model
+
+ITEM_TOKENS = list(range(10, 40))  # 3 levels x 10 codes: level l uses tokens 10 + 10 l .. 19 + 10 l
+L = 3
+
+
+def synthetic_trie(n_items=60, seed=0):
+    """CSR trie (CONTRACTS.md) over ``n_items`` distinct 3-token identifiers; returns (arrays, item -> tokens)."""
+    rng = np.random.default_rng(seed)
+    codes = set()
+    while len(codes) < n_items:
+        codes.add(tuple(int(10 + 10 * lvl + rng.integers(0, 10)) for lvl in range(L)))
+    paths = {item: list(c) for item, c in enumerate(sorted(codes, key=lambda c: rng.random()))}
+    nodes = [{}]  # node -> {token: child}
+    leaf = {}
+    for item, path in paths.items():
+        n = 0
+        for tok in path:
+            if tok not in nodes[n]:
+                nodes.append({})
+                nodes[n][tok] = len(nodes) - 1
+            n = nodes[n][tok]
+        leaf[n] = item
+    offsets, tokens, children = [0], [], []
+    for node in nodes:
+        for tok in sorted(node):
+            tokens.append(tok)
+            children.append(node[tok])
+        offsets.append(len(tokens))
+    leaf_item = np.full(len(nodes), -1, np.int64)
+    for n, item in leaf.items():
+        leaf_item[n] = item
+    arrays = {"offsets": np.array(offsets, np.int64), "tokens": np.array(tokens, np.int64),
+              "children": np.array(children, np.int64), "leaf_item": leaf_item, "depth": np.array(L, np.int64)}
+    return arrays, paths
+
+
+def earn_model(kind="llama", k=2, seed=0):
+    cfg = {"llama": tiny_llama, "qwen2": tiny_qwen}[kind]
+    m = make_model(cfg, k=k, seed=seed)
+    m.set_earn(EarnConfig(split_layer=k, prefix_token_ids=[P_ID], suffix_token_ids=[S_ID], id_length=L,
+                          paradigm="tiger", max_history=5))
+    return m
+
+
+def dense_model(seed=0):
+    """A plain dense checkpoint (no registers, no earn.json): k = N."""
+    m = make_model(tiny_llama, k=4, seed=seed)
+    m.set_earn(None)
+    return m
+
+
+def token_prompts(model, lens, seed=3):
+    """Left-padded prompts with the model's registers (if any) around random non-item body tokens."""
+    g = np.random.default_rng(seed)
+    earn = model.earn
+    pre = list(earn.prefix_token_ids) if earn else []
+    suf = list(earn.suffix_token_ids) if earn else []
+    s = max(lens)
+    ids = np.zeros((len(lens), s), np.int64)
+    mask = np.zeros_like(ids)
+    for i, n in enumerate(lens):
+        body = g.integers(40, 80, n - len(pre) - len(suf)).tolist()
+        ids[i, s - n:] = pre + body + suf
+        mask[i, s - n:] = 1
+    return ids, mask
+
+
+def random_path(b, beam, steps, vocab_out, seed=7):
+    """Per step: (tokens [b, beam] as column indices, parents [b, beam])."""
+    g = np.random.default_rng(seed)
+    out = []
+    for s in range(1, steps + 1):
+        parents = np.zeros((b, beam), np.int64) if s == 1 else g.integers(0, beam, (b, beam))
+        out.append((g.integers(0, vocab_out, (b, beam)), parents))
+    return out
+
+
+def compare_backends(a, b, ids, mask, beam, steps=L - 1):
+    """Run both backends along one random beam path; returns max |diff| per call (prefill, decode 1..)."""
+    la, sa = a.prefill(ids, mask)
+    lb, sb = b.prefill(ids, mask)
+    diffs = [float(np.abs(la - lb).max())]
+    outs = [(la, lb)]
+    cols = a.out_token_ids
+    for step, (col, parents) in enumerate(random_path(len(ids), beam, steps, la.shape[-1]), start=1):
+        tokens = col if cols is None else cols[col]
+        la, sa = a.decode(sa, tokens, parents, step)
+        lb, sb = b.decode(sb, tokens, parents, step)
+        assert la.shape == (len(ids), beam, lb.shape[-1])
+        diffs.append(float(np.abs(la - lb).max()))
+        outs.append((la, lb))
+    return diffs, outs
+
+
+@pytest.fixture(scope="module")
+def trie_arrays():
+    return synthetic_trie()[0]
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, trie_arrays):
+    """name -> (engine_dir, fp32 torch model). TorchScript exporter (fast); dynamo is tested separately."""
+    out = {}
+    specs = {
+        "llama_k2": (lambda: earn_model("llama", 2), {}),
+        "qwen_k1": (lambda: earn_model("qwen2", 1), {}),
+        "dense": (dense_model, {}),
+        "llama_k2_fp16": (lambda: earn_model("llama", 2), {"fp16": True}),
+    }
+    for name, (build, kw) in specs.items():
+        m = build()
+        d = tmp_path_factory.mktemp(name)
+        export_onnx(m, d, vocab="items", trie=trie_arrays, exporter="torchscript", **kw)
+        out[name] = (d, m)
+    return out
+
+
+@pytest.mark.parametrize("name", ["llama_k2", "qwen_k1", "dense"])
+def test_fp32_graphs_match_torch(engines, name):
+    d, m = engines[name]
+    ort_b, torch_b = OrtBackend(d), TorchBackend(m, head_token_ids=ITEM_TOKENS)
+    assert np.array_equal(ort_b.out_token_ids, ITEM_TOKENS)
+    ids, mask = token_prompts(m, [9, 5, 12, 7])
+    diffs, outs = compare_backends(ort_b, torch_b, ids, mask, beam=20)
+    assert max(diffs) <= 1e-4, diffs
+    # log-probs over the item slice: rows sum to 1
+    assert np.allclose(np.exp(outs[0][0]).sum(-1), 1, atol=1e-5)
+    man = load_manifest(d)
+    assert man["model"]["split_layer"] == m.split_layer and man["logits"] == "log_softmax"
+    # compacted cache: late layers hold only the R registers, early layers the prompt
+    shapes = {o["name"]: o["shape"] for o in man["graphs"]["prefill"]["outputs"]}
+    assert shapes["present.0.key"][2] == "prompt_len"
+    if m.split_layer < m.num_layers:
+        assert shapes[f"present.{m.num_layers - 1}.key"][2] == 2
+
+
+@pytest.mark.parametrize("beam", [1, 40])
+def test_beam_widths(engines, beam):
+    d, m = engines["llama_k2"]
+    ids, mask = token_prompts(m, [6, 10])
+    diffs, _ = compare_backends(OrtBackend(d), TorchBackend(m, ITEM_TOKENS), ids, mask, beam=beam)
+    assert max(diffs) <= 1e-4, diffs
+
+
+def test_fp16_graph_close_and_finite(engines):
+    d, m = engines["llama_k2_fp16"]
+    ob = OrtBackend(d)
+    man = load_manifest(d)
+    assert man["dtype"] == "float16" and man["logits_dtype"] == "float32"
+    ids, mask = token_prompts(m, [12, 4, 8])  # heavy left padding on rows 1-2
+    lp, st = ob.prefill(ids, mask)
+    assert lp.dtype == np.float32 and st.past[0].numpy().dtype == np.float16
+    diffs, outs = compare_backends(ob, TorchBackend(m, ITEM_TOKENS), ids, mask, beam=20)
+    for a, b in outs:
+        assert np.isfinite(a).all()
+        rel = np.abs(a - b).max() / np.abs(b).max()
+        assert rel <= 2e-2, rel
+    assert all(np.isfinite(t.numpy()).all() for t in st.past)  # padded rows' KV: no NaN/inf
+
+
+def test_items_head_is_baked_not_gathered(engines):
+    d, m = engines["llama_k2"]
+    g = onnx.load(str(d / "prefill.onnx"))
+    shapes = [tuple(t.dims) for t in g.graph.initializer]
+    v, h = m.config.vocab_size, m.config.hidden_size
+    assert (len(ITEM_TOKENS), h) in shapes or (h, len(ITEM_TOKENS)) in shapes
+    assert shapes.count((v, h)) == 1  # the embedding only; the full LM head is not in the graph
+
+
+def test_full_vocab_and_dynamo_exporter(tmp_path, trie_arrays):
+    m = earn_model("qwen2", 2, seed=1)
+    man = export_onnx(m, tmp_path, vocab="full", trie=trie_arrays, exporter="dynamo")
+    assert man["exporter"] == {"prefill": "dynamo", "decode": "dynamo"}
+    assert man["vocab"]["vocab_out_token_ids"] is None and man["vocab"]["vocab_out"] == m.config.vocab_size
+    ob = OrtBackend(tmp_path)
+    ids, mask = token_prompts(m, [7, 11, 5])
+    diffs, _ = compare_backends(ob, TorchBackend(m), ids, mask, beam=4)
+    assert max(diffs) <= 1e-4, diffs
+
+
+def test_external_data_export_loads_and_matches(tmp_path, trie_arrays):
+    m = earn_model("llama", 2)
+    man = export_onnx(m, tmp_path, trie=trie_arrays, exporter="torchscript", external_data_threshold=0)
+    assert (tmp_path / "prefill.onnx.data").is_file() and (tmp_path / "decode.onnx.data").is_file()
+    assert man["graphs"]["decode"]["external_data"] == "decode.onnx.data"
+    assert (tmp_path / "prefill.onnx").stat().st_size < (tmp_path / "prefill.onnx.data").stat().st_size
+    ids, mask = token_prompts(m, [8, 6])
+    diffs, _ = compare_backends(OrtBackend(tmp_path), TorchBackend(m, ITEM_TOKENS), ids, mask, beam=3)
+    assert max(diffs) <= 1e-4
+
+
+def test_export_from_checkpoint_dir_copies_files(tmp_path, trie_arrays):
+    m = earn_model("llama", 2)
+    ckpt = tmp_path / "ckpt"
+    m.save_pretrained(ckpt)
+    np.savez(ckpt / "trie.npz", **trie_arrays)
+    (ckpt / "items.json").write_text(json.dumps({"0": ["<a_1>"]}))
+    man = export_onnx(ckpt, tmp_path / "eng", exporter="torchscript")
+    files = set(man["sha256"])
+    assert {"prefill.onnx", "decode.onnx", "trie.npz", "items.json", "earn.json", "config.json"} <= files
+    assert man["vocab"]["vocab_out_token_ids"] == sorted(set(trie_arrays["tokens"].tolist()))
+    assert man["earn_config"]["split_layer"] == 2
+
+
+def test_manifest_errors_are_clear(engines, tmp_path):
+    src, _ = engines["llama_k2"]
+    with pytest.raises(EngineDirError, match="does not exist"):
+        load_manifest(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EngineDirError, match="no manifest.json"):
+        load_manifest(empty)
+    d = tmp_path / "copy"
+    shutil.copytree(src, d)
+    (d / "decode.onnx").unlink()
+    with pytest.raises(EngineDirError, match=r"missing files \['decode.onnx'\].*partial"):
+        OrtBackend(d)
+    shutil.rmtree(d)
+    shutil.copytree(src, d)
+    with open(d / "trie.npz", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(EngineDirError, match=r"sha256 mismatch for \['trie.npz'\]"):
+        load_manifest(d)
+    man = json.loads((d / "manifest.json").read_text())
+    man["format_version"] = 99
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(EngineDirError, match="format_version 99 is not supported.*re-export"):
+        load_manifest(d)
