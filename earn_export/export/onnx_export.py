@@ -109,28 +109,14 @@ def _resolve_trie(trie, ckpt_dir: Path | None, out_dir: Path) -> Path | None:
 
 
 def _trie_from_catalog(ckpt_dir: Path):
-    """Build the trie from the checkpoint's item catalog with earn_export.data, if both exist."""
-    try:
-        from ..data import catalog as cat
-    except Exception:
+    """The trie of a checkpoint that has an item catalog (items.json) and a tokenizer but no trie.npz."""
+    if not (ckpt_dir / "items.json").is_file():
         return None
-    loader = getattr(getattr(cat, "ItemCatalog", None), "load", None)
-    if loader is None:
-        return None
-    for name in ("items.json", "catalog.json"):
-        if (ckpt_dir / name).is_file():
-            try:
-                catalog = loader(ckpt_dir)
-            except Exception:
-                try:
-                    catalog = loader(ckpt_dir / name)
-                except Exception:
-                    return None
-            build = getattr(catalog, "trie", None) or getattr(catalog, "build_trie", None)
-            if build is None:
-                return None
-            return build() if callable(build) else build
-    return None
+    from transformers import AutoTokenizer
+
+    from ..data.catalog import ItemCatalog
+
+    return ItemCatalog.load(ckpt_dir).trie(AutoTokenizer.from_pretrained(str(ckpt_dir)))
 
 
 def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
@@ -192,6 +178,7 @@ def _finalize(tmp_path: Path, out_dir: Path, name: str, external_threshold: int,
     if size > external_threshold:
         onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_name, size_threshold=1024)
+        os.chmod(out_dir / data_name, 0o644)  # onnx creates it 0600; engine dirs are copied and shared
         onnx.checker.check_model(str(dst))
         return [name, data_name]
     onnx.checker.check_model(model)
@@ -392,6 +379,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             "beam": "beams per user", "t": "generated tokens held per beam (0 at the first decode call, up to L-1)",
         },
         "trie": "trie.npz" if trie_path else None,
+        "source_checkpoint": str(ckpt_dir.resolve()) if ckpt_dir is not None else None,
         "aux_files": aux,
         "versions": _versions(),
         "notes": {

@@ -1,0 +1,72 @@
+"""``earn-export export`` (checkpoint → two ONNX graphs + manifest) and ``earn-export check`` (parity)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export prefill.onnx + decode.onnx + manifest.json from a checkpoint dir")
+    p.add_argument("checkpoint", help="HF checkpoint dir (config.json, model.safetensors, earn.json, items.json ...)")
+    p.add_argument("--out", required=True, help="engine directory to write (e.g. engines/NAME)")
+    p.add_argument("--fp16", action="store_true", help="fp16 weights/KV; norms, softmax and logits stay fp32")
+    p.add_argument("--vocab", default="items", choices=["items", "full"],
+                   help="items: LM head sliced to identifier tokens (fast); full: exact full-vocabulary scores")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
+                   help="torch.onnx exporter (auto: dynamo, falling back to TorchScript)")
+    p.set_defaults(func=run_export)
+
+    c = sub.add_parser("check", help="parity of an engine dir with its torch reference checkpoint")
+    c.add_argument("engine_dir")
+    c.add_argument("--reference", help="reference checkpoint dir (default: the manifest's source_checkpoint)")
+    c.add_argument("--users", type=int, default=500, help="number of users compared (default 500)")
+    c.add_argument("--beam", type=int, default=20)
+    c.add_argument("--top-k", type=int, default=20)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--polygraphy", action="store_true", help="also compare prefill.onnx with polygraphy")
+    c.add_argument("--min-identical", type=float, default=None,
+                   help="exit 1 if the identical top-K fraction is below this (default: 0.999 fp32, 0.99 fp16)")
+    c.add_argument("--out", help="write the parity report JSON here")
+    c.set_defaults(func=run_check)
+
+
+def run_export(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .onnx_export import export_onnx
+
+    bar = tqdm(total=7, desc="export", unit="step")
+
+    def progress(msg):
+        bar.set_postfix_str(msg)
+        bar.update(1)
+
+    manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
+                           exporter=args.exporter, progress=progress)
+    bar.close()
+    m = manifest["model"]
+    print(f"wrote {args.out}: prefill.onnx + decode.onnx ({manifest['dtype']}, vocab={manifest['vocab']['mode']} "
+          f"[{manifest['vocab']['vocab_out']}], exporter={manifest['exporter']}), k={m['split_layer']} of "
+          f"{m['num_layers']} layers, {m['n_registers']} registers")
+    return 0
+
+
+def run_check(args) -> int:
+    from .parity import check_engine
+
+    report = check_engine(args.engine_dir, args.reference, n=args.users, beam=args.beam, top_k=args.top_k,
+                          batch_size=args.batch_size, polygraphy=args.polygraphy, progress=True)
+    threshold = args.min_identical
+    if threshold is None:
+        threshold = 0.99 if report["dtype"] == "float16" else 0.999
+    report["min_identical"] = threshold
+    report["passed"] = report["topk_identical_fraction"] >= threshold
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    summary = {k: v for k, v in report.items() if k != "mismatches"}
+    summary["mismatches_shown"] = len(report["mismatches"])
+    print(json.dumps(summary, indent=2))
+    return 0 if report["passed"] else 1

@@ -1,0 +1,173 @@
+"""Parity of an exported engine with the torch reference checkpoint, over real prompts.
+
+:func:`check_engine` runs the ONNX Runtime engine and the torch model core on the same users:
+- prefill log-probs compared on the real (left-padded, mixed-length) prompts;
+- decode log-probs compared along the ORT beam path: every decode call of the ORT search is recorded
+  (tokens, parents, step) and replayed on the torch backend, so both see exactly the same inputs;
+- top-K item lists: an independent torch beam search per user, compared list-for-list with ORT's.
+Optionally (``polygraphy=True``) polygraphy's ``OnnxrtRunner`` (plus ``TrtRunner`` when TensorRT is
+installed) runs prefill.onnx on the same prompts and its ``Comparator`` checks them against the torch
+outputs; polygraphy is an optional dependency (``pip install earn-export[parity]``) and is skipped cleanly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def engine_histories(engine_dir, n: int) -> list[list[int]] | None:
+    """Test-split histories of the data the engine's checkpoint was trained on (``data.json``), if known."""
+    from ..data.sequences import eval_examples
+    from ..train.pipeline import DataSpec
+
+    spec = DataSpec.load_from(engine_dir)
+    if spec is None:
+        return None
+    with open(Path(engine_dir) / "prompt.json") as f:
+        import json
+
+        max_history = json.load(f).get("max_history", 20)
+    return eval_examples(spec.load(), "test", max_history=max_history).histories[:n]
+
+
+def synthetic_histories(known_items, n: int, max_len: int, seed: int = 0) -> list[list[int]]:
+    """``n`` random histories over the catalog, lengths 0..max_len (mixed lengths on purpose)."""
+    rng = np.random.default_rng(seed)
+    items = np.array(sorted(known_items))
+    return [rng.choice(items, size=int(rng.integers(0, max_len + 1))).tolist() for _ in range(n)]
+
+
+def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam: int = 20, top_k: int = 20,
+                 batch_size: int = 32, providers=None, polygraphy: bool = False,
+                 progress: bool = False, reference_model=None, seed: int = 0, max_mismatches: int = 50) -> dict:
+    """Compare an engine with its reference. ``users``: list of histories (item ids) or None; then histories
+    are the test users of the engine's training data (``data.json``), else sampled from the catalog; ``n`` caps
+    the count.
+    ``reference_model``: an ``EarnForCausalLM`` instead of ``reference_ckpt`` (tests). Returns a dict with
+    ``prefill_max_abs_diff``, ``decode_max_abs_diff``, ``topk_identical_fraction``, ``mismatches`` ...
+    """
+    from ..runtime.backends import RecordingBackend, TorchBackend
+    from ..runtime.recommender import Recommender
+    from ..search.beam import constrained_beam_search
+
+    rec = Recommender.load(engine_dir, backend="onnxruntime", providers=providers)
+    manifest = rec.manifest
+    if reference_model is None:
+        from ..model import load_pretrained
+
+        if reference_ckpt is None:
+            reference_ckpt = manifest.get("source_checkpoint")
+        if reference_ckpt is None:
+            raise ValueError("check_engine needs reference_ckpt (or reference_model)")
+        reference_model = load_pretrained(reference_ckpt, dtype=None)
+    import torch
+
+    reference_model = reference_model.float().eval()
+    ref = TorchBackend(reference_model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
+
+    if users is None:
+        users = engine_histories(engine_dir, n) if (Path(engine_dir) / "data.json").is_file() else None
+    if users is None:
+        users = synthetic_histories(rec.known_items, n, rec.max_history, seed=seed)
+    users = list(users)[:n]
+    clean, skipped, _ = rec.prepare(users, on_unknown="skip")
+
+    pre_diff, dec_diff, pre_rel = 0.0, 0.0, 0.0
+    identical = 0
+    mismatches = []
+    starts = range(0, len(clean), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="parity", unit="batch")
+    poly_prompts = []
+    for s in starts:
+        chunk = clean[s: s + batch_size]
+        ids, mask = rec.encoder(chunk)
+        if len(poly_prompts) < 2:
+            poly_prompts.append((ids, mask))
+        recorder = RecordingBackend(rec.backend)
+        ort_res = constrained_beam_search(recorder, rec.trie, ids, mask, beam=beam)
+        # replay the ORT beam path on the torch reference
+        state = None
+        for call in recorder.calls:
+            if call["kind"] == "prefill":
+                lp, state = ref.prefill(call["input_ids"], call["attention_mask"])
+                d = np.abs(lp - call["logprobs"])
+                pre_diff = max(pre_diff, float(d.max()))
+                pre_rel = max(pre_rel, float(d.max() / max(np.abs(lp).max(), 1e-12)))
+            else:
+                lp, state = ref.decode(state, call["tokens"], call["parents"], call["step"])
+                # only beams the search can use: finite reference log-probs (all are; masks come later)
+                dec_diff = max(dec_diff, float(np.abs(lp - call["logprobs"]).max()))
+        with torch.no_grad():
+            ref_res = constrained_beam_search(ref, rec.trie, ids, mask, beam=beam)
+        a = np.asarray(ort_res.items)[:, :top_k]
+        b = np.asarray(ref_res.items)[:, :top_k]
+        for i in range(len(chunk)):
+            if np.array_equal(a[i], b[i]):
+                identical += 1
+            elif len(mismatches) < max_mismatches:
+                diff = np.nonzero(a[i] != b[i])[0]
+                mismatches.append({
+                    "user": s + i, "history": chunk[i], "first_diff_rank": int(diff[0]),
+                    "n_diff": int(len(diff)), "same_set": bool(set(a[i].tolist()) == set(b[i].tolist())),
+                    "onnxruntime": a[i].tolist(), "torch": b[i].tolist(),
+                    "onnxruntime_scores": np.asarray(ort_res.scores)[i, :top_k].round(5).tolist(),
+                    "torch_scores": np.asarray(ref_res.scores)[i, :top_k].round(5).tolist(),
+                })
+    u = len(clean)
+    report = {
+        "engine_dir": str(engine_dir), "users": u, "beam": beam, "top_k": top_k,
+        "dtype": manifest["dtype"], "vocab": manifest["vocab"]["mode"],
+        "providers": list(getattr(rec.backend, "device_providers", [])),
+        "prefill_max_abs_diff": pre_diff, "prefill_max_rel_diff": pre_rel, "decode_max_abs_diff": dec_diff,
+        "topk_identical_fraction": identical / u if u else 1.0,
+        "users_with_unknown_items_skipped": int((skipped > 0).sum()),
+        "mismatches": mismatches,
+    }
+    if polygraphy:
+        report["polygraphy"] = polygraphy_prefill(engine_dir, poly_prompts, ref)
+    return report
+
+
+def polygraphy_prefill(engine_dir, prompts, reference_backend, atol: float | None = None) -> dict:
+    """``polygraphy run prefill.onnx --onnxrt [--trt]`` on real prompts, compared with the torch outputs."""
+    try:
+        from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+        from polygraphy.comparator import Comparator, CompareFunc, IterationResult, RunResults
+    except ImportError:
+        return {"skipped": "polygraphy is not installed (pip install 'earn-export[parity]')"}
+    from .manifest import load_manifest
+
+    engine_dir = Path(engine_dir)
+    manifest = load_manifest(engine_dir, verify=False)
+    if atol is None:
+        atol = 2e-2 if manifest["dtype"] == "float16" else 1e-4
+    feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in prompts]
+    runners = [OnnxrtRunner(SessionFromOnnx(str(engine_dir / "prefill.onnx"), providers=["CPUExecutionProvider"]))]
+    try:
+        import tensorrt  # noqa: F401
+        from polygraphy.backend.trt import EngineFromNetwork, NetworkFromOnnxPath, TrtRunner
+
+        runners.append(TrtRunner(EngineFromNetwork(NetworkFromOnnxPath(str(engine_dir / "prefill.onnx")))))
+    except Exception:
+        pass
+    results = Comparator.run(runners, data_loader=feeds)
+    torch_iters = []
+    for f in feeds:
+        lp, state = reference_backend.prefill(f["input_ids"], f["attention_mask"])
+        outs = {"logits": lp}
+        for layer, (k, v) in enumerate(zip(state.prefix.keys, state.prefix.values)):
+            outs[f"present.{layer}.key"] = k.float().numpy()
+            outs[f"present.{layer}.value"] = v.float().numpy()
+        torch_iters.append(IterationResult(outputs=outs, runner_name="torch-reference"))
+    results.append(("torch-reference", torch_iters))
+    # compare every polygraphy runner against the torch reference (its logits output only: KV dtype may differ)
+    func = CompareFunc.simple(atol=atol, rtol=0.0, check_shapes=True,
+                              find_output_func=lambda name, idx, res: [name] if name == "logits" else [])
+    comparisons = [(i, len(results) - 1) for i in range(len(results) - 1)]
+    acc = Comparator.compare_accuracy(results, compare_func=func, comparisons=comparisons)
+    return {"runners": [r.name for r in runners] + ["torch-reference"], "atol": atol, "passed": bool(acc)}

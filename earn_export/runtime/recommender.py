@@ -1,0 +1,183 @@
+"""``Recommender``: item-id histories in, top-K item ids out (prefill → beam expand → decode ×(L-1), trie mask).
+
+Behaviour (documented contract of :meth:`Recommender.recommend`):
+- unknown item ids (not in the engine's catalog/trie) raise :class:`UnknownItemError` naming them, unless
+  ``on_unknown="skip"``: they are dropped and counted per user in ``RecommendResult.skipped``;
+- an empty history is allowed: the prompt is the template/registers alone;
+- a history longer than ``max_history`` (manifest / earn.json, default 20) keeps its most recent items
+  (the end of the list; histories are chronological), counted in ``RecommendResult.truncated``;
+- a batch of mixed lengths is left-padded (the suffix register is the last column for every user);
+- users are processed in chunks of ``batch_size``; fewer valid items than ``top_k`` pad with item -1 and
+  score -inf.
+Thread safety: ``recommend`` keeps no per-call state on ``self``; ONNX Runtime sessions and the torch model
+are only read, so concurrent calls from threads are safe and give the sequential results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .prompts import build_encoder, trie_item_paths
+
+
+class UnknownItemError(KeyError):
+    """History item ids that the engine's catalog does not know."""
+
+    def __init__(self, unknown: dict[int, list[int]]):
+        self.unknown = unknown  # user index -> unknown ids
+        ids = sorted({i for v in unknown.values() for i in v})
+        users = sorted(unknown)
+        super().__init__(
+            f"unknown item ids {ids[:20]}{' ...' if len(ids) > 20 else ''} in the histories of users {users[:20]}; "
+            "the engine's catalog has no such items. Map them to catalog ids, or pass on_unknown='skip' to drop "
+            "them (counted in RecommendResult.skipped)."
+        )
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+@dataclass
+class RecommendResult:
+    items: np.ndarray  # [U, top_k] int64, best first, -1 = fewer valid items
+    scores: np.ndarray  # [U, top_k] float32: sum of the identifier's token log-probs (-inf for padding)
+    skipped: np.ndarray = field(default=None)  # [U] int64 unknown ids dropped (on_unknown="skip")
+    truncated: np.ndarray = field(default=None)  # [U] int64 oldest items dropped beyond max_history
+
+
+def load_trie(path):
+    """The CSR trie (earn_export.data.catalog.Trie) from trie.npz."""
+    from ..data.catalog import Trie
+
+    return Trie.load(path)
+
+
+class Recommender:
+    """Top-K items per user from a search backend, the trie and a prompt encoder."""
+
+    def __init__(self, backend, trie, encoder, known_items, max_history: int = 20, batch_size: int = 64,
+                 manifest: dict | None = None):
+        self.backend = backend
+        self.trie = trie
+        self.encoder = encoder
+        self.known_items = frozenset(int(i) for i in known_items)
+        self.max_history = int(max_history)
+        self.batch_size = int(batch_size)
+        self.manifest = manifest or {}
+
+    # -- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify: bool = True,
+             batch_size: int = 64, session_options=None, device=None) -> "Recommender":
+        """An exported engine directory. ``backend="torch"`` runs the torch reference on the checkpoint the
+        engine was exported from (``checkpoint=`` or the manifest's ``source_checkpoint``) with the engine's
+        trie, prompts and output vocabulary."""
+        from ..export.manifest import EngineDirError, load_manifest
+        from .backends import OrtBackend, TorchBackend
+
+        engine_dir = Path(engine_dir)
+        manifest = load_manifest(engine_dir, verify=verify)
+        if not manifest.get("trie"):
+            raise EngineDirError(f"{engine_dir}: the engine has no trie.npz; re-export with a trie "
+                                 "(export_onnx(..., trie=...) or a checkpoint with items.json / trie.npz)")
+        if backend == "onnxruntime":
+            be = OrtBackend(engine_dir, providers=providers, manifest=manifest, session_options=session_options)
+        elif backend == "torch":
+            from ..model import load_pretrained
+
+            ckpt = checkpoint or manifest.get("source_checkpoint")
+            if not ckpt or not Path(ckpt).is_dir():
+                raise EngineDirError(f"backend='torch' needs the checkpoint the engine was exported from; pass "
+                                     f"checkpoint= (manifest source_checkpoint={ckpt!r} is not available)")
+            model = load_pretrained(ckpt)
+            if device is not None:
+                model = model.to(device)
+            be = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
+        else:
+            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
+        trie = load_trie(engine_dir / manifest["trie"])
+        paths = trie_item_paths(engine_dir / manifest["trie"])
+        m = manifest["model"]
+        encoder = build_encoder(engine_dir, m, paths)
+        return cls(be, trie, encoder, paths.keys(), max_history=m.get("max_history") or 20,
+                   batch_size=batch_size, manifest=manifest)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,
+                        dtype=None) -> "Recommender":
+        """Torch backend straight from a training checkpoint (trie.npz beside it, or ``trie=`` path/arrays)."""
+        from ..export.onnx_export import _resolve_trie, _trie_tokens
+        from ..model import load_pretrained
+        from .backends import TorchBackend
+        import tempfile
+
+        ckpt_dir = Path(ckpt_dir)
+        model = load_pretrained(ckpt_dir, dtype=dtype)
+        if device is not None:
+            model = model.to(device)
+        with tempfile.TemporaryDirectory() as tmp:
+            trie_path = _resolve_trie(trie, ckpt_dir, Path(tmp))
+            if trie_path is None:
+                raise FileNotFoundError(f"{ckpt_dir}: no trie.npz or item catalog to build one; pass trie=")
+            trie_obj = load_trie(trie_path)
+            paths = trie_item_paths(trie_path)
+            head = _trie_tokens(trie_path) if vocab == "items" else None
+        earn = model.earn
+        info = {
+            "prefix_token_ids": list(earn.prefix_token_ids) if earn else [],
+            "suffix_token_ids": list(earn.suffix_token_ids) if earn else [],
+            "paradigm": earn.paradigm if earn else None,
+            "id_length": earn.id_length if earn else None,
+            "max_history": earn.max_history if earn else 20,
+        }
+        encoder = build_encoder(ckpt_dir, info, paths)
+        return cls(TorchBackend(model, head_token_ids=head), trie_obj, encoder, paths.keys(),
+                   max_history=info["max_history"] or 20, batch_size=batch_size)
+
+    # -- inference -------------------------------------------------------------------------------------------
+    def prepare(self, histories, on_unknown: str = "error"):
+        """Validate, filter and truncate histories -> (clean histories, skipped [U], truncated [U])."""
+        if on_unknown not in ("error", "skip"):
+            raise ValueError(f"on_unknown must be 'error' or 'skip', got {on_unknown!r}")
+        clean, unknown = [], {}
+        skipped = np.zeros(len(histories), np.int64)
+        truncated = np.zeros(len(histories), np.int64)
+        for u, hist in enumerate(histories):
+            hist = [int(i) for i in hist]
+            bad = [i for i in hist if i not in self.known_items]
+            if bad:
+                unknown[u] = bad
+                skipped[u] = len(bad)
+                hist = [i for i in hist if i in self.known_items]
+            if len(hist) > self.max_history:
+                truncated[u] = len(hist) - self.max_history
+                hist = hist[-self.max_history:] if self.max_history > 0 else []
+            clean.append(hist)
+        if unknown and on_unknown == "error":
+            raise UnknownItemError(unknown)
+        return clean, skipped, truncated
+
+    def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error") -> RecommendResult:
+        """Top-``top_k`` items for each history (a list of item-id lists, oldest first); see the module doc."""
+        from ..search.beam import constrained_beam_search
+
+        if beam < 1 or not 1 <= top_k <= beam:
+            raise ValueError(f"need 1 <= top_k <= beam, got top_k={top_k}, beam={beam}")
+        histories = list(histories)
+        clean, skipped, truncated = self.prepare(histories, on_unknown)
+        u = len(clean)
+        items = np.full((u, top_k), -1, np.int64)
+        scores = np.full((u, top_k), -np.inf, np.float32)
+        for s in range(0, u, self.batch_size):
+            chunk = clean[s: s + self.batch_size]
+            ids, mask = self.encoder(chunk)
+            res = constrained_beam_search(self.backend, self.trie, ids, mask, beam=beam)
+            it = np.asarray(res.items)[:, :top_k]
+            sc = np.asarray(res.scores, dtype=np.float32)[:, :top_k]
+            sc = np.where(it >= 0, sc, -np.inf).astype(np.float32)
+            items[s: s + len(chunk), : it.shape[1]] = it
+            scores[s: s + len(chunk), : sc.shape[1]] = sc
+        return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated)

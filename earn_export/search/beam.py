@@ -1,0 +1,116 @@
+"""Trie-constrained beam search over item identifiers (DESIGN.md §5), vectorised in numpy.
+
+Step 0 expands each user's single prefill row into ``beam`` beams; steps 1..L-1 call the backend's decode
+graph once for all beams of all users. At every step only the children of a beam's trie node are candidates
+(the other log-probs are never looked at, which is the trie mask), candidates are ranked over beam × children
+per user, and the best ``beam`` survive. A beam whose node has no valid child, or that could not be filled
+because fewer than ``beam`` candidates exist, is *dead*: score -inf, never expanded again, item -1 at the end.
+Dead beams still occupy their slot so all tensors keep the static ``[B, beam]`` shape the graphs expect.
+
+Scores are sums of token log-probs (no length penalty: identifiers have a fixed length L), which is what
+transformers' beam search ranks by with ``length_penalty=0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class BeamResult:
+    items: np.ndarray  # [B, beam] int64, best first; -1 = no valid item in this slot
+    scores: np.ndarray  # [B, beam] float32 sum of log-probs; -inf where items == -1
+    tokens: np.ndarray  # [B, beam, L] int64 identifier token ids; -1 where items == -1
+
+
+def token_columns(trie, out_token_ids) -> np.ndarray:
+    """Column of the backend's log-prob output for every trie token id (``-1`` padding kept as -1).
+
+    ``out_token_ids`` None means the output is the full vocabulary (column = token id). A trie token missing
+    from the output vocabulary is a mismatch between engine and catalog, reported instead of masked away.
+    """
+    tokens = np.unique(trie.tokens)
+    size = int(max(tokens.max(initial=0), 0)) + 1
+    if out_token_ids is None:
+        return np.arange(size, dtype=np.int64)
+    out = np.asarray(out_token_ids, dtype=np.int64)
+    col = np.full(max(size, int(out.max(initial=0)) + 1), -1, dtype=np.int64)
+    col[out] = np.arange(len(out))
+    missing = tokens[col[tokens] < 0]
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} identifier tokens of the trie (e.g. {missing[:5].tolist()}) are not in the engine's "
+            "output vocabulary; the engine was exported for another catalog. Re-export with this catalog's trie."
+        )
+    return col
+
+
+def _select(scores: np.ndarray, beam: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``scores [B, M]``: indices and values of the ``beam`` best, best first (stable on ties)."""
+    b, m = scores.shape
+    if m > beam:
+        # argpartition keeps the work O(M); the final order is a stable sort of the kept few
+        part = np.argpartition(-scores, beam - 1, axis=1)[:, :beam]
+        part.sort(axis=1)  # index order, so the stable sort below breaks ties by lower index like a full sort
+        vals = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-vals, axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, axis=1)
+    else:
+        idx = np.argsort(-scores, axis=1, kind="stable")
+        if m < beam:
+            idx = np.concatenate([idx, np.zeros((b, beam - m), dtype=idx.dtype)], axis=1)
+    vals = np.take_along_axis(scores, idx, axis=1)
+    if m < beam:
+        vals[:, m:] = -np.inf
+    return idx, vals
+
+
+def constrained_beam_search(backend, trie, input_ids, attention_mask, beam: int = 20,
+                            columns: np.ndarray | None = None) -> BeamResult:
+    """Top-``beam`` valid identifiers per prompt (see the module doc). ``backend``: SearchBackend protocol."""
+    if beam < 1:
+        raise ValueError(f"beam must be >= 1, got {beam}")
+    child_tokens, child_nodes = trie.padded_children()
+    depth = int(trie.depth)
+    col = token_columns(trie, backend.out_token_ids) if columns is None else columns
+    valid_child = child_tokens >= 0
+    child_cols = np.where(valid_child, col[np.maximum(child_tokens, 0)], 0)
+
+    input_ids = np.asarray(input_ids)
+    n_users = input_ids.shape[0]
+    logprobs, state = backend.prefill(input_ids, attention_mask)
+    # step 0: one row per user, all at the root
+    nodes = np.zeros((n_users, 1), dtype=np.int64)
+    scores = np.zeros((n_users, 1), dtype=np.float32)
+    logprobs = logprobs[:, None, :]
+    path = np.zeros((n_users, beam, 0), dtype=np.int64)
+    parents = np.zeros((n_users, 1), dtype=np.int64)
+    for step in range(depth):
+        if step > 0:
+            # dead beams (token -1) feed token 0: their scores stay -inf, the slot only keeps shapes static
+            logprobs, state = backend.decode(state, np.maximum(path[:, :, -1], 0), parents, step)
+        nb = nodes.shape[1]
+        ok = valid_child[nodes] & np.isfinite(scores)[..., None]  # [B, nb, C]
+        lp = np.take_along_axis(logprobs, child_cols[nodes].reshape(n_users, nb, -1), axis=2)
+        cand = np.where(ok, scores[..., None] + lp, -np.inf).reshape(n_users, -1)
+        idx, new_scores = _select(cand, beam)
+        c = child_tokens.shape[1]
+        parent = idx // c
+        which = idx % c
+        parent_nodes = np.take_along_axis(nodes, parent, axis=1)
+        new_tokens = child_tokens[parent_nodes, which]
+        new_nodes = child_nodes[parent_nodes, which]
+        alive = np.isfinite(new_scores)
+        new_tokens = np.where(alive, new_tokens, -1)
+        new_nodes = np.where(alive, new_nodes, 0)
+        parent = np.where(alive, parent, 0)
+        prev = np.take_along_axis(path, parent[..., None].repeat(path.shape[2], 2), axis=1) if step else path
+        path = np.concatenate([prev, new_tokens[..., None]], axis=2)
+        nodes, scores, parents = new_nodes, new_scores.astype(np.float32), parent
+    leaf = trie.leaf_item[nodes]
+    alive = np.isfinite(scores) & (leaf >= 0)
+    items = np.where(alive, leaf, -1).astype(np.int64)
+    return BeamResult(items=items, scores=np.where(alive, scores, -np.inf).astype(np.float32),
+                      tokens=np.where(alive[..., None], path, -1))

@@ -1,0 +1,224 @@
+"""End-to-end training and evaluation: data → catalog/tokenizer/prompts → model → Trainer → checkpoint → metrics.
+
+``earn-export train``/``eval`` and ``earn-export demo`` call these functions; everything a later step needs is
+written into the checkpoint directory (docs/CONTRACTS.md "Checkpoint directory"), including ``data.json``
+saying which data the model was trained on, so ``eval``/``check`` default to the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.errors import DataError
+
+REGISTERS = ("<reg_p>", "<reg_s>")
+
+
+@dataclass
+class DataSpec:
+    """Where the interactions come from: ``sequential`` (Beauty format dir), ``interactions`` (CSV/TSV) or
+    ``synthetic`` (the embedded default)."""
+
+    kind: str = "synthetic"
+    path: str | None = None
+    seed: int = 0
+    k_core: int = 5
+    n_users: int = 2000
+    n_items: int = 400
+
+    @classmethod
+    def from_args(cls, data=None, interactions=None, seed=0, k_core=5, **kw) -> "DataSpec":
+        if data and interactions:
+            raise SystemExit("give --data (sequential split files) or --interactions (CSV/TSV), not both")
+        if data:
+            return cls("sequential", str(Path(data).resolve()), seed, k_core, **kw)
+        if interactions:
+            return cls("interactions", str(Path(interactions).resolve()), seed, k_core, **kw)
+        return cls("synthetic", None, seed, k_core, **kw)
+
+    def load(self):
+        if self.kind == "sequential":
+            from ..data.sequences import load_sequential
+
+            return load_sequential(self.path)
+        if self.kind == "interactions":
+            from ..data.interactions import load_interactions
+
+            return load_interactions(self.path, k_core=self.k_core)
+        if self.kind == "synthetic":
+            from ..data.synthetic import make_synthetic
+
+            return make_synthetic(n_users=self.n_users, n_items=self.n_items, seed=self.seed)
+        raise DataError(f"unknown data kind {self.kind!r} in data.json; expected sequential|interactions|synthetic")
+
+    def save(self, ckpt_dir) -> None:
+        (Path(ckpt_dir) / "data.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load_from(cls, ckpt_dir) -> "DataSpec | None":
+        path = Path(ckpt_dir) / "data.json"
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def make_catalog(data, seed: int = 0):
+    """The data's semantic IDs when it has them, else IDs built from titles or co-occurrence."""
+    from ..data.catalog import ItemCatalog
+    from ..data.semantic_ids import build_semantic_ids, item_features
+
+    if data.semantic_ids:
+        return ItemCatalog(data.semantic_ids)
+    feats = item_features(titles=data.titles, sequences=list(data.train.values()), num_items=data.num_items,
+                          seed=seed)
+    return ItemCatalog(build_semantic_ids(feats, seed=seed))
+
+
+def build_model(catalog, paradigm: str, split: str | int, model_path=None, preset: str = "tiny",
+                max_history: int = 20, seed: int = 42):
+    """(model, tokenizer, PromptBuilder) with register tokens and the EARN split set.
+
+    ``split``: an int k, ``"dense"`` (k = N, the fine-tuning baseline) or ``"auto"`` (the preset's k ≈ N/4).
+    """
+    from ..data.prompts import PromptBuilder, template_words
+    from ..data.tokenizer import build_tokenizer, extend_tokenizer
+    from ..model import EarnConfig, EarnForCausalLM, load_pretrained
+    from .presets import preset_config
+
+    codes = catalog.code_tokens()
+    if model_path:
+        from transformers import AutoTokenizer
+
+        model = load_pretrained(model_path, dtype=torch.float32)
+        tok = extend_tokenizer(AutoTokenizer.from_pretrained(model_path), codes, list(REGISTERS))
+        if len(tok) > model.config.vocab_size:
+            model.resize_token_embeddings(len(tok))
+        default_k = max(1, model.num_layers // 4)
+    else:
+        tok = build_tokenizer(template_words(paradigm), codes, list(REGISTERS))
+        cfg, default_k = preset_config(preset, vocab_size=len(tok))
+        model = EarnForCausalLM(cfg)
+        model.init_weights(seed=seed)
+    n = model.num_layers
+    k = n if split == "dense" else default_k if split == "auto" else int(split)
+    reg = tok.convert_tokens_to_ids(list(REGISTERS))
+    model.set_earn(EarnConfig(split_layer=k, prefix_token_ids=[reg[0]], suffix_token_ids=[reg[1]],
+                              paradigm=paradigm, id_length=catalog.id_length, max_history=max_history))
+    prompts = PromptBuilder(tok, catalog, paradigm=paradigm, max_history=max_history,
+                            prefix_tokens=(REGISTERS[0],), suffix_tokens=(REGISTERS[1],))
+    return model, tok, prompts
+
+
+def encode(prompts, catalog, tokenizer, histories, targets):
+    """EncodedExamples: unpadded prompt rows and the target item's identifier token ids."""
+    from .trainer import EncodedExamples
+
+    code_ids = {item: tokenizer.convert_tokens_to_ids(c) for item, c in catalog.codes.items()}
+    rows = [prompts.row(h) for h in histories]
+    return EncodedExamples(rows, np.array([code_ids[int(t)] for t in targets], dtype=np.int64))
+
+
+def save_checkpoint(out_dir, model, tokenizer, catalog, prompts, data_spec, log: dict) -> Path:
+    """Everything export and runtime need: weights, earn.json, tokenizer, items.json, trie.npz, prompt.json."""
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(str(out))
+    catalog.save(out)
+    catalog.trie(tokenizer).save(out / "trie.npz")
+    prompts.save(out)
+    data_spec.save(out)
+    (out / "train_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
+    return out
+
+
+def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_path=None, preset="tiny",
+          max_history=20, epochs=2.0, batch_size=128, lr=1e-3, seed=42, max_minutes=None,
+          max_train_examples=None, valid_users=1000, progress=True) -> Path:
+    """Fine-tune EARN (or dense: ``split="dense"``) and write a checkpoint; returns its directory."""
+    from ..data.sequences import eval_examples, train_examples
+    from .trainer import TrainConfig, train_model
+
+    t0 = time.perf_counter()
+    data = data_spec.load()
+    catalog = make_catalog(data, seed=data_spec.seed)
+    model, tok, prompts = build_model(catalog, paradigm, split, model_path, preset, max_history, seed)
+    te = train_examples(data, max_history=max_history)
+    hist, tgt = te.histories, te.targets
+    if max_train_examples and len(hist) > max_train_examples:
+        pick = np.random.default_rng(seed).choice(len(hist), max_train_examples, replace=False)
+        hist, tgt = [hist[i] for i in pick], [tgt[i] for i in pick]
+    train_set = encode(prompts, catalog, tok, hist, tgt)
+    # validation loss: the first valid item of (a sample of) users with valid items, history = train items
+    ve = eval_examples(data, "valid", max_history=max_history)
+    pick = np.random.default_rng(seed).permutation(len(ve.users))[:valid_users]
+    valid_set = None
+    if len(pick):
+        valid_set = encode(prompts, catalog, tok, [ve.histories[i] for i in pick],
+                           [min(ve.targets[i]) for i in pick])
+    with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir; we save no Trainer checkpoints
+        cfg = TrainConfig(output_dir=scratch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                          progress=progress, max_minutes=max_minutes)
+        log = train_model(model, train_set, valid_set, tok.pad_token_id or 0, cfg)
+    log.update(examples=len(train_set), valid_examples=0 if valid_set is None else len(valid_set),
+               split_layer=model.split_layer, num_layers=model.num_layers, paradigm=paradigm,
+               parameters=sum(p.numel() for p in model.parameters()), wall_s=time.perf_counter() - t0,
+               data=asdict(data_spec), preset=None if model_path else preset, lr=lr, batch_size=batch_size,
+               skipped=getattr(data, "skipped", {}))
+    return save_checkpoint(out_dir, model, tok, catalog, prompts, data_spec, log)
+
+
+def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=64, baseline=None,
+                        data_spec: DataSpec | None = None, seed=0, progress=True, window=8, n_sink=4,
+                        keep=5) -> dict:
+    """Recall/NDCG@10/20 of a checkpoint with the torch reference and trie-constrained beam search.
+
+    ``baseline``: None (the model as trained), ``"streaming"`` (keep the first ``n_sink`` and last ``window``
+    prompt tokens in every layer's cache after prefill), ``"truncate"`` (prompts hold only the last ``keep``
+    history items), ``"popularity"`` (most frequent training items).
+    """
+    from ..data.catalog import Trie
+    from ..data.prompts import PromptBuilder
+    from ..data.sequences import eval_examples
+    from ..model import load_pretrained
+    from ..runtime.backends import TorchBackend
+    from .evaluate import StreamingCacheBackend, evaluate, popularity_metrics
+
+    ckpt = Path(ckpt_dir)
+    spec = data_spec or DataSpec.load_from(ckpt)
+    if spec is None:
+        raise SystemExit(f"{ckpt}: no data.json; pass --data/--interactions")
+    data = spec.load()
+    model = load_pretrained(ckpt)
+    prompts = PromptBuilder.load(ckpt)
+    max_history = prompts.max_history
+    if baseline == "truncate":
+        max_history = keep
+        prompts.max_history = keep
+    ex = eval_examples(data, split, max_history=max_history)
+    if users and users < len(ex.users):
+        pick = np.sort(np.random.default_rng(seed).choice(len(ex.users), users, replace=False))
+        ex = type(ex)([ex.users[i] for i in pick], [ex.histories[i] for i in pick], [ex.targets[i] for i in pick])
+    result = {"checkpoint": str(ckpt), "split": split, "baseline": baseline or "none",
+              "split_layer": model.split_layer, "num_layers": model.num_layers, "data": asdict(spec)}
+    if baseline == "popularity":
+        result.update(popularity_metrics(list(data.train.values()), ex, data.num_items))
+        return result
+    backend = TorchBackend(model)
+    if baseline == "streaming":
+        if model.split_layer != model.num_layers:
+            raise SystemExit("the streaming baseline compresses a dense model's cache; pass the dense checkpoint")
+        backend = StreamingCacheBackend(backend, n_sink=n_sink, window=window)
+        result.update(n_sink=n_sink, window=window)
+    if baseline == "truncate":
+        result["keep_items"] = keep
+    elif baseline not in (None, "streaming"):
+        raise SystemExit(f"unknown baseline {baseline!r}; choose streaming, truncate or popularity")
+    trie = Trie.load(ckpt / "trie.npz")
+    with torch.no_grad():
+        result.update(evaluate(backend, trie, prompts, ex, beam=beam, batch_size=batch_size, progress=progress))
+    return result
