@@ -1,0 +1,253 @@
+"""User interaction sequences split by global time, and the examples built from them (DESIGN.md §6).
+
+``load_sequential`` reads the Beauty release format: ``sequential_{train,valid,test}.txt`` (one line per user,
+``user_id item item ...``, chronological) plus a ``*.json`` semantic-ID index ``{"item_id": [codes...]}``.
+
+Item id base. The Beauty release's sequence files number items **1..12035** while its index numbers them
+**0..12034** (item 0 never occurs in the sequences and 12035 does; aligned with an offset of 1, consecutive
+items share their first semantic code 10x more often than by chance, 16.0% vs 1.6%, which no other offset
+gives). ``item_base="auto"`` therefore subtracts 1 when the files never use item 0 and do use item N
+(N = number of index items, one past the last 0-based id); otherwise ids are taken as 0-based. Without an
+index, "auto" means 1-based exactly when item 0 never occurs. Pass ``item_base=0`` or ``1`` to force it.
+``SequentialData`` item ids are always 0-based index ids.
+
+Bad input, decided per case:
+- missing or empty split file, non-integer or negative token, an item outside the index, an item the index
+  lacks (a hole in its ids), a user on two lines of one file, an index without any code lists -> DataError
+  naming ``file:line`` and the fix (these corrupt the data silently if guessed around);
+- blank lines -> skipped, counted in ``skipped["blank_lines"]``;
+- a line with only a user id -> that user has no items in that split (normal in valid/test);
+- colliding identifiers in the index -> re-assigned (catalog.dedupe_codes), counted in
+  ``skipped["identifier_collisions_reassigned"]`` (``dedupe=False`` refuses them instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DataError, where
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class SequentialData:
+    """Chronological item sequences per user and split; item ids are 0..num_items-1."""
+
+    train: dict[int, list[int]]
+    valid: dict[int, list[int]]
+    test: dict[int, list[int]]
+    num_items: int
+    titles: dict[int, str] | None = None
+    semantic_ids: dict[int, list[str]] | None = None
+    source: str = ""
+    skipped: dict[str, int] = field(default_factory=dict)
+    item_names: list[str] | None = None  # original item ids (load_interactions), index = item id
+    user_names: list[str] | None = None  # original user ids (load_interactions), index = user id
+    item_base: int = 0  # what was subtracted from the file's item ids (load_sequential)
+
+    def split(self, name: str) -> dict[int, list[int]]:
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        return getattr(self, name)
+
+    @property
+    def users(self) -> list[int]:
+        return sorted(set(self.train) | set(self.valid) | set(self.test))
+
+    def stats(self) -> dict:
+        """Counts for logs and checks: users, items, interactions per split, users with items per split."""
+        out = {"users": len(self.users), "items": self.num_items}
+        for s in SPLITS:
+            d = self.split(s)
+            out[f"{s}_interactions"] = sum(len(v) for v in d.values())
+            out[f"{s}_users"] = sum(1 for v in d.values() if v)
+        return out
+
+    def catalog(self, dedupe: bool = False):
+        """The :class:`~earn_export.data.catalog.ItemCatalog` of ``semantic_ids`` (DataError if there are none)."""
+        from .catalog import ItemCatalog
+
+        if not self.semantic_ids:
+            raise DataError(f"{self.source or 'data'}: no semantic IDs; build them with "
+                            "semantic_ids.semantic_ids_for(data)")
+        return ItemCatalog.from_index(self.semantic_ids, dedupe=dedupe, source=self.source or "data")
+
+
+@dataclass
+class EvalExamples:
+    """One row per evaluated user: the history (oldest first) and the set of target items."""
+
+    users: list[int]
+    histories: list[list[int]]
+    targets: list[set[int]]
+
+    def __len__(self):
+        return len(self.users)
+
+
+@dataclass
+class TrainExamples:
+    """Next-item examples: ``histories[i]`` (oldest first, at most max_history) predicts ``targets[i]``;
+    ``users[i]`` says whose sequence it came from."""
+
+    users: list[int]
+    histories: list[list[int]]
+    targets: list[int]
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __iter__(self):
+        return iter(zip(self.histories, self.targets))
+
+
+def _truncate(seq: list[int], max_history: int) -> list[int]:
+    return list(seq[-max_history:]) if max_history > 0 else []
+
+
+def eval_examples(data: SequentialData, split: str, max_history: int = 20) -> EvalExamples:
+    """The paper group's protocol: history = train (+ valid when ``split="test"``) items, last
+    ``max_history``; targets = all of the user's items in ``split``; users without targets are left out.
+    Users with an empty history are kept (the prompt then holds only the template and registers)."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    target_split = data.split(split)
+    users, hists, targets = [], [], []
+    for u in sorted(target_split):
+        t = target_split[u]
+        if not t:
+            continue
+        h = list(data.train.get(u, []))
+        if split == "test":
+            h += data.valid.get(u, [])
+        users.append(u)
+        hists.append(_truncate(h, max_history))
+        targets.append(set(t))
+    return EvalExamples(users, hists, targets)
+
+
+def train_examples(data: SequentialData, max_history: int = 20) -> TrainExamples:
+    """One example per position i >= 1 of each train sequence: ``(seq[max(0, i-H):i], seq[i])``."""
+    users, hists, targets = [], [], []
+    for u in sorted(data.train):
+        seq = data.train[u]
+        for i in range(1, len(seq)):
+            users.append(u)
+            hists.append(list(seq[max(0, i - max_history):i]) if max_history > 0 else [])
+            targets.append(seq[i])
+    return TrainExamples(users, hists, targets)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _read_split(path: Path, skipped: dict) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """user -> raw item ids, and user -> line numbers of each item (for error messages)."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing split file; a sequential dataset needs sequential_train.txt, "
+                        "sequential_valid.txt and sequential_test.txt (lines 'user_id item item ...')")
+    seqs: dict[int, list[int]] = {}
+    first_line: dict[int, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                skipped["blank_lines"] = skipped.get("blank_lines", 0) + 1
+                continue
+            try:
+                nums = [int(p) for p in parts]
+            except ValueError:
+                bad = next(p for p in parts if not _is_int(p))
+                raise DataError(f"{where(path, lineno)}: {bad!r} is not an integer; each line must be "
+                                "'user_id item_id item_id ...' with whitespace-separated integer ids") from None
+            if min(nums) < 0:
+                raise DataError(f"{where(path, lineno)}: negative id {min(nums)}; ids must be >= 0")
+            user = nums[0]
+            if user in seqs:
+                raise DataError(f"{where(path, lineno)}: user {user} already appears on line {first_line[user]}; "
+                                "put each user's items of a split on one line, in chronological order")
+            seqs[user] = nums[1:]
+            first_line[user] = lineno
+    if not seqs:
+        raise DataError(f"{path}: the file is empty (no user lines); write one line per user "
+                        "'user_id item item ...' (a line with only the user id means no items in this split)")
+    return seqs, first_line
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _find_index(directory: Path, index) -> Path | None:
+    if index is not None:
+        p = Path(index)
+        if not p.is_absolute() and not p.exists():
+            p = directory / p
+        if not p.is_file():
+            raise DataError(f"{p}: index file not found; pass index= with the semantic-ID .json")
+        return p
+    found = sorted(directory.glob("*.json"))
+    if len(found) > 1:
+        raise DataError(f"{directory}: several .json files {[p.name for p in found]}; pass index= to choose "
+                        "the semantic-ID index")
+    return found[0] if found else None
+
+
+def load_sequential(directory, index=None, item_base="auto", dedupe: bool = True) -> SequentialData:
+    """The Beauty release format (module doc). ``index``: which ``.json`` (default: the only one in the
+    directory; none -> ``semantic_ids=None``). ``item_base``: "auto", 0 or 1 (module doc)."""
+    from .catalog import dedupe_codes, find_duplicates, read_index
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: not a directory; pass the folder holding sequential_*.txt")
+    skipped: dict[str, int] = {}
+    raw, lines = {}, {}
+    for s in SPLITS:
+        raw[s], lines[s] = _read_split(directory / f"sequential_{s}.txt", skipped)
+    index_path = _find_index(directory, index)
+    codes = read_index(index_path) if index_path is not None else None
+
+    used = {i for s in SPLITS for seq in raw[s].values() for i in seq}
+    n_index = (max(codes) + 1) if codes else None
+    if item_base == "auto":
+        top = n_index if n_index is not None else max(used, default=0)
+        item_base = 1 if used and 0 not in used and (n_index is None or top in used) else 0
+    if item_base not in (0, 1):
+        raise ValueError(f"item_base must be 'auto', 0 or 1, got {item_base!r}")
+
+    out = {}
+    for s in SPLITS:
+        path = directory / f"sequential_{s}.txt"
+        seqs = {}
+        for user, items in raw[s].items():
+            ids = [i - item_base for i in items]
+            for raw_i, i in zip(items, ids):
+                if i < 0 or (codes is not None and i not in codes):
+                    if codes is not None and 0 <= i < n_index:
+                        raise DataError(f"{where(path, lines[s][user])}: item {raw_i} has no entry in the index "
+                                        f"{index_path.name}; the index must give every item of the sequences an "
+                                        "identifier (re-create the index for this dataset)")
+                    valid_range = (f"{item_base}..{n_index - 1 + item_base}" if codes is not None
+                                   else f">= {item_base}")
+                    raise DataError(f"{where(path, lines[s][user])}: item {raw_i} is outside the index "
+                                    f"{index_path.name if index_path else ''} (valid ids {valid_range}, item_base="
+                                    f"{item_base}); use the index built for these sequences or drop the item")
+            seqs[user] = ids
+        out[s] = seqs
+
+    num_items = n_index if n_index is not None else (max(used, default=-1) - item_base + 1)
+    if codes is not None and find_duplicates(codes):
+        if not dedupe:
+            from .catalog import ItemCatalog
+
+            ItemCatalog(codes, source=str(index_path))  # raises the explanatory DataError
+        codes, n = dedupe_codes(codes)
+        skipped["identifier_collisions_reassigned"] = n
+    return SequentialData(train=out["train"], valid=out["valid"], test=out["test"], num_items=num_items,
+                          titles=None, semantic_ids=codes, source=str(directory), skipped=skipped,
+                          item_base=item_base)
