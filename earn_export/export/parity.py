@@ -41,12 +41,16 @@ def synthetic_histories(known_items, n: int, max_len: int, seed: int = 0) -> lis
 
 def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam: int = 20, top_k: int = 20,
                  batch_size: int = 32, providers=None, polygraphy: bool = False,
-                 progress: bool = False, reference_model=None, seed: int = 0, max_mismatches: int = 50) -> dict:
+                 progress: bool = False, reference_model=None, seed: int = 0, max_mismatches: int = 50,
+                 reference_dtype: str | None = None, tie_tolerance: float | None = None) -> dict:
     """Compare an engine with its reference. ``users``: list of histories (item ids) or None; then histories
     are the test users of the engine's training data (``data.json``), else sampled from the catalog; ``n`` caps
     the count.
     ``reference_model``: an ``EarnForCausalLM`` instead of ``reference_ckpt`` (tests). Returns a dict with
-    ``prefill_max_abs_diff``, ``decode_max_abs_diff``, ``topk_identical_fraction``, ``mismatches`` ...
+    ``prefill_max_abs_diff``, ``decode_max_abs_diff``, ``topk_identical_fraction`` (same items in the same
+    order), ``topk_identical_up_to_ties_fraction`` (identical, or every rank's score within ``tie_tolerance`` of
+    the reference's: the lists differ only by items whose scores the dtype cannot order; default 1e-4 fp32,
+    2e-2 fp16), ``mismatches`` ...
     """
     from ..runtime.backends import RecordingBackend, TorchBackend
     from ..runtime.recommender import Recommender
@@ -64,7 +68,10 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
         reference_model = load_pretrained(reference_ckpt, dtype=None)
     import torch
 
-    reference_model = reference_model.float().eval()
+    # the reference runs at the engine's precision by default: parity then measures the export (graph,
+    # kernels), not fp16 rounding of the weights, which is a model-quality question (compare Recall instead)
+    reference_dtype = reference_dtype or manifest["dtype"]
+    reference_model = reference_model.to(getattr(torch, reference_dtype)).eval()
     ref = TorchBackend(reference_model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
 
     if users is None:
@@ -75,7 +82,8 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
     clean, skipped, _ = rec.prepare(users, on_unknown="skip")
 
     pre_diff, dec_diff, pre_rel = 0.0, 0.0, 0.0
-    identical = 0
+    identical = tie_equal = 0
+    tol = tie_tolerance if tie_tolerance is not None else (2e-2 if manifest["dtype"] == "float16" else 1e-4)
     mismatches = []
     starts = range(0, len(clean), batch_size)
     if progress:
@@ -106,10 +114,17 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
             ref_res = constrained_beam_search(ref, rec.trie, ids, mask, beam=beam)
         a = np.asarray(ort_res.items)[:, :top_k]
         b = np.asarray(ref_res.items)[:, :top_k]
+        sa = np.asarray(ort_res.scores)[:, :top_k]
+        sb = np.asarray(ref_res.scores)[:, :top_k]
+        # rank-wise score agreement: lists that differ only by swapping items scored within `tol` of each other
+        close = np.where(np.isfinite(sb), np.abs(np.nan_to_num(sa - sb, nan=np.inf)), 0.0).max(1) <= tol
         for i in range(len(chunk)):
             if np.array_equal(a[i], b[i]):
                 identical += 1
-            elif len(mismatches) < max_mismatches:
+                tie_equal += 1
+                continue
+            tie_equal += int(close[i])
+            if len(mismatches) < max_mismatches:
                 diff = np.nonzero(a[i] != b[i])[0]
                 mismatches.append({
                     "user": s + i, "history": chunk[i], "first_diff_rank": int(diff[0]),
@@ -121,10 +136,12 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
     u = len(clean)
     report = {
         "engine_dir": str(engine_dir), "users": u, "beam": beam, "top_k": top_k,
-        "dtype": manifest["dtype"], "vocab": manifest["vocab"]["mode"],
+        "dtype": manifest["dtype"], "reference_dtype": reference_dtype, "vocab": manifest["vocab"]["mode"],
         "providers": list(getattr(rec.backend, "device_providers", [])),
         "prefill_max_abs_diff": pre_diff, "prefill_max_rel_diff": pre_rel, "decode_max_abs_diff": dec_diff,
         "topk_identical_fraction": identical / u if u else 1.0,
+        "tie_tolerance": tol,
+        "topk_identical_up_to_ties_fraction": tie_equal / u if u else 1.0,
         "users_with_unknown_items_skipped": int((skipped > 0).sum()),
         "mismatches": mismatches,
     }

@@ -28,18 +28,22 @@ MODES = ("split", "masked", "dense")
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with fp32 statistics (as transformers' LlamaRMSNorm): safe for fp16 activations."""
+    """RMSNorm with fp32 statistics (as transformers' LlamaRMSNorm): safe for fp16 activations.
+
+    The output has the weight's dtype (``out_dtype`` overrides), so an fp32 residual stream feeds fp16
+    projections in an fp16 model; for fp32 models this is exactly transformers' computation.
+    """
 
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.variance_epsilon = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
+    def forward(self, x: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
         h = x.to(torch.float32)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * h.to(dtype)
+        dtype = out_dtype or self.weight.dtype
+        return self.weight.to(dtype) * h.to(dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -124,13 +128,16 @@ class Attention(nn.Module):
         """Full-sequence attention. q [B, Hq, T, D], k/v [B, Hkv, S, D], bias [B, 1, T, S] or None.
 
         GQA without copying K/V: queries are grouped as [B, Hkv, G, T, D] and broadcast against K/V.
+        Scores, softmax and P·V run in fp32 (K/V stay stored in the model dtype), as fp16 attention kernels
+        accumulate; for fp32 models the casts are no-ops.
         """
         b, _, t, d = q.shape
-        qg = q.reshape(b, self.n_kv, self.group, t, d)
-        scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * self.scaling  # [B,Hkv,G,T,S]
-        probs = masked_softmax(scores, None if bias is None else bias.unsqueeze(1), q.dtype)
-        out = torch.matmul(probs, v.unsqueeze(2))  # [B,Hkv,G,T,D]
-        return out.reshape(b, self.n_heads, t, d)
+        f32 = torch.float32
+        qg = q.reshape(b, self.n_kv, self.group, t, d).to(f32)
+        scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2).to(f32)) * self.scaling  # [B,Hkv,G,T,S]
+        probs = masked_softmax(scores, None if bias is None else bias.unsqueeze(1), f32)
+        out = torch.matmul(probs, v.unsqueeze(2).to(f32))  # [B,Hkv,G,T,D]
+        return out.reshape(b, self.n_heads, t, d).to(q.dtype)
 
     def forward(self, x, cos, sin, bias, kv_sink: list | None = None):
         q, k, v = self.qkv(x, cos, sin)
@@ -145,31 +152,32 @@ class Attention(nn.Module):
 
         x [B, beam, H]; shared_k/v [B, Hkv, S, D] (prompt or register KV, one per user); shared_bias
         [B, S] additive or None; gen_k/v [B, beam, Hkv, t, D] per-beam KV of earlier generated tokens.
-        Returns (out [B, beam, H], new_k [B, beam, Hkv, 1, D], new_v).
+        Returns (out [B, beam, H], new_k [B, beam, Hkv, 1, D], new_v). Attention math in fp32 as in ``attend``.
         """
         b, nb, _ = x.shape
         q, k, v = self.qkv(x.unsqueeze(2), cos.unsqueeze(2), sin.unsqueeze(2))  # [B,beam,H*,1,D]
         d, g, hkv = self.head_dim, self.group, self.n_kv
+        f32 = torch.float32
         all_k = torch.cat([gen_k, k], dim=3)  # [B,beam,Hkv,t+1,D]
         all_v = torch.cat([gen_v, v], dim=3)
         # shared part: [B,Hkv,beam*G,D] @ [B,Hkv,D,S] -- one matmul, K broadcast over beams
-        q_sh = q.reshape(b, nb, hkv, g, d).permute(0, 2, 1, 3, 4).reshape(b, hkv, nb * g, d)
-        s_sh = torch.matmul(q_sh, shared_k.transpose(-1, -2)).reshape(b, hkv, nb, g, -1)
+        q_sh = q.reshape(b, nb, hkv, g, d).permute(0, 2, 1, 3, 4).reshape(b, hkv, nb * g, d).to(f32)
+        s_sh = torch.matmul(q_sh, shared_k.transpose(-1, -2).to(f32)).reshape(b, hkv, nb, g, -1)
         # own part: [B,beam,Hkv,G,D] @ [B,beam,Hkv,D,t+1]
-        q_own = q.reshape(b, nb, hkv, g, d)
-        s_own = torch.matmul(q_own, all_k.transpose(-1, -2)).permute(0, 2, 1, 3, 4)  # [B,Hkv,beam,G,t+1]
+        q_own = q.reshape(b, nb, hkv, g, d).to(f32)
+        s_own = torch.matmul(q_own, all_k.transpose(-1, -2).to(f32)).permute(0, 2, 1, 3, 4)  # [B,Hkv,beam,G,t+1]
         scores = torch.cat([s_sh, s_own], dim=-1) * self.scaling
         bias = None
         if shared_bias is not None:
             pad = torch.zeros(b, all_k.shape[3], dtype=shared_bias.dtype, device=shared_bias.device)
             bias = torch.cat([shared_bias, pad], dim=-1)[:, None, None, None, :]
-        probs = masked_softmax(scores, bias, q.dtype)
+        probs = masked_softmax(scores, bias, f32)
         n_sh = shared_k.shape[2]
         p_sh = probs[..., :n_sh].reshape(b, hkv, nb * g, n_sh)
-        o_sh = torch.matmul(p_sh, shared_v).reshape(b, hkv, nb, g, d).permute(0, 2, 1, 3, 4)
+        o_sh = torch.matmul(p_sh, shared_v.to(f32)).reshape(b, hkv, nb, g, d).permute(0, 2, 1, 3, 4)
         p_own = probs[..., n_sh:].permute(0, 2, 1, 3, 4)  # [B,beam,Hkv,G,t+1]
-        o_own = torch.matmul(p_own, all_v)  # [B,beam,Hkv,G,D]
-        out = (o_sh + o_own).reshape(b, nb, hkv * g * d)
+        o_own = torch.matmul(p_own, all_v.to(f32))  # [B,beam,Hkv,G,D]
+        out = (o_sh + o_own).reshape(b, nb, hkv * g * d).to(q.dtype)
         return self.o_proj(out), k, v
 
 
@@ -343,12 +351,22 @@ class EarnForCausalLM(nn.Module):
                 )
         return is_reg
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of weights, projections and KV (the residual stream and the LM head are always fp32)."""
+        return self.model.embed_tokens.weight.dtype
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings as the fp32 residual stream: in an fp16 model the sums of 2N sub-layer outputs
+        would otherwise be rounded to fp16 at every layer (the main source of fp16 ranking flips)."""
+        return self.model.embed_tokens(input_ids).to(torch.float32)
+
     def logits_from_hidden(self, h: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Final norm + LM head; ``token_ids`` restricts the head to those vocabulary rows."""
-        h = self.model.norm(h)
-        if token_ids is None:
-            return self.lm_head(h)
-        return F.linear(h, self.lm_head.weight[token_ids])
+        """Final norm + LM head in fp32 (fp16 logits of magnitude 8-16 would be rounded to 1/128); ``token_ids``
+        restricts the head to those vocabulary rows."""
+        h = self.model.norm(h, out_dtype=torch.float32)
+        w = self.lm_head.weight if token_ids is None else self.lm_head.weight[token_ids]
+        return F.linear(h, w.to(torch.float32))
 
     # -- full-sequence forwards ------------------------------------------------------------------------
     def forward(
@@ -378,8 +396,8 @@ class EarnForCausalLM(nn.Module):
         if mode == "dense":
             k = self.num_layers
         pos = position_ids_from_mask(attention_mask)
-        x = self.model.embed_tokens(input_ids)
-        cos, sin = self.model.rotary_emb(pos, x.dtype)
+        x = self.embed(input_ids)
+        cos, sin = self.model.rotary_emb(pos, self.compute_dtype)
 
         neg = self._neg()
         causal = torch.ones(s, s, dtype=torch.bool, device=input_ids.device).tril()
@@ -467,8 +485,8 @@ class EarnForCausalLM(nn.Module):
     def decode_tensors(self, tokens, position_ids, attention_mask, shared_k, shared_v, gen_k, gen_v,
                        head_token_ids=None):
         """Flat-tensor decode step (what the ONNX decode graph computes)."""
-        x = self.model.embed_tokens(tokens)
-        cos, sin = self.model.rotary_emb(position_ids, x.dtype)
+        x = self.embed(tokens)
+        cos, sin = self.model.rotary_emb(position_ids, self.compute_dtype)
         neg = self._neg()
         prompt_bias = torch.where(attention_mask.bool(), 0.0, neg).to(torch.float32)
         k = self.split_layer

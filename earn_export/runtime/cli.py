@@ -31,7 +31,7 @@ def register(sub) -> None:
                                     "recommend (no arguments needed)")
     d.add_argument("--out", default="runs/demo", help="checkpoint dir (default runs/demo)")
     d.add_argument("--engine", default="engines/demo", help="engine dir (default engines/demo)")
-    d.add_argument("--epochs", type=float, default=4.0)
+    d.add_argument("--epochs", type=float, default=3.0)
     d.add_argument("--users", type=int, default=200, help="users in the parity check")
     d.set_defaults(func=run_demo)
 
@@ -111,7 +111,7 @@ def run_demo(args) -> int:
     t0 = time.perf_counter()
     spec = DataSpec()  # embedded synthetic data
     print(f"[1/5] training EARN (micro preset, k=1 of 4 layers) on the embedded synthetic data -> {args.out}")
-    ckpt = train(args.out, spec, split="auto", preset="micro", epochs=args.epochs, batch_size=64, lr=3e-3,
+    ckpt = train(args.out, spec, split="auto", preset="micro", epochs=args.epochs, batch_size=128, lr=3e-3,
                  progress=True)
     print("[2/5] evaluating on the test split (torch reference, beam 20)")
     metrics = evaluate_checkpoint(ckpt, progress=False)
