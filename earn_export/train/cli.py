@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_train)
 
     e = sub.add_parser("eval", help="Recall/NDCG@10/20 with trie-constrained beam search (torch reference)")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="checkpoint dir (torch reference) or engine dir (ONNX Runtime)")
     _data_args(e, defaults_from_ckpt=True)
     e.add_argument("--split", default="test", choices=["valid", "test"])
     e.add_argument("--beam", type=int, default=20)

@@ -175,7 +175,8 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
 def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=64, baseline=None,
                         data_spec: DataSpec | None = None, seed=0, progress=True, window=8, n_sink=4,
                         keep=5) -> dict:
-    """Recall/NDCG@10/20 of a checkpoint with the torch reference and trie-constrained beam search.
+    """Recall/NDCG@10/20 with trie-constrained beam search: a checkpoint dir runs the torch reference, an engine
+    dir (``manifest.json``) runs its ONNX graphs on ONNX Runtime (e.g. to measure what fp16 costs in accuracy).
 
     ``baseline``: None (the model as trained), ``"streaming"`` (keep the first ``n_sink`` and last ``window``
     prompt tokens in every layer's cache after prefill), ``"truncate"`` (prompts hold only the last ``keep``
@@ -193,7 +194,17 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
     if spec is None:
         raise SystemExit(f"{ckpt}: no data.json; pass --data/--interactions")
     data = spec.load()
-    model = load_pretrained(ckpt)
+    is_engine = (ckpt / "manifest.json").is_file()
+    if is_engine:
+        from ..runtime.backends import OrtBackend
+
+        backend = OrtBackend(ckpt)
+        m = backend.manifest["model"]
+        n_layers, k = m["num_layers"], m["split_layer"]
+    else:
+        model = load_pretrained(ckpt)
+        backend = TorchBackend(model)
+        n_layers, k = model.num_layers, model.split_layer
     prompts = PromptBuilder.load(ckpt)
     max_history = prompts.max_history
     if baseline == "truncate":
@@ -204,14 +215,15 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
         pick = np.sort(np.random.default_rng(seed).choice(len(ex.users), users, replace=False))
         ex = type(ex)([ex.users[i] for i in pick], [ex.histories[i] for i in pick], [ex.targets[i] for i in pick])
     result = {"checkpoint": str(ckpt), "split": split, "baseline": baseline or "none",
-              "split_layer": model.split_layer, "num_layers": model.num_layers, "data": asdict(spec)}
+              "split_layer": k, "num_layers": n_layers, "data": asdict(spec),
+              "backend": f"onnxruntime ({backend.manifest['dtype']})" if is_engine else "torch"}
     if baseline == "popularity":
         result.update(popularity_metrics(list(data.train.values()), ex, data.num_items))
         return result
-    backend = TorchBackend(model)
     if baseline == "streaming":
-        if model.split_layer != model.num_layers:
-            raise SystemExit("the streaming baseline compresses a dense model's cache; pass the dense checkpoint")
+        if is_engine or k != n_layers:
+            raise SystemExit("the streaming baseline compresses a dense model's torch cache; pass the dense checkpoint "
+                             "(not an EARN checkpoint or an engine dir)")
         backend = StreamingCacheBackend(backend, n_sink=n_sink, window=window)
         result.update(n_sink=n_sink, window=window)
     if baseline == "truncate":
