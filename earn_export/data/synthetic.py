@@ -6,7 +6,7 @@ beats popularity and a broken pipeline shows up as a metric drop, yet build in w
   title-based semantic IDs (TF-IDF + SVD + residual k-means) put a cluster under shared prefixes;
 - sequential dependence: the next item is from the same cluster (55%), the cluster's fixed successor
   cluster (30%) or anywhere (15%), never the same item twice in a row;
-- popularity skew: Zipf(1.1) item weights, used within clusters and globally;
+- popularity skew: Zipf(``zipf``) item weights, used within clusters and globally;
 - time: each user is active from a random start to the end of the timeline (uniform times); the 8:1:1
   global-time split of ``interactions.global_time_split`` is applied, so valid/test are later in time, as in
   the benchmarks, and hold the recent items of many users.
@@ -37,7 +37,7 @@ def _words(rng: np.random.Generator, n: int) -> list[str]:
 
 def make_synthetic(n_users: int = 2000, n_items: int = 400, n_clusters: int = 20, seed: int = 0,
                    mean_length: float = 12.0, split=(0.8, 0.1, 0.1), levels: int = 3,
-                   codebook: int = 16) -> SequentialData:
+                   codebook: int = 16, zipf: float = 0.8) -> SequentialData:
     """Synthetic :class:`SequentialData` with titles and semantic IDs (module doc)."""
     if n_users < 1 or n_items < 2 or not 1 <= n_clusters <= n_items:
         raise ValueError(f"need n_users >= 1, n_items >= 2 and 1 <= n_clusters <= n_items, got {n_users}, "
@@ -45,7 +45,7 @@ def make_synthetic(n_users: int = 2000, n_items: int = 400, n_clusters: int = 20
     rng = np.random.default_rng(seed)
     cluster = rng.permutation(np.arange(n_items) % n_clusters)
     succ = (np.arange(n_clusters) + 1 + rng.integers(0, max(n_clusters - 1, 1), n_clusters)) % n_clusters
-    pop = 1.0 / (rng.permutation(n_items) + 1.0) ** 1.1
+    pop = 1.0 / (rng.permutation(n_items) + 1.0) ** zipf
 
     # titles: 3 cluster words + 1 generic word
     vocab = _words(rng, 6 * n_clusters + 12)
