@@ -1,0 +1,129 @@
+"""``earn-export bench``: EARN vs dense vs HF generate — speedup, throughput, KV bytes, against the bound N/k."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+
+def _ints(text: str) -> tuple:
+    return tuple(int(x) for x in text.replace(",", " ").split())
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="benchmark EARN vs dense vs HF generate (speedup, throughput, KV bytes, bound N/k)",
+        description=(
+            "Build a random-weight EARN model and its dense twin (same shape and weights), export both, and time "
+            "end-to-end recommendation (prefill + decode + trie-constrained beam search) on ONNX Runtime, the "
+            "PyTorch reference and Hugging Face generate. Writes bench.json, bench.md and speedup.png under --out. "
+            "Defaults: the 'base' preset (hidden 512, 16 layers, k=4), prompts 128/512/1024, batch 4, beam 20 "
+            "(about 5-7 minutes on 2 CPU cores)."))
+    p.add_argument("--model-config", default="base", help="model preset (micro, tiny, small, base); default base")
+    p.add_argument("--split", type=int, default=None, help="EARN split layer k (default: the preset's, N/4)")
+    p.add_argument("--hidden-size", type=int, help="override the preset's hidden size")
+    p.add_argument("--layers", type=int, help="override the preset's number of layers")
+    p.add_argument("--intermediate-size", type=int, help="override the preset's FFN size")
+    p.add_argument("--heads", type=int, help="override the number of attention heads")
+    p.add_argument("--kv-heads", type=int, help="override the number of KV heads")
+    p.add_argument("--prompt-lens", type=_ints, default=(128, 512, 1024), help="prompt lengths, e.g. '128,512,1024'")
+    p.add_argument("--batch-sizes", type=_ints, default=(4,), help="users per call, e.g. '1,4' (default 4)")
+    p.add_argument("--beams", type=_ints, default=(20,), help="beam widths (default 20)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per job (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per job, median reported (default 3)")
+    p.add_argument("--torch-warmup", type=int, default=1, help="untimed PyTorch-reference runs per job (default 1)")
+    p.add_argument("--torch-repeats", type=int, default=1,
+                   help="timed PyTorch-reference runs per job (default 1: the reference is slow and noisy on a "
+                        "shared CPU; raise it on a quiet machine or with --device cuda)")
+    p.add_argument("--backends", default="ort,torch,hf", help="subset of ort,torch,hf (default all)")
+    p.add_argument("--hf-batch", type=int, default=1, help="users per HF generate call (default 1)")
+    p.add_argument("--hf-repeats", type=int, default=1, help="timed HF generate calls per setting (default 1)")
+    p.add_argument("--hf-max-prompt-len", type=int, default=None,
+                   help="skip HF generate above this prompt length (default: run every length)")
+    p.add_argument("--device", default="cpu", help="device of the PyTorch reference and HF generate: cpu or cuda")
+    p.add_argument("--vocab-size", type=int, default=4096, help="synthetic vocabulary size (default 4096)")
+    p.add_argument("--id-length", type=int, default=4, help="identifier tokens per item L (default 4)")
+    p.add_argument("--codes", type=int, default=256, help="codes per identifier level (default 256)")
+    p.add_argument("--n-items", type=int, default=12000, help="items in the synthetic catalog (default 12000)")
+    p.add_argument("--vocab", choices=("items", "full"), default="items", help="exported output head (default items)")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo", "auto"), default="torchscript",
+                   help="torch.onnx exporter (default torchscript: ~10x faster to export, equal graphs)")
+    p.add_argument("--ort-threads", type=int, default=0, help="ORT intra-op threads (default: ORT's choice)")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--no-profile", action="store_true", help="skip the onnxruntime profiler pass")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
+    p.add_argument("--reuse-engines", action="store_true", help="reuse engines in OUT/engines if built for this config")
+    p.add_argument("--docs", default=None, help="also rewrite the bench block of this markdown file (docs/BENCHMARKS.md)")
+    p.add_argument("--earn-ckpt", default=None, help="trained EARN checkpoint for an end-to-end row (with --dense-ckpt)")
+    p.add_argument("--dense-ckpt", default=None, help="trained dense checkpoint for the end-to-end row")
+    p.add_argument("--data-dir", default=None, help="dataset of the end-to-end row (default ../shared/data/amazon-beauty)")
+    p.add_argument("--e2e-users", type=int, default=64, help="test users in the end-to-end row (default 64)")
+    p.add_argument("--e2e-only", action="store_true",
+                   help="only the end-to-end row (writes e2e.json / e2e.md); needs --earn-ckpt and --dense-ckpt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=main)
+
+
+def config_from_args(args):
+    from .harness import BenchConfig
+
+    overrides = {}
+    for arg, key in (("hidden_size", "hidden_size"), ("layers", "num_hidden_layers"),
+                     ("intermediate_size", "intermediate_size"), ("heads", "num_attention_heads"),
+                     ("kv_heads", "num_key_value_heads")):
+        v = getattr(args, arg)
+        if v is not None:
+            overrides[key] = v
+    return BenchConfig(
+        preset=args.model_config, split_layer=args.split, overrides=overrides, prompt_lens=tuple(args.prompt_lens),
+        batch_sizes=tuple(args.batch_sizes), beams=tuple(args.beams), warmup=args.warmup, repeats=args.repeats,
+        torch_warmup=args.torch_warmup, torch_repeats=args.torch_repeats,
+        backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()), hf_batch=args.hf_batch,
+        hf_repeats=args.hf_repeats, hf_max_prompt_len=args.hf_max_prompt_len, device=args.device,
+        vocab_size=args.vocab_size, id_length=args.id_length, codes=args.codes, n_items=args.n_items,
+        seed=args.seed, exporter=args.exporter, vocab=args.vocab, profile=not args.no_profile, out=args.out,
+        reuse_engines=args.reuse_engines, ort_threads=args.ort_threads, torch_threads=args.torch_threads,
+        earn_ckpt=args.earn_ckpt, dense_ckpt=args.dense_ckpt, data_dir=args.data_dir, e2e_users=args.e2e_users,
+    )
+
+
+def main(args) -> int:
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from . import report
+    from .harness import run_bench
+
+    try:
+        cfg = config_from_args(args)
+        cfg.validate()
+    except ValueError as exc:
+        print(f"earn-export bench: {exc}", file=sys.stderr)
+        return 2
+    if args.e2e_only:
+        from .harness import run_e2e_only
+
+        try:
+            result = run_e2e_only(cfg)
+        except ValueError as exc:
+            print(f"earn-export bench: {exc}", file=sys.stderr)
+            return 2
+        print()
+        print(report.e2e_markdown(result["e2e"], result["machine"]))
+        return 0
+    result = run_bench(cfg, progress=not args.quiet)
+    table = report.markdown(result)
+    print()
+    print(table)
+    if args.docs:
+        cmd = "earn-export " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
+        if report.update_docs(args.docs, table, cmd):
+            print(f"updated the bench block of {args.docs}")
+        else:
+            print(f"{args.docs}: no {report.BEGIN} / {report.END} block; table not inserted", file=sys.stderr)
+    return 0

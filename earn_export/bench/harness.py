@@ -1,0 +1,737 @@
+"""Benchmark harness: EARN vs dense (same shape, same weights) on ONNX Runtime and PyTorch, vs HF ``generate``.
+
+One run of :func:`run_bench` builds a random-weight model pair (:mod:`.synthetic`), exports both to the
+two-graph ONNX format, and times end-to-end recommendation for every (prompt length, batch, beam) setting:
+``constrained_beam_search`` = prefill + (L-1) decode calls + the trie-masked beam bookkeeping, from token ids
+to items (prompt building/tokenisation is not timed: it is the same for every backend). Timed jobs:
+
+- ``ort_earn`` / ``ort_dense``: the exported graphs in ONNX Runtime (``OrtBackend``);
+- ``torch_earn`` / ``torch_dense``: the PyTorch reference (``TorchBackend``, ``--device cpu|cuda``);
+- ``hf_dense``: transformers ``generate(num_beams=B, prefix_allowed_tokens_fn=trie)`` on the dense model saved
+  with ``save_pretrained`` and loaded by ``AutoModelForCausalLM`` (what users run today); slow on a CPU, so it
+  runs ``hf_batch`` users (default 1) with ``hf_repeats`` repeats, and is compared per user with
+  ``ort_earn@hf`` / ``ort_dense@hf`` (the ORT pipelines timed at the same batch size).
+
+Timing: ``warmup`` untimed runs per job, then ``repeats`` runs interleaved round-robin across jobs (so a change
+in machine load hits every job alike); the median is reported. Inside a run the backends are wrapped to split
+wall time into prefill, decode and the search's own bookkeeping; for ORT also the graph ``Run`` time itself.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------- config
+@dataclass
+class BenchConfig:
+    preset: str = "base"  # earn_export.train.presets name (base: hidden 512, 16 layers, k = 4)
+    split_layer: int | None = None  # EARN k (None: the preset's)
+    overrides: dict = field(default_factory=dict)  # preset field overrides (hidden_size=..., num_hidden_layers=...)
+    prompt_lens: tuple = (128, 512, 1024)
+    batch_sizes: tuple = (4,)
+    beams: tuple = (20,)
+    warmup: int = 1
+    repeats: int = 3
+    torch_warmup: int = 1  # the PyTorch reference: slower and noisier on a shared CPU, so fewer runs by default
+    torch_repeats: int = 1
+    backends: tuple = ("ort", "torch", "hf")
+    hf_batch: int = 1
+    hf_repeats: int = 1
+    hf_max_prompt_len: int | None = None  # skip HF above this prompt length (None: every length)
+    device: str = "cpu"  # torch reference and HF generate
+    vocab_size: int = 4096
+    id_length: int = 4
+    codes: int = 256
+    n_items: int = 12000
+    seed: int = 0
+    exporter: str = "torchscript"
+    vocab: str = "items"  # exported head: "items" (identifier tokens only) or "full"
+    profile: bool = True
+    out: str = "results/bench"
+    reuse_engines: bool = False
+    ort_threads: int = 0  # ORT intra-op threads (0: ORT's default, one per physical core)
+    torch_threads: int | None = None  # torch.set_num_threads (None: leave torch's default)
+    # optional end-to-end row on trained checkpoints (e.g. the Beauty models)
+    earn_ckpt: str | None = None
+    dense_ckpt: str | None = None
+    data_dir: str | None = None
+    e2e_users: int = 64
+
+    def validate(self) -> None:
+        bad = set(self.backends) - {"ort", "torch", "hf"}
+        if bad:
+            raise ValueError(f"unknown backends {sorted(bad)}; choose from ort, torch, hf")
+        if min(self.repeats, self.hf_repeats, self.torch_repeats) < 1 or min(self.warmup, self.torch_warmup) < 0:
+            raise ValueError("need repeats, torch_repeats, hf_repeats >= 1 and warmup, torch_warmup >= 0")
+        if min(self.prompt_lens) < 3:
+            raise ValueError("prompt lengths must be >= 3 (two registers + one word)")
+        if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be cpu or cuda[:i], got {self.device!r}")
+        if bool(self.earn_ckpt) != bool(self.dense_ckpt):
+            raise ValueError("the end-to-end row needs both --earn-ckpt and --dense-ckpt")
+
+
+# --------------------------------------------------------------------------------------------- machine info
+def machine_info(cfg: BenchConfig) -> dict:
+    import onnxruntime as ort
+    import torch
+    import transformers
+
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    info = {
+        "platform": platform.platform(), "python": platform.python_version(), "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_bytes": mem,
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "onnxruntime": ort.__version__, "ort_providers": ort.get_available_providers(),
+        "ort_intra_op_threads": cfg.ort_threads or "default (physical cores)",
+        "transformers": transformers.__version__, "numpy": np.__version__,
+        "device": cfg.device,
+        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if cfg.device != "cpu" and torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(torch.device(cfg.device))
+    return info
+
+
+def busy_warning(info: dict) -> str | None:
+    """A warning when other processes kept the CPUs busy during the run (1-minute load > cores - 0.5 beside us).
+
+    PyTorch's OpenMP threads degrade badly when a core is taken away from them (a 2-thread torch op waits for a
+    descheduled worker; measured here: a micro-model HF generate 0.06 s alone vs 3.4 s beside two busy
+    processes), ONNX Runtime much less. On a busy machine the torch and HF columns are inflated, so EARN/HF
+    is overstated; EARN/dense on ORT (both timed interleaved) stays comparable.
+    """
+    cores = info.get("cpu_affinity") or info.get("cpu_count") or 1
+    loads = [x[0] for x in (info.get("loadavg_start"), info.get("loadavg_end")) if x]
+    # our own process accounts for about one runnable thread per core while it runs
+    if loads and max(loads) > cores + 0.5:
+        return (f"machine busy: 1-min load average up to {max(loads):.1f} on {cores} CPUs (this benchmark alone "
+                f"accounts for about {cores}); other processes competed for the CPUs. Ratios measured in this run "
+                "still compare like with like for ORT EARN vs dense; PyTorch and HF timings are inflated by "
+                "OpenMP thread preemption, so EARN/HF is overstated. Re-run on a quiet machine.")
+    return None
+
+
+# ------------------------------------------------------------------------------------------ timed backends
+class _TimedSession:
+    """Proxy of an ``onnxruntime.InferenceSession`` that adds the time of every ``Run`` to a counter."""
+
+    def __init__(self, session, times: dict, key: str):
+        self._session, self._times, self._key = session, times, key
+
+    def run_with_ort_values(self, *args, **kwargs):
+        t = time.perf_counter()
+        out = self._session.run_with_ort_values(*args, **kwargs)
+        self._times[self._key] += time.perf_counter() - t
+        return out
+
+    def run(self, *args, **kwargs):
+        t = time.perf_counter()
+        out = self._session.run(*args, **kwargs)
+        self._times[self._key] += time.perf_counter() - t
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+class TimedBackend:
+    """SearchBackend wrapper: time in ``prefill``/``decode`` (and in the ORT graphs), last search state kept."""
+
+    def __init__(self, inner, kind: str):
+        self.inner = inner
+        self.kind = kind  # "ort" | "torch"
+        self.out_token_ids = inner.out_token_ids
+        self.times: dict = defaultdict(float)
+        self.last_state = None
+        if kind == "ort":
+            inner.prefill_session = _TimedSession(inner.prefill_session, self.times, "prefill_graph")
+            inner.decode_session = _TimedSession(inner.decode_session, self.times, "decode_graph")
+
+    def reset(self) -> None:
+        self.times.clear()
+        self.last_state = None
+
+    def prefill(self, input_ids, attention_mask):
+        t = time.perf_counter()
+        out = self.inner.prefill(input_ids, attention_mask)
+        self.times["prefill"] += time.perf_counter() - t
+        self.last_state = out[1]
+        return out
+
+    def decode(self, state, tokens, parents, step):
+        t = time.perf_counter()
+        out = self.inner.decode(state, tokens, parents, step)
+        self.times["decode"] += time.perf_counter() - t
+        self.times["decode_calls"] += 1
+        self.last_state = out[1]
+        return out
+
+    def kv_bytes(self) -> dict:
+        """Bytes of the cache tensors held after the last decode: shared prefix KV + per-beam generated KV."""
+        st = self.last_state
+        if st is None:
+            return {}
+        if self.kind == "ort":
+            prefix = int(sum(v.numpy().nbytes for v in st.past))
+            gen = int(sum(g.nbytes for g in (st.generated or [])))
+        else:
+            prefix = int(st.prefix.nbytes())
+            gen = int(st.generated.nbytes()) if st.generated is not None else 0
+        return {"prefix_bytes": prefix, "generated_bytes": gen, "total_bytes": prefix + gen}
+
+
+def _search_fn():
+    from ..search.beam import constrained_beam_search
+
+    return constrained_beam_search
+
+
+def _run_search(tb: TimedBackend, trie, ids, mask, beam: int):
+    search = _search_fn()
+    tb.reset()
+    gc.collect()
+    t = time.perf_counter()
+    res = search(tb, trie, ids, mask, beam)
+    total = time.perf_counter() - t
+    tm = dict(tb.times)
+    rec = {
+        "total_s": total,
+        "prefill_s": tm.get("prefill", 0.0),
+        "decode_s": tm.get("decode", 0.0),
+        "search_bookkeeping_s": total - tm.get("prefill", 0.0) - tm.get("decode", 0.0),
+        "decode_calls": int(tm.get("decode_calls", 0)),
+    }
+    if tb.kind == "ort":
+        rec["prefill_graph_s"] = tm.get("prefill_graph", 0.0)
+        rec["decode_graph_s"] = tm.get("decode_graph", 0.0)
+        rec["backend_overhead_s"] = rec["prefill_s"] + rec["decode_s"] - rec["prefill_graph_s"] - rec["decode_graph_s"]
+    return rec, res
+
+
+# ------------------------------------------------------------------------------------------ HF generate
+class _ForwardTimer:
+    """Forward hooks on the HF model: time of each forward call (the first of a generate call is the prefill)."""
+
+    def __init__(self, model, sync):
+        self.calls: list[float] = []
+        self._t = 0.0
+        self._sync = sync
+        self._handles = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
+
+    def _pre(self, *_):
+        self._sync()
+        self._t = time.perf_counter()
+
+    def _post(self, *_):
+        self._sync()
+        self.calls.append(time.perf_counter() - self._t)
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+
+
+def _hf_cache_bytes(out) -> int | None:
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = getattr(out, "past_key_values", None)
+    if cache is None:
+        return None
+    total = 0
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        for layer in layers:
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if t is not None and hasattr(t, "numel"):
+                    total += t.numel() * t.element_size()
+        return total
+    try:
+        for k, v in cache:
+            total += k.numel() * k.element_size() + v.numel() * v.element_size()
+    except TypeError:
+        return None
+    return total
+
+
+def hf_generate(hf, ids, mask, beam: int, id_length: int, walker, device: str) -> tuple[dict, np.ndarray, int | None]:
+    """One ``generate`` call; returns (timing record, items [b, beam], cache bytes at the end)."""
+    import torch
+
+    sync = (lambda: torch.cuda.synchronize()) if device != "cpu" else (lambda: None)
+    x = torch.as_tensor(ids, device=device)
+    m = torch.as_tensor(mask, device=device)
+    walker.prompt_len = x.shape[1]
+    timer = _ForwardTimer(hf, sync)
+    gc.collect()
+    try:
+        sync()
+        t = time.perf_counter()
+        out = hf.generate(input_ids=x, attention_mask=m, num_beams=beam, num_return_sequences=beam,
+                          max_new_tokens=id_length, min_new_tokens=id_length, do_sample=False,
+                          early_stopping=True, length_penalty=0.0, prefix_allowed_tokens_fn=walker,
+                          pad_token_id=0, return_dict_in_generate=True, output_scores=False)
+        sync()
+        total = time.perf_counter() - t
+    finally:
+        timer.remove()
+    seqs = out.sequences[:, x.shape[1]:].cpu().numpy()
+    items = np.array([walker.item_of(s) for s in seqs], np.int64).reshape(len(ids), beam)
+    calls = timer.calls
+    rec = {"total_s": total, "prefill_s": calls[0] if calls else 0.0, "decode_s": float(sum(calls[1:])),
+           "search_bookkeeping_s": total - float(sum(calls)), "decode_calls": max(len(calls) - 1, 0)}
+    return rec, items, _hf_cache_bytes(out)
+
+
+def load_hf_model(ckpt_dir, device: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+    hf = AutoModelForCausalLM.from_pretrained(str(ckpt_dir), dtype=torch.float32)
+    return hf.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------------- models
+def flop_model(shape: dict, prompt_len: int, beam: int, id_length: int, vocab_out: int, hf_vocab: int) -> dict:
+    """Matmul FLOPs per user of one recommendation (prefill + L-1 decode steps), DESIGN §3 / paper Eq. 8.
+
+    Linear layers: 2·(params) per row and layer; attention: 4·Hq·D per (query, key) pair (QK^T and PV).
+    EARN: k layers over P rows, N-k layers over the R registers; decode: beam rows per step over the shared
+    prefix (P keys below k, R above) + own generated keys; head: vocab_out rows. Dense: k = N. HF beam search:
+    the prompt is copied per beam (beam·P rows in prefill), full-vocabulary head.
+    """
+    h, f = shape["hidden_size"], shape["intermediate_size"]
+    hq, hkv, d = shape["num_attention_heads"], shape["n_kv_heads"], shape["head_dim"]
+    n, k, r = shape["num_layers"], shape["split_layer"], shape["n_registers"]
+    lin = 2 * (h * hq * d + 2 * h * hkv * d + hq * d * h + 3 * h * f)
+    att = 4 * hq * d
+    steps = id_length - 1
+
+    def causal(p):
+        return p * (p + 1) / 2
+
+    def pipeline(kk, head_rows_vocab):
+        pre = kk * (prompt_len * lin + att * causal(prompt_len)) + (n - kk) * (r * lin + att * causal(r))
+        pre += 2 * h * head_rows_vocab
+        dec = 0.0
+        for t in range(1, steps + 1):
+            for layer in range(n):
+                s = prompt_len if layer < kk else r
+                dec += beam * (lin + att * (s + t))
+            dec += beam * 2 * h * head_rows_vocab
+        return pre, dec
+
+    e_pre, e_dec = pipeline(k, vocab_out)
+    d_pre, d_dec = pipeline(n, vocab_out)
+    hf_pre = beam * n * (prompt_len * lin + att * causal(prompt_len)) + beam * 2 * h * hf_vocab
+    hf_dec = sum(beam * (n * (lin + att * (prompt_len + t)) + 2 * h * hf_vocab) for t in range(1, steps + 1))
+    return {
+        "earn": {"prefill": e_pre, "decode": e_dec, "total": e_pre + e_dec},
+        "dense": {"prefill": d_pre, "decode": d_dec, "total": d_pre + d_dec},
+        "hf": {"prefill": hf_pre, "decode": hf_dec, "total": hf_pre + hf_dec},
+        "speedup_dense_over_earn": (d_pre + d_dec) / (e_pre + e_dec),
+        "speedup_hf_over_earn": (hf_pre + hf_dec) / (e_pre + e_dec),
+        "decode_share_earn": e_dec / (e_pre + e_dec),
+    }
+
+
+def _stats(runs: list[dict], warmup: int, users: int, beam: int, id_length: int) -> dict:
+    med = statistics.median(r["total_s"] for r in runs)
+    split = {}
+    for key in runs[0]:
+        if key.endswith("_s") and key != "total_s":
+            split[key] = statistics.median(r[key] for r in runs)
+    return {
+        "batch": users, "repeats": len(runs), "warmup": warmup,
+        "median_s": med, "min_s": min(r["total_s"] for r in runs), "max_s": max(r["total_s"] for r in runs),
+        "runs_s": [r["total_s"] for r in runs],
+        "per_user_s": med / users, "users_per_s": users / med,
+        "generated_tokens_per_s": users * beam * id_length / med,
+        "split": split, "decode_calls": runs[0].get("decode_calls"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ run
+def _engine_key(cfg: BenchConfig, shape: dict) -> dict:
+    return {"shape": shape, "seed": cfg.seed, "vocab": cfg.vocab, "exporter": cfg.exporter, "n_items": cfg.n_items,
+            "codes": cfg.codes, "id_length": cfg.id_length, "schema": SCHEMA_VERSION}
+
+
+def _export_pair(setup, cfg: BenchConfig, engines_dir: Path, say) -> dict:
+    from ..export import export_onnx
+    from .synthetic import trie_arrays
+
+    key = _engine_key(cfg, setup.shape)
+    key_file = engines_dir / "bench_key.json"
+    times = {}
+    if cfg.reuse_engines and key_file.is_file() and json.loads(key_file.read_text()) == key and all(
+            (engines_dir / n / "manifest.json").is_file() for n in ("earn", "dense")):
+        say("reusing exported engines")
+        return {"earn": 0.0, "dense": 0.0, "reused": True}
+    arrays = trie_arrays(setup.trie)
+    items = setup.item_token_ids if cfg.vocab == "items" else None
+    for name, model in (("earn", setup.earn_model), ("dense", setup.dense_model)):
+        say(f"exporting {name} ({cfg.exporter})")
+        t = time.perf_counter()
+        export_onnx(model, engines_dir / name, vocab=cfg.vocab, trie=arrays, item_token_ids=items,
+                    exporter=cfg.exporter)
+        times[name] = time.perf_counter() - t
+    key_file.write_text(json.dumps(key, indent=1))
+    times["reused"] = False
+    return times
+
+
+def _ort_backend(engine_dir, cfg: BenchConfig):
+    import onnxruntime as ort
+
+    from ..runtime.backends import OrtBackend
+
+    opts = ort.SessionOptions()
+    if cfg.ort_threads:
+        opts.intra_op_num_threads = cfg.ort_threads
+    return OrtBackend(engine_dir, providers=["CPUExecutionProvider"] if cfg.device == "cpu" else None,
+                      session_options=opts)
+
+
+def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
+    """Run the benchmark; writes ``bench.json``, ``bench.md`` and ``speedup.png`` under ``cfg.out``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..model import KVShape, kv_report
+    from ..runtime.backends import TorchBackend
+    from . import report
+    from .synthetic import TrieWalker, build_setup
+
+    cfg.validate()
+    t_start = time.perf_counter()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = (lambda msg: log(f"[bench {time.perf_counter() - t_start:6.1f}s] {msg}")) if log else (lambda msg: None)
+    info = machine_info(cfg)
+    say(f"{info['cpu_count']} CPUs, torch {info['torch']} ({info['torch_threads']} threads), "
+        f"onnxruntime {info['onnxruntime']}, load average {info['loadavg_start']}")
+
+    t = time.perf_counter()
+    setup = build_setup(cfg.preset, cfg.split_layer, cfg.vocab_size, cfg.id_length, cfg.codes, cfg.n_items,
+                        cfg.seed, max(cfg.prompt_lens), cfg.overrides)
+    shape = setup.shape
+    n, k = shape["num_layers"], shape["split_layer"]
+    build_s = time.perf_counter() - t
+    say(f"model {shape['hidden_size']}h x {n} layers (k={k}), {shape['parameters'] / 1e6:.1f}M params, "
+        f"{len(setup.paths)} items; built in {build_s:.1f}s")
+    engines_dir = out / "engines"
+    export_s = _export_pair(setup, cfg, engines_dir, say)
+
+    device = cfg.device
+    backends: dict[str, TimedBackend] = {}
+    if "ort" in cfg.backends:
+        backends["ort_earn"] = TimedBackend(_ort_backend(engines_dir / "earn", cfg), "ort")
+        backends["ort_dense"] = TimedBackend(_ort_backend(engines_dir / "dense", cfg), "ort")
+    hf = walker = None
+    hf_load_s = 0.0
+    if "hf" in cfg.backends:
+        t = time.perf_counter()
+        hf_dir = out / "hf_dense"
+        setup.dense_model.save_pretrained(hf_dir)  # same weights, read back by AutoModelForCausalLM
+        hf = load_hf_model(hf_dir, device)
+        walker = TrieWalker(setup.trie, 0)
+        # warm-up: one short generate call (lazy init of generation config, kernels, caches)
+        ids, mask = setup.prompts(16, 1, seed=cfg.seed)
+        hf_generate(hf, ids, mask, max(cfg.beams), cfg.id_length, walker, device)
+        hf_load_s = time.perf_counter() - t
+
+    head = setup.item_token_ids if cfg.vocab == "items" else None
+    if "torch" in cfg.backends:
+        if device != "cpu":
+            setup.earn_model.to(device)  # the dense model shares these parameters
+        backends["torch_earn"] = TimedBackend(TorchBackend(setup.earn_model, head, device=torch.device(device)), "torch")
+        backends["torch_dense"] = TimedBackend(TorchBackend(setup.dense_model, head, device=torch.device(device)), "torch")
+
+    settings = []
+    combos = [(p, b, bm) for p in cfg.prompt_lens for b in cfg.batch_sizes for bm in cfg.beams]
+    def plan(name):  # (warm-up runs, timed runs) of a job
+        if name.startswith("torch"):
+            return cfg.torch_warmup, cfg.torch_repeats
+        if name.endswith("@hf"):
+            return 0, cfg.repeats  # same sessions as the batch-size jobs, already warm
+        return cfg.warmup, cfg.repeats
+
+    n_jobs = 0
+    for p, b, bm in combos:
+        per = sum(sum(plan(name)) for name in backends)
+        if hf is not None and (cfg.hf_max_prompt_len is None or p <= cfg.hf_max_prompt_len):
+            per += cfg.hf_repeats
+            if min(cfg.hf_batch, b) != b and "ort" in cfg.backends:
+                per += 2 * sum(plan("ort@hf"))
+        n_jobs += per
+    bar = tqdm(total=n_jobs, desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
+    kv_shape = KVShape(n, shape["n_kv_heads"], shape["head_dim"], 4)
+    vocab_out = len(setup.item_token_ids) if cfg.vocab == "items" else shape["vocab_size"]
+
+    for p, b, bm in combos:
+        bar.set_postfix_str(f"P={p} B={b} beam={bm}")
+        ids, mask = setup.prompts(p, b, seed=cfg.seed)
+        jobs = {name: (tb, ids, mask) for name, tb in backends.items()}
+        run_hf = hf is not None and (cfg.hf_max_prompt_len is None or p <= cfg.hf_max_prompt_len)
+        hb = min(cfg.hf_batch, b) if run_hf else None
+        if run_hf and hb != b and "ort" in cfg.backends:
+            jobs["ort_earn@hf"] = (backends["ort_earn"], ids[:hb], mask[:hb])
+            jobs["ort_dense@hf"] = (backends["ort_dense"], ids[:hb], mask[:hb])
+        records: dict[str, list] = {name: [] for name in jobs}
+        results: dict[str, object] = {}
+        kv_measured: dict[str, dict] = {}
+        for name, (tb, x, m) in jobs.items():
+            for _ in range(plan(name)[0]):
+                _run_search(tb, setup.trie, x, m, bm)
+                bar.update(1)
+        for rep in range(max(plan(name)[1] for name in jobs)):  # round-robin: load changes hit every job alike
+            for name, (tb, x, m) in jobs.items():
+                if rep >= plan(name)[1]:
+                    continue
+                rec, res = _run_search(tb, setup.trie, x, m, bm)
+                records[name].append(rec)
+                results[name] = res
+                if len(x) == b:
+                    kv_measured[name] = tb.kv_bytes()
+                bar.update(1)
+        # ORT jobs at the HF batch ran `repeats` times above; HF itself runs hf_repeats times
+        hf_items = hf_kv = None
+        if run_hf:
+            hf_recs = []
+            for _ in range(cfg.hf_repeats):
+                rec, hf_items, hf_kv = hf_generate(hf, ids[:hb], mask[:hb], bm, cfg.id_length, walker, device)
+                hf_recs.append(rec)
+                bar.update(1)
+            records["hf_dense"] = hf_recs
+        runs = {}
+        for name, recs in records.items():
+            users = hb if name in ("hf_dense", "ort_earn@hf", "ort_dense@hf") else b
+            runs[name] = _stats(recs, 0 if name == "hf_dense" else plan(name)[0], users, bm, cfg.id_length)
+        formula = kv_report(kv_shape, batch=b, beam=bm, prompt_len=p, steps=cfg.id_length - 1, split_layer=k,
+                            n_registers=shape["n_registers"])
+        if hf_kv is not None:
+            kv_measured["hf_dense"] = {"total_bytes": int(hf_kv), "batch": hb}
+        hf_formula = kv_report(kv_shape, batch=hb, beam=bm, prompt_len=p, steps=cfg.id_length - 1, split_layer=k,
+                               n_registers=shape["n_registers"])["hf_beam_bytes"] if run_hf else None
+        agree = {}
+        for name, meas in kv_measured.items():
+            if name.endswith("_earn"):
+                agree[name] = meas["total_bytes"] == formula["earn_bytes"]
+            elif name == "hf_dense":
+                agree[name] = meas["total_bytes"] == hf_formula
+            elif name.endswith("_dense"):
+                agree[name] = meas["total_bytes"] == formula["dense_bytes"]
+        bound = n / k
+        speedup, fraction = {}, {}
+        for kind in ("ort", "torch"):
+            if f"{kind}_earn" in runs and f"{kind}_dense" in runs:
+                speedup[kind] = runs[f"{kind}_dense"]["median_s"] / runs[f"{kind}_earn"]["median_s"]
+                fraction[kind] = speedup[kind] / bound
+        if "hf_dense" in runs and "ort" in cfg.backends:
+            e_name = "ort_earn@hf" if "ort_earn@hf" in runs else "ort_earn"
+            d_name = "ort_dense@hf" if "ort_dense@hf" in runs else "ort_dense"
+            hf_user = runs["hf_dense"]["per_user_s"]
+            speedup["ort_earn_vs_hf"] = hf_user / runs[e_name]["per_user_s"]
+            speedup["ort_dense_vs_hf"] = hf_user / runs[d_name]["per_user_s"]
+            speedup["ort_earn_vs_hf_at_batch"] = hf_user / runs["ort_earn"]["per_user_s"]
+        if "hf_dense" in runs and "torch" in cfg.backends:
+            speedup["torch_dense_vs_hf"] = runs["hf_dense"]["per_user_s"] / runs["torch_dense"]["per_user_s"]
+        checks = {}
+        if "ort_dense" in results and "torch_dense" in results:
+            a, c = np.asarray(results["ort_dense"].items), np.asarray(results["torch_dense"].items)
+            checks["dense_ort_items_equal_torch"] = bool(np.array_equal(a, c))
+            checks["dense_ort_torch_item_agreement"] = float((a == c).mean())
+        if "ort_earn" in results and "torch_earn" in results:
+            a, c = np.asarray(results["ort_earn"].items), np.asarray(results["torch_earn"].items)
+            checks["earn_ort_torch_item_agreement"] = float((a == c).mean())
+        if hf_items is not None:
+            checks["hf_valid_item_fraction"] = float((hf_items >= 0).mean())
+        for name, res in results.items():
+            if name in ("ort_earn", "ort_dense", "torch_earn", "torch_dense"):
+                checks[f"{name}_valid_item_fraction"] = float((np.asarray(res.items) >= 0).mean())
+        settings.append({
+            "prompt_len": p, "batch": b, "beam": bm, "id_length": cfg.id_length, "hf_batch": hb,
+            "runs": runs, "speedup": speedup, "bound_N_over_k": bound, "fraction_of_bound": fraction,
+            "flop_model": flop_model(shape, p, bm, cfg.id_length, vocab_out, shape["vocab_size"]),
+            "kv": {"formula": formula, "hf_formula_at_hf_batch": hf_formula, "measured": kv_measured,
+                   "measured_equals_formula": agree},
+            "checks": checks,
+        })
+    bar.close()
+
+    profiles = {}
+    if cfg.profile and "ort" in cfg.backends:
+        from .profiling import profile_search
+
+        search = _search_fn()
+        b0, bm0 = cfg.batch_sizes[0], cfg.beams[0]
+        for p in tqdm(cfg.prompt_lens, desc="profile", disable=not progress):
+            ids, mask = setup.prompts(p, b0, seed=cfg.seed)
+            for name in ("earn", "dense"):
+                profiles[f"{name}_P{p}"] = profile_search(engines_dir / name, setup.trie, ids, mask, bm0,
+                                                          out / "profiles", search)
+
+    e2e = None
+    if cfg.earn_ckpt:
+        say("end-to-end row on trained checkpoints")
+        e2e = run_e2e(cfg, say)
+
+    info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    info["busy_warning"] = busy_warning(info)
+    if info["busy_warning"]:
+        say("WARNING: " + info["busy_warning"])
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": asdict(cfg),
+        "machine": info,
+        "model": shape,
+        "catalog": {"n_items": len(setup.paths), "id_length": cfg.id_length, "codes_per_level": cfg.codes,
+                    "trie_nodes": int(len(np.asarray(setup.trie.leaf_item))), "vocab_out": vocab_out},
+        "timings": {"build_s": build_s, "export_s": export_s, "hf_load_and_warmup_s": hf_load_s},
+        "settings": settings,
+        "profiles": profiles,
+        "e2e": e2e,
+    }
+    result["timings"]["total_s"] = time.perf_counter() - t_start
+    report.write_all(result, out)
+    say(f"done in {result['timings']['total_s']:.0f}s; wrote {out / 'bench.json'}, {out / 'bench.md'}, "
+        f"{out / 'speedup.png'}")
+    return result
+
+
+def run_e2e_only(cfg: BenchConfig, log=print) -> dict:
+    """Only the end-to-end row (trained checkpoints): writes ``e2e.json`` and ``e2e.md`` under ``cfg.out``."""
+    from . import report
+
+    cfg.validate()
+    if not cfg.earn_ckpt:
+        raise ValueError("--e2e-only needs --earn-ckpt and --dense-ckpt")
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine_info(cfg)
+    say = (lambda msg: log(f"[bench e2e {time.perf_counter() - t0:6.1f}s] {msg}")) if log else (lambda msg: None)
+    e2e = run_e2e(cfg, say)
+    info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    info["busy_warning"] = busy_warning(info)
+    result = {"schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "config": asdict(cfg), "machine": info, "e2e": e2e, "total_s": time.perf_counter() - t0}
+    (out / "e2e.json").write_text(json.dumps(result, indent=1, default=report._json_default) + "\n")
+    (out / "e2e.md").write_text(report.e2e_markdown(e2e, info))
+    say(f"done; wrote {out / 'e2e.json'}, {out / 'e2e.md'}")
+    return result
+
+
+# --------------------------------------------------------------------------------- end-to-end (trained)
+def run_e2e(cfg: BenchConfig, say=print) -> dict:
+    """EARN vs dense on trained checkpoints with real prompts (test users of ``data_dir``), ORT + HF.
+
+    Needs ``earn_export.data`` (sequences + prompts) and checkpoints written by ``earn-export train``.
+    """
+    from ..data.prompts import PromptBuilder
+    from ..data.sequences import eval_examples, load_sequential
+    from ..export import export_onnx
+    from ..model import KVShape, kv_report, load_pretrained
+
+    out = Path(cfg.out) / "e2e"
+    earn_ckpt, dense_ckpt = Path(cfg.earn_ckpt), Path(cfg.dense_ckpt)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else Path(__file__).resolve().parents[3] / "shared" / "data" / "amazon-beauty"
+    data = load_sequential(data_dir)
+    ex = eval_examples(data, "test")
+    histories = list(ex.histories)[: cfg.e2e_users]
+    rows = {}
+    for name, ckpt in (("earn", earn_ckpt), ("dense", dense_ckpt)):
+        eng = out / name
+        t = time.perf_counter()
+        export_onnx(ckpt, eng, vocab=cfg.vocab, exporter=cfg.exporter)
+        exp_s = time.perf_counter() - t
+        builder = PromptBuilder.load(ckpt)
+        ids, mask = builder(histories)
+        be = TimedBackend(_ort_backend(eng, cfg), "ort")
+        from ..runtime.recommender import load_trie
+
+        trie = load_trie(eng / "trie.npz")
+        b = min(max(cfg.batch_sizes), len(histories))
+        recs = []
+        for i in range(cfg.warmup + cfg.repeats):
+            tot = defaultdict(float)
+            for s in range(0, len(histories), b):
+                rec, _ = _run_search(be, trie, ids[s:s + b], mask[s:s + b], max(cfg.beams))
+                for kk, v in rec.items():
+                    tot[kk] += v
+            if i >= cfg.warmup:
+                recs.append(dict(tot))
+        model = load_pretrained(ckpt)
+        kshape = KVShape.of(model)
+        rows[name] = {
+            "checkpoint": str(ckpt), "export_s": exp_s, "users": len(histories), "batch": b,
+            "prompt_len_mean": float(mask.sum(1).mean()), "prompt_len_padded": int(ids.shape[1]),
+            "stats": _stats(recs, cfg.warmup, len(histories), max(cfg.beams), model.earn.id_length if model.earn else cfg.id_length),
+            "kv_formula": kv_report(kshape, batch=len(histories), beam=max(cfg.beams), prompt_len=int(ids.shape[1]),
+                                    steps=(model.earn.id_length if model.earn else cfg.id_length) - 1,
+                                    split_layer=model.split_layer,
+                                    n_registers=model.earn.n_registers if model.earn else 0),
+            "split_layer": model.split_layer, "num_layers": model.num_layers,
+            "id_length": model.earn.id_length if model.earn else cfg.id_length,
+        }
+    rows["speedup_ort"] = rows["dense"]["stats"]["median_s"] / rows["earn"]["stats"]["median_s"]
+    rows["bound_N_over_k"] = rows["earn"]["num_layers"] / rows["earn"]["split_layer"]
+    if "hf" in cfg.backends:
+        from .synthetic import TrieWalker
+
+        hf = load_hf_model(dense_ckpt, cfg.device)
+        walker = TrieWalker(trie, 0)
+        builder = PromptBuilder.load(dense_ckpt)
+        n_hf = min(len(histories), max(cfg.hf_batch, 8))
+        beam = max(cfg.beams)
+        ids, mask = builder(histories[:n_hf])
+        hf_generate(hf, ids[:1], mask[:1], beam, rows["dense"]["id_length"], walker, cfg.device)  # warm-up
+        t = time.perf_counter()
+        valid = []
+        for s in range(0, n_hf, cfg.hf_batch):
+            _, items, _ = hf_generate(hf, ids[s:s + cfg.hf_batch], mask[s:s + cfg.hf_batch], beam,
+                                      rows["dense"]["id_length"], walker, cfg.device)
+            valid.append((items >= 0).mean())
+        per_user = (time.perf_counter() - t) / n_hf
+        rows["hf_dense"] = {"users": n_hf, "batch": cfg.hf_batch, "per_user_s": per_user,
+                            "valid_item_fraction": float(np.mean(valid))}
+        rows["speedup_ort_earn_vs_hf"] = per_user / rows["earn"]["stats"]["per_user_s"]
+    return rows

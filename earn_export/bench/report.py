@@ -1,0 +1,274 @@
+"""Benchmark outputs: ``bench.json`` (everything), ``bench.md`` (tables) and ``speedup.png`` (speedup vs prompt length).
+
+``markdown(result)`` is also what ``docs/BENCHMARKS.md`` embeds between its ``<!-- bench:begin -->`` /
+``<!-- bench:end -->`` markers (``earn-export bench --docs docs/BENCHMARKS.md`` rewrites that block).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+MB = 1024 * 1024
+
+
+def _f(x, nd=2, suffix=""):
+    if x is None:
+        return "–"
+    return f"{x:.{nd}f}{suffix}"
+
+
+def _ms(x):
+    return "–" if x is None else f"{1000 * x:.0f}"
+
+
+def _run(s, name):
+    return s["runs"].get(name)
+
+
+def markdown(result: dict) -> str:
+    """The result tables (speed, vs HF, time split, KV bytes, profile) as GitHub markdown."""
+    m, mach, cfg = result["model"], result["machine"], result["config"]
+    n, k = m["num_layers"], m["split_layer"]
+    lines = []
+    lines.append(
+        f"Model: random-weight Llama, hidden {m['hidden_size']}, {n} layers, {m['num_attention_heads']} heads "
+        f"({m['n_kv_heads']} KV), FFN {m['intermediate_size']}, vocab {m['vocab_size']}, EARN k = {k}, "
+        f"R = {m['n_registers']} registers, N/k = {n / k:g}. Catalog: {result['catalog']['n_items']} items, "
+        f"{result['catalog']['id_length']}-token identifiers, output head = {result['catalog']['vocab_out']} tokens "
+        f"(`--vocab {cfg['vocab']}`). Machine: {mach['cpu_count']} CPUs ({mach['cpu_model']}), torch "
+        f"{mach['torch']} with {mach['torch_threads']} threads, onnxruntime {mach['onnxruntime']}, device "
+        f"`{mach['device']}`, load average {_load(mach.get('loadavg_start'))} at start / "
+        f"{_load(mach.get('loadavg_end'))} at end. ORT: median of {cfg['repeats']} runs after {cfg['warmup']} warm-up; "
+        f"PyTorch: median of {cfg.get('torch_repeats', cfg['repeats'])} after {cfg.get('torch_warmup', cfg['warmup'])}; "
+        f"HF: {cfg['hf_repeats']} run(s) after one short warm-up call. Total bench time "
+        f"{result['timings']['total_s']:.0f} s (exports {_export_s(result)} s).")
+    if mach.get("busy_warning"):
+        lines.append("")
+        lines.append(f"> **Warning:** {mach['busy_warning']}")
+    lines.append("")
+    lines.append("**Speed: EARN vs dense (same shape, same weights), end-to-end recommendation**")
+    lines.append("")
+    lines.append("| prompt | batch | beam | EARN ORT s | dense ORT s | **EARN/dense ORT** | EARN/dense torch | "
+                 "N/k | ORT fraction of N/k | FLOP-model speedup | EARN ORT users/s | EARN ORT tokens/s |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s in result["settings"]:
+        e, d = _run(s, "ort_earn"), _run(s, "ort_dense")
+        sp = s["speedup"]
+        lines.append(
+            f"| {s['prompt_len']} | {s['batch']} | {s['beam']} | {_f(e and e['median_s'], 3)} | "
+            f"{_f(d and d['median_s'], 3)} | **{_f(sp.get('ort'), 2, '×')}** | {_f(sp.get('torch'), 2, '×')} | "
+            f"{s['bound_N_over_k']:g} | {_f(s['fraction_of_bound'].get('ort'), 2)} | "
+            f"{_f(s['flop_model']['speedup_dense_over_earn'], 2, '×')} | {_f(e and e['users_per_s'], 2)} | "
+            f"{_f(e and e['generated_tokens_per_s'], 0)} |")
+    if any("hf_dense" in s["runs"] for s in result["settings"]):
+        lines.append("")
+        lines.append("**Against Hugging Face `generate(num_beams, prefix_allowed_tokens_fn=trie)` on the dense model** "
+                     "(per user, ORT timed at the HF batch size)")
+        lines.append("")
+        lines.append("| prompt | HF batch | HF s/user | HF prefill / decode / rest s | EARN ORT s/user | dense ORT s/user | "
+                     "**EARN ORT vs HF** | dense ORT vs HF | dense torch vs HF | FLOP ratio HF/EARN |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for s in result["settings"]:
+            h = _run(s, "hf_dense")
+            if not h:
+                continue
+            e = _run(s, "ort_earn@hf") or _run(s, "ort_earn")
+            d = _run(s, "ort_dense@hf") or _run(s, "ort_dense")
+            sp, sl = s["speedup"], h["split"]
+            lines.append(
+                f"| {s['prompt_len']} | {s['hf_batch']} | {_f(h['per_user_s'], 2)} | "
+                f"{_f(sl.get('prefill_s'), 2)} / {_f(sl.get('decode_s'), 2)} / {_f(sl.get('search_bookkeeping_s'), 2)} | "
+                f"{_f(e and e['per_user_s'], 3)} | {_f(d and d['per_user_s'], 3)} | "
+                f"**{_f(sp.get('ort_earn_vs_hf'), 1, '×')}** | {_f(sp.get('ort_dense_vs_hf'), 1, '×')} | "
+                f"{_f(sp.get('torch_dense_vs_hf'), 1, '×')} | {_f(s['flop_model']['speedup_hf_over_earn'], 1, '×')} |")
+    lines.append("")
+    lines.append("**Where the time goes (ORT, ms per batch, medians)**: prefill graph, decode graphs (all L-1 calls), "
+                 "backend overhead (KV reorder by beam parents, numpy/OrtValue copies), search bookkeeping (trie mask, "
+                 "top-k over beam × children, paths)")
+    lines.append("")
+    lines.append("| prompt | batch | model | total | prefill graph | decode graphs | backend overhead | search bookkeeping |")
+    lines.append("|---:|---:|---|---:|---:|---:|---:|---:|")
+    for s in result["settings"]:
+        for name in ("ort_earn", "ort_dense"):
+            r = _run(s, name)
+            if not r:
+                continue
+            sl = r["split"]
+            lines.append(
+                f"| {s['prompt_len']} | {s['batch']} | {name[4:]} | {_ms(r['median_s'])} | {_ms(sl.get('prefill_graph_s'))} | "
+                f"{_ms(sl.get('decode_graph_s'))} | {_ms(sl.get('backend_overhead_s'))} | "
+                f"{_ms(sl.get('search_bookkeeping_s'))} |")
+    lines.append("")
+    lines.append("**KV cache bytes** (whole batch, after the last decode step; measured = sum of `nbytes` of the cache "
+                 "tensors, formula = DESIGN.md §3 / `kv_cache.kv_report`)")
+    lines.append("")
+    lines.append("| prompt | batch | beam | EARN measured MB | EARN formula MB | dense measured MB | dense formula MB | "
+                 "HF beam formula MB | EARN reduction vs dense | vs HF | measured = formula |")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for s in result["settings"]:
+        kv = s["kv"]
+        f, meas = kv["formula"], kv["measured"]
+        em = (meas.get("ort_earn") or meas.get("torch_earn") or {}).get("total_bytes")
+        dm = (meas.get("ort_dense") or meas.get("torch_dense") or {}).get("total_bytes")
+        ok = kv["measured_equals_formula"]
+        lines.append(
+            f"| {s['prompt_len']} | {s['batch']} | {s['beam']} | {_f(em and em / MB, 2)} | {f['earn_bytes'] / MB:.2f} | "
+            f"{_f(dm and dm / MB, 2)} | {f['dense_bytes'] / MB:.2f} | {f['hf_beam_bytes'] / MB:.2f} | "
+            f"{100 * f['reduction_vs_dense']:.1f}% | {100 * f['reduction_vs_hf']:.1f}% | "
+            f"{'yes' if ok and all(ok.values()) else ('no: ' + str(ok) if ok else '–')} |")
+    if result.get("profiles"):
+        lines.append("")
+        lines.append("**ORT kernel time by part of the model** (onnxruntime profiler, one search at the first batch/beam; "
+                     "share of kernel time, prefill + decode)")
+        lines.append("")
+        names = list(result["profiles"])
+        groups = []
+        for prof in result["profiles"].values():
+            for g in prof["share_by_group"]:
+                if g not in groups:
+                    groups.append(g)
+        lines.append("| part | " + " | ".join(names) + " |")
+        lines.append("|---|" + "---:|" * len(names))
+        from .profiling import GROUP_LABELS
+
+        for g in groups:
+            cells = [f"{100 * result['profiles'][nm]['share_by_group'].get(g, 0.0):.1f}%" for nm in names]
+            lines.append(f"| {GROUP_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
+        cells = [f"{result['profiles'][nm]['prefill']['kernel_ms']:.0f} / {result['profiles'][nm]['decode']['kernel_ms']:.0f}"
+                 for nm in names]
+        lines.append("| kernel ms prefill / decode | " + " | ".join(cells) + " |")
+    if result.get("e2e"):
+        lines.append("")
+        lines.append(e2e_markdown(result["e2e"]))
+    return "\n".join(lines) + "\n"
+
+
+def e2e_markdown(e2e: dict, machine: dict | None = None) -> str:
+    """Table of the end-to-end row (trained EARN and dense checkpoints, real prompts)."""
+    lines = []
+    if machine and machine.get("busy_warning"):
+        lines += [f"> **Warning:** {machine['busy_warning']}", ""]
+    lines.append("**End-to-end on trained checkpoints** (real prompts of test users; ORT time for all users)")
+    lines.append("")
+    lines.append("| model | users | mean prompt | batch | ORT s | users/s | k/N |")
+    lines.append("|---|---:|---:|---:|---:|---:|---|")
+    for name in ("earn", "dense"):
+        r = e2e[name]
+        lines.append(f"| {name} | {r['users']} | {r['prompt_len_mean']:.0f} | {r['batch']} | "
+                     f"{r['stats']['median_s']:.3f} | {r['stats']['users_per_s']:.1f} | {r['split_layer']}/{r['num_layers']} |")
+    lines.append(f"| **EARN/dense** | | | | **{e2e['speedup_ort']:.2f}×** | | bound {e2e['bound_N_over_k']:g} |")
+    if e2e.get("hf_dense"):
+        h = e2e["hf_dense"]
+        lines.append(f"| HF generate (dense), per user | {h['users']} | | {h['batch']} | {h['per_user_s']:.3f} / user | "
+                     f"{1 / h['per_user_s']:.1f} | EARN ORT vs HF **{e2e['speedup_ort_earn_vs_hf']:.1f}×** |")
+    return "\n".join(lines) + "\n"
+
+
+def _load(x):
+    return "?" if not x else "/".join(f"{v:.1f}" for v in x)
+
+
+def _export_s(result):
+    ex = result["timings"]["export_s"]
+    if ex.get("reused"):
+        return "0 (reused)"
+    return f"{sum(v for k, v in ex.items() if k != 'reused'):.0f}"
+
+
+def plot(result: dict, path) -> Path:
+    """speedup.png: left, EARN/dense per backend with N/k and the FLOP model; right, speedups over HF generate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = result["settings"]
+    groups: dict[tuple, list] = {}
+    for s in settings:
+        groups.setdefault((s["batch"], s["beam"]), []).append(s)
+    multi = len(groups) > 1
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for (b, bm), ss in groups.items():
+        ss = sorted(ss, key=lambda s: s["prompt_len"])
+        xs = [s["prompt_len"] for s in ss]
+        tag = f" (batch {b}, beam {bm})" if multi else ""
+        for kind, style in (("ort", "o-"), ("torch", "s-")):
+            ys = [s["speedup"].get(kind) for s in ss]
+            if any(y is not None for y in ys):
+                ax1.plot(xs, [y if y is not None else float("nan") for y in ys], style,
+                         label=f"{'ONNX Runtime' if kind == 'ort' else 'PyTorch'} EARN/dense{tag}")
+        ax1.plot(xs, [s["flop_model"]["speedup_dense_over_earn"] for s in ss], ":", color="gray",
+                 label=f"FLOP model{tag}")
+        for key, style, label in (("ort_earn_vs_hf", "o-", "EARN ORT vs HF generate"),
+                                  ("ort_dense_vs_hf", "^-", "dense ORT vs HF generate"),
+                                  ("torch_dense_vs_hf", "s-", "dense PyTorch vs HF generate")):
+            pts = [(s["prompt_len"], s["speedup"][key]) for s in ss if key in s["speedup"]]
+            if pts:
+                ax2.plot(*zip(*pts), style, label=label + tag)
+    bound = settings[0]["bound_N_over_k"] if settings else None
+    if bound:
+        ax1.axhline(bound, ls="--", color="k", lw=1, label=f"bound N/k = {bound:g}")
+        ax1.axhline(0.6 * bound, ls="--", color="tab:red", lw=0.8, label=f"target 0.6·N/k = {0.6 * bound:g}")
+    ax1.axhline(1.0, color="gray", lw=0.5)
+    ax1.set_xlabel("prompt length (tokens)")
+    ax1.set_ylabel("speedup (dense time / EARN time)")
+    ax1.set_title("EARN over dense, end-to-end")
+    ax1.set_ylim(bottom=0)
+    ax1.legend(fontsize=8)
+    ax2.axhline(10.0, ls="--", color="tab:red", lw=0.8, label="target 10×")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("prompt length (tokens)")
+    ax2.set_ylabel("speedup over HF generate (per user)")
+    ax2.set_title("over HF generate (dense, constrained beam search)")
+    ax2.legend(fontsize=8)
+    m = result["model"]
+    fig.suptitle(f"{m['hidden_size']}h × {m['num_layers']} layers, k = {m['split_layer']}, "
+                 f"{result['machine']['cpu_count']} CPUs, device {result['machine']['device']}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_all(result: dict, out) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    (out / "bench.md").write_text(markdown(result))
+    plot(result, out / "speedup.png")
+    return {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "speedup.png"}
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def update_docs(doc_path, table_md: str, command: str | None = None) -> bool:
+    """Replace the block between the bench markers of ``doc_path`` with ``table_md``; False if no markers."""
+    p = Path(doc_path)
+    if not p.is_file():
+        return False
+    text = p.read_text()
+    if BEGIN not in text or END not in text:
+        return False
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    body = ("\nCommand: `" + command + "`\n\n" if command else "\n") + table_md
+    p.write_text(head + BEGIN + body + END + tail)
+    return True
