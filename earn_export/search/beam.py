@@ -75,8 +75,6 @@ def constrained_beam_search(backend, trie, input_ids, attention_mask, beam: int 
     child_tokens, child_nodes = trie.padded_children()
     depth = int(trie.depth)
     col = token_columns(trie, backend.out_token_ids) if columns is None else columns
-    valid_child = child_tokens >= 0
-    child_cols = np.where(valid_child, col[np.maximum(child_tokens, 0)], 0)
 
     input_ids = np.asarray(input_ids)
     n_users = input_ids.shape[0]
@@ -91,9 +89,10 @@ def constrained_beam_search(backend, trie, input_ids, attention_mask, beam: int 
         if step > 0:
             # dead beams (token -1) feed token 0: their scores stay -inf, the slot only keeps shapes static
             logprobs, state = backend.decode(state, np.maximum(path[:, :, -1], 0), parents, step)
-        nb = nodes.shape[1]
-        ok = valid_child[nodes] & np.isfinite(scores)[..., None]  # [B, nb, C]
-        lp = np.take_along_axis(logprobs, child_cols[nodes].reshape(n_users, nb, -1), axis=2)
+        # only the current nodes' children are looked up: a whole-trie table would cost O(nodes x C) per call
+        kids = child_tokens[nodes]  # [B, nb, C], -1 = padding
+        ok = (kids >= 0) & np.isfinite(scores)[..., None]
+        lp = np.take_along_axis(logprobs, np.where(ok, col[np.maximum(kids, 0)], 0), axis=2)
         cand = np.where(ok, scores[..., None] + lp, -np.inf).reshape(n_users, -1)
         idx, new_scores = _select(cand, beam)
         c = child_tokens.shape[1]
