@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from earn_export.export import EngineDirError, export_onnx, load_manifest
 from earn_export.model import EarnConfig

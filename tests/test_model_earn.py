@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from earn_export.model import (CheckpointError, EarnConfig, EarnForCausalLM, GeneratedCache, KVShape,
+from earn_export.model import (CheckpointError, EarnConfig, EarnForCausalLM, KVShape,
                                ModelConfigError, UnsupportedArchitectureError, add_register_tokens, kv_bytes,
                                load_hf_config, load_pretrained, save_pretrained)
 from model_configs import tiny_llama, tiny_qwen

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from earn_export.model import EarnForCausalLM, load_pretrained, save_pretrained
+from earn_export.model import EarnForCausalLM, load_pretrained
 from model_configs import llama32_1b, llama_rope_parameters, qwen25_05b
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, where
+from .errors import DataError, read_json, where
 
 FORMAT_VERSION = 1
 _CODE_RE = re.compile(r"^<([A-Za-z]+)_(\d+)>$")
@@ -194,10 +194,7 @@ class ItemCatalog:
             path = path / "items.json"
         if not path.is_file():
             raise DataError(f"{path}: no such item catalog; expected items.json or a semantic-ID index .json")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where(path, e.lineno)}: invalid JSON ({e.msg}); fix or re-create the file")
+        raw = read_json(path, "fix or re-create the file")
         if isinstance(raw, dict) and "items" in raw and "id_length" in raw:
             if raw.get("format_version") != FORMAT_VERSION:
                 raise DataError(f"{path}: format_version {raw.get('format_version')!r} is not supported "

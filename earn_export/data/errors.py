@@ -5,6 +5,9 @@ Messages name the file, the line and the fix, because the usual cause is a user'
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 
 class DataError(ValueError):
     """Bad or inconsistent input data (files, identifiers, histories, prompts)."""
@@ -13,3 +16,11 @@ class DataError(ValueError):
 def where(path, line: int | None = None) -> str:
     """``path:line`` for error messages."""
     return f"{path}:{line}" if line is not None else str(path)
+
+
+def read_json(path, fix: str):
+    """Parse a JSON file; a syntax error becomes a DataError naming ``path:line`` and ``fix``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where(path, e.lineno)}: invalid JSON ({e.msg}); {fix}") from None

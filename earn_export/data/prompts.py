@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import ItemCatalog, _token_ids
-from .errors import DataError
+from .errors import DataError, read_json
 
 PARADIGMS = ("lcrec", "tiger")
 TEMPLATES = {
@@ -193,10 +193,7 @@ class PromptBuilder:
         path = directory / PROMPT_FILE
         if not path.is_file():
             raise DataError(f"{path}: missing; save the prompt settings with PromptBuilder.save(directory)")
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); re-create it with PromptBuilder.save")
+        cfg = read_json(path, "re-create it with PromptBuilder.save")
         if cfg.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
             raise DataError(f"{path}: format_version {cfg.get('format_version')} is not supported (expected "
                             f"{FORMAT_VERSION}); re-create it with PromptBuilder.save")

@@ -154,7 +154,7 @@ def polygraphy_prefill(engine_dir, prompts, reference_backend, atol: float | Non
     """``polygraphy run prefill.onnx --onnxrt [--trt]`` on real prompts, compared with the torch outputs."""
     try:
         from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-        from polygraphy.comparator import Comparator, CompareFunc, IterationResult, RunResults
+        from polygraphy.comparator import Comparator, CompareFunc, IterationResult
     except ImportError:
         return {"skipped": "polygraphy is not installed (pip install 'earn-export[parity]')"}
     from .manifest import load_manifest
