@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -144,6 +145,8 @@ def _export_graph(module, args, path: Path, names_in, names_out, dynamic_axes: d
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if which == "dynamo":
+                    # its op registry logs one warning per torchvision op when torchvision is absent (not needed)
+                    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
                     torch.onnx.export(module, args, str(path), dynamo=True, input_names=names_in,
                                       output_names=names_out, dynamic_shapes=dynamo_shapes,
                                       opset_version=opset, verbose=False)
