@@ -86,9 +86,7 @@ def test_trie_every_item_reachable_and_round_trips(tmp_path):
     for k in ("offsets", "tokens", "children", "leaf_item"):
         assert np.array_equal(getattr(t, k), getattr(t2, k))
     assert t2.depth == 4
-    from earn_export.runtime.prompts import trie_item_paths  # the runtime's reader of the same file
-
-    assert trie_item_paths(path) == dict(sorted(paths.items()))
+    assert t2.item_paths() == dict(sorted(paths.items()))  # what the runtime reads back from trie.npz
 
 
 def test_trie_accepts_no_invalid_path():

@@ -66,6 +66,18 @@ def template_words(paradigm: str = "lcrec", template: str | None = None, item_se
     return list(dict.fromkeys(words))
 
 
+
+def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)`` int64 ``[len(rows), longest]``, rows right-aligned (EARN's suffix
+    register is then the last column for every user)."""
+    width = max((len(r) for r in rows), default=0)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for b, r in enumerate(rows):
+        ids[b, width - len(r):] = r
+        mask[b, width - len(r):] = 1
+    return ids, mask
+
 class PromptBuilder:
     """Token ids of prompts for a tokenizer, an item catalog and a paradigm (module doc)."""
 
@@ -154,12 +166,7 @@ class PromptBuilder:
     def __call__(self, histories) -> tuple[np.ndarray, np.ndarray]:
         """``(input_ids [B, P], attention_mask [B, P])`` int64, left-padded with the pad id."""
         rows = [self.row(h) for h in histories]
-        width = max((len(r) for r in rows), default=0)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for b, r in enumerate(rows):
-            ids[b, width - len(r):] = r
-            mask[b, width - len(r):] = 1
+        ids, mask = left_pad(rows, self.pad_id)
         n_reg = (np.isin(ids, self.register_ids) & (mask == 1)).sum(axis=1)
         if len(rows) and (n_reg != self.n_registers).any():
             b = int(np.flatnonzero(n_reg != self.n_registers)[0])

@@ -12,32 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def trie_item_paths(trie_npz) -> dict[int, list[int]]:
-    """item id -> its identifier tokens, read from the CSR arrays of trie.npz (depth-first from the root)."""
-    with np.load(trie_npz) as z:
-        offsets, tokens, children, leaf = (z[k] for k in ("offsets", "tokens", "children", "leaf_item"))
-    paths: dict[int, list[int]] = {}
-    stack = [(0, [])]
-    while stack:
-        node, path = stack.pop()
-        item = int(leaf[node])
-        if item >= 0:
-            paths[item] = path
-        for e in range(int(offsets[node]), int(offsets[node + 1])):
-            stack.append((int(children[e]), path + [int(tokens[e])]))
-    return paths
-
-
-def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    width = max((len(r) for r in rows), default=0)
-    ids = np.full((len(rows), width), pad_id, np.int64)
-    mask = np.zeros((len(rows), width), np.int64)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = r
-            mask[i, width - len(r):] = 1
-    return ids, mask
+from ..data.prompts import left_pad
 
 
 class TokenPromptEncoder:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .prompts import build_encoder, trie_item_paths
+from .prompts import build_encoder
 
 
 class UnknownItemError(KeyError):
@@ -99,7 +99,7 @@ class Recommender:
         else:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
         trie = load_trie(engine_dir / manifest["trie"])
-        paths = trie_item_paths(engine_dir / manifest["trie"])
+        paths = trie.item_paths()
         m = manifest["model"]
         encoder = build_encoder(engine_dir, m, paths)
         return cls(be, trie, encoder, paths.keys(), max_history=m.get("max_history") or 20,
@@ -123,7 +123,7 @@ class Recommender:
             if trie_path is None:
                 raise FileNotFoundError(f"{ckpt_dir}: no trie.npz or item catalog to build one; pass trie=")
             trie_obj = load_trie(trie_path)
-            paths = trie_item_paths(trie_path)
+            paths = trie_obj.item_paths()
             head = _trie_tokens(trie_path) if vocab == "items" else None
         earn = model.earn
         info = {
