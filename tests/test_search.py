@@ -152,3 +152,18 @@ def test_metrics_hand_computed():
     with pytest.raises(ValueError, match="at least one target"):
         evaluate_rankings(ranked, [{1}, set()], ks=(2,))
     assert list(itertools.islice(m, 1)) == ["users"]
+
+
+def test_select_breaks_ties_like_a_stable_sort():
+    """Ties at the beam cut keep the lowest candidate index (deterministic beams), -inf included."""
+    from earn_export.search.beam import _select
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        b, m = int(rng.integers(1, 5)), int(rng.integers(2, 60))
+        beam = int(rng.integers(1, m))
+        scores = rng.integers(-3, 3, (b, m)).astype(np.float32)  # many exact ties
+        scores[rng.random((b, m)) < 0.2] = -np.inf
+        idx, vals = _select(scores, beam)
+        ref = np.argsort(-scores, axis=1, kind="stable")[:, :beam]
+        assert np.array_equal(idx, ref) and np.array_equal(vals, np.take_along_axis(scores, ref, 1))

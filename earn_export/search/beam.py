@@ -51,9 +51,13 @@ def _select(scores: np.ndarray, beam: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``scores [B, M]``: indices and values of the ``beam`` best, best first (stable on ties)."""
     b, m = scores.shape
     if m > beam:
-        # argpartition keeps the work O(M); the final order is a stable sort of the kept few
-        part = np.argpartition(-scores, beam - 1, axis=1)[:, :beam]
-        part.sort(axis=1)  # index order, so the stable sort below breaks ties by lower index like a full sort
+        # O(M) selection equal to a stable full sort: everything above the beam-th best value, then the
+        # lowest-index entries equal to it (argpartition alone picks arbitrary members of a tie at the cut)
+        kth = -np.partition(-scores, beam - 1, axis=1)[:, beam - 1:beam]
+        above = scores > kth
+        tied = scores == kth
+        keep = above | (tied & (np.cumsum(tied, axis=1) <= beam - above.sum(1, keepdims=True)))
+        part = np.nonzero(keep)[1].reshape(b, beam)  # per row, in index order
         vals = np.take_along_axis(scores, part, axis=1)
         order = np.argsort(-vals, axis=1, kind="stable")
         idx = np.take_along_axis(part, order, axis=1)
