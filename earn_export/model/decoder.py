@@ -152,7 +152,8 @@ class Attention(nn.Module):
 
         x [B, beam, H]; shared_k/v [B, Hkv, S, D] (prompt or register KV, one per user); shared_bias
         [B, S] additive or None; gen_k/v [B, beam, Hkv, t, D] per-beam KV of earlier generated tokens.
-        Returns (out [B, beam, H], new_k [B, beam, Hkv, 1, D], new_v). Attention math in fp32 as in ``attend``.
+        Returns (out [B, beam, H], all_k [B, beam, Hkv, t+1, D], all_v): the per-beam KV including this step's
+        token, i.e. the next step's ``gen_k/v``. Attention math in fp32 as in ``attend``.
         """
         b, nb, _ = x.shape
         q, k, v = self.qkv(x.unsqueeze(2), cos.unsqueeze(2), sin.unsqueeze(2))  # [B,beam,H*,1,D]
@@ -178,7 +179,7 @@ class Attention(nn.Module):
         p_own = probs[..., n_sh:].permute(0, 2, 1, 3, 4)  # [B,beam,Hkv,G,t+1]
         o_own = torch.matmul(p_own, all_v.to(f32))  # [B,beam,Hkv,G,D]
         out = (o_sh + o_own).reshape(b, nb, hkv * g * d).to(q.dtype)
-        return self.o_proj(out), k, v
+        return self.o_proj(out), all_k, all_v
 
 
 class MLP(nn.Module):
@@ -447,12 +448,14 @@ class EarnForCausalLM(nn.Module):
 
     # -- incremental inference ---------------------------------------------------------------------------
     @torch.no_grad()
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """Run the prompt once: (logits of the first identifier token [B, V], PrefixCache)."""
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, head_token_ids=None):
+        """Run the prompt once: (logits of the first identifier token [B, V] -- or [B, len(head_token_ids)]
+        when the head is restricted to those vocabulary rows -- and the PrefixCache)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         sink: list = []
-        logits = self.forward(input_ids, attention_mask, n_target=0, mode="split", kv_sink=sink)
+        logits = self.forward(input_ids, attention_mask, n_target=0, mode="split", kv_sink=sink,
+                              head_token_ids=head_token_ids)
         cache = PrefixCache(
             keys=[kv[0] for kv in sink],
             values=[kv[1] for kv in sink],
@@ -495,8 +498,8 @@ class EarnForCausalLM(nn.Module):
             x, nk, nv = layer.decode(
                 x, cos, sin, shared_k[i], shared_v[i], prompt_bias if i < k else None, gen_k[i], gen_v[i]
             )
-            new_k.append(torch.cat([gen_k[i], nk], dim=3))
-            new_v.append(torch.cat([gen_v[i], nv], dim=3))
+            new_k.append(nk)
+            new_v.append(nv)
         return self.logits_from_hidden(x, head_token_ids), GeneratedCache(new_k, new_v)
 
     # -- vocabulary --------------------------------------------------------------------------------------

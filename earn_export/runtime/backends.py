@@ -144,9 +144,8 @@ class TorchBackend:
         import torch
 
         with torch.no_grad():
-            logits, cache = self.model.prefill(self._tensor(input_ids), self._tensor(attention_mask))
-            if self._head is not None:
-                logits = logits[:, self._head]
+            logits, cache = self.model.prefill(self._tensor(input_ids), self._tensor(attention_mask),
+                                               head_token_ids=self._head)
             logprobs = torch.log_softmax(logits.float(), dim=-1)
         return logprobs.cpu().numpy(), TorchState(prefix=cache, generated=None)
 
