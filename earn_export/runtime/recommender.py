@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..search.beam import constrained_beam_search, token_columns
 from .prompts import build_encoder
 
 
@@ -67,6 +68,8 @@ class Recommender:
         self.max_history = int(max_history)
         self.batch_size = int(batch_size)
         self.manifest = manifest or {}
+        # trie token -> output column, once: also refuses, at load, an engine exported for another catalog
+        self.columns = token_columns(trie, backend.out_token_ids)
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -162,8 +165,6 @@ class Recommender:
 
     def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error") -> RecommendResult:
         """Top-``top_k`` items for each history (a list of item-id lists, oldest first); see the module doc."""
-        from ..search.beam import constrained_beam_search
-
         if beam < 1 or not 1 <= top_k <= beam:
             raise ValueError(f"need 1 <= top_k <= beam, got top_k={top_k}, beam={beam}")
         histories = list(histories)
@@ -174,10 +175,7 @@ class Recommender:
         for s in range(0, u, self.batch_size):
             chunk = clean[s: s + self.batch_size]
             ids, mask = self.encoder(chunk)
-            res = constrained_beam_search(self.backend, self.trie, ids, mask, beam=beam)
-            it = np.asarray(res.items)[:, :top_k]
-            sc = np.asarray(res.scores, dtype=np.float32)[:, :top_k]
-            sc = np.where(it >= 0, sc, -np.inf).astype(np.float32)
-            items[s: s + len(chunk), : it.shape[1]] = it
-            scores[s: s + len(chunk), : sc.shape[1]] = sc
+            res = constrained_beam_search(self.backend, self.trie, ids, mask, beam=beam, columns=self.columns)
+            items[s: s + len(chunk)] = res.items[:, :top_k]  # the search marks empty slots: item -1, score -inf
+            scores[s: s + len(chunk)] = res.scores[:, :top_k]
         return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated)
