@@ -18,6 +18,9 @@ def test_profiles_follow_per_layer_kv_lengths():
     assert dec["generated.2.key"][2] == (8, 40, 2, 3, 16)
     assert dec["input_ids"][1] == (4, 20, 1)
     assert len(dec) == 3 + 4 * 4
+    # the generated-KV range follows the identifier length L: decode step s holds s tokens, s < L
+    six = {"model": {**MANIFEST["model"], "id_length": 6}}
+    assert profiles(six, ShapeRange())["decode"]["generated.0.key"][2][3] == 5
 
 
 def test_precision_policy_by_major_version():

@@ -12,11 +12,12 @@ Precision: TRT 10.x builds fp16 with ``BuilderFlag.FP16`` on an fp32 graph; TRT 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..export.manifest import load_manifest, sha256_file
 
 ENGINE_FORMAT_VERSION = 1
 
@@ -46,7 +47,7 @@ class ShapeRange:
     batch: tuple[int, int, int] = (1, 8, 64)
     prompt_len: tuple[int, int, int] = (2, 128, 512)
     beam: tuple[int, int, int] = (1, 20, 40)
-    generated: tuple[int, int, int] = (0, 1, 3)  # per-beam generated tokens held (L-1 at most)
+    generated: tuple[int, int, int] | None = None  # per-beam generated tokens held; None: (0, 1, L-1) of the model
 
 
 def profiles(manifest: dict, shapes: ShapeRange) -> dict[str, dict[str, tuple[tuple[int, ...], ...]]]:
@@ -58,6 +59,8 @@ def profiles(manifest: dict, shapes: ShapeRange) -> dict[str, dict[str, tuple[tu
         return tuple(tuple(x[i] if isinstance(x, tuple) else x for x in dims) for i in range(3))
 
     b, p, nb, t = shapes.batch, shapes.prompt_len, shapes.beam, shapes.generated
+    if t is None:  # decode step s holds s generated tokens per beam: 0 .. L-1 for an L-token identifier
+        t = (0, 1, max(1, int(m.get("id_length") or 4) - 1))
     prefill = {"input_ids": tri(b, p), "attention_mask": tri(b, p)}
     decode = {"input_ids": tri(b, nb, 1), "position_ids": tri(b, nb, 1), "attention_mask": tri(b, p)}
     for layer in range(n):
@@ -95,7 +98,7 @@ def engine_metadata(manifest: dict, trt_version: str, gpu: dict, shapes: ShapeRa
         "profiles": {g: {n: list(map(list, s)) for n, s in prof.items()}
                      for g, prof in profiles(manifest, shapes).items()},
         "onnx_sha256": manifest.get("sha256", {}),
-        "plans": {name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for name, p in files.items()},
+        "plans": {name: sha256_file(Path(p)) for name, p in files.items()},  # streamed: plans can be GBs
         "plugins": [],
     }
 
@@ -109,7 +112,7 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
     import tensorrt as trt
 
     engine_dir = Path(engine_dir)
-    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    manifest = load_manifest(engine_dir)  # format version and sha256 of every file checked before building
     plan = precision_plan(trt.__version__, fp16, manifest.get("dtype", "float32"))
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
