@@ -56,7 +56,7 @@ def load_pretrained(path, earn: EarnConfig | None = None, dtype: torch.dtype | N
             )
     stored = {t.dtype for k, t in state.items() if t.is_floating_point()}
     target = dtype or (stored.pop() if len(stored) == 1 else torch.float32)
-    model = EarnForCausalLM(cfg)  # validate earn after loading, for a clear order of errors
+    model = EarnForCausalLM(cfg, init=False)  # validate earn after loading, for a clear order of errors
     model.to(target)
     expected = set(model.state_dict())
     if cfg.tie_word_embeddings:

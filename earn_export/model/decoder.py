@@ -284,7 +284,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 class EarnForCausalLM(nn.Module):
     """Llama/Qwen2 decoder with EARN register tokens. ``earn`` None means a plain (dense) model."""
 
-    def __init__(self, config, earn: EarnConfig | None = None):
+    def __init__(self, config, earn: EarnConfig | None = None, init: bool = True):
         super().__init__()
         self.config = load_hf_config(config)
         self.model = DecoderBody(self.config)
@@ -294,7 +294,8 @@ class EarnForCausalLM(nn.Module):
         self.earn = earn
         if earn is not None:
             earn.validate(self.num_layers, self.config.vocab_size)
-        self.init_weights()
+        if init:  # False when a checkpoint's weights replace them anyway (load_pretrained)
+            self.init_weights()
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:

@@ -9,7 +9,6 @@ control and a progress bar without hand-written loops.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -111,7 +110,7 @@ def _best_weights_callback(patience: int):
             self.history.append({"step": state.global_step, "epoch": state.epoch, "eval_loss": loss})
             if loss < self.best - 1e-4:
                 self.best, self.bad = loss, 0
-                self.best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 self.bad += 1
                 if self.bad >= patience:
