@@ -19,6 +19,7 @@ equals tokenising ``text(h)``.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,7 @@ class PromptBuilder:
         self.register_ids = np.array(sorted(set(self.prefix_ids + self.suffix_ids)), dtype=np.int64)
         self.n_registers = len(regs)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._tokenizer_lock = threading.Lock()
         self.special_prefix = self._special_prefix()
 
         paths = catalog.token_paths(tokenizer)
@@ -116,7 +118,12 @@ class PromptBuilder:
 
     # -- pieces --------------------------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+        if not text:
+            return []
+        # a fast HF tokenizer call mutably borrows its Rust state (padding/truncation settings): concurrent
+        # Recommender.recommend calls on an uncached prompt builder would fail with "Already borrowed"
+        with self._tokenizer_lock:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _special_prefix(self) -> list[int]:
         """Leading special ids the tokenizer adds (BOS); trailing ones (EOS) are not used in prompts."""
