@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 
-def engine_histories(engine_dir, n: int) -> list[list[int]] | None:
+def engine_histories(engine_dir, n: int, max_history: int) -> list[list[int]] | None:
     """Test-split histories of the data the engine's checkpoint was trained on (``data.json``), if known."""
     from ..data.sequences import eval_examples
     from ..train.pipeline import DataSpec
@@ -25,10 +25,6 @@ def engine_histories(engine_dir, n: int) -> list[list[int]] | None:
     spec = DataSpec.load_from(engine_dir)
     if spec is None:
         return None
-    with open(Path(engine_dir) / "prompt.json") as f:
-        import json
-
-        max_history = json.load(f).get("max_history", 20)
     return eval_examples(spec.load(), "test", max_history=max_history).histories[:n]
 
 
@@ -75,7 +71,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
     ref = TorchBackend(reference_model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
 
     if users is None:
-        users = engine_histories(engine_dir, n) if (Path(engine_dir) / "data.json").is_file() else None
+        users = engine_histories(engine_dir, n, rec.max_history)
     if users is None:
         users = synthetic_histories(rec.known_items, n, rec.max_history, seed=seed)
     users = list(users)[:n]

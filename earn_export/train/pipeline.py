@@ -114,13 +114,13 @@ def build_model(catalog, paradigm: str, split: str | int, model_path=None, prese
     return model, tok, prompts
 
 
-def encode(prompts, catalog, tokenizer, histories, targets):
+def encode(prompts, histories, targets):
     """EncodedExamples: unpadded prompt rows and the target item's identifier token ids."""
     from .trainer import EncodedExamples
 
-    code_ids = {item: tokenizer.convert_tokens_to_ids(c) for item, c in catalog.codes.items()}
     rows = [prompts.row(h) for h in histories]
-    return EncodedExamples(rows, np.array([code_ids[int(t)] for t in targets], dtype=np.int64))
+    # prompts.item_ids: identifier token ids already checked against the tokenizer (catalog.token_paths)
+    return EncodedExamples(rows, np.array([prompts.item_ids[int(t)] for t in targets], dtype=np.int64))
 
 
 def save_checkpoint(out_dir, model, tokenizer, catalog, prompts, data_spec, log: dict) -> Path:
@@ -152,13 +152,13 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
     if max_train_examples and len(hist) > max_train_examples:
         pick = np.random.default_rng(seed).choice(len(hist), max_train_examples, replace=False)
         hist, tgt = [hist[i] for i in pick], [tgt[i] for i in pick]
-    train_set = encode(prompts, catalog, tok, hist, tgt)
+    train_set = encode(prompts, hist, tgt)
     # validation loss: the first valid item of (a sample of) users with valid items, history = train items
     ve = eval_examples(data, "valid", max_history=max_history)
     pick = np.random.default_rng(seed).permutation(len(ve.users))[:valid_users]
     valid_set = None
     if len(pick):
-        valid_set = encode(prompts, catalog, tok, [ve.histories[i] for i in pick],
+        valid_set = encode(prompts, [ve.histories[i] for i in pick],
                            [min(ve.targets[i]) for i in pick])
     with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir; we save no Trainer checkpoints
         cfg = TrainConfig(output_dir=scratch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
