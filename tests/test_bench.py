@@ -7,7 +7,8 @@ import pytest
 
 from earn_export.bench import report
 from earn_export.bench.harness import BenchConfig, flop_model, run_bench
-from earn_export.bench.synthetic import TrieWalker, build_trie, VocabLayout, build_setup, synthetic_item_paths
+from earn_export.data.catalog import Trie
+from earn_export.bench.synthetic import TrieWalker, VocabLayout, build_setup, synthetic_item_paths
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_trie_walker_and_synthetic_catalog():
     layout = VocabLayout(512, 4, 16)
     paths = synthetic_item_paths(100, layout, seed=1)
     assert len({tuple(p) for p in paths.values()}) == 100
-    trie = build_trie(paths)
+    trie = Trie.build(paths)
     walker = TrieWalker(trie, prompt_len=3)
     for item, path in list(paths.items())[:10]:
         assert walker.item_of(path) == item

@@ -393,7 +393,6 @@ def _engine_key(cfg: BenchConfig, shape: dict) -> dict:
 
 def _export_pair(setup, cfg: BenchConfig, engines_dir: Path, say) -> dict:
     from ..export import export_onnx
-    from .synthetic import trie_arrays
 
     key = _engine_key(cfg, setup.shape)
     key_file = engines_dir / "bench_key.json"
@@ -402,12 +401,11 @@ def _export_pair(setup, cfg: BenchConfig, engines_dir: Path, say) -> dict:
             (engines_dir / n / "manifest.json").is_file() for n in ("earn", "dense")):
         say("reusing exported engines")
         return {"earn": 0.0, "dense": 0.0, "reused": True}
-    arrays = trie_arrays(setup.trie)
     items = setup.item_token_ids if cfg.vocab == "items" else None
     for name, model in (("earn", setup.earn_model), ("dense", setup.dense_model)):
         say(f"exporting {name} ({cfg.exporter})")
         t = time.perf_counter()
-        export_onnx(model, engines_dir / name, vocab=cfg.vocab, trie=arrays, item_token_ids=items,
+        export_onnx(model, engines_dir / name, vocab=cfg.vocab, trie=setup.trie, item_token_ids=items,
                     exporter=cfg.exporter)
         times[name] = time.perf_counter() - t
     key_file.write_text(json.dumps(key, indent=1))

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data.catalog import Trie
+
 PAD_ID = 0
 
 
@@ -77,20 +79,6 @@ def synthetic_item_paths(n_items: int, layout: VocabLayout, seed: int = 0) -> di
             if len(paths) == n_items:
                 break
     return paths
-
-
-def build_trie(paths: dict[int, list[int]]):
-    """The runtime's CSR trie (``earn_export.data.catalog.Trie``) over item -> identifier token ids."""
-    from ..data.catalog import Trie
-
-    return Trie.build(paths)
-
-
-def trie_arrays(trie) -> dict:
-    """The CSR arrays of a trie object (for ``export_onnx(trie=...)``)."""
-    return {"offsets": np.asarray(trie.offsets), "tokens": np.asarray(trie.tokens),
-            "children": np.asarray(trie.children), "leaf_item": np.asarray(trie.leaf_item),
-            "depth": np.array(int(trie.depth), np.int64)}
 
 
 class TrieWalker:
@@ -200,7 +188,6 @@ def build_setup(preset: str = "base", split_layer: int | None = None, vocab_size
     dense = copy.copy(model)  # shallow: same modules and parameters, own ``earn`` attribute
     dense.set_earn(earn(model.num_layers))
     paths = synthetic_item_paths(n_items, layout, seed)
-    trie = build_trie(paths)
-    item_tokens = sorted({t for p in paths.values() for t in p})
+    trie = Trie.build(paths)
     return SyntheticSetup(earn_model=model, dense_model=dense, layout=layout, paths=paths, trie=trie,
-                          item_token_ids=item_tokens, shape=model_shape(model))
+                          item_token_ids=np.unique(trie.tokens).tolist(), shape=model_shape(model))
