@@ -51,8 +51,19 @@ def read_index(path) -> dict[int, list[str]]:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{where(path, e.lineno)}: invalid JSON in the semantic-ID index ({e.msg}); fix the file")
+    return _codes_from_json(raw, path)
+
+
+def _codes_from_json(raw, path) -> dict[int, list[str]]:
+    """Item codes of a parsed ``items.json`` (this package's format, version-checked) or raw index."""
     if isinstance(raw, dict) and "items" in raw and "id_length" in raw:
-        raw = raw["items"]
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"{path}: format_version {raw.get('format_version')!r} is not supported "
+                            f"(expected {FORMAT_VERSION}); re-create it with ItemCatalog.save")
+        codes = _check_codes(raw["items"], str(path))
+        if len(next(iter(codes.values()))) != raw["id_length"]:
+            raise DataError(f"{path}: id_length {raw['id_length']} does not match the identifiers' length")
+        return codes
     return _check_codes(raw, str(path))
 
 
@@ -194,16 +205,7 @@ class ItemCatalog:
             path = path / "items.json"
         if not path.is_file():
             raise DataError(f"{path}: no such item catalog; expected items.json or a semantic-ID index .json")
-        raw = read_json(path, "fix or re-create the file")
-        if isinstance(raw, dict) and "items" in raw and "id_length" in raw:
-            if raw.get("format_version") != FORMAT_VERSION:
-                raise DataError(f"{path}: format_version {raw.get('format_version')!r} is not supported "
-                                f"(expected {FORMAT_VERSION}); re-create it with ItemCatalog.save")
-            codes = _check_codes(raw["items"], str(path))
-            if len(next(iter(codes.values()))) != raw["id_length"]:
-                raise DataError(f"{path}: id_length {raw['id_length']} does not match the identifiers' length")
-        else:
-            codes = _check_codes(raw, str(path))
+        codes = _codes_from_json(read_json(path, "fix or re-create the file"), path)
         cat = cls.from_index(codes, dedupe=dedupe, source=str(path))
         cat.directory = directory or path.parent
         return cat
