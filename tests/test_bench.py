@@ -7,8 +7,8 @@ import pytest
 
 from earn_export.bench import report
 from earn_export.bench.harness import BenchConfig, flop_model, run_bench
-from earn_export.data.catalog import Trie
 from earn_export.bench.synthetic import TrieWalker, VocabLayout, build_setup, synthetic_item_paths
+from earn_export.data.catalog import Trie
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,6 @@ def template_words(paradigm: str = "lcrec", template: str | None = None, item_se
     return list(dict.fromkeys(words))
 
 
-
 def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(input_ids, attention_mask)`` int64 ``[len(rows), longest]``, rows right-aligned (EARN's suffix
     register is then the last column for every user)."""
@@ -78,6 +77,7 @@ def left_pad(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.nda
         ids[b, width - len(r):] = r
         mask[b, width - len(r):] = 1
     return ids, mask
+
 
 class PromptBuilder:
     """Token ids of prompts for a tokenizer, an item catalog and a paradigm (module doc)."""

@@ -112,7 +112,7 @@ class Recommender:
     def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,
                         dtype=None) -> "Recommender":
         """Torch backend straight from a training checkpoint (trie.npz beside it, or ``trie=`` path/arrays)."""
-        from ..export.onnx_export import _resolve_trie, _trie_tokens
+        from ..export.onnx_export import _resolve_trie
         from ..model import load_pretrained
         from .backends import TorchBackend
         import tempfile
@@ -127,7 +127,7 @@ class Recommender:
                 raise FileNotFoundError(f"{ckpt_dir}: no trie.npz or item catalog to build one; pass trie=")
             trie_obj = load_trie(trie_path)
             paths = trie_obj.item_paths()
-            head = _trie_tokens(trie_path) if vocab == "items" else None
+            head = np.unique(trie_obj.tokens) if vocab == "items" else None
         earn = model.earn
         info = {
             "prefix_token_ids": list(earn.prefix_token_ids) if earn else [],
