@@ -16,3 +16,34 @@ def beauty_dir():
     if not (BEAUTY / "sequential_train.txt").is_file():
         pytest.skip(f"Beauty data not found at {BEAUTY} (set EARN_BEAUTY_DIR)")
     return BEAUTY
+
+
+@pytest.fixture(scope="session")
+def beauty_ckpt(beauty_dir, tmp_path_factory):
+    """An EARN checkpoint trained for about a minute on 3,000 real Beauty training examples (micro preset, k = 1
+    of 4 layers). Shared by every test that needs a *trained* model on real data (parity, C++ runtime, serving):
+    trained once per test session."""
+    from earn_export.train.pipeline import DataSpec, train
+
+    out = tmp_path_factory.mktemp("beauty-ckpt")
+    train(out, DataSpec.from_args(data=beauty_dir), split="auto", preset="micro", epochs=3, batch_size=64,
+          lr=3e-3, progress=False, max_train_examples=3000, valid_users=200)
+    return out
+
+
+@pytest.fixture(scope="session")
+def beauty_engine(beauty_ckpt, tmp_path_factory):
+    """``beauty_ckpt`` exported to an fp32 engine (items head, TorchScript exporter: the fast one)."""
+    from earn_export.export import export_onnx
+
+    out = tmp_path_factory.mktemp("beauty-engine")
+    export_onnx(beauty_ckpt, out, vocab="items", exporter="torchscript")
+    return out
+
+
+@pytest.fixture(scope="session")
+def beauty_test_histories(beauty_dir):
+    """Histories (train + valid items, last 20) of the 3,553 Beauty test users, in user order."""
+    from earn_export.data.sequences import eval_examples, load_sequential
+
+    return eval_examples(load_sequential(beauty_dir), "test", max_history=20).histories

@@ -88,17 +88,14 @@ def test_cli_end_to_end(ckpt, tmp_path, capsys):
     assert len(json.loads(capsys.readouterr().out)["items"]) == 3
 
 
-def test_beauty_subset_smoke_training(beauty_dir, tmp_path):
-    """About a minute on 2 cores: EARN on 3,000 real Beauty training examples learns, and its checkpoint
-    evaluates on real test users through the same constrained beam search as the full runs."""
-    out = tmp_path / "beauty"
-    spec = DataSpec.from_args(data=beauty_dir)
-    train(out, spec, split="auto", preset="micro", epochs=3, batch_size=64, lr=3e-3, progress=False,
-          max_train_examples=3000, valid_users=200)
-    log = json.loads((out / "train_log.json").read_text())
-    model = load_pretrained(out)
+def test_beauty_subset_smoke_training(beauty_ckpt):
+    """About a minute on 2 cores (the shared ``beauty_ckpt`` fixture): EARN on 3,000 real Beauty training examples
+    learns, and its checkpoint evaluates on real test users through the same constrained beam search as the full
+    runs."""
+    log = json.loads((beauty_ckpt / "train_log.json").read_text())
+    model = load_pretrained(beauty_ckpt)
     assert log["examples"] == 3000 and model.split_layer == 1 and model.num_layers == 4
     # an untrained model scores about ln(V) ≈ 6.8 per target token (V = 901); one epoch gets only to ~6.2
     assert log["best_eval_loss"] < 0.8 * np.log(model.config.vocab_size), log["best_eval_loss"]
-    m = evaluate_checkpoint(out, users=50, progress=False)
+    m = evaluate_checkpoint(beauty_ckpt, users=50, progress=False)
     assert m["users"] == 50 and 0.0 <= m["recall@20"] <= 1.0 and m["ndcg@20"] <= m["recall@20"]
