@@ -214,7 +214,10 @@ def test_export_from_checkpoint_dir_copies_files(tmp_path, trie_arrays):
     (ckpt / "items.json").write_text(json.dumps({"0": ["<a_1>"]}))
     man = export_onnx(ckpt, tmp_path / "eng", exporter="torchscript")
     files = set(man["sha256"])
-    assert {"prefill.onnx", "decode.onnx", "trie.npz", "items.json", "earn.json", "config.json"} <= files
+    assert {"prefill.onnx", "decode.onnx", "trie.offsets.npy", "trie.depth.npy", "prompt_pieces.json",
+            "prompt_items.tokens.npy", "items.json", "earn.json", "config.json"} <= files
+    assert man["trie"] == {"format": "npy", "prefix": "trie", "depth": 3}
+    assert man["prompt"] == {"format": "pieces", "file": "prompt_pieces.json"}
     assert man["vocab"]["vocab_out_token_ids"] == sorted(set(trie_arrays["tokens"].tolist()))
     assert man["earn_config"]["split_layer"] == 2
 
@@ -234,9 +237,9 @@ def test_manifest_errors_are_clear(engines, tmp_path):
         OrtBackend(d)
     shutil.rmtree(d)
     shutil.copytree(src, d)
-    with open(d / "trie.npz", "ab") as f:
+    with open(d / "trie.tokens.npy", "ab") as f:
         f.write(b"x")
-    with pytest.raises(EngineDirError, match=r"sha256 mismatch for \['trie.npz'\]"):
+    with pytest.raises(EngineDirError, match=r"sha256 mismatch for \['trie.tokens.npy'\]"):
         load_manifest(d)
     man = json.loads((d / "manifest.json").read_text())
     man["format_version"] = 99

@@ -684,9 +684,9 @@ def run_e2e(cfg: BenchConfig, say=print) -> dict:
         builder = PromptBuilder.load(ckpt)
         ids, mask = builder(histories)
         be = TimedBackend(_ort_backend(eng, cfg), "ort")
-        from ..runtime.recommender import load_trie
+        from ..data.catalog import Trie
 
-        trie = load_trie(eng / "trie.npz")
+        trie = Trie.load(eng)
         b = min(max(cfg.batch_sizes), len(histories))
         recs = []
         for i in range(cfg.warmup + cfg.repeats):

@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: trie as .npy arrays, prompt pieces (no tokenizer at run time)
 MANIFEST = "manifest.json"
 
 

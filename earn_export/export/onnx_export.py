@@ -86,27 +86,24 @@ def _sample_prompt(model, batch: int, prompt_len: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def _resolve_trie(trie, ckpt_dir: Path | None, out_dir: Path) -> Path | None:
-    """Write trie.npz into out_dir from a Trie object, a path, a dict of arrays or the checkpoint's trie."""
-    dst = out_dir / "trie.npz"
+def resolve_trie(trie, ckpt_dir: Path | None = None):
+    """The ``Trie`` to export with: a Trie object, a ``trie.npz`` path or engine dir, a dict of CSR arrays, or None
+    (the checkpoint's trie.npz, else one built from its item catalog). None when there is none."""
+    from ..data.catalog import Trie
+
     if trie is None and ckpt_dir is not None and (ckpt_dir / "trie.npz").is_file():
         trie = ckpt_dir / "trie.npz"
     if trie is None and ckpt_dir is not None:
         trie = _trie_from_catalog(ckpt_dir)
-    if trie is None:
-        return None
+    if trie is None or isinstance(trie, Trie):
+        return trie
     if isinstance(trie, (str, os.PathLike)):
-        if Path(trie).resolve() != dst.resolve():
-            shutil.copyfile(trie, dst)
-    elif isinstance(trie, dict):
-        np.savez(dst, **{k: np.asarray(v) for k, v in trie.items()})
-    elif hasattr(trie, "save"):
-        trie.save(dst)
-    else:
-        raise ExportError(f"trie must be a Trie, a trie.npz path or a dict of CSR arrays, got {type(trie).__name__}")
-    if not dst.is_file():  # np.savez-style savers may append .npz
-        raise ExportError(f"writing the trie did not produce {dst}")
-    return dst
+        return Trie.load(trie)
+    if isinstance(trie, dict):
+        a = {k: np.asarray(v) for k, v in trie.items()}
+        return Trie(a["offsets"], a["tokens"], a["children"], a["leaf_item"], int(np.asarray(a["depth"]).reshape(-1)[0]),
+                    source="trie arrays")
+    raise ExportError(f"trie must be a Trie, a trie.npz path or a dict of CSR arrays, got {type(trie).__name__}")
 
 
 def _trie_from_catalog(ckpt_dir: Path):
@@ -118,6 +115,37 @@ def _trie_from_catalog(ckpt_dir: Path):
     from ..data.catalog import ItemCatalog
 
     return ItemCatalog.load(ckpt_dir).trie(AutoTokenizer.from_pretrained(str(ckpt_dir)))
+
+
+def _write_prompt(ckpt_dir: Path | None, model, trie, out_dir: Path) -> tuple[dict, list[str]]:
+    """Prompt pieces for a tokenizer-free runtime (``earn_export.runtime.pieces``) -> (manifest entry, files).
+
+    From the checkpoint's prompt builder (``prompt.json``) when its rows are concatenations of pieces; for a bare
+    model, the history's identifier tokens between the registers (the TIGER layout the runtime has always used
+    then). A builder whose tokenizer is context-dependent has no pieces: the engine keeps the tokenizer.
+    """
+    from ..runtime.pieces import PIECES_FILE, PromptPieces
+
+    paths = trie.item_paths()
+    if ckpt_dir is not None and (ckpt_dir / "prompt.json").is_file():
+        from ..data.prompts import PromptBuilder
+
+        builder = PromptBuilder.load(ckpt_dir)
+        pieces = PromptPieces.from_builder(builder)
+        if pieces is None:
+            return {"format": "tokenizer", "file": "prompt.json"}, []
+        missing = sorted(set(paths) - set(builder.item_ids))[:5]
+        if missing:
+            raise ExportError(f"trie items {missing} have no entry in the checkpoint's item catalog (items.json); "
+                              "export with the catalog the trie was built from")
+    else:
+        earn = model.earn
+        pieces = PromptPieces.from_item_paths(
+            paths, prefix=list(earn.prefix_token_ids) if earn else [],
+            suffix=list(earn.suffix_token_ids) if earn else [],
+            max_history=(earn.max_history if earn else None) or 20,
+            register_token_ids=earn.register_token_ids if earn else [])
+    return {"format": "pieces", "file": PIECES_FILE}, pieces.save(out_dir)
 
 
 def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
@@ -259,21 +287,17 @@ def _versions() -> dict:
     return out
 
 
-def _trie_tokens(trie_path: Path) -> np.ndarray:
-    with np.load(trie_path) as z:
-        return np.unique(z["tokens"]).astype(np.int64)
-
-
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int = DEFAULT_OPSET,
                 item_token_ids=None, trie=None, exporter: str = "auto",
                 external_data_threshold: int = EXTERNAL_DATA_THRESHOLD, max_prompt_len: int | None = None,
                 progress=None) -> dict:
-    """Export prefill.onnx + decode.onnx + manifest.json (+ trie.npz and the checkpoint's small files).
+    """Export prefill.onnx + decode.onnx + manifest.json (+ the trie's ``.npy`` arrays, the prompt pieces and the
+    checkpoint's small files).
 
     ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory.
     ``vocab``: ``"items"`` (LM head sliced to ``item_token_ids``, default: every token in the trie) or ``"full"``.
-    ``trie``: Trie object (``.save``), trie.npz path, dict of CSR arrays, or None (checkpoint's trie.npz, or
-    built from its item catalog by ``earn_export.data``). ``external_data_threshold``: bytes of weights above
+    ``trie``: Trie object, trie.npz path, dict of CSR arrays, or None (checkpoint's trie.npz, or built from its
+    item catalog by ``earn_export.data``). ``external_data_threshold``: bytes of weights above
     which graphs are saved with one external-data file each (``prefill.onnx.data``). ``progress``: callable
     ``(message)`` for CLI progress. Returns the manifest (also written to ``out_dir/manifest.json``).
     """
@@ -289,14 +313,14 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     say("loading model")
     model, ckpt_dir = _load_model(model_or_ckpt_dir, fp16)
     aux = _copy_aux_files(ckpt_dir, out_dir)
-    trie_path = _resolve_trie(trie, ckpt_dir, out_dir)
+    trie = resolve_trie(trie, ckpt_dir)
 
     if vocab == "items":
         if item_token_ids is None:
-            if trie_path is None:
+            if trie is None:
                 raise ExportError("vocab='items' needs the identifier tokens: pass item_token_ids= or a trie "
                                   "(trie=..., or a checkpoint with trie.npz / items.json)")
-            item_token_ids = _trie_tokens(trie_path)
+            item_token_ids = np.unique(trie.tokens)
         head_ids = [int(t) for t in np.asarray(item_token_ids).reshape(-1)]
         if len(set(head_ids)) != len(head_ids):
             raise ExportError("item_token_ids has duplicates")
@@ -343,6 +367,10 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             say(f"saving {graph}.onnx")
             written += _finalize(tmp_path, out_dir, f"{graph}.onnx", external_data_threshold, meta)
 
+    trie_files, prompt, prompt_files = [], None, []
+    if trie is not None:
+        trie_files = trie.save_npy(out_dir)
+        prompt, prompt_files = _write_prompt(ckpt_dir, model, trie, out_dir)
     earn = model.earn
     cfg = model.config.to_dict()
     manifest = {
@@ -381,7 +409,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             "batch": "users per call", "prompt_len": "left-padded prompt length (registers included)",
             "beam": "beams per user", "t": "generated tokens held per beam (0 at the first decode call, up to L-1)",
         },
-        "trie": "trie.npz" if trie_path else None,
+        "trie": {"format": "npy", "prefix": "trie", "depth": trie.depth} if trie is not None else None,
+        "prompt": prompt,
         "source_checkpoint": str(ckpt_dir.resolve()) if ckpt_dir is not None else None,
         "aux_files": aux,
         "versions": _versions(),
@@ -394,6 +423,6 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                           "beam and reordered by the beam parents between calls.",
         },
     }
-    files = written + aux + (["trie.npz"] if trie_path else [])
+    files = written + aux + trie_files + prompt_files
     say("writing manifest.json")
     return write_manifest(out_dir, manifest, files)

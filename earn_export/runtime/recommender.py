@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..search.beam import constrained_beam_search, token_columns
-from .prompts import build_encoder
+from .prompts import build_encoder, engine_encoder
 
 
 class UnknownItemError(KeyError):
@@ -47,13 +47,6 @@ class RecommendResult:
     scores: np.ndarray  # [U, top_k] float32: sum of the identifier's token log-probs (-inf for padding)
     skipped: np.ndarray = field(default=None)  # [U] int64 unknown ids dropped (on_unknown="skip")
     truncated: np.ndarray = field(default=None)  # [U] int64 oldest items dropped beyond max_history
-
-
-def load_trie(path):
-    """The CSR trie (earn_export.data.catalog.Trie) from trie.npz."""
-    from ..data.catalog import Trie
-
-    return Trie.load(path)
 
 
 class Recommender:
@@ -84,7 +77,7 @@ class Recommender:
         engine_dir = Path(engine_dir)
         manifest = load_manifest(engine_dir, verify=verify)
         if not manifest.get("trie"):
-            raise EngineDirError(f"{engine_dir}: the engine has no trie.npz; re-export with a trie "
+            raise EngineDirError(f"{engine_dir}: the engine has no trie; re-export with a trie "
                                  "(export_onnx(..., trie=...) or a checkpoint with items.json / trie.npz)")
         if backend == "onnxruntime":
             be = OrtBackend(engine_dir, providers=providers, manifest=manifest, session_options=session_options)
@@ -101,10 +94,12 @@ class Recommender:
             be = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
         else:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
-        trie = load_trie(engine_dir / manifest["trie"])
+        from ..data.catalog import Trie
+
+        trie = Trie.load_npy(engine_dir, manifest["trie"]["prefix"])
         paths = trie.item_paths()
         m = manifest["model"]
-        encoder = build_encoder(engine_dir, m, paths)
+        encoder = engine_encoder(engine_dir, manifest)
         return cls(be, trie, encoder, paths.keys(), max_history=m.get("max_history") or 20,
                    batch_size=batch_size, manifest=manifest)
 
@@ -112,22 +107,19 @@ class Recommender:
     def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,
                         dtype=None) -> "Recommender":
         """Torch backend straight from a training checkpoint (trie.npz beside it, or ``trie=`` path/arrays)."""
-        from ..export.onnx_export import _resolve_trie
+        from ..export.onnx_export import resolve_trie
         from ..model import load_pretrained
         from .backends import TorchBackend
-        import tempfile
 
         ckpt_dir = Path(ckpt_dir)
         model = load_pretrained(ckpt_dir, dtype=dtype)
         if device is not None:
             model = model.to(device)
-        with tempfile.TemporaryDirectory() as tmp:
-            trie_path = _resolve_trie(trie, ckpt_dir, Path(tmp))
-            if trie_path is None:
-                raise FileNotFoundError(f"{ckpt_dir}: no trie.npz or item catalog to build one; pass trie=")
-            trie_obj = load_trie(trie_path)
-            paths = trie_obj.item_paths()
-            head = np.unique(trie_obj.tokens) if vocab == "items" else None
+        trie_obj = resolve_trie(trie, ckpt_dir)
+        if trie_obj is None:
+            raise FileNotFoundError(f"{ckpt_dir}: no trie.npz or item catalog to build one; pass trie=")
+        paths = trie_obj.item_paths()
+        head = np.unique(trie_obj.tokens) if vocab == "items" else None
         earn = model.earn
         info = {
             "prefix_token_ids": list(earn.prefix_token_ids) if earn else [],

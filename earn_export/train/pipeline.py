@@ -230,7 +230,7 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
         result["keep_items"] = keep
     elif baseline not in (None, "streaming"):
         raise SystemExit(f"unknown baseline {baseline!r}; choose streaming, truncate or popularity")
-    trie = Trie.load(ckpt / "trie.npz")
+    trie = Trie.load(ckpt if is_engine else ckpt / "trie.npz")  # engines hold trie.*.npy
     with torch.no_grad():
         result.update(evaluate(backend, trie, prompts, ex, beam=beam, batch_size=batch_size, progress=progress))
     return result
