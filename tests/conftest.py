@@ -47,3 +47,26 @@ def beauty_test_histories(beauty_dir):
     from earn_export.data.sequences import eval_examples, load_sequential
 
     return eval_examples(load_sequential(beauty_dir), "test", max_history=20).histories
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random-weight EARN checkpoint dir (tiny Llama, k = 2 of 4, TIGER prompts, max_history 5) with the trie of 60
+    synthetic 3-token items as trie.npz: an exportable checkpoint in a second, for tests that need no training."""
+    import numpy as np
+    from test_export_onnx import earn_model, synthetic_trie
+
+    d = tmp_path_factory.mktemp("tiny-ckpt")
+    earn_model("llama", 2).save_pretrained(d)
+    np.savez(d / "trie.npz", **synthetic_trie()[0])
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_checkpoint, tmp_path_factory):
+    """``tiny_checkpoint`` exported (fp32, items head, TorchScript): an engine for CLI, runtime and fuzz tests."""
+    from earn_export.export import export_onnx
+
+    out = tmp_path_factory.mktemp("tiny-engine")
+    export_onnx(tiny_checkpoint, out, vocab="items", exporter="torchscript")
+    return out

@@ -7,7 +7,15 @@ import sys
 
 
 def _ints(text: str) -> tuple:
-    return tuple(int(x) for x in text.replace(",", " ").split())
+    import argparse
+
+    try:
+        values = tuple(int(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like '128,512', got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1 like '128,512', got {text!r}")
+    return values
 
 
 def register(subparsers) -> None:
@@ -51,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--ort-threads", type=int, default=0, help="ORT intra-op threads (default: ORT's choice)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-profile", action="store_true", help="skip the onnxruntime profiler pass")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and prompts")
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
     p.add_argument("--reuse-engines", action="store_true", help="reuse engines in OUT/engines if built for this config")
     p.add_argument("--docs", default=None, help="also rewrite the bench block of this markdown file (docs/BENCHMARKS.md)")
@@ -61,7 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("--e2e-users", type=int, default=64, help="test users in the end-to-end row (default 64)")
     p.add_argument("--e2e-only", action="store_true",
                    help="only the end-to-end row (writes e2e.json / e2e.md); needs --earn-ckpt and --dense-ckpt")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the tables still print to stdout)")
     p.set_defaults(func=main)
 
 
@@ -99,20 +107,20 @@ def main(args) -> int:
     from . import report
     from .harness import run_bench
 
+    from ..errors import UsageError
+
     try:
         cfg = config_from_args(args)
         cfg.validate()
     except ValueError as exc:
-        print(f"earn-export bench: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"{exc} — see `earn-export bench --help`") from None
     if args.e2e_only:
         from .harness import run_e2e_only
 
         try:
             result = run_e2e_only(cfg)
         except ValueError as exc:
-            print(f"earn-export bench: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"{exc} — see `earn-export bench --help`") from None
         print()
         print(report.e2e_markdown(result["e2e"], result["machine"]))
         return 0

@@ -17,13 +17,17 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import staged_output
+from ..errors import UserError
 from ..export.manifest import load_manifest, sha256_file
 
 ENGINE_FORMAT_VERSION = 1
 
 
-class TensorRTUnavailable(RuntimeError):
-    pass
+class TensorRTUnavailable(RuntimeError, UserError):
+    """TensorRT (or a GPU) is missing: ``earn-export build`` exits 3, an installation problem, not bad input."""
+
+    exit_code = 3
 
 
 def tensorrt_available() -> tuple[bool, str]:
@@ -32,13 +36,13 @@ def tensorrt_available() -> tuple[bool, str]:
         import tensorrt as trt  # noqa: F401
     except Exception as exc:  # ImportError, or a stub package failing at import
         return False, (
-            f"TensorRT is not installed ({type(exc).__name__}: {exc}). Install TensorRT 10.x or 11.x for your "
+            f"TensorRT is not installed ({type(exc).__name__}: {exc}) — install TensorRT 10.x or 11.x for your "
             "CUDA version (NVIDIA's pip index or tarball; PyPI's tensorrt-*-libs are download stubs), then "
             "re-run `earn-export build`. ONNX Runtime runs the exported graphs without it."
         )
     version = getattr(trt, "__version__", "0")
     if int(version.split(".")[0]) < 10:
-        return False, f"TensorRT {version} is too old; earn-export builds with TensorRT 10.x or 11.x."
+        return False, f"TensorRT {version} is too old — earn-export builds with TensorRT 10.x or 11.x; upgrade it."
     return True, f"TensorRT {version}"
 
 
@@ -103,9 +107,13 @@ def engine_metadata(manifest: dict, trt_version: str, gpu: dict, shapes: ShapeRa
     }
 
 
+@staged_output("engine_dir", last=("engine.json",))
 def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRange(),
-                  workspace_gib: float = 8.0, timing_cache: str | None = None, progress=None) -> dict:
-    """Build prefill.plan and decode.plan beside the ONNX graphs and write engine.json."""
+                  workspace_gib: float = 8.0, timing_cache: str | None = None, progress=None, staging=None) -> dict:
+    """Build prefill.plan and decode.plan beside the ONNX graphs and write engine.json.
+
+    New files are written to ``staging`` and moved in when all exist, engine.json last (``earn_export.atomic``): an
+    interrupted build leaves the previous plans, or no engine.json, never a mix that loaders accept."""
     ok, reason = tensorrt_available()
     if not ok:
         raise TensorRTUnavailable(reason)
@@ -118,6 +126,7 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
     builder = trt.Builder(logger)
     cache_path = Path(timing_cache) if timing_cache else engine_dir / "timing.cache"
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache_out = Path(timing_cache) if timing_cache else staging / "timing.cache"
     written = {}
     for graph, prof in profiles(manifest, shapes).items():
         flags = 0
@@ -143,14 +152,14 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError(f"TensorRT failed to build {graph}; see the log above")
-        out = engine_dir / f"{graph}.plan"
+        out = staging / f"{graph}.plan"
         out.write_bytes(bytes(serialized))
         written[graph] = out
         cache_bytes = bytes(config.get_timing_cache().serialize())
-    cache_path.write_bytes(cache_bytes)
+    cache_out.write_bytes(cache_bytes)
     gpu = _gpu_info()
     meta = engine_metadata(manifest, trt.__version__, gpu, shapes, plan, written)
-    (engine_dir / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (staging / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 

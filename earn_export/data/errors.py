@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import UserError
 
-class DataError(ValueError):
+
+class DataError(ValueError, UserError):
     """Bad or inconsistent input data (files, identifiers, histories, prompts)."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import hint
 from .errors import DataError, where
 from .sequences import SequentialData
 
@@ -66,8 +67,9 @@ def _sniff(lines: list[str], path) -> str:
     for sep in ("\t", ",", ";", "|"):  # ragged titles: accept a delimiter giving >= 3 fields everywhere
         if all(len(r) >= 3 for r in csv.reader(sample, delimiter=sep)):
             return sep
-    raise DataError(f"{path}: cannot detect the delimiter (tried tab, comma, semicolon, pipe); expected rows "
-                    "'user,item,timestamp[,title]'; pass sep=")
+    raise DataError(f"{path}: cannot detect the delimiter (tried tab, comma, semicolon, pipe) — write rows "
+                    "'user,item,timestamp[,title]' separated by one of them"
+                    + hint(", or pass sep=", ""))
 
 
 def global_time_split(timestamps: np.ndarray, split=(0.8, 0.1, 0.1)) -> np.ndarray:
@@ -171,7 +173,7 @@ def load_interactions(path, k_core: int = 5, split=(0.8, 0.1, 0.1), sep: str | N
             keep &= ~drop
     if not keep.any():
         raise DataError(f"{path}: the {k_core}-core filter removed every interaction (users and items need >= "
-                        f"{k_core} interactions each); lower k_core or add data")
+                        f"{k_core} interactions each) — " + hint("lower k_core", "lower --k-core") + " or add data")
     skipped["kcore_interactions"] = int((~keep).sum())
     u_idx, i_idx, ts = u_idx[keep], i_idx[keep], ts[keep]
     order_in_file = np.flatnonzero(keep)

@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from ..errors import hint
 from .errors import DataError
 
 
@@ -53,7 +54,9 @@ def item_features(titles=None, sequences=None, num_items: int | None = None, dim
         try:
             tfidf = TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b").fit_transform(docs)
         except ValueError:  # every title empty after tokenisation
-            raise DataError("item titles contain no words; pass sequences= to build co-occurrence features")
+            raise DataError("item titles contain no words — " + hint(
+                "pass sequences= to build co-occurrence features",
+                "drop the title column of --interactions to build identifiers from co-occurrence"))
         return _normalise(_svd(tfidf, dim, seed))
     if sequences is not None:
         from scipy import sparse

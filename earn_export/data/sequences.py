@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import hint
 from .errors import DataError, where
 
 SPLITS = ("train", "valid", "test")
@@ -192,8 +193,9 @@ def _find_index(directory: Path, index) -> Path | None:
         return p
     found = sorted(directory.glob("*.json"))
     if len(found) > 1:
-        raise DataError(f"{directory}: several .json files {[p.name for p in found]}; pass index= to choose "
-                        "the semantic-ID index")
+        raise DataError(f"{directory}: several .json files {[p.name for p in found]} — "
+                        + hint("pass index= to choose the semantic-ID index",
+                               "keep only the semantic-ID index .json in the --data directory"))
     return found[0] if found else None
 
 

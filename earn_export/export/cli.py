@@ -2,54 +2,87 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 
 def register(sub) -> None:
+    from ..cli_args import existing_dir, fraction, positive_int
+
     p = sub.add_parser("export", help="export prefill.onnx + decode.onnx + manifest.json from a checkpoint dir")
-    p.add_argument("checkpoint", help="HF checkpoint dir (config.json, model.safetensors, earn.json, items.json ...)")
-    p.add_argument("--out", required=True, help="engine directory to write (e.g. engines/NAME)")
+    p.add_argument("checkpoint", type=existing_dir,
+                   help="HF checkpoint dir (config.json, model.safetensors, earn.json, items.json ...)")
+    p.add_argument("--out", required=True,
+                   help="engine directory to write, e.g. engines/NAME (replaced only when the export completes)")
     p.add_argument("--fp16", action="store_true", help="fp16 weights/KV; norms, softmax and logits stay fp32")
     p.add_argument("--vocab", default="items", choices=["items", "full"],
                    help="items: LM head sliced to identifier tokens (fast); full: exact full-vocabulary scores")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset of the graphs")
     p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
                    help="torch.onnx exporter (auto: dynamo, falling back to TorchScript)")
+    p.add_argument("--quiet", action="store_true",
+                   help="machine-readable: stdout is a JSON summary only; no progress bar")
     p.set_defaults(func=run_export)
 
     c = sub.add_parser("check", help="parity of an engine dir with its torch reference checkpoint")
-    c.add_argument("engine_dir")
-    c.add_argument("--reference", help="reference checkpoint dir (default: the manifest's source_checkpoint)")
-    c.add_argument("--users", type=int, default=500, help="number of users compared (default 500)")
-    c.add_argument("--beam", type=int, default=20)
-    c.add_argument("--top-k", type=int, default=20)
-    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
+    c.add_argument("--reference", type=existing_dir,
+                   help="reference checkpoint dir (default: the manifest's source_checkpoint)")
+    c.add_argument("--users", type=positive_int, default=500, help="number of test users compared")
+    c.add_argument("--beam", type=positive_int, default=20, help="beam width of both searches")
+    c.add_argument("--top-k", type=positive_int, default=20, help="length of the compared lists; at most --beam")
+    c.add_argument("--batch-size", type=positive_int, default=32, help="users per search call")
     c.add_argument("--reference-dtype", choices=["float32", "float16"],
                    help="precision of the torch reference (default: the engine's dtype)")
     c.add_argument("--polygraphy", action="store_true", help="also compare prefill.onnx with polygraphy")
-    c.add_argument("--min-identical", type=float, default=None,
-                   help="exit 1 if the identical top-K fraction is below this (default: 0.999 fp32, 0.99 fp16; "
-                        "for fp16 engines the tie-aware fraction is tested, see README)")
+    c.add_argument("--min-identical", type=fraction, default=None,
+                   help="exit 1 if the identical top-K fraction is below this, in [0, 1] (default: 0.999 fp32, "
+                        "0.99 fp16; for fp16 engines the tie-aware fraction is tested, see README)")
     c.add_argument("--out", help="write the parity report JSON here")
     c.set_defaults(func=run_check)
 
 
+def preflight_export(checkpoint, out, vocab: str) -> None:
+    """What ``export`` can check from file names alone, before loading torch: a checkpoint to read, a catalog for
+    ``--vocab items``, an output directory that may be replaced."""
+    from ..atomic import check_replaceable
+    from ..errors import UsageError
+
+    ckpt = Path(checkpoint)
+    if not (ckpt / "config.json").is_file():
+        raise UsageError(f"{ckpt} has no config.json, so it is not a Hugging Face checkpoint directory — pass the "
+                         "directory written by `earn-export train` (or a downloaded HF model)")
+    if vocab == "items" and not ((ckpt / "trie.npz").is_file() or (ckpt / "items.json").is_file()):
+        raise UsageError(f"--vocab items needs the item catalog, and {ckpt} has no trie.npz or items.json (a plain "
+                         "HF checkpoint?) — pass --vocab full, or export a checkpoint written by `earn-export train`")
+    check_replaceable(out, "engine")
+
+
 def run_export(args) -> int:
+    preflight_export(args.checkpoint, args.out, args.vocab)
     from tqdm.auto import tqdm
 
     from .onnx_export import export_onnx
 
-    bar = tqdm(total=7, desc="export", unit="step")
+    bar = tqdm(total=7, desc="export", unit="step", disable=args.quiet)
 
     def progress(msg):
         bar.set_postfix_str(msg)
         bar.update(1)
 
-    manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
-                           exporter=args.exporter, progress=progress)
+    with contextlib.redirect_stdout(sys.stderr) if args.quiet else contextlib.nullcontext():
+        manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
+                               exporter=args.exporter, progress=progress)
     bar.close()
     m = manifest["model"]
+    if args.quiet:
+        print(json.dumps({"engine": str(args.out), "dtype": manifest["dtype"], "vocab": manifest["vocab"]["mode"],
+                          "vocab_out": manifest["vocab"]["vocab_out"], "exporter": manifest["exporter"],
+                          "split_layer": m["split_layer"], "num_layers": m["num_layers"],
+                          "n_registers": m["n_registers"]}, indent=2))
+        return 0
     print(f"wrote {args.out}: prefill.onnx + decode.onnx ({manifest['dtype']}, vocab={manifest['vocab']['mode']} "
           f"[{manifest['vocab']['vocab_out']}], exporter={manifest['exporter']}), k={m['split_layer']} of "
           f"{m['num_layers']} layers, {m['n_registers']} registers")
@@ -57,6 +90,9 @@ def run_export(args) -> int:
 
 
 def run_check(args) -> int:
+    from ..cli_args import check_top_k_beam
+
+    check_top_k_beam(args.top_k, args.beam)
     from .parity import check_engine
 
     report = check_engine(args.engine_dir, args.reference, n=args.users, beam=args.beam, top_k=args.top_k,

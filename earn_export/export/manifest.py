@@ -11,11 +11,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..errors import UserError
+
 FORMAT_VERSION = 2  # 2: trie as .npy arrays, prompt pieces (no tokenizer at run time)
 MANIFEST = "manifest.json"
 
 
-class EngineDirError(RuntimeError):
+class EngineDirError(RuntimeError, UserError):
     """An engine directory that cannot be used as it is; the message names the problem and the fix."""
 
 

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_output
+from ..errors import UserError, hint
 from .manifest import FORMAT_VERSION, MANIFEST, write_manifest
 from .wrappers import DecodeGraph, PrefillGraph, kv_names
 
@@ -52,8 +54,15 @@ AUX_MAX_BYTES = 64 << 20
 SAMPLE = {"batch": 2, "beam": 5, "prompt_len": 9, "t": 3}
 
 
-class ExportError(RuntimeError):
+class ExportError(RuntimeError, UserError):
     pass
+
+
+def _no_catalog() -> str:
+    return ("vocab='items' needs the identifier tokens, and the checkpoint has no trie.npz or items.json — "
+            + hint("pass item_token_ids= or a trie (trie=...), or vocab='full'",
+                   "pass --vocab full, or export a checkpoint written by `earn-export train` (it holds the item "
+                   "catalog)"))
 
 
 def _load_model(model_or_ckpt, fp16: bool):
@@ -287,6 +296,7 @@ def _versions() -> dict:
     return out
 
 
+@atomic_output("out_dir", "engine", protect=("model_or_ckpt_dir",))
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int = DEFAULT_OPSET,
                 item_token_ids=None, trie=None, exporter: str = "auto",
                 external_data_threshold: int = EXTERNAL_DATA_THRESHOLD, max_prompt_len: int | None = None,
@@ -300,6 +310,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     item catalog by ``earn_export.data``). ``external_data_threshold``: bytes of weights above
     which graphs are saved with one external-data file each (``prefill.onnx.data``). ``progress``: callable
     ``(message)`` for CLI progress. Returns the manifest (also written to ``out_dir/manifest.json``).
+    ``out_dir`` is written atomically: a failed or interrupted export leaves the previous one (``earn_export.atomic``).
     """
     if vocab not in ("items", "full"):
         raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
@@ -318,8 +329,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     if vocab == "items":
         if item_token_ids is None:
             if trie is None:
-                raise ExportError("vocab='items' needs the identifier tokens: pass item_token_ids= or a trie "
-                                  "(trie=..., or a checkpoint with trie.npz / items.json)")
+                raise ExportError(_no_catalog())
             item_token_ids = np.unique(trie.tokens)
         head_ids = [int(t) for t in np.asarray(item_token_ids).reshape(-1)]
         if len(set(head_ids)) != len(head_ids):

@@ -11,11 +11,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
+
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 EARN_FORMAT_VERSION = 1
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ValueError, UserError):
     """A checkpoint or configuration that earn-export cannot use, with the reason and the fix."""
 
 

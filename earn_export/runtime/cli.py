@@ -8,40 +8,53 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from ..cli_args import existing_dir, existing_file, positive_float, positive_int
+
     i = sub.add_parser("inspect", help="print an engine's manifest summary, graph I/O and KV-cache bytes")
-    i.add_argument("engine_dir")
-    i.add_argument("--batch", type=int, default=1)
-    i.add_argument("--beam", type=int, default=20)
-    i.add_argument("--prompt-len", type=int, default=128)
+    i.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
+    i.add_argument("--batch", type=positive_int, default=1, help="users per call, for the KV-cache figures")
+    i.add_argument("--beam", type=positive_int, default=20, help="beams per user, for the KV-cache figures")
+    i.add_argument("--prompt-len", type=positive_int, default=128,
+                   help="prompt tokens (registers included), for the KV-cache figures")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     i.set_defaults(func=run_inspect)
 
-    r = sub.add_parser("recommend", help="top-K items for item-id histories with an exported engine")
-    r.add_argument("engine_dir")
-    r.add_argument("--history", action="append", default=[],
+    r = sub.add_parser("recommend", help="top-K items for item-id histories with an exported engine",
+                       description="Prints one JSON line per history: the history, the top-K item ids (best "
+                                   "first) and their scores (sums of identifier-token log-probs).")
+    r.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
+    r.add_argument("--history", action="append", default=[], type=parse_history, metavar="IDS",
                    help="space- or comma-separated item ids, oldest first (repeat for more users; '' = empty)")
-    r.add_argument("--histories-file", help="one history per line (item ids separated by spaces/commas)")
-    r.add_argument("--top-k", type=int, default=10)
-    r.add_argument("--beam", type=int, default=20)
-    r.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
+    r.add_argument("--histories-file", type=existing_file, metavar="FILE",
+                   help="one history per line (item ids separated by spaces/commas)")
+    r.add_argument("--top-k", type=positive_int, default=10, help="items per user; at most --beam")
+    r.add_argument("--beam", type=positive_int, default=20, help="beam width of the trie-constrained search")
+    r.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"],
+                   help="onnxruntime: the exported graphs; torch: the reference model of --checkpoint")
+    r.add_argument("--checkpoint", type=existing_dir,
+                   help="--backend torch: the checkpoint the engine was exported from (default: the manifest's "
+                        "source_checkpoint)")
     r.add_argument("--skip-unknown", action="store_true", help="drop unknown item ids instead of failing")
     r.set_defaults(func=run_recommend)
 
     d = sub.add_parser("demo", help="train a small EARN model on the embedded synthetic data, export, check, "
                                     "recommend (no arguments needed)")
-    d.add_argument("--out", default="runs/demo", help="checkpoint dir (default runs/demo)")
-    d.add_argument("--engine", default="engines/demo", help="engine dir (default engines/demo)")
-    d.add_argument("--epochs", type=float, default=3.0)
-    d.add_argument("--users", type=int, default=200, help="users in the parity check")
+    d.add_argument("--out", default="runs/demo", help="checkpoint directory to write")
+    d.add_argument("--engine", default="engines/demo", help="engine directory to write")
+    d.add_argument("--epochs", type=positive_float, default=3.0, help="training epochs")
+    d.add_argument("--users", type=positive_int, default=200, help="test users in the parity check")
     d.set_defaults(func=run_demo)
 
 
-def _parse_history(text: str) -> list[int]:
+def parse_history(text: str) -> list[int]:
+    """``"12 873, 4051"`` -> ``[12, 873, 4051]`` (argparse type of ``--history``; also reads file lines)."""
+    import argparse
+
     parts = text.replace(",", " ").split()
-    try:
-        return [int(x) for x in parts]
-    except ValueError as exc:
-        raise SystemExit(f"history {text!r}: item ids must be integers ({exc})") from exc
+    bad = [x for x in parts if not x.lstrip("-").isdigit()]
+    if bad:
+        raise argparse.ArgumentTypeError(f"history {text!r}: item ids must be integers, got {bad[0]!r}")
+    return [int(x) for x in parts]
 
 
 def run_inspect(args) -> int:
@@ -77,14 +90,27 @@ def run_inspect(args) -> int:
 
 
 def run_recommend(args) -> int:
+    import argparse
+
+    from ..cli_args import check_top_k_beam
+    from ..errors import UsageError
+
+    check_top_k_beam(args.top_k, args.beam)
+    if args.checkpoint and args.backend != "torch":
+        raise UsageError("--checkpoint is read only by --backend torch — add --backend torch or drop --checkpoint")
+    histories = list(args.history)
+    if args.histories_file:
+        for n, line in enumerate(Path(args.histories_file).read_text().splitlines(), 1):
+            try:
+                histories.append(parse_history(line))
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"{args.histories_file}:{n}: {exc} — write one history per line, item ids "
+                                 "separated by spaces or commas") from None
+    if not histories:
+        raise UsageError("no histories given — pass --history '12 873 4051' (repeatable) or --histories-file FILE")
     from . import Recommender
 
-    histories = [_parse_history(h) for h in args.history]
-    if args.histories_file:
-        histories += [_parse_history(line) for line in Path(args.histories_file).read_text().splitlines()]
-    if not histories:
-        raise SystemExit("give at least one --history or --histories-file")
-    rec = Recommender.load(args.engine_dir, backend=args.backend)
+    rec = Recommender.load(args.engine_dir, backend=args.backend, checkpoint=args.checkpoint)
     res = rec.recommend(histories, top_k=args.top_k, beam=args.beam,
                         on_unknown="skip" if args.skip_unknown else "error")
     for u, hist in enumerate(histories):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.prompts import left_pad
+from ..errors import UserError, hint
 
 PIECES_FILE = "prompt_pieces.json"
 ITEM_OFFSETS_FILE = "prompt_items.offsets.npy"
@@ -28,7 +29,7 @@ PIECES_FORMAT_VERSION = 1
 FIXED = ("special_prefix", "prefix", "head", "sep", "tail", "suffix")
 
 
-class PromptPiecesError(ValueError):
+class PromptPiecesError(ValueError, UserError):
     """Prompt pieces that cannot be used as they are; the message names the problem and the fix."""
 
 
@@ -99,8 +100,9 @@ class PromptPieces:
         for k, item in enumerate(history):
             item = int(item)
             if not self.known(item):
-                raise PromptPiecesError(f"item {item} has no prompt tokens in this engine's catalog; drop unknown "
-                                        "items before building prompts (Recommender: on_unknown='skip')")
+                raise PromptPiecesError(f"item {item} has no prompt tokens in this engine's catalog — drop unknown "
+                                        "items before building prompts ("
+                                        + hint("Recommender: on_unknown='skip'", "--skip-unknown") + ")")
             if k:
                 ids = ids + self.sep
             ids = ids + self._items[item]

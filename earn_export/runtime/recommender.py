@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError, hint
 from ..search.beam import constrained_beam_search, token_columns
 from .prompts import build_encoder, engine_encoder
 
 
-class UnknownItemError(KeyError):
+class UnknownItemError(KeyError, UserError):
     """History item ids that the engine's catalog does not know."""
 
     def __init__(self, unknown: dict[int, list[int]]):
@@ -32,9 +33,10 @@ class UnknownItemError(KeyError):
         ids = sorted({i for v in unknown.values() for i in v})
         users = sorted(unknown)
         super().__init__(
-            f"unknown item ids {ids[:20]}{' ...' if len(ids) > 20 else ''} in the histories of users {users[:20]}; "
-            "the engine's catalog has no such items. Map them to catalog ids, or pass on_unknown='skip' to drop "
-            "them (counted in RecommendResult.skipped)."
+            f"unknown item ids {ids[:20]}{' ...' if len(ids) > 20 else ''} in the histories of users {users[:20]}: "
+            "the engine's catalog has no such items — map them to catalog ids, or "
+            + hint("pass on_unknown='skip' to drop them (counted in RecommendResult.skipped)",
+                   "pass --skip-unknown to drop them (the output notes how many)")
         )
 
     def __str__(self) -> str:  # KeyError would repr() the message
@@ -77,8 +79,9 @@ class Recommender:
         engine_dir = Path(engine_dir)
         manifest = load_manifest(engine_dir, verify=verify)
         if not manifest.get("trie"):
-            raise EngineDirError(f"{engine_dir}: the engine has no trie; re-export with a trie "
-                                 "(export_onnx(..., trie=...) or a checkpoint with items.json / trie.npz)")
+            raise EngineDirError(f"{engine_dir}: the engine has no trie — re-export with a trie ("
+                                 + hint("export_onnx(..., trie=...) or ", "")
+                                 + "a checkpoint with items.json / trie.npz)")
         if backend == "onnxruntime":
             be = OrtBackend(engine_dir, providers=providers, manifest=manifest, session_options=session_options)
         elif backend == "torch":
@@ -86,8 +89,9 @@ class Recommender:
 
             ckpt = checkpoint or manifest.get("source_checkpoint")
             if not ckpt or not Path(ckpt).is_dir():
-                raise EngineDirError(f"backend='torch' needs the checkpoint the engine was exported from; pass "
-                                     f"checkpoint= (manifest source_checkpoint={ckpt!r} is not available)")
+                raise EngineDirError(f"backend='torch' needs the checkpoint the engine was exported from, and the "
+                                     f"manifest's source_checkpoint {ckpt!r} is not available — "
+                                     + hint("pass checkpoint=DIR", "pass --checkpoint DIR"))
             model = load_pretrained(ckpt)
             if device is not None:
                 model = model.to(device)

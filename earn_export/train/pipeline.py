@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_output
 from ..data.errors import DataError
+from ..errors import RunWarning, UsageError, hint
 
 REGISTERS = ("<reg_p>", "<reg_s>")
 
@@ -36,7 +39,7 @@ class DataSpec:
     @classmethod
     def from_args(cls, data=None, interactions=None, seed=0, k_core=5, **kw) -> "DataSpec":
         if data and interactions:
-            raise SystemExit("give --data (sequential split files) or --interactions (CSV/TSV), not both")
+            raise UsageError("give --data (sequential split files) or --interactions (CSV/TSV), not both")
         if data:
             return cls("sequential", str(Path(data).resolve()), seed, k_core, **kw)
         if interactions:
@@ -123,8 +126,10 @@ def encode(prompts, histories, targets):
     return EncodedExamples(rows, np.array([prompts.item_ids[int(t)] for t in targets], dtype=np.int64))
 
 
+@atomic_output("out_dir", "checkpoint")
 def save_checkpoint(out_dir, model, tokenizer, catalog, prompts, data_spec, log: dict) -> Path:
-    """Everything export and runtime need: weights, earn.json, tokenizer, items.json, trie.npz, prompt.json."""
+    """Everything export and runtime need: weights, earn.json, tokenizer, items.json, trie.npz, prompt.json.
+    Written atomically (``earn_export.atomic``): an interrupted save leaves the previous checkpoint as it was."""
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(str(out))
@@ -136,10 +141,26 @@ def save_checkpoint(out_dir, model, tokenizer, catalog, prompts, data_spec, log:
     return out
 
 
+MIN_EXAMPLES = 1000  # below this a model learns next to nothing: the run is probably a mistake, so say it
+
+
+def warn_if_degenerate(examples: int, users: int, batch_size: int, epochs: float) -> None:
+    """A :class:`RunWarning` (one line under the CLI) when there is too little data to learn from."""
+    steps = max(1, round(examples / batch_size * epochs))
+    if examples < MIN_EXAMPLES:
+        warnings.warn(f"only {examples} training examples from {users} users ({steps} optimizer steps): too few to "
+                      "learn item transitions, expect near-popularity recommendations — "
+                      + hint("use more data", "use more data (--data, --interactions; --k-core keeps users with at "
+                                              "least that many interactions)"), RunWarning, stacklevel=3)
+
+
 def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_path=None, preset="tiny",
           max_history=20, epochs=2.0, batch_size=128, lr=1e-3, seed=42, max_minutes=None,
           max_train_examples=None, valid_users=1000, progress=True) -> Path:
     """Fine-tune EARN (or dense: ``split="dense"``) and write a checkpoint; returns its directory."""
+    if not epochs > 0:
+        raise UsageError(f"epochs must be > 0, got {epochs} (0 would save an untrained model) — "
+                         + hint("pass epochs=", "pass --epochs") + " 1 or more")
     from ..data.sequences import eval_examples, train_examples
     from .trainer import TrainConfig, train_model
 
@@ -153,6 +174,7 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
         pick = np.random.default_rng(seed).choice(len(hist), max_train_examples, replace=False)
         hist, tgt = [hist[i] for i in pick], [tgt[i] for i in pick]
     train_set = encode(prompts, hist, tgt)
+    warn_if_degenerate(len(train_set), len(data.train), batch_size, epochs)
     # validation loss: the first valid item of (a sample of) users with valid items, history = train items
     ve = eval_examples(data, "valid", max_history=max_history)
     pick = np.random.default_rng(seed).permutation(len(ve.users))[:valid_users]
@@ -192,7 +214,8 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
     ckpt = Path(ckpt_dir)
     spec = data_spec or DataSpec.load_from(ckpt)
     if spec is None:
-        raise SystemExit(f"{ckpt}: no data.json; pass --data/--interactions")
+        raise UsageError(f"{ckpt}: no data.json saying which data it was trained on — "
+                         + hint("pass data_spec=", "pass --data DIR or --interactions FILE"))
     data = spec.load()
     is_engine = (ckpt / "manifest.json").is_file()
     if is_engine:
@@ -222,14 +245,14 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
         return result
     if baseline == "streaming":
         if is_engine or k != n_layers:
-            raise SystemExit("the streaming baseline compresses a dense model's torch cache; pass the dense checkpoint "
+            raise UsageError("the streaming baseline compresses a dense model's torch cache; pass the dense checkpoint "
                              "(not an EARN checkpoint or an engine dir)")
         backend = StreamingCacheBackend(backend, n_sink=n_sink, window=window)
         result.update(n_sink=n_sink, window=window)
     if baseline == "truncate":
         result["keep_items"] = keep
     elif baseline not in (None, "streaming"):
-        raise SystemExit(f"unknown baseline {baseline!r}; choose streaming, truncate or popularity")
+        raise UsageError(f"unknown baseline {baseline!r}; choose streaming, truncate or popularity")
     trie = Trie.load(ckpt if is_engine else ckpt / "trie.npz")  # engines hold trie.*.npy
     with torch.no_grad():
         result.update(evaluate(backend, trie, prompts, ex, beam=beam, batch_size=batch_size, progress=progress))

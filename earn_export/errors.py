@@ -1,0 +1,55 @@
+"""The common base of the project's error types, and the wording of fixes for library vs command-line callers.
+
+Why one base: ``earn-export`` prints every error a user can fix as one line (``earn-export: error: <what> — <fix>``)
+and a traceback only for bugs. Each error type keeps its historical base (``ValueError``, ``RuntimeError``,
+``KeyError``) so ``except ValueError`` callers keep working, and also derives from :class:`UserError`, which is
+what the CLI catches. New commands get the one-line behaviour by raising any of these types.
+
+Why :func:`hint`: the same message is read by Python callers (who pass ``on_unknown="skip"``) and by CLI users
+(who pass ``--skip-unknown``); the CLI sets :data:`from_cli` while it runs a command, and library code names the
+fix through ``hint(api, cli)``. Only the standard library is imported here (the CLI imports it before anything).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+#: True while ``earn-export`` runs a command (set by :func:`cli_context`); read by :func:`hint`.
+from_cli = False
+
+
+class UserError(Exception):
+    """A problem in the user's input or environment that the user can fix; the message names it and the fix.
+
+    ``exit_code``: what ``earn-export`` exits with (1: the command failed, 2: bad usage).
+    """
+
+    exit_code = 1
+
+
+class UsageError(UserError, ValueError):
+    """Bad command-line arguments or a bad combination of them (e.g. ``--top-k`` above ``--beam``): exit 2."""
+
+    exit_code = 2
+
+
+class RunWarning(UserWarning):
+    """A run that works but is probably not what the user wants (e.g. a dataset of a few examples); the CLI prints
+    it as one ``earn-export: warning:`` line."""
+
+
+def hint(api: str, cli: str | None = None) -> str:
+    """The fix as the caller can apply it: ``cli`` (naming flags; "" when the CLI has no such option) under
+    ``earn-export``, else ``api``."""
+    return cli if (from_cli and cli is not None) else api
+
+
+@contextlib.contextmanager
+def cli_context():
+    """Mark the enclosed code as running under the command line (see :func:`hint`)."""
+    global from_cli
+    previous, from_cli = from_cli, True
+    try:
+        yield
+    finally:
+        from_cli = previous
