@@ -142,8 +142,8 @@ def load_interactions(path, k_core: int = 5, split=(0.8, 0.1, 0.1), sep: str | N
             raise DataError(f"{where(path, lineno)}: empty user or item id; every row needs both")
         ts = _parse_time(t)
         if ts is None:
-            raise DataError(f"{where(path, lineno)}: timestamp {t!r} is neither a number nor an ISO date "
-                            "(e.g. 1400112000 or 2014-05-15T00:00:00)")
+            raise DataError(f"{where(path, lineno)}: timestamp {t!r} is neither a number nor an ISO date — "
+                            "write Unix seconds or ISO dates (e.g. 1400112000 or 2014-05-15T00:00:00)")
         key = (u, i, ts)
         if key in seen:
             skipped["duplicate_rows"] = skipped.get("duplicate_rows", 0) + 1

@@ -145,7 +145,7 @@ def train_examples(data: SequentialData, max_history: int = 20) -> TrainExamples
 def _read_split(path: Path, skipped: dict) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
     """user -> raw item ids, and user -> line numbers of each item (for error messages)."""
     if not path.is_file():
-        raise DataError(f"{path}: missing split file; a sequential dataset needs sequential_train.txt, "
+        raise DataError(f"{path}: missing split file — a sequential dataset needs sequential_train.txt, "
                         "sequential_valid.txt and sequential_test.txt (lines 'user_id item item ...')")
     seqs: dict[int, list[int]] = {}
     first_line: dict[int, int] = {}

@@ -43,31 +43,31 @@ def load_manifest(engine_dir, verify: bool = True) -> dict:
     engine_dir = Path(engine_dir)
     fix = f"re-export it: `earn-export export CKPT --out {engine_dir}`"
     if not engine_dir.is_dir():
-        raise EngineDirError(f"engine directory {engine_dir} does not exist; {fix}")
+        raise EngineDirError(f"engine directory {engine_dir} does not exist — {fix}")
     path = engine_dir / MANIFEST
     if not path.is_file():
-        raise EngineDirError(f"{engine_dir}: no {MANIFEST} (not an engine directory, or an interrupted export); {fix}")
+        raise EngineDirError(f"{engine_dir}: no {MANIFEST} (not an engine directory, or an interrupted export) — {fix}")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise EngineDirError(f"{path}: not valid JSON ({exc}); {fix}") from exc
+        raise EngineDirError(f"{path}: not valid JSON ({exc}) — {fix}") from exc
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise EngineDirError(
             f"{path}: manifest format_version {version!r} is not supported by this earn-export (expects "
-            f"{FORMAT_VERSION}); re-export with this version (`earn-export export CKPT --out {engine_dir}`) or "
+            f"{FORMAT_VERSION}) — re-export with this version (`earn-export export CKPT --out {engine_dir}`) or "
             "install the earn-export version that wrote it."
         )
     hashes = manifest.get("sha256") or {}
     missing = [name for name in hashes if not (engine_dir / name).is_file()]
     if missing:
-        raise EngineDirError(f"{engine_dir}: missing files {missing} listed in {MANIFEST} (partial copy?); "
+        raise EngineDirError(f"{engine_dir}: missing files {missing} listed in {MANIFEST} (partial copy?) — "
                              f"copy the whole directory again or {fix}")
     if verify:
         bad = [name for name, digest in hashes.items() if sha256_file(engine_dir / name) != digest]
         if bad:
             raise EngineDirError(
                 f"{engine_dir}: sha256 mismatch for {bad}: the files changed after export (corrupt or partial copy, "
-                f"or edited by hand); copy them again or {fix}"
+                f"or edited by hand) — copy them again or {fix}"
             )
     return manifest

@@ -59,9 +59,9 @@ def parse_history(text: str) -> list[int]:
 
 def run_inspect(args) -> int:
     from ..export.manifest import load_manifest
-    from ..model.kv_cache import KVShape, kv_report
 
     man = load_manifest(args.engine_dir, verify=True)
+    from ..model.kv_cache import KVShape, kv_report  # imports the model package (torch): after the checks
     if args.json:
         print(json.dumps(man, indent=2))
         return 0

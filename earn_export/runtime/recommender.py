@@ -85,13 +85,13 @@ class Recommender:
         if backend == "onnxruntime":
             be = OrtBackend(engine_dir, providers=providers, manifest=manifest, session_options=session_options)
         elif backend == "torch":
-            from ..model import load_pretrained
-
             ckpt = checkpoint or manifest.get("source_checkpoint")
             if not ckpt or not Path(ckpt).is_dir():
                 raise EngineDirError(f"backend='torch' needs the checkpoint the engine was exported from, and the "
                                      f"manifest's source_checkpoint {ckpt!r} is not available — "
                                      + hint("pass checkpoint=DIR", "pass --checkpoint DIR"))
+            from ..model import load_pretrained
+
             model = load_pretrained(ckpt)
             if device is not None:
                 model = model.to(device)
