@@ -6,7 +6,7 @@ NAME ?= $(notdir $(patsubst %/,%,$(MODEL)))
 OUT ?= engines/$(NAME)
 ARGS ?=
 
-.PHONY: install demo test export bench clean
+.PHONY: install demo test test-fast cli-reference bench-cli export bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -22,6 +22,18 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests $(ARGS)
+
+# the quick subset: no Beauty-trained fixtures, subprocess kills or long fuzzing (see README "Tests")
+test-fast: install
+	$(PY) -m pytest -q tests -m "not slow and not beauty" $(ARGS)
+
+# rewrite README's generated CLI reference from the parsers (re-run after adding or changing a flag)
+cli-reference: install
+	$(PY) -m earn_export.cli_reference README.md
+
+# wall time of `--help`, one `recommend` query and rejected bad flags, each in a fresh process
+bench-cli: install
+	$(PY) -m earn_export.bench.cli_startup $(ARGS)
 
 export: install
 	@test -n "$(MODEL)" || (echo "usage: make export MODEL=path/to/checkpoint [OUT=engines/name] [ARGS='--fp16']" && exit 2)

@@ -41,11 +41,13 @@ COMMANDS = {
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Shows every option's default (except None/False, which mean "off"), keeps descriptions as written."""
+    """Shows every option's default (except None/False, which mean "off", and help that already states it), keeps
+    descriptions as written."""
 
     def _get_help_string(self, action):
-        text = action.help or ""
-        if "%(default)" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        text, default = action.help or "", action.default
+        if "default" in text or not action.option_strings or default is None or default is False \
+                or default is argparse.SUPPRESS or default == []:
             return text
         return text + " (default: %(default)s)"
 

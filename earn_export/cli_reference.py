@@ -36,7 +36,7 @@ def _cell(text: str) -> str:
 
 def _default(action) -> str:
     d = action.default
-    if d in (None, False, argparse.SUPPRESS) or d == [] or not action.option_strings:
+    if d is None or d is False or d is argparse.SUPPRESS or d == [] or not action.option_strings:
         return "required" if action.required or not action.option_strings else ""
     if isinstance(d, (tuple, list)):
         d = ",".join(map(str, d))

@@ -70,3 +70,10 @@ def tiny_engine(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-engine")
     export_onnx(tiny_checkpoint, out, vocab="items", exporter="torchscript")
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use the Beauty data are marked ``beauty`` (``make test-fast`` leaves them out with ``slow``)."""
+    for item in items:
+        if {"beauty_dir", "beauty_ckpt", "beauty_engine", "beauty_test_histories"} & set(item.fixturenames):
+            item.add_marker(pytest.mark.beauty)

@@ -26,6 +26,7 @@ def _temporaries(final: Path) -> list:
     return sorted(final.parent.glob(f".{final.name}.tmp-*"))
 
 
+@pytest.mark.slow
 def test_export_killed_mid_way_leaves_the_previous_engine(tiny_engine, tiny_checkpoint, tmp_path):
     """SIGKILL a real `earn-export export` while it writes graphs over an existing engine."""
     eng = tmp_path / "eng"

@@ -93,6 +93,7 @@ BAD = [
     ("eval-streaming-on-earn", "eval {ckpt} --baseline streaming --interactions {csv_time}", 2,
      "is EARN (k=2 of 4 layers)", True),
     ("check-top-k-above-beam", "check {engine} --top-k 30", 2, "--top-k 30 is larger than --beam 20", True),
+    ("check-without-reference", "check {nosource}", 2, "pass --reference DIR", True),
     ("check-min-identical-above-1", "check {engine} --min-identical 1.5", 2, "must be <= 1", True),
     ("build-missing-engine", "build {missing}", 2, "does not exist", True),
     ("bench-prompt-lens-words", "bench --prompt-lens abc", 2, "expected comma-separated integers", True),
@@ -239,13 +240,18 @@ def _all_parsers():
 
 
 def test_every_flag_has_help_and_shows_its_default():
+    from earn_export.cli import HelpFormatter
+
     for name, p in _all_parsers().items():
+        formatter = HelpFormatter(p.prog)
         for a in p._actions:
             assert a.help and a.help.strip(), f"earn-export {name}: {a.option_strings or a.dest} has no help text"
-        text = p.format_help()
-        for a in p._actions:
-            if a.option_strings and a.default not in (None, False, [], "==SUPPRESS=="):
-                assert "(default: " in text, f"earn-export {name} --help shows no defaults"
+            if a.option_strings and a.default is not None and a.default is not False and a.default != [] \
+                    and a.default != "==SUPPRESS==":
+                assert "default" in formatter._get_help_string(a), f"earn-export {name} {a.option_strings}: " \
+                                                                   "--help does not show the default"
+    text = " ".join(_all_parsers()["recommend"].format_help().split())
+    assert "items per user; at most --beam (default: 10)" in text
 
 
 def test_command_modules_import_light():
@@ -271,6 +277,7 @@ def test_readme_cli_reference_is_current():
     assert block == reference(), "README's CLI reference is stale: run `make cli-reference`"
 
 
+@pytest.mark.slow
 def test_train_quiet_prints_only_json_and_warns_on_tiny_data(tmp_path, capsys):
     """--quiet: stdout is the JSON summary (Trainer logs go to stderr); 30 users is a degenerate run: one warning."""
     out = tmp_path / "ckpt"

@@ -70,7 +70,7 @@ def test_baselines_run_through_the_same_path(tmp_path):
 
 
 def test_streaming_baseline_refuses_an_earn_checkpoint(ckpt):
-    with pytest.raises(SystemExit, match="dense checkpoint"):
+    with pytest.raises(ValueError, match="dense checkpoint"):  # UsageError: one line under the CLI
         evaluate_checkpoint(ckpt, baseline="streaming", users=5, progress=False)
 
 

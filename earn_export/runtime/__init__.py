@@ -1,7 +1,21 @@
-"""Python runtime: ``Recommender`` (histories → top-K items) over ONNX Runtime or the torch reference."""
+"""Python runtime: ``Recommender`` (histories → top-K items) over ONNX Runtime or the torch reference.
 
-from .backends import OrtBackend, OrtState, RecordingBackend, TorchBackend, TorchState, choose_providers
-from .recommender import RecommendResult, Recommender, UnknownItemError
+Names load on first use (PEP 562), so ``earn-export recommend --help`` and the other command-line paths import
+neither numpy nor onnxruntime until they run; the ONNX Runtime path never imports torch or transformers.
+"""
 
-__all__ = ["OrtBackend", "OrtState", "RecommendResult", "Recommender", "RecordingBackend", "TorchBackend",
-           "TorchState", "UnknownItemError", "choose_providers"]
+_LAZY = {
+    "OrtBackend": "backends", "OrtState": "backends", "RecordingBackend": "backends", "TorchBackend": "backends",
+    "TorchState": "backends", "choose_providers": "backends",
+    "RecommendResult": "recommender", "Recommender": "recommender", "UnknownItemError": "recommender",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(name)
