@@ -77,6 +77,24 @@ def split_layer(text) -> str | int:
         raise argparse.ArgumentTypeError(f"expected 'auto', 'dense' or an integer k >= 1, got {text!r}")
 
 
+THREADS_HELP = ("CPU threads of torch (default: one per core). Runs with the same count are bit-identical on one "
+                "machine, whatever its load; another count changes the float summation order, hence the last digits")
+
+
+def set_threads(n: int | None):
+    """Pin torch's intra-op threads (None: leave torch's default) and return ONNX Runtime session options with
+    the same count, or None. Why: the thread count fixes how float sums are split, so it fixes the digits."""
+    if n is None:
+        return None
+    import onnxruntime as ort
+    import torch
+
+    torch.set_num_threads(n)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = n, 1
+    return opts
+
+
 # ------------------------------------------------------------------------------------------------ cross-checks
 def check_top_k_beam(top_k: int, beam: int, top_k_flag: str = "--top-k", beam_flag: str = "--beam") -> None:
     """The search returns at most ``beam`` items per user."""

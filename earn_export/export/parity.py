@@ -38,7 +38,8 @@ def synthetic_histories(known_items, n: int, max_len: int, seed: int = 0) -> lis
 def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam: int = 20, top_k: int = 20,
                  batch_size: int = 32, providers=None, polygraphy: bool = False,
                  progress: bool = False, reference_model=None, seed: int = 0, max_mismatches: int = 50,
-                 reference_dtype: str | None = None, tie_tolerance: float | None = None) -> dict:
+                 reference_dtype: str | None = None, tie_tolerance: float | None = None,
+                 session_options=None) -> dict:
     """Compare an engine with its reference. ``users``: list of histories (item ids) or None; then histories
     are the test users of the engine's training data (``data.json``), else sampled from the catalog; ``n`` caps
     the count.
@@ -52,7 +53,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
     from ..runtime.recommender import Recommender
     from ..search.beam import constrained_beam_search
 
-    rec = Recommender.load(engine_dir, backend="onnxruntime", providers=providers)
+    rec = Recommender.load(engine_dir, backend="onnxruntime", providers=providers, session_options=session_options)
     manifest = rec.manifest
     if reference_model is None:
         from ..model import load_pretrained

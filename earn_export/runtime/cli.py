@@ -43,6 +43,9 @@ def register(sub) -> None:
     d.add_argument("--engine", default="engines/demo", help="engine directory to write")
     d.add_argument("--epochs", type=positive_float, default=3.0, help="training epochs")
     d.add_argument("--users", type=positive_int, default=200, help="test users in the parity check")
+    d.add_argument("--threads", type=positive_int, default=1,
+                   help="CPU threads of torch and ONNX Runtime: with a fixed count the printed digits are the same "
+                        "on every run and machine core count (README: Reproducibility)")
     d.set_defaults(func=run_demo)
 
 
@@ -131,9 +134,11 @@ def run_demo(args) -> int:
     from ..data.sequences import eval_examples
     from ..export.onnx_export import export_onnx
     from ..export.parity import check_engine
+    from ..cli_args import set_threads
     from ..train.pipeline import DataSpec, evaluate_checkpoint, train
     from . import Recommender
 
+    session_options = set_threads(args.threads)
     t0 = time.perf_counter()
     spec = DataSpec()  # embedded synthetic data
     print(f"[1/5] training EARN (micro preset, k=1 of 4 layers) on the embedded synthetic data -> {args.out}")
@@ -149,11 +154,11 @@ def run_demo(args) -> int:
     print(f"[3/5] exporting prefill.onnx + decode.onnx -> {args.engine}")
     export_onnx(ckpt, args.engine, vocab="items", exporter="torchscript")
     print(f"[4/5] parity: ONNX Runtime vs torch reference on {args.users} test users")
-    rep = check_engine(args.engine, ckpt, n=args.users)
+    rep = check_engine(args.engine, ckpt, n=args.users, session_options=session_options)
     print(f"      prefill max|diff| {rep['prefill_max_abs_diff']:.2e}, decode max|diff| "
           f"{rep['decode_max_abs_diff']:.2e}, identical top-20 lists {rep['topk_identical_fraction']:.2%}")
     print("[5/5] recommendations (ONNX Runtime)")
-    rec = Recommender.load(args.engine)
+    rec = Recommender.load(args.engine, session_options=session_options)
     ex = eval_examples(spec.load(), "test", max_history=rec.max_history)
     res = rec.recommend(ex.histories[:3], top_k=5)
     for h, t, items in zip(ex.histories[:3], ex.targets[:3], res.items):

@@ -22,7 +22,7 @@ def _data_args(p, defaults_from_ckpt: bool = False) -> None:
 
 
 def register(sub) -> None:
-    from ..cli_args import existing_dir, nonneg_int, positive_float, positive_int, split_layer
+    from ..cli_args import THREADS_HELP, existing_dir, nonneg_int, positive_float, positive_int, split_layer
     from .presets import PRESETS
 
     p = sub.add_parser("train", help="fine-tune an EARN (or dense) recommender and write an HF checkpoint dir")
@@ -46,6 +46,7 @@ def register(sub) -> None:
                    help="users of the embedded synthetic dataset (without --data/--interactions)")
     p.add_argument("--synthetic-items", type=positive_int, default=400,
                    help="items of the embedded synthetic dataset (without --data/--interactions)")
+    p.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     p.add_argument("--out", required=True, help="checkpoint directory to write (replaced only when complete)")
     p.add_argument("--quiet", action="store_true",
                    help="machine-readable: stdout is the JSON summary only; logs go to stderr, no progress bars")
@@ -65,6 +66,7 @@ def register(sub) -> None:
     e.add_argument("--window", type=positive_int, default=8, help="streaming: last prompt tokens kept")
     e.add_argument("--sink", type=nonneg_int, default=4, help="streaming: first prompt tokens kept")
     e.add_argument("--keep", type=positive_int, default=5, help="truncate: history items kept")
+    e.add_argument("--threads", type=positive_int, help=THREADS_HELP)
     e.add_argument("--out", help="write the metrics JSON here")
     e.add_argument("--quiet", action="store_true",
                    help="machine-readable: stdout is the metrics JSON only; no progress bars")
@@ -96,7 +98,10 @@ def run_train(args) -> int:
                           f"--model-config {args.model_config}")
     check_replaceable(args.out, "checkpoint")
     with _stdout_to_stderr(args.quiet):
+        from ..cli_args import set_threads
         from .pipeline import DataSpec, train
+
+        set_threads(args.threads)
 
         spec = DataSpec.from_args(args.data, args.interactions, seed=0, k_core=args.k_core,
                                   n_users=args.synthetic_users, n_items=args.synthetic_items)
@@ -125,7 +130,10 @@ def run_eval(args) -> int:
     if args.baseline == "streaming":
         _check_dense(ckpt)
     with _stdout_to_stderr(args.quiet):
+        from ..cli_args import set_threads
         from .pipeline import DataSpec, evaluate_checkpoint
+
+        set_threads(args.threads)  # torch; an engine dir's ORT session uses its own default
 
         spec = None
         if args.data or args.interactions:
