@@ -150,8 +150,8 @@ def warn_if_degenerate(examples: int, users: int, batch_size: int, epochs: float
     if examples < MIN_EXAMPLES:
         warnings.warn(f"only {examples} training examples from {users} users ({steps} optimizer steps): too few to "
                       "learn item transitions, expect near-popularity recommendations — "
-                      + hint("use more data", "use more data (--data, --interactions; --k-core keeps users with at "
-                                              "least that many interactions)"), RunWarning, stacklevel=3)
+                      + hint("use more data", "use more data (--data, --interactions, or --synthetic-users for the "
+                                              "embedded dataset)"), RunWarning, stacklevel=3)
 
 
 def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_path=None, preset="tiny",
