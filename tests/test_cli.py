@@ -105,8 +105,11 @@ BAD = [
 
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory, tiny_engine, tiny_checkpoint):
-    """The files and directories the BAD rows refer to."""
-    t = tmp_path_factory.mktemp("bad-inputs")
+    return make_bad_inputs(tmp_path_factory.mktemp("bad-inputs"), tiny_engine, tiny_checkpoint)
+
+
+def make_bad_inputs(t: Path, tiny_engine: Path, tiny_checkpoint: Path) -> dict:
+    """The files and directories the BAD rows refer to, made in ``t`` from a good engine and checkpoint."""
     paths = {"engine": tiny_engine, "ckpt": tiny_checkpoint, "missing": t / "missing", "out": t / "out"}
 
     def engine_copy(name, edit):
