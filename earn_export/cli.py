@@ -27,7 +27,7 @@ COMMANDS = {
     "loadtest": "earn_export.serve.cli",
     "triton-repo": "earn_export.serve.cli",
     "batch": "earn_export.serve.cli",
-    "bench-serve": "earn_export.serve.cli",
+    "bench-serve": "earn_export.bench.serving",
 }
 
 

@@ -36,9 +36,12 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on the port (SO_REUSEADDR: closed connections in TIME_WAIT do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
+            s.listen(1)
             return True
         except OSError:
             return False
@@ -379,7 +382,7 @@ def test_ray_batch_all_or_nothing(ray_local, engine, histories, tmp_path):
     assert not out.exists()
     # a failure inside the actors (a backend that cannot load) leaves neither the output nor a partial file
     good = write_users(tmp_path / "good.parquet", histories[:50])
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="backend must be"):
         run_batch(engine, good, out, actors=1, backend="no-such-backend", progress=False)
     assert not out.exists() and not list(tmp_path.glob(".recs.parquet.partial-*"))
     # skip mode drops and counts the unknown id

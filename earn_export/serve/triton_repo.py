@@ -18,7 +18,6 @@ graph models' I/O is checked against the ONNX graphs (:func:`validate_repository
 from __future__ import annotations
 
 import json
-import py_compile
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -186,13 +185,13 @@ def validate_repository(repo, engine_dir) -> dict:
     bls = configs[MODEL_NAME]
     served = model_config(ServeOptions(engine_dir="-"), warmup=False)
     for kind in ("input", "output"):
-        got = [(t.name, t.data_type, list(t.dims), t.optional, t.allow_ragged_batch) for t in getattr(bls, kind)]
-        want = [(t.name, t.data_type, list(t.dims), t.optional, t.allow_ragged_batch) for t in getattr(served, kind)]
+        got = [text_format.MessageToString(t, as_one_line=True) for t in getattr(bls, kind)]
+        want = [text_format.MessageToString(t, as_one_line=True) for t in getattr(served, kind)]
         if got != want:
             raise TritonRepoError(f"{repo / MODEL_NAME / 'config.pbtxt'}: {kind}s differ from earn-export serve's")
     opts = json.loads(bls.parameters[OPTIONS_PARAMETER].string_value)
     version = repo / MODEL_NAME / "1"
-    py_compile.compile(str(version / "model.py"), doraise=True)
+    compile((version / "model.py").read_text(), str(version / "model.py"), "exec")  # a syntax error fails here
     for name in ("manifest.json", manifest["trie"]):
         if not (version / "engine" / name).is_file():
             raise TritonRepoError(f"{version / 'engine'}: {name} missing; write the repository again")
