@@ -163,7 +163,10 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     ctx.enable_progress_bars = progress
     n_actors = actors or max(1, int(ray.available_resources().get("CPU", 1)) // max(threads, 1))
     t0 = time.perf_counter()
-    ds = ray.data.from_arrow(table).map_batches(
+    # several blocks per actor, each a whole number of batches: one block goes to one actor at a time
+    per_block = max(batch_size, -(-table.num_rows // (4 * n_actors) // batch_size) * batch_size)
+    blocks = [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)] or [table]
+    ds = ray.data.from_arrow(blocks).map_batches(
         RecommenderActor, fn_constructor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k,
                                                  "beam": beam, "on_unknown": on_unknown, "threads": threads,
                                                  "batch_size": batch_size},
