@@ -87,6 +87,9 @@ def _register_client(sub) -> None:
     t.add_argument("--verify", action="store_true",
                    help="after the run, compare every good answer with the in-process Recommender on the served "
                         "engine")
+    t.add_argument("--engine", default=None,
+                   help="engine directory for sampling histories and --verify (default: the engine the server "
+                        "reports; give it for a triton-repo server)")
     t.add_argument("--seed", type=int, default=0, help="random seed of histories and request order (default 0)")
     t.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     t.set_defaults(func=_lazy("client", "run_loadtest"))

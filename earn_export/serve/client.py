@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -358,12 +359,14 @@ def run_loadtest(args) -> int:
     if args.requests < 1:
         raise ClientError(f"--requests must be >= 1, got {args.requests}")
     opts = server_options(args.url)
+    engine = args.engine or opts["engine_dir"]
+    if (not args.histories or args.verify) and not (Path(engine) / "manifest.json").is_file():
+        raise ClientError(f"the server's engine directory {engine!r} is not readable here; pass --engine DIR (the "
+                          "engine the repository was written from), or --histories FILE without --verify")
     if args.histories:
-        from pathlib import Path
-
         histories = [_parse_history(line) for line in Path(args.histories).read_text().splitlines() if line.strip()]
     else:
-        histories = sample_histories(opts["engine_dir"], min(args.requests, 5000), seed=args.seed)
+        histories = sample_histories(engine, min(args.requests, 5000), seed=args.seed)
     reqs = make_load(histories, args.requests, args.bad_fraction, opts, seed=args.seed, top_k=args.top_k)
     print(f"loadtest {args.url}: {args.requests} requests ({args.bad_fraction:.0%} bad), concurrency "
           f"{args.concurrency}, at most {args.max_seconds:.0f} s", flush=True)
@@ -372,7 +375,8 @@ def run_loadtest(args) -> int:
     if args.verify:
         from ..runtime import Recommender
 
-        rec = Recommender.load(opts["engine_dir"], backend=opts.get("backend", "onnxruntime"))
+        backend = opts.get("backend", "onnxruntime")
+        rec = Recommender.load(engine, backend="onnxruntime" if backend == "bls" else backend)
         summary.mismatches = len(verify(records, reqs, rec, int(opts["beam"]), int(opts["default_top_k"])))
     d = summary.to_dict()
     lat = summary.latency_ms
