@@ -170,16 +170,18 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
         RecommenderActor, fn_constructor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k,
                                                  "beam": beam, "on_unknown": on_unknown, "threads": threads,
                                                  "batch_size": batch_size},
-        batch_size=batch_size, batch_format="pyarrow", concurrency=n_actors, num_cpus=threads)
+        batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_actors),
+        num_cpus=threads)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    written = 0
+    written, first = 0, None  # first: (seconds, rows) when the first rows arrived (actor start-up included)
     try:
         with pq.ParquetWriter(tmp, output_schema()) as writer:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 writer.write_table(batch.select(output_schema().names).cast(output_schema()))
                 written += batch.num_rows
+                first = first or (time.perf_counter() - t0, batch.num_rows)
         if written != table.num_rows:
             raise RuntimeError(f"wrote {written} rows for {table.num_rows} users; nothing written to {out}")
         os.replace(tmp, out)
@@ -188,6 +190,7 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
             tmp.unlink()
     seconds = time.perf_counter() - t0
     return {"users": written, "seconds": seconds, "users_per_s": written / seconds if seconds else 0.0,
+            "first_rows_s": first[0] if first else float("nan"),
             "actors": n_actors, "out": str(out)}
 
 
