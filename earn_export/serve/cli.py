@@ -24,6 +24,23 @@ def register(sub) -> None:
     _register_batch(sub)
 
 
+def _model_options(p) -> None:
+    """Options of the earn_recommender model, shared by `serve` and the BLS model of `triton-repo`."""
+    p.add_argument("--instances", type=int, default=1,
+                   help="earn_recommender instances, each a process holding one Recommender (default 1)")
+    p.add_argument("--max-batch", type=int, default=32, help="largest dynamic batch, in users (default 32)")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000,
+                   help="how long the dynamic batcher waits to fill a batch, in microseconds (default 2000)")
+    p.add_argument("--beam", type=int, default=20, help="beam width; top_k may be 1..beam (default 20)")
+    p.add_argument("--top-k", type=int, default=10, help="top_k when a request does not send one (default 10)")
+    p.add_argument("--on-unknown", default="error", choices=["error", "skip"],
+                   help="unknown item ids: answer with an error (default) or drop them and count them in 'skipped'")
+    p.add_argument("--max-request-items", type=int, default=1000,
+                   help="refuse histories longer than this (default 1000; the model reads the last max_history)")
+    p.add_argument("--allow-empty-history", action="store_true",
+                   help="answer empty histories (registers-only prompt) instead of refusing them")
+
+
 def _register_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve an engine on Triton Inference Server (model earn_recommender, HTTP + "
                                      "gRPC, dynamic batching) until SIGINT/SIGTERM",
@@ -37,23 +54,11 @@ def _register_serve(sub) -> None:
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
     p.add_argument("--metrics-port", type=int, default=8002,
                    help="Prometheus metrics port (default 8002; 0 disables metrics)")
-    p.add_argument("--max-batch", type=int, default=32, help="largest dynamic batch, in users (default 32)")
-    p.add_argument("--max-queue-delay-us", type=int, default=2000,
-                   help="how long the dynamic batcher waits to fill a batch, in microseconds (default 2000)")
-    p.add_argument("--instances", type=int, default=1,
-                   help="model instances, each a process holding one Recommender (default 1)")
+    _model_options(p)
     p.add_argument("--threads", type=int, default=0,
                    help="ONNX Runtime threads per instance (default 0: CPU cores / instances)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "cpp"],
                    help="Recommender backend (default onnxruntime; cpp needs the C++ runtime built)")
-    p.add_argument("--beam", type=int, default=20, help="beam width; top_k may be 1..beam (default 20)")
-    p.add_argument("--top-k", type=int, default=10, help="top_k when a request does not send one (default 10)")
-    p.add_argument("--on-unknown", default="error", choices=["error", "skip"],
-                   help="unknown item ids: answer with an error (default) or drop them and count them in 'skipped'")
-    p.add_argument("--max-request-items", type=int, default=1000,
-                   help="refuse histories longer than this (default 1000; the model reads the last max_history)")
-    p.add_argument("--allow-empty-history", action="store_true",
-                   help="answer empty histories (registers-only prompt) instead of refusing them")
     p.add_argument("--ready-timeout", type=float, default=180.0,
                    help="seconds to wait for the server to load and warm up (default 180)")
     p.add_argument("--log-verbose", type=int, default=0, help="Triton's --log-verbose level (default 0)")
@@ -112,14 +117,7 @@ def _register_repo(sub) -> None:
     r.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
                    help="instance kind of prefill/decode (default gpu; python-onnxruntime is always cpu)")
     r.add_argument("--graph-instances", type=int, default=1, help="instances of prefill and decode (default 1)")
-    r.add_argument("--instances", type=int, default=1, help="instances of the BLS model (default 1)")
-    r.add_argument("--max-batch", type=int, default=32, help="largest dynamic batch of the BLS model (default 32)")
-    r.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batcher delay (default 2000)")
-    r.add_argument("--beam", type=int, default=20, help="beam width (default 20)")
-    r.add_argument("--top-k", type=int, default=10, help="default top_k (default 10)")
-    r.add_argument("--on-unknown", default="error", choices=["error", "skip"], help="unknown item ids (default error)")
-    r.add_argument("--max-request-items", type=int, default=1000, help="longest accepted history (default 1000)")
-    r.add_argument("--allow-empty-history", action="store_true", help="answer empty histories")
+    _model_options(r)
     r.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     r.set_defaults(func=_lazy("triton_repo", "run_triton_repo"))
 
