@@ -15,7 +15,7 @@ $(PY):
 install: $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,parity]"
+	$(PY) -m pip install -q -e ".[test,parity,serve]"
 
 demo: install
 	$(VENV)/bin/earn-export demo $(ARGS)

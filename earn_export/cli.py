@@ -22,6 +22,12 @@ COMMANDS = {
     "demo": "earn_export.runtime.cli",
     "bench": "earn_export.bench.cli",
     "build": "earn_export.build.cli",
+    "serve": "earn_export.serve.cli",
+    "query": "earn_export.serve.cli",
+    "loadtest": "earn_export.serve.cli",
+    "triton-repo": "earn_export.serve.cli",
+    "batch": "earn_export.serve.cli",
+    "bench-serve": "earn_export.bench.serving",
 }
 
 
