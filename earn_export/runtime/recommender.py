@@ -49,6 +49,17 @@ class RecommendResult:
     truncated: np.ndarray = field(default=None)  # [U] int64 oldest items dropped beyond max_history
 
 
+def engine_trie(engine_dir, manifest: dict):
+    """The item-identifier trie of an engine directory (``trie.*.npy``, named by the manifest)."""
+    from ..data.catalog import Trie
+    from ..export.manifest import EngineDirError
+
+    if not manifest.get("trie"):
+        raise EngineDirError(f"{engine_dir}: the engine has no trie; re-export with a trie "
+                             "(export_onnx(..., trie=...) or a checkpoint with items.json / trie.npz)")
+    return Trie.load_npy(engine_dir, manifest["trie"]["prefix"])
+
+
 class Recommender:
     """Top-K items per user from a search backend, the trie and a prompt encoder."""
 
@@ -76,9 +87,7 @@ class Recommender:
 
         engine_dir = Path(engine_dir)
         manifest = load_manifest(engine_dir, verify=verify)
-        if not manifest.get("trie"):
-            raise EngineDirError(f"{engine_dir}: the engine has no trie; re-export with a trie "
-                                 "(export_onnx(..., trie=...) or a checkpoint with items.json / trie.npz)")
+        trie = engine_trie(engine_dir, manifest)  # refuses an engine without a trie before loading graphs
         if backend == "onnxruntime":
             be = OrtBackend(engine_dir, providers=providers, manifest=manifest, session_options=session_options)
         elif backend == "torch":
@@ -94,14 +103,17 @@ class Recommender:
             be = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
         else:
             raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
-        from ..data.catalog import Trie
+        return cls.from_engine(engine_dir, manifest, be, batch_size=batch_size, trie=trie)
 
-        trie = Trie.load_npy(engine_dir, manifest["trie"]["prefix"])
+    @classmethod
+    def from_engine(cls, engine_dir, manifest: dict, backend, batch_size: int = 64, trie=None) -> "Recommender":
+        """The engine's trie, prompt encoder and history rules around any search backend (ORT sessions, the
+        torch reference, Triton BLS calls ...). ``manifest`` is the already-checked ``load_manifest`` result."""
+        trie = trie if trie is not None else engine_trie(engine_dir, manifest)
         paths = trie.item_paths()
-        m = manifest["model"]
-        encoder = engine_encoder(engine_dir, manifest)
-        return cls(be, trie, encoder, paths.keys(), max_history=m.get("max_history") or 20,
-                   batch_size=batch_size, manifest=manifest)
+        return cls(backend, trie, engine_encoder(engine_dir, manifest), paths.keys(),
+                   max_history=manifest["model"].get("max_history") or 20, batch_size=batch_size,
+                   manifest=manifest)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,

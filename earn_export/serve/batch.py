@@ -142,7 +142,7 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     import pyarrow.parquet as pq
 
     from ..export.manifest import load_manifest
-    from ..runtime.recommender import load_trie
+    from ..runtime.recommender import engine_trie
 
     if not 1 <= top_k <= beam:
         raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
@@ -155,7 +155,7 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     manifest = load_manifest(engine_dir, verify=True)
     table = read_users(users)
     if on_unknown == "error":
-        check_known(table, load_trie(Path(engine_dir) / manifest["trie"]).item_paths().keys(), users)
+        check_known(table, engine_trie(engine_dir, manifest).item_paths().keys(), users)
 
     ray = init_ray(address)
     ctx = ray.data.DataContext.get_current()

@@ -36,18 +36,12 @@ def bls_runner(pb_utils):
 def engine_recommender(engine_dir, run, batch_size: int):
     """A ``Recommender`` over ``GraphBackend(run)`` from an engine directory's small files (manifest, trie,
     tokenizer/prompt files); the graphs themselves live in the repository's prefill/decode models."""
-    from ..runtime.prompts import build_encoder
-    from ..runtime.recommender import Recommender, load_trie
+    from ..runtime.recommender import Recommender
     from .graph_backend import GraphBackend
 
     engine_dir = Path(engine_dir)
     manifest = json.loads((engine_dir / "manifest.json").read_text())
-    trie = load_trie(engine_dir / manifest["trie"])
-    paths = trie.item_paths()
-    m = manifest["model"]
-    encoder = build_encoder(engine_dir, m, paths)
-    return Recommender(GraphBackend(run, manifest), trie, encoder, paths.keys(),
-                       max_history=m.get("max_history") or 20, batch_size=batch_size, manifest=manifest)
+    return Recommender.from_engine(engine_dir, manifest, GraphBackend(run, manifest), batch_size=batch_size)
 
 
 class TritonPythonModel(_ServedModel):

@@ -159,10 +159,10 @@ def classify_error(text: str) -> str:
 def sample_histories(engine_dir: str, n: int, seed: int = 0, max_len: int = 20) -> list[list[int]]:
     """``n`` histories of 1..max_len random catalog items (the catalog of the engine being served)."""
     from ..export.manifest import load_manifest
-    from ..runtime.recommender import load_trie
+    from ..runtime.recommender import engine_trie
 
     man = load_manifest(engine_dir, verify=False)
-    items = np.array(sorted(load_trie(f"{engine_dir}/{man['trie']}").item_paths()), np.int64)
+    items = np.array(sorted(engine_trie(engine_dir, man).item_paths()), np.int64)
     rng = np.random.default_rng(seed)
     return [rng.choice(items, size=int(rng.integers(1, max_len + 1))).tolist() for _ in range(n)]
 

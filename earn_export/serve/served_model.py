@@ -156,13 +156,13 @@ def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
     """``repo_dir/earn_recommender/{config.pbtxt, 1/model.py, warmup/history}``; returns the repository path."""
     from google.protobuf import text_format
 
-    from ..runtime.recommender import load_trie
     from ..export.manifest import load_manifest
+    from ..runtime.recommender import engine_trie
 
     opts.validate()
     engine = Path(opts.engine_dir).resolve()
     manifest = load_manifest(engine, verify=False)  # instances verify the hashes when they load
-    known = sorted(load_trie(engine / manifest["trie"]).item_paths())
+    known = sorted(engine_trie(engine, manifest).item_paths())
     if not known:
         raise ValueError(f"{engine}: the engine's trie has no items; re-export the engine")
     opts = ServeOptions(**{**asdict(opts), "engine_dir": str(engine)})
