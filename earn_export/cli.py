@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": "earn_export.runtime.cli",
     "bench": "earn_export.bench.cli",
     "build": "earn_export.build.cli",
+    "analyze": "earn_export.analysis.cli",
 }
 
 
