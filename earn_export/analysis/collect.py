@@ -110,7 +110,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
         predict = torch.zeros_like(real)
         predict[:, p - 1: p - 1 + max(n_t, 1)] = True  # rows whose next token is an identifier token
         qsets = {"all": real, "last": last, "predict": predict}
-        late_key_valid, late_qsets = key_valid, qsets
+        late_key_valid, late_qsets, kept = key_valid, qsets, None
         if earn_native:  # the split forward's rows in layers >= k: registers and everything after the prompt
             kept = ((ids_t[..., None] == reg_ids).any(-1) & real) | (torch.arange(t) >= p)[None]
             late_key_valid = key_valid & kept[:, None, :]
@@ -124,7 +124,11 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
             if len(in_batch) and layer in map_layers:
                 b = int(in_batch[0])
                 n = int(real[b].sum())
-                maps[layer] = probs[b, :, t - n:, t - n:].numpy().copy()
+                m = probs[b].clone()
+                if late:  # rows and keys the split forward does not have: blank in the map
+                    m[:, ~kept[b]] = float("nan")
+                    m[..., ~kept[b]] = float("nan")
+                maps[layer] = m[:, t - n:, t - n:].numpy()
 
         with capture_attention(model, reduce):
             model(ids_t, mask_t, n_target=n_t, mode=mode)

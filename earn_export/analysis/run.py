@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,13 @@ def analyze_model(model, prompts, histories, next_items=None, text=None, heads="
            "num_heads": model.model.layers[0].self_attn.n_heads, "corpora": {}, "maps": {}}
     corpora = [prompt_corpus(prompts, histories, next_items)]
     if text is not None:
-        corpora.append(text_corpus(prompts.tokenizer, text))
+        tc = text_corpus(prompts.tokenizer, text)
+        if tc.meta["unknown_fraction"] > 0.3:
+            print(f"warning: {tc.meta['unknown_fraction']:.0%} of the --text tokens are unknown to this checkpoint's "
+                  "tokenizer (a word-level vocabulary of the prompt template and item codes): its text row measures "
+                  "attention over <unk> tokens, not the paper's NLP contrast; use a checkpoint built on a pretrained "
+                  "LLM's tokenizer (train --model HF_DIR) for that", file=sys.stderr)
+        corpora.append(tc)
     for c in corpora:
         col = collect(model, c, pad_id=pad, batch_size=batch_size, forward=forward, progress=progress, eps=eps,
                       topk=topk)
@@ -93,11 +100,13 @@ def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads
     from ..train.pipeline import DataSpec
     from . import plots
 
+    from ..model.config import ModelConfigError
+
     checkpoints = [Path(c) for c in checkpoints]
     for c in checkpoints:
         if not (c / "prompt.json").is_file():
-            raise ValueError(f"{c}: not an earn-export checkpoint (no prompt.json); pass a directory written by "
-                             "`earn-export train`")
+            raise ModelConfigError(f"{c}: not an earn-export checkpoint (no prompt.json); pass a directory written "
+                                   "by `earn-export train`")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -111,6 +120,9 @@ def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads
         r.update(label=label, checkpoint=str(path), data=spec.kind if spec.kind == "synthetic" else spec.path)
         results.append(r)
 
+    if split_layer is not None and not all(1 <= split_layer < r["num_layers"] for r in results):
+        raise ValueError(f"--split-layer {split_layer}: the table's boundary k must satisfy 1 <= k < N "
+                         f"(N = {sorted({r['num_layers'] for r in results})}); pass such a k or leave it out")
     earn_k = [r["split_layer"] for r in results if r["split_layer"] < r["num_layers"]]
     rec = next((r["recommendation"] for r in results if "recommendation" in r
                 and r["split_layer"] == r["num_layers"]), None) or next(
