@@ -28,6 +28,7 @@ COMMANDS = {
     "triton-repo": "earn_export.serve.cli",
     "batch": "earn_export.serve.cli",
     "bench-serve": "earn_export.bench.serving",
+    "analyze": "earn_export.analysis.cli",
 }
 
 

@@ -20,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("--model", help="start from this HF checkpoint dir (Llama/Qwen2) instead of a fresh preset")
     p.add_argument("--model-config", default="tiny", help="preset for a fresh model: micro|tiny|small|base")
     p.add_argument("--split-layer", default="auto",
-                   help="EARN split k (int), 'auto' (preset default, about N/4) or 'dense' (k = N baseline)")
+                   help="EARN split k (int), 'auto' (preset default, about N/4), 'dense' (k = N baseline) or "
+                        "'analyze' (k from the attention of the --model it starts from; see `earn-export analyze`)")
     p.add_argument("--paradigm", default="lcrec", choices=["lcrec", "tiger"])
     p.add_argument("--max-history", type=int, default=20)
     p.add_argument("--epochs", type=float, default=2.0)
@@ -64,6 +65,10 @@ def run_train(args) -> int:
     log = json.loads((out / "train_log.json").read_text())
     keys = ("split_layer", "num_layers", "examples", "steps", "epochs", "train_loss", "best_eval_loss", "wall_s",
             "stopped_by_time_budget")
+    if "split_analysis" in log:
+        from ..analysis.split_rule import format_evidence
+
+        print(format_evidence(log["split_analysis"], f"{args.model} (dense forward, before training)"))
     print(json.dumps({k: log.get(k) for k in keys}, indent=2))
     print(f"checkpoint: {out}")
     return 0

@@ -139,16 +139,38 @@ def save_checkpoint(out_dir, model, tokenizer, catalog, prompts, data_spec, log:
 def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_path=None, preset="tiny",
           max_history=20, epochs=2.0, batch_size=128, lr=1e-3, seed=42, max_minutes=None,
           max_train_examples=None, valid_users=1000, progress=True) -> Path:
-    """Fine-tune EARN (or dense: ``split="dense"``) and write a checkpoint; returns its directory."""
+    """Fine-tune EARN (or dense: ``split="dense"``) and write a checkpoint; returns its directory.
+
+    ``split="analyze"`` picks k with the attention rule of ``earn_export.analysis.split_rule`` on the starting
+    model (``model_path``) before training; the evidence goes into ``train_log.json`` as ``split_analysis``."""
     from ..data.sequences import eval_examples, train_examples
     from .trainer import TrainConfig, train_model
 
     t0 = time.perf_counter()
+    if split == "analyze" and not model_path:
+        from ..model.config import ModelConfigError
+
+        raise ModelConfigError(
+            "--split-layer analyze reads the attention of the model training starts from, but a fresh "
+            "--model-config preset has random weights (no attention pattern to analyse). Start from a trained "
+            "model: --model HF_DIR (e.g. a dense run: `earn-export train --split-layer dense --out runs/dense`, then "
+            "`--model runs/dense --split-layer analyze`), or pass an integer --split-layer")
     data = data_spec.load()
     catalog = make_catalog(data, seed=data_spec.seed)
-    model, tok, prompts = build_model(catalog, paradigm, split, model_path, preset, max_history, seed)
+    model, tok, prompts = build_model(catalog, paradigm, "dense" if split == "analyze" else split, model_path,
+                                      preset, max_history, seed)
     te = train_examples(data, max_history=max_history)
     hist, tgt = te.histories, te.targets
+    split_analysis = None
+    if split == "analyze":  # the attention rule of earn_export.analysis on the starting model (dense forward)
+        from dataclasses import replace
+
+        from ..analysis.run import choose_split_layer
+
+        pick = np.random.default_rng(seed).permutation(len(hist))[:300]
+        split_analysis = choose_split_layer(model, prompts, [hist[i] for i in pick], [tgt[i] for i in pick],
+                                            progress=progress)
+        model.set_earn(replace(model.earn, split_layer=split_analysis["k"]))
     if max_train_examples and len(hist) > max_train_examples:
         pick = np.random.default_rng(seed).choice(len(hist), max_train_examples, replace=False)
         hist, tgt = [hist[i] for i in pick], [tgt[i] for i in pick]
@@ -169,6 +191,8 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
                parameters=sum(p.numel() for p in model.parameters()), wall_s=time.perf_counter() - t0,
                data=asdict(data_spec), preset=None if model_path else preset, lr=lr, batch_size=batch_size,
                skipped=getattr(data, "skipped", {}))
+    if split_analysis is not None:
+        log["split_analysis"] = split_analysis
     return save_checkpoint(out_dir, model, tok, catalog, prompts, data_spec, log)
 
 
