@@ -62,6 +62,15 @@ def register(subparsers) -> None:
     p.add_argument("--e2e-only", action="store_true",
                    help="only the end-to-end row (writes e2e.json / e2e.md); needs --earn-ckpt and --dense-ckpt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--export-cost", metavar="SHAPES", default=None,
+                   help="instead of the speed benchmark: export and load random full-depth checkpoints of these "
+                        "shapes (comma list of bench, qwen2.5-0.5b, llama3.2-1b) and print engine bytes, export "
+                        "time, peak RSS and load time (writes export_cost.json/.md under --out)")
+    p.add_argument("--export-cost-exporters", default="auto",
+                   help="exporters measured by --export-cost, comma list of auto, dynamo, torchscript (default auto)")
+    p.add_argument("--export-cost-pythonpath", default=None,
+                   help="--export-cost: run the export/load children with this earn_export checkout first on "
+                        "PYTHONPATH (to measure another version, e.g. before a change)")
     p.set_defaults(func=main)
 
 
@@ -96,6 +105,10 @@ def main(args) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.export_cost:
+        from .export_cost import run as run_export_cost
+
+        return run_export_cost(args)
     from . import report
     from .harness import run_bench
 

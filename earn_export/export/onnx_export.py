@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 from .manifest import FORMAT_VERSION, MANIFEST, write_manifest
+from .weights import WEIGHTS_FILE, SharedWeights
 from .wrappers import DecodeGraph, PrefillGraph, kv_names
 
 DEFAULT_OPSET = 18
-EXTERNAL_DATA_THRESHOLD = int(1.5e9)
 EXPORTERS = ("auto", "dynamo", "torchscript")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".data", ".plan", ".npz")
 SKIP_FILES = {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", MANIFEST}
@@ -135,9 +135,15 @@ def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
     return copied
 
 
-def _export_graph(module, args, path: Path, names_in, names_out, dynamic_axes: dict, dynamo_shapes,
-                  opset: int, exporter: str) -> str:
-    """Export one graph with the chosen exporter; returns the exporter actually used."""
+def _export_graph(module, args, tmp_dir: Path, name: str, names_in, names_out, dynamic_axes: dict, dynamo_shapes,
+                  opset: int, exporter: str):
+    """Export one graph with the chosen exporter; returns (``onnx_ir.Model``, exporter actually used).
+
+    dynamo: the program's model is returned as is, its initializers still the torch parameters (no copy).
+    TorchScript: written to ``tmp_dir`` and loaded back lazily (external tensors stay on disk until written).
+    """
+    import onnx_ir as ir
+
     errors = []
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     for which in order:
@@ -147,46 +153,37 @@ def _export_graph(module, args, path: Path, names_in, names_out, dynamic_axes: d
                 if which == "dynamo":
                     # its op registry logs one warning per torchvision op when torchvision is absent (not needed)
                     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-                    torch.onnx.export(module, args, str(path), dynamo=True, input_names=names_in,
-                                      output_names=names_out, dynamic_shapes=dynamo_shapes,
-                                      opset_version=opset, verbose=False)
-                else:
-                    torch.onnx.export(module, args, str(path), dynamo=False, input_names=names_in,
-                                      output_names=names_out, dynamic_axes=dynamic_axes, opset_version=opset,
-                                      do_constant_folding=True)
-            return which
+                    program = torch.onnx.export(module, args, None, dynamo=True, input_names=names_in,
+                                                output_names=names_out, dynamic_shapes=dynamo_shapes,
+                                                opset_version=opset, verbose=False)
+                    return program.model, which
+                path = Path(tmp_dir) / name
+                torch.onnx.export(module, args, str(path), dynamo=False, input_names=names_in,
+                                  output_names=names_out, dynamic_axes=dynamic_axes, opset_version=opset,
+                                  do_constant_folding=True)
+                return ir.load(str(path)), which
         except Exception as exc:  # noqa: BLE001 - report both exporters' errors below
             errors.append(f"{which}: {type(exc).__name__}: {str(exc)[:2000]}")
             if exporter == "auto":
-                warnings.warn(f"torch.onnx dynamo export of {path.name} failed ({type(exc).__name__}); "
+                warnings.warn(f"torch.onnx dynamo export of {name} failed ({type(exc).__name__}); "
                               "falling back to the TorchScript exporter")
-    raise ExportError(f"exporting {path.name} failed:\n" + "\n".join(errors))
+    raise ExportError(f"exporting {name} failed:\n" + "\n".join(errors))
 
 
-def _finalize(tmp_path: Path, out_dir: Path, name: str, external_threshold: int, metadata: dict) -> list[str]:
-    """Load the exported graph, stamp metadata, check, and save (with external data above the threshold)."""
+def _finalize(model, out_dir: Path, name: str, weights: SharedWeights, metadata: dict) -> str:
+    """Stamp metadata, move the weights into the shared file, save the graph and check it."""
     import onnx
+    import onnx_ir as ir
 
-    model = onnx.load(str(tmp_path), load_external_data=True)
-    del model.metadata_props[:]
-    for k, v in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, str(v)
-    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    model.metadata_props.clear()
+    model.metadata_props.update({k: str(v) for k, v in metadata.items()})
+    weights.add_graph(model, name.removesuffix(".onnx"))
     dst = out_dir / name
-    data_name = f"{name}.data"
-    for stale in (dst, out_dir / data_name):
-        if stale.exists():
-            stale.unlink()
-    if size > external_threshold:
-        onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-        os.chmod(out_dir / data_name, 0o644)  # onnx creates it 0600; engine dirs are copied and shared
-        onnx.checker.check_model(str(dst))
-        return [name, data_name]
-    onnx.checker.check_model(model)
-    onnx.save_model(model, str(dst))
-    return [name]
+    if dst.exists():
+        dst.unlink()
+    ir.save(model, str(dst))  # tensors already external keep their location/offset/length
+    onnx.checker.check_model(str(dst))
+    return name
 
 
 def _io_spec(model, graph: str, vocab_out: int, kv_dtype: str) -> dict:
@@ -265,17 +262,16 @@ def _trie_tokens(trie_path: Path) -> np.ndarray:
 
 
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int = DEFAULT_OPSET,
-                item_token_ids=None, trie=None, exporter: str = "auto",
-                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD, max_prompt_len: int | None = None,
+                item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
                 progress=None) -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json (+ trie.npz and the checkpoint's small files).
 
     ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory.
     ``vocab``: ``"items"`` (LM head sliced to ``item_token_ids``, default: every token in the trie) or ``"full"``.
     ``trie``: Trie object (``.save``), trie.npz path, dict of CSR arrays, or None (checkpoint's trie.npz, or
-    built from its item catalog by ``earn_export.data``). ``external_data_threshold``: bytes of weights above
-    which graphs are saved with one external-data file each (``prefill.onnx.data``). ``progress``: callable
-    ``(message)`` for CLI progress. Returns the manifest (also written to ``out_dir/manifest.json``).
+    built from its item catalog by ``earn_export.data``). Both graphs keep their weights in one shared
+    ``weights.data`` (:mod:`.weights`). ``progress``: callable ``(message)`` for CLI progress. Returns the
+    manifest (also written to ``out_dir/manifest.json``).
     """
     if vocab not in ("items", "full"):
         raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
@@ -331,17 +327,26 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
 
     meta = {"earn_export.format_version": FORMAT_VERSION, "earn_export.vocab": vocab}
     written, used = [], {}
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        for graph, module, args in (("prefill", prefill, (ids, mask)), ("decode", decode, decode_args)):
-            say(f"exporting {graph}.onnx")
-            spec = specs[graph]
-            tmp_path = Path(tmp) / f"{graph}.onnx"
-            used[graph] = _export_graph(
-                module, args, tmp_path, [io["name"] for io in spec["inputs"]],
-                [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
-                opset, exporter)
-            say(f"saving {graph}.onnx")
-            written += _finalize(tmp_path, out_dir, f"{graph}.onnx", external_data_threshold, meta)
+    for stale in [out_dir / f"{g}.onnx.data" for g in ("prefill", "decode")]:
+        if stale.exists():  # per-graph weight files of an earlier export
+            stale.unlink()
+    weights = SharedWeights(out_dir)
+    try:
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            for graph, module, args in (("prefill", prefill, (ids, mask)), ("decode", decode, decode_args)):
+                say(f"exporting {graph}.onnx")
+                spec = specs[graph]
+                graph_ir, used[graph] = _export_graph(
+                    module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
+                    [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
+                    opset, exporter)
+                say(f"saving {graph}.onnx")
+                written.append(_finalize(graph_ir, out_dir, f"{graph}.onnx", weights, meta))
+                del graph_ir
+        weights_entry = weights.close()
+    except BaseException:
+        weights.abort()
+        raise
 
     earn = model.earn
     cfg = model.config.to_dict()
@@ -373,7 +378,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "exporter": used,
         "graphs": {
             g: {"file": f"{g}.onnx",
-                "external_data": f"{g}.onnx.data" if f"{g}.onnx.data" in written else None,
+                "external_data": WEIGHTS_FILE,
                 **specs[g]}
             for g in ("prefill", "decode")
         },
@@ -381,6 +386,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             "batch": "users per call", "prompt_len": "left-padded prompt length (registers included)",
             "beam": "beams per user", "t": "generated tokens held per beam (0 at the first decode call, up to L-1)",
         },
+        "weights": weights_entry,
         "trie": "trie.npz" if trie_path else None,
         "source_checkpoint": str(ckpt_dir.resolve()) if ckpt_dir is not None else None,
         "aux_files": aux,
@@ -394,6 +400,6 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                           "beam and reordered by the beam parents between calls.",
         },
     }
-    files = written + aux + (["trie.npz"] if trie_path else [])
+    files = written + [WEIGHTS_FILE] + aux + (["trie.npz"] if trie_path else [])
     say("writing manifest.json")
-    return write_manifest(out_dir, manifest, files)
+    return write_manifest(out_dir, manifest, files, known={WEIGHTS_FILE: weights_entry["sha256"]})

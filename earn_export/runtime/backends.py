@@ -40,7 +40,7 @@ class OrtBackend:
     """prefill.onnx / decode.onnx in ONNX Runtime sessions (thread-safe ``run``; no per-call state on self)."""
 
     def __init__(self, engine_dir, providers=None, manifest: dict | None = None, session_options=None,
-                 verify: bool = True, provider_options=None):
+                 verify="fast", provider_options=None):
         import onnxruntime as ort
 
         from ..export.manifest import load_manifest
