@@ -13,9 +13,13 @@ def register(sub) -> None:
     p.add_argument("--fp16", action="store_true", help="fp16 weights/KV; norms, softmax and logits stay fp32")
     p.add_argument("--vocab", default="items", choices=["items", "full"],
                    help="items: LM head sliced to identifier tokens (fast); full: exact full-vocabulary scores")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--form", choices=["fused", "reference"], default=None,
+                   help="graph form: fused (default: opset-23 RMSNormalization/RotaryEmbedding/Attention, packed "
+                        "QKV; ONNX Runtime >= 1.23, TensorRT >= 10.15; dynamo exporter) or reference (the model's "
+                        "own ops at opset 18 for older runtimes; default with --exporter torchscript)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23 fused, 18 reference)")
     p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
-                   help="torch.onnx exporter (auto: dynamo, falling back to TorchScript)")
+                   help="torch.onnx exporter (auto: dynamo, falling back to TorchScript for the reference form)")
     p.set_defaults(func=run_export)
 
     c = sub.add_parser("check", help="parity of an engine dir with its torch reference checkpoint")
@@ -47,7 +51,7 @@ def run_export(args) -> int:
         bar.update(1)
 
     manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
-                           exporter=args.exporter, progress=progress)
+                           exporter=args.exporter, progress=progress, form=args.form)
     bar.close()
     m = manifest["model"]
     print(f"wrote {args.out}: prefill.onnx + decode.onnx ({manifest['dtype']}, vocab={manifest['vocab']['mode']} "

@@ -41,9 +41,15 @@ import torch
 
 from .manifest import FORMAT_VERSION, MANIFEST, write_manifest
 from .weights import WEIGHTS_FILE, SharedWeights
-from .wrappers import DecodeGraph, PrefillGraph, kv_names
+from .wrappers import FORMS, DecodeGraph, PrefillGraph, kv_names
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 18  # the reference form; the fused form needs 23
+FUSED_OPSET = 23
+# where the opset-23 ops of the fused form are implemented (checked against release notes / operator docs);
+# this machine verifies ONNX Runtime 1.32 on CPU only
+FUSED_RUNTIMES = {"onnxruntime": ">= 1.23 (Attention-23 CPU kernel; RMSNormalization-23, RotaryEmbedding-23)",
+                  "tensorrt": ">= 10.15 (ONNX parser: RotaryEmbedding via IRotaryEmbeddingLayer, Attention, "
+                              "RMSNormalization); unverified here"}
 EXPORTERS = ("auto", "dynamo", "torchscript")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".data", ".plan", ".npz")
 SKIP_FILES = {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", MANIFEST}
@@ -261,22 +267,57 @@ def _trie_tokens(trie_path: Path) -> np.ndarray:
         return np.unique(z["tokens"]).astype(np.int64)
 
 
-def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int = DEFAULT_OPSET,
+def _op_counts(model) -> dict:
+    from collections import Counter
+
+    return dict(sorted(Counter(node.op_type for node in model.graph).items()))
+
+
+def _check_form(counts: dict, form: str, graph: str, n_layers: int) -> None:
+    """The fused form must really be fused: every norm, RoPE and (prefill) attention as one standard op."""
+    if form != "fused":
+        return
+    want = {"RMSNormalization": 2 * n_layers + 1, "RotaryEmbedding": 2 * n_layers}
+    if graph == "prefill":
+        want["Attention"] = n_layers
+    got = {op: counts.get(op, 0) for op in want}
+    if got != want:
+        raise ExportError(f"{graph}.onnx: the fused form expected {want} but the exporter produced {got}; export "
+                          "with --form reference (the model's own ops) and report this")
+
+
+def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int | None = None,
                 item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
-                progress=None) -> dict:
+                progress=None, form: str | None = None) -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json (+ trie.npz and the checkpoint's small files).
 
     ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory.
     ``vocab``: ``"items"`` (LM head sliced to ``item_token_ids``, default: every token in the trie) or ``"full"``.
     ``trie``: Trie object (``.save``), trie.npz path, dict of CSR arrays, or None (checkpoint's trie.npz, or
     built from its item catalog by ``earn_export.data``). Both graphs keep their weights in one shared
-    ``weights.data`` (:mod:`.weights`). ``progress``: callable ``(message)`` for CLI progress. Returns the
+    ``weights.data`` (:mod:`.weights`). ``form``: ``"fused"`` (opset 23 ``RMSNormalization``, ``RotaryEmbedding``,
+    ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
+    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``progress``: callable ``(message)`` for CLI progress. Returns the
     manifest (also written to ``out_dir/manifest.json``).
     """
     if vocab not in ("items", "full"):
         raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    if form is None:
+        form = "reference" if exporter == "torchscript" else "fused"
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if opset is None:
+        opset = FUSED_OPSET if form == "fused" else DEFAULT_OPSET
+    if form == "fused":
+        if exporter == "torchscript":
+            raise ExportError("the fused form (opset 23) needs the dynamo exporter; pass --exporter dynamo, or "
+                              "--form reference to export the model's own ops with TorchScript")
+        if opset < FUSED_OPSET:
+            raise ExportError(f"the fused form needs opset >= {FUSED_OPSET} (RMSNormalization, RotaryEmbedding, "
+                              f"Attention), got --opset {opset}; raise it or pass --form reference")
+        exporter = "dynamo"
     say = progress or (lambda msg: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,8 +348,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     n, k = model.num_layers, model.split_layer
     kv_dtype = "float16" if fp16 else "float32"
     specs = {g: _io_spec(model, g, vocab_out, kv_dtype) for g in ("prefill", "decode")}
-    prefill = PrefillGraph(model, head_ids).eval()
-    decode = DecodeGraph(model, head_ids).eval()
+    prefill = PrefillGraph(model, head_ids, form).eval()
+    decode = DecodeGraph(model, head_ids, form).eval()
 
     b, nb, p, t = SAMPLE["batch"], SAMPLE["beam"], SAMPLE["prompt_len"], SAMPLE["t"]
     r = model.earn.n_registers if model.earn else 0
@@ -326,7 +367,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     decode_args = (tok, pos, mask, *present, *gen)
 
     meta = {"earn_export.format_version": FORMAT_VERSION, "earn_export.vocab": vocab}
-    written, used = [], {}
+    written, used, op_counts = [], {}, {}
     for stale in [out_dir / f"{g}.onnx.data" for g in ("prefill", "decode")]:
         if stale.exists():  # per-graph weight files of an earlier export
             stale.unlink()
@@ -340,6 +381,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                     module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
                     [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
                     opset, exporter)
+                op_counts[graph] = _op_counts(graph_ir)
+                _check_form(op_counts[graph], form, graph, n)
                 say(f"saving {graph}.onnx")
                 written.append(_finalize(graph_ir, out_dir, f"{graph}.onnx", weights, meta))
                 del graph_ir
@@ -375,9 +418,15 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "dtype": kv_dtype,
         "logits_dtype": "float32",
         "opset": opset,
+        "form": {"name": form, "opset": opset,
+                 "standard_ops": ["RMSNormalization", "RotaryEmbedding", "Attention (prefill)", "packed QKV MatMul"]
+                 if form == "fused" else [],
+                 "runtimes": FUSED_RUNTIMES if form == "fused" else {"onnxruntime": ">= 1.17", "tensorrt": ">= 10"},
+                 "fallback": "export with --form reference for runtimes without the opset-23 ops"
+                 if form == "fused" else None},
         "exporter": used,
         "graphs": {
-            g: {"file": f"{g}.onnx",
+            g: {"file": f"{g}.onnx", "nodes": sum(op_counts[g].values()), "op_types": op_counts[g],
                 "external_data": WEIGHTS_FILE,
                 **specs[g]}
             for g in ("prefill", "decode")
