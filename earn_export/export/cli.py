@@ -17,6 +17,9 @@ def register(sub) -> None:
                    help="graph form: fused (default: opset-23 RMSNormalization/RotaryEmbedding/Attention, packed "
                         "QKV; ONNX Runtime >= 1.23, TensorRT >= 10.15; dynamo exporter) or reference (the model's "
                         "own ops at opset 18 for older runtimes; default with --exporter torchscript)")
+    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                   help="weight-only quantization for ONNX Runtime CPU (MatMulNBits, block 32; LM head and "
+                        "embeddings stay fp32); check/eval then use the quantized-engine tolerance")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23 fused, 18 reference)")
     p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
                    help="torch.onnx exporter (auto: dynamo, falling back to TorchScript for the reference form)")
@@ -40,23 +43,23 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
-    from tqdm.auto import tqdm
-
     from .onnx_export import export_onnx
+    from .progress import StageBars
 
-    bar = tqdm(total=7, desc="export", unit="step")
-
-    def progress(msg):
-        bar.set_postfix_str(msg)
-        bar.update(1)
-
-    manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
-                           exporter=args.exporter, progress=progress, form=args.form)
-    bar.close()
+    bars = StageBars()
+    try:
+        manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
+                               exporter=args.exporter, progress=bars, form=args.form, quantize=args.quantize)
+    finally:
+        bars.close()
     m = manifest["model"]
     print(f"wrote {args.out}: prefill.onnx + decode.onnx ({manifest['dtype']}, vocab={manifest['vocab']['mode']} "
           f"[{manifest['vocab']['vocab_out']}], exporter={manifest['exporter']}), k={m['split_layer']} of "
           f"{m['num_layers']} layers, {m['n_registers']} registers")
+    w = manifest["weights"]
+    print(f"form {manifest['form']['name']} (opset {manifest['opset']}); {w['file']}: {w['bytes'] / 1e6:.1f} MB, "
+          f"{w['tensors']} tensors shared by {' + '.join(w['shared_by'])}; stages: "
+          + ", ".join(f"{name} {sec:.1f}s" for name, sec in bars.stages))
     return 0
 
 

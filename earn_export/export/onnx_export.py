@@ -176,11 +176,14 @@ def _export_graph(module, args, tmp_dir: Path, name: str, names_in, names_out, d
     raise ExportError(f"exporting {name} failed:\n" + "\n".join(errors))
 
 
-def _finalize(model, out_dir: Path, name: str, weights: SharedWeights, metadata: dict) -> str:
+def _finalize(model, out_dir: Path, name: str, weights: SharedWeights, metadata: dict, progress=None) -> str:
     """Stamp metadata, move the weights into the shared file, save the graph and check it."""
     import onnx
     import onnx_ir as ir
 
+    if hasattr(progress, "start_bytes"):
+        progress.start_bytes(sum(v.const_value.nbytes for v in model.graph.initializers.values()
+                                 if v.const_value is not None and v.const_value.nbytes >= weights.min_bytes))
     model.metadata_props.clear()
     model.metadata_props.update({k: str(v) for k, v in metadata.items()})
     weights.add_graph(model, name.removesuffix(".onnx"))
@@ -286,9 +289,15 @@ def _check_form(counts: dict, form: str, graph: str, n_layers: int) -> None:
                           "with --form reference (the model's own ops) and report this")
 
 
+def _quant_entry(infos: dict) -> dict:
+    from .quantize import manifest_entry
+
+    return manifest_entry(infos)
+
+
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int | None = None,
                 item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
-                progress=None, form: str | None = None) -> dict:
+                progress=None, form: str | None = None, quantize: str | None = None) -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json (+ trie.npz and the checkpoint's small files).
 
     ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory.
@@ -297,13 +306,22 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     built from its item catalog by ``earn_export.data``). Both graphs keep their weights in one shared
     ``weights.data`` (:mod:`.weights`). ``form``: ``"fused"`` (opset 23 ``RMSNormalization``, ``RotaryEmbedding``,
     ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
-    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``progress``: callable ``(message)`` for CLI progress. Returns the
+    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` or
+    ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only). ``progress``: callable ``(message)`` for CLI progress. Returns the
     manifest (also written to ``out_dir/manifest.json``).
     """
     if vocab not in ("items", "full"):
         raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    if quantize is not None:
+        from .quantize import QUANT_MODES
+
+        if quantize not in QUANT_MODES:
+            raise ValueError(f"quantize must be one of {QUANT_MODES}, got {quantize!r}")
+        if fp16:
+            raise ExportError("--quantize applies to fp32 engines (weight-only int8/int4 with fp32 activations for "
+                              "CPU); drop --fp16")
     if form is None:
         form = "reference" if exporter == "torchscript" else "fused"
     if form not in FORMS:
@@ -323,7 +341,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / MANIFEST).exists():
         (out_dir / MANIFEST).unlink()  # a half-rewritten dir must not look valid
-    say("loading model")
+    say("loading checkpoint")
     model, ckpt_dir = _load_model(model_or_ckpt_dir, fp16)
     aux = _copy_aux_files(ckpt_dir, out_dir)
     trie_path = _resolve_trie(trie, ckpt_dir, out_dir)
@@ -367,24 +385,29 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     decode_args = (tok, pos, mask, *present, *gen)
 
     meta = {"earn_export.format_version": FORMAT_VERSION, "earn_export.vocab": vocab}
-    written, used, op_counts = [], {}, {}
+    written, used, op_counts, quant_infos = [], {}, {}, {}
     for stale in [out_dir / f"{g}.onnx.data" for g in ("prefill", "decode")]:
         if stale.exists():  # per-graph weight files of an earlier export
             stale.unlink()
-    weights = SharedWeights(out_dir)
+    weights = SharedWeights(out_dir, progress=getattr(progress, "advance", None))
     try:
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             for graph, module, args in (("prefill", prefill, (ids, mask)), ("decode", decode, decode_args)):
-                say(f"exporting {graph}.onnx")
+                say(f"tracing {graph}.onnx ({'dynamo' if exporter != 'torchscript' else 'TorchScript'})")
                 spec = specs[graph]
                 graph_ir, used[graph] = _export_graph(
                     module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
                     [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
                     opset, exporter)
+                _check_form(_op_counts(graph_ir), form, graph, n)
+                if quantize is not None:
+                    from .quantize import quantize_ir
+
+                    say(f"quantizing {graph}.onnx ({quantize})")
+                    graph_ir, quant_infos[graph] = quantize_ir(graph_ir, quantize, tmp, graph)
                 op_counts[graph] = _op_counts(graph_ir)
-                _check_form(op_counts[graph], form, graph, n)
-                say(f"saving {graph}.onnx")
-                written.append(_finalize(graph_ir, out_dir, f"{graph}.onnx", weights, meta))
+                say(f"writing {graph}.onnx + weights")
+                written.append(_finalize(graph_ir, out_dir, f"{graph}.onnx", weights, meta, progress))
                 del graph_ir
         weights_entry = weights.close()
     except BaseException:
@@ -436,6 +459,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             "beam": "beams per user", "t": "generated tokens held per beam (0 at the first decode call, up to L-1)",
         },
         "weights": weights_entry,
+        "quantization": _quant_entry(quant_infos) if quant_infos else None,
         "trie": "trie.npz" if trie_path else None,
         "source_checkpoint": str(ckpt_dir.resolve()) if ckpt_dir is not None else None,
         "aux_files": aux,
@@ -450,5 +474,5 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         },
     }
     files = written + [WEIGHTS_FILE] + aux + (["trie.npz"] if trie_path else [])
-    say("writing manifest.json")
+    say("hashing files, writing manifest.json")
     return write_manifest(out_dir, manifest, files, known={WEIGHTS_FILE: weights_entry["sha256"]})
