@@ -95,3 +95,29 @@ def manifest_entry(infos: dict) -> dict:
     entry["tool"] = f"onnxruntime.quantization.matmul_nbits_quantizer (onnxruntime {onnxruntime.__version__})"
     entry["runtime"] = "ONNX Runtime CPU (MatMulNBits is a com.microsoft contrib op; not for TensorRT)"
     return entry
+
+
+def quantized_engine_reference(path):
+    """The fp32 checkpoint a quantized engine was exported from (``eval`` reports the accuracy cost against it),
+    or None when ``path`` is not a quantized engine or its source checkpoint is not available."""
+    import json
+
+    man = Path(path) / "manifest.json"
+    if not man.is_file():
+        return None
+    manifest = json.loads(man.read_text())
+    src = manifest.get("source_checkpoint")
+    if not manifest.get("quantization") or not src or not Path(src).is_dir():
+        return None
+    return src
+
+
+def accuracy_cost(engine: dict, reference: dict) -> dict:
+    """Relative change of every recall/ndcg metric of a quantized engine against its fp32 reference."""
+    out = {}
+    for key, ref in reference.items():
+        if (key.startswith(("recall", "ndcg")) and isinstance(ref, (int, float)) and key in engine
+                and isinstance(engine[key], (int, float))):
+            out[key] = {"engine": engine[key], "fp32": ref,
+                        "relative_change": (engine[key] - ref) / ref if ref else 0.0}
+    return out
