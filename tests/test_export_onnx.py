@@ -297,3 +297,25 @@ def test_verify_fast_remembers_and_rechecks_changed_files(engines, tmp_path):
         load_manifest(d, verify="off")
     with pytest.raises(ValueError, match="verify must be one of"):
         load_manifest(d, verify="quick")
+
+
+def test_ort_optimized_graphs_saved_shared_and_used(tmp_path, trie_arrays):
+    """--ort-optimize: ORT's offline-optimised CPU graphs are saved, share weights.data with the portable graphs,
+    are used by OrtBackend for the same onnxruntime version, and skipped (portable graphs) for another."""
+    m = earn_model("llama", 2)
+    man = export_onnx(m, tmp_path, trie=trie_arrays, exporter="torchscript", ort_optimize=True)
+    for g in ("prefill", "decode"):
+        entry = man["graphs"][g]["ort_optimized"]
+        assert entry["file"] == f"{g}.ort.onnx" and entry["nodes"] < man["graphs"][g]["nodes"]
+        assert entry["file"] in man["sha256"]
+    assert man["weights"]["shared_by"] == ["prefill", "decode", "prefill.ort", "decode.ort"]
+    assert not list(tmp_path.glob("*.ort.data"))
+    ob = OrtBackend(tmp_path)
+    assert ob.graph_files == {"prefill": "prefill.ort.onnx", "decode": "decode.ort.onnx"}
+    ids, mask = token_prompts(m, [8, 6, 11])
+    diffs, _ = compare_backends(ob, TorchBackend(m, ITEM_TOKENS), ids, mask, beam=5)
+    assert max(diffs) <= 1e-4
+    other = json.loads((tmp_path / "manifest.json").read_text())
+    for g in ("prefill", "decode"):
+        other["graphs"][g]["ort_optimized"]["onnxruntime"] = "0.0.1"
+    assert OrtBackend(tmp_path, manifest=other).graph_files == {"prefill": "prefill.onnx", "decode": "decode.onnx"}

@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--quantize", choices=["int8", "int4"], default=None,
                    help="weight-only quantization for ONNX Runtime CPU (MatMulNBits, block 32; LM head and "
                         "embeddings stay fp32); check/eval then use the quantized-engine tolerance")
+    p.add_argument("--ort-optimize", action="store_true",
+                   help="also save ONNX Runtime's offline-optimised CPU graphs (prefill.ort.onnx, decode.ort.onnx; "
+                        "used when the onnxruntime version matches, weights shared)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23 fused, 18 reference)")
     p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
                    help="torch.onnx exporter (auto: dynamo, falling back to TorchScript for the reference form)")
@@ -54,7 +57,8 @@ def run_export(args) -> int:
     bars = StageBars()
     try:
         manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
-                               exporter=args.exporter, progress=bars, form=args.form, quantize=args.quantize)
+                               exporter=args.exporter, progress=bars, form=args.form, quantize=args.quantize,
+                               ort_optimize=args.ort_optimize)
     finally:
         bars.close()
     m = manifest["model"]

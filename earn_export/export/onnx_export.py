@@ -297,7 +297,8 @@ def _quant_entry(infos: dict) -> dict:
 
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int | None = None,
                 item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
-                progress=None, form: str | None = None, quantize: str | None = None) -> dict:
+                progress=None, form: str | None = None, quantize: str | None = None,
+                ort_optimize: bool = False) -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json (+ trie.npz and the checkpoint's small files).
 
     ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory.
@@ -307,7 +308,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     ``weights.data`` (:mod:`.weights`). ``form``: ``"fused"`` (opset 23 ``RMSNormalization``, ``RotaryEmbedding``,
     ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
     opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` or
-    ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only). ``progress``: callable ``(message)`` for CLI progress. Returns the
+    ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
+    ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``: callable ``(message)`` for CLI progress. Returns the
     manifest (also written to ``out_dir/manifest.json``).
     """
     if vocab not in ("items", "full"):
@@ -413,6 +415,13 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     except BaseException:
         weights.abort()
         raise
+    ort_graphs = {}
+    if ort_optimize:
+        from .ort_optimize import optimize_engine
+
+        say("ONNX Runtime offline optimisation (CPU)")
+        ort_graphs, weights_entry = optimize_engine(out_dir, progress=getattr(progress, "advance", None))
+        written += [e["file"] for e in ort_graphs.values()]
 
     earn = model.earn
     cfg = model.config.to_dict()
@@ -450,6 +459,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "exporter": used,
         "graphs": {
             g: {"file": f"{g}.onnx", "nodes": sum(op_counts[g].values()), "op_types": op_counts[g],
+                "ort_optimized": ort_graphs.get(g),
                 "external_data": WEIGHTS_FILE,
                 **specs[g]}
             for g in ("prefill", "decode")

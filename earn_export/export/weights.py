@@ -27,10 +27,11 @@ SMALL_ALIGNMENT = 64
 class SharedWeights:
     """Writer of ``weights.data``: :meth:`add_graph` moves a graph's large initializers into it (deduplicated)."""
 
-    def __init__(self, out_dir, name: str = WEIGHTS_FILE, min_bytes: int = MIN_EXTERNAL_BYTES, progress=None):
+    def __init__(self, out_dir, name: str = WEIGHTS_FILE, min_bytes: int = MIN_EXTERNAL_BYTES, progress=None,
+                 file_path=None):
         self.out_dir = Path(out_dir)
-        self.name = name
-        self.path = self.out_dir / name
+        self.name = name  # the location the graphs record (relative to out_dir)
+        self.path = Path(file_path) if file_path is not None else self.out_dir / name  # where it is written now
         self.min_bytes = min_bytes
         self.progress = progress  # callable(n_bytes) per tensor written or referenced
         self._file = open(self.path, "wb")
