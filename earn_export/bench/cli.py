@@ -73,6 +73,9 @@ def register(subparsers) -> None:
                         "time, peak RSS and load time (writes export_cost.json/.md under --out)")
     p.add_argument("--export-cost-exporters", default="auto",
                    help="exporters measured by --export-cost, comma list of auto, dynamo, torchscript (default auto)")
+    p.add_argument("--export-cost-rss-cap-gb", type=float, default=14.0,
+                   help="--export-cost: kill an export/load child whose RSS passes this many GB (shared machines; "
+                        "default 14)")
     p.add_argument("--export-cost-pythonpath", default=None,
                    help="--export-cost: run the export/load children with this earn_export checkout first on "
                         "PYTHONPATH (to measure another version, e.g. before a change)")

@@ -104,16 +104,46 @@ def _dir_bytes(path: Path, suffixes: tuple) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file() and f.name.endswith(suffixes))
 
 
-def _child(cmd: list[str], env: dict | None = None) -> dict:
-    """Run a child process; wall time, CPU time and peak RSS of that child alone (wait4)."""
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _child(cmd: list[str], env: dict | None = None, rss_cap: int | None = None) -> dict:
+    """Run a child process; wall time, CPU time and peak RSS of that child alone (wait4). A child whose RSS
+    passes ``rss_cap`` bytes is killed (the machine is shared) and reported as such."""
+    import tempfile
+    import threading
+
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = proc.stdout.read()
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    killed = []
+
+    def watch():
+        while proc.poll() is None:
+            if rss_cap and _rss(proc.pid) > rss_cap:
+                killed.append(_rss(proc.pid))
+                proc.kill()
+                return
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     _, status, ru = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t
+    log.seek(0)
+    out = log.read()
+    if killed:
+        out += f"\nkilled: RSS passed the cap of {rss_cap / 1e9:.1f} GB (--export-cost-rss-cap-gb)"
     return {"rc": proc.returncode, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
-            "peak_rss_bytes": ru.ru_maxrss * 1024, "output_tail": out[-3000:]}
+            "peak_rss_bytes": ru.ru_maxrss * 1024, "killed_at_rss_cap": bool(killed), "output_tail": out[-3000:]}
 
 
 LOAD_SNIPPET = """
@@ -127,8 +157,9 @@ print("LOAD_S", time.perf_counter() - t)
 
 
 def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath: str | None = None,
-            load_kwargs=({},), say=print) -> dict:
+            load_kwargs=({},), say=None, rss_cap: int | None = None) -> dict:
     """Export the ``name`` checkpoint with each exporter and load it: one record per exporter."""
+    say = say or (lambda msg, **_: print(msg, flush=True))
     work = Path(work_dir)
     ckpt = make_random_checkpoint(name, work / f"ckpt-{name}")
     env = dict(os.environ)
@@ -141,7 +172,7 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
         cmd = [sys.executable, "-m", "earn_export.cli", "export", str(ckpt), "--out", str(eng),
                "--exporter", exporter, *extra_args]
         say(f"[{name}] export ({exporter}) ...")
-        ex = _child(cmd, env)
+        ex = _child(cmd, env, rss_cap)
         row = {"shape": name, "exporter": exporter, "checkpoint_bytes": ckpt_bytes, "export": ex}
         if ex["rc"] == 0:
             row["engine_bytes"] = _dir_bytes(eng, (".onnx", ".data", ".bin", ".npz", ".npy", ".json", ".txt"))
@@ -151,7 +182,7 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
             loads = []
             for kw in load_kwargs:
                 for attempt in ("first", "again"):
-                    r = _child([sys.executable, "-c", LOAD_SNIPPET, str(eng), json.dumps(kw)], env)
+                    r = _child([sys.executable, "-c", LOAD_SNIPPET, str(eng), json.dumps(kw)], env, rss_cap)
                     line = [ln for ln in r["output_tail"].splitlines() if ln.startswith("LOAD_S")]
                     loads.append({"kwargs": kw, "attempt": attempt, "rc": r["rc"], "wall_s": r["wall_s"],
                                   "load_s": float(line[-1].split()[1]) if line else None,
@@ -160,7 +191,7 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
             row["loads"] = loads
         rows.append(row)
         say(json.dumps({k: v for k, v in row.items() if k != "export"} | {"export": {
-            k: v for k, v in ex.items() if k != "output_tail"}}, default=str))
+            k: v for k, v in ex.items() if k != "output_tail"}}, default=str), flush=True)
         if ex["rc"] != 0:
             say(ex["output_tail"])
     return {"shape": name, "rows": rows}
@@ -175,8 +206,9 @@ def markdown(results: list[dict]) -> str:
         for r in res["rows"]:
             ex = r["export"]
             if ex["rc"] != 0:
-                lines.append(f"| {r['shape']} | {r['exporter']} | {r['checkpoint_bytes'] / gb:.2f} | failed (rc "
-                             f"{ex['rc']}) | | {ex['wall_s']:.0f} | {ex['cpu_s']:.0f} | {ex['peak_rss_bytes'] / gb:.2f} "
+                why = "killed at the RSS cap" if ex.get("killed_at_rss_cap") else f"failed (rc {ex['rc']})"
+            lines.append(f"| {r['shape']} | {r['exporter']} | {r['checkpoint_bytes'] / gb:.2f} | {why} "
+                             f"| | {ex['wall_s']:.0f} | {ex['cpu_s']:.0f} | {ex['peak_rss_bytes'] / gb:.2f} "
                              "| | |")
                 continue
             loads = " ; ".join(
@@ -204,7 +236,7 @@ def run(args) -> int:
     results = []
     for name in names:
         results.append(measure(name, out, exporters=exporters, pythonpath=args.export_cost_pythonpath,
-                               load_kwargs=loads))
+                               load_kwargs=loads, rss_cap=int(args.export_cost_rss_cap_gb * 1e9)))
         (out / "export_cost.json").write_text(json.dumps(results, indent=1, default=str))
     table = markdown(results)
     (out / "export_cost.md").write_text(table + "\n")
