@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -168,7 +169,9 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
     ckpt_bytes = _dir_bytes(ckpt, (".safetensors",))
     rows = []
     for exporter in exporters:
-        eng = work / f"engine-{name}-{exporter}"
+        eng = work / f"engine-{name}-{exporter}{'-other-checkout' if pythonpath else ''}"
+        if eng.exists():  # no stale files in the byte count
+            shutil.rmtree(eng)
         cmd = [sys.executable, "-m", "earn_export.cli", "export", str(ckpt), "--out", str(eng),
                "--exporter", exporter, *extra_args]
         say(f"[{name}] export ({exporter}) ...")
@@ -207,7 +210,7 @@ def markdown(results: list[dict]) -> str:
             ex = r["export"]
             if ex["rc"] != 0:
                 why = "killed at the RSS cap" if ex.get("killed_at_rss_cap") else f"failed (rc {ex['rc']})"
-            lines.append(f"| {r['shape']} | {r['exporter']} | {r['checkpoint_bytes'] / gb:.2f} | {why} "
+                lines.append(f"| {r['shape']} | {r['exporter']} | {r['checkpoint_bytes'] / gb:.2f} | {why} "
                              f"| | {ex['wall_s']:.0f} | {ex['cpu_s']:.0f} | {ex['peak_rss_bytes'] / gb:.2f} "
                              "| | |")
                 continue
@@ -233,13 +236,14 @@ def run(args) -> int:
         return 2
     exporters = [e.strip() for e in args.export_cost_exporters.split(",") if e.strip()]
     loads = [{}] if args.export_cost_pythonpath else [{"verify": "full"}, {}]
+    tag = "_".join(names) + "_" + "_".join(exporters) + ("_other-checkout" if args.export_cost_pythonpath else "")
     results = []
     for name in names:
         results.append(measure(name, out, exporters=exporters, pythonpath=args.export_cost_pythonpath,
                                load_kwargs=loads, rss_cap=int(args.export_cost_rss_cap_gb * 1e9)))
-        (out / "export_cost.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / f"export_cost_{tag}.json").write_text(json.dumps(results, indent=1, default=str))
     table = markdown(results)
-    (out / "export_cost.md").write_text(table + "\n")
+    (out / f"export_cost_{tag}.md").write_text(table + "\n")
     print()
     print(table)
     return 0
