@@ -115,7 +115,7 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def _child(cmd: list[str], env: dict | None = None, rss_cap: int | None = None) -> dict:
+def _child(cmd: list[str], env: dict | None = None, rss_cap: int | None = None, cwd=None) -> dict:
     """Run a child process; wall time, CPU time and peak RSS of that child alone (wait4). A child whose RSS
     passes ``rss_cap`` bytes is killed (the machine is shared) and reported as such."""
     import tempfile
@@ -123,7 +123,8 @@ def _child(cmd: list[str], env: dict | None = None, rss_cap: int | None = None) 
 
     t = time.perf_counter()
     log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    # cwd: outside any checkout, so `python -m` / `-c` import earn_export from PYTHONPATH or the install
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     killed = []
 
     def watch():
@@ -150,6 +151,8 @@ def _child(cmd: list[str], env: dict | None = None, rss_cap: int | None = None) 
 LOAD_SNIPPET = """
 import sys, time, json
 t = time.perf_counter()
+import earn_export
+print("EARN_EXPORT_FROM", earn_export.__file__)
 from earn_export import Recommender
 kw = json.loads(sys.argv[2])
 rec = Recommender.load(sys.argv[1], **kw)
@@ -161,7 +164,7 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
             load_kwargs=({},), say=None, rss_cap: int | None = None) -> dict:
     """Export the ``name`` checkpoint with each exporter and load it: one record per exporter."""
     say = say or (lambda msg, **_: print(msg, flush=True))
-    work = Path(work_dir)
+    work = Path(work_dir).resolve()
     ckpt = make_random_checkpoint(name, work / f"ckpt-{name}")
     env = dict(os.environ)
     if pythonpath:  # measure another checkout of earn_export (e.g. before a change) with this environment
@@ -175,7 +178,7 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
         cmd = [sys.executable, "-m", "earn_export.cli", "export", str(ckpt), "--out", str(eng),
                "--exporter", exporter, *extra_args]
         say(f"[{name}] export ({exporter}) ...")
-        ex = _child(cmd, env, rss_cap)
+        ex = _child(cmd, env, rss_cap, cwd=work)
         row = {"shape": name, "exporter": exporter, "checkpoint_bytes": ckpt_bytes, "export": ex}
         if ex["rc"] == 0:
             row["engine_bytes"] = _dir_bytes(eng, (".onnx", ".data", ".bin", ".npz", ".npy", ".json", ".txt"))
@@ -185,7 +188,8 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
             loads = []
             for kw in load_kwargs:
                 for attempt in ("first", "again"):
-                    r = _child([sys.executable, "-c", LOAD_SNIPPET, str(eng), json.dumps(kw)], env, rss_cap)
+                    r = _child([sys.executable, "-c", LOAD_SNIPPET, str(eng), json.dumps(kw)], env, rss_cap,
+                               cwd=work)
                     line = [ln for ln in r["output_tail"].splitlines() if ln.startswith("LOAD_S")]
                     loads.append({"kwargs": kw, "attempt": attempt, "rc": r["rc"], "wall_s": r["wall_s"],
                                   "load_s": float(line[-1].split()[1]) if line else None,
