@@ -67,6 +67,10 @@ def register(subparsers) -> None:
     p.add_argument("--e2e-only", action="store_true",
                    help="only the end-to-end row (writes e2e.json / e2e.md); needs --earn-ckpt and --dense-ckpt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--peer", choices=("genai",), default=None,
+                   help="instead of the speed benchmark: time our engines against onnxruntime-genai built from the "
+                        "same dense weights (per-forward prefill and end-to-end beam search, interleaved; needs "
+                        "the optional extra: pip install 'earn-export[genai]')")
     p.add_argument("--export-cost", metavar="SHAPES", default=None,
                    help="instead of the speed benchmark: export and load random full-depth checkpoints of these "
                         "shapes (comma list of bench, qwen2.5-0.5b, llama3.2-1b) and print engine bytes, export "
@@ -114,6 +118,10 @@ def main(args) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.peer == "genai":
+        from .peer_genai import main as peer_main
+
+        return peer_main(args)
     if args.export_cost:
         from .export_cost import run as run_export_cost
 
