@@ -41,7 +41,7 @@ import torch
 
 from .manifest import FORMAT_VERSION, MANIFEST, write_manifest
 from .weights import WEIGHTS_FILE, SharedWeights
-from .wrappers import FORMS, DecodeGraph, PrefillGraph, kv_names
+from .wrappers import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
 
 DEFAULT_OPSET = 18  # the reference form; the fused form needs 23
 FUSED_OPSET = 23
@@ -309,8 +309,9 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
     opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` or
     ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
-    ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``: callable ``(message)`` for CLI progress. Returns the
-    manifest (also written to ``out_dir/manifest.json``).
+    ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``:
+    callable ``(message)`` for CLI progress, or a :class:`.progress.StageBars`. Returns the manifest (also written
+    to ``out_dir/manifest.json``).
     """
     if vocab not in ("items", "full"):
         raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
@@ -368,8 +369,9 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     n, k = model.num_layers, model.split_layer
     kv_dtype = "float16" if fp16 else "float32"
     specs = {g: _io_spec(model, g, vocab_out, kv_dtype) for g in ("prefill", "decode")}
-    prefill = PrefillGraph(model, head_ids, form).eval()
-    decode = DecodeGraph(model, head_ids, form).eval()
+    view = export_view(model, head_ids, form)  # one view for both graphs: the packed QKV weights exist once
+    prefill = PrefillGraph(view=view).eval()
+    decode = DecodeGraph(view=view).eval()
 
     b, nb, p, t = SAMPLE["batch"], SAMPLE["beam"], SAMPLE["prompt_len"], SAMPLE["t"]
     r = model.earn.n_registers if model.earn else 0

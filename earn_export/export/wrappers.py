@@ -177,9 +177,9 @@ class PrefillGraph(nn.Module):
     ``present.{l}`` is ``[B, Hkv, P, D]`` for l < k (prompt KV) and ``[B, Hkv, R, D]`` for l >= k (registers).
     """
 
-    def __init__(self, model, head_token_ids=None, form: str = "reference"):
+    def __init__(self, model=None, head_token_ids=None, form: str = "reference", view=None):
         super().__init__()
-        self.core = export_view(model, head_token_ids, form)
+        self.core = view if view is not None else export_view(model, head_token_ids, form)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         sink: list = []
@@ -196,9 +196,9 @@ class DecodeGraph(nn.Module):
     Outputs: ``logits [B, beam, V_out]`` (fp32 log-softmax), ``generated_present.{l}.key/value`` (t + 1).
     """
 
-    def __init__(self, model, head_token_ids=None, form: str = "reference"):
+    def __init__(self, model=None, head_token_ids=None, form: str = "reference", view=None):
         super().__init__()
-        self.core = export_view(model, head_token_ids, form)
+        self.core = view if view is not None else export_view(model, head_token_ids, form)
 
     def forward(self, input_ids, position_ids, attention_mask, *kv):
         n = self.core.num_layers
