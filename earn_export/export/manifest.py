@@ -136,7 +136,8 @@ def load_manifest(engine_dir, verify="fast") -> dict:
     """Read and check an engine directory's manifest.
 
     ``verify``: ``"fast"`` (default: hash files not verified before, see the module doc), ``"full"`` (hash every
-    file), ``"off"`` (existence only); ``True``/``False`` mean full/off.
+    file), ``"off"`` (existence only, with a warning); ``True``/``False`` mean full/off (``False``: for callers
+    that verified the directory already).
     """
     engine_dir = Path(engine_dir)
     mode = _verify_mode(verify)
@@ -164,7 +165,7 @@ def load_manifest(engine_dir, verify="fast") -> dict:
     if missing:
         raise EngineDirError(f"{engine_dir}: missing files {missing} listed in {MANIFEST} (partial copy?); "
                              f"copy the whole directory again or {fix}")
-    if mode == "off":
+    if verify == "off":  # asked for by the user (--verify off); internal re-reads pass False and stay quiet
         warnings.warn(f"{engine_dir}: file checksums not verified (verify='off')", stacklevel=2)
     verify_files(engine_dir, hashes, mode)
     return manifest
