@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 # quantized engines: minimum mean overlap of the top-K item sets with the fp32 reference (check --min-identical
-# overrides); calibrated on the Beauty checkpoints, see README "Quantized engines"
+# overrides). Provisional: not yet calibrated on the trained Beauty checkpoints (README, "Graph forms ...")
 QUANT_MIN_OVERLAP = {"int8": 0.90, "int4": 0.75}
 
 
