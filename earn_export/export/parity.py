@@ -79,6 +79,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
 
     pre_diff, dec_diff, pre_rel = 0.0, 0.0, 0.0
     identical = tie_equal = 0
+    overlap = 0.0  # mean fraction of the reference's top-K items also in the engine's top-K (quantized engines)
     tol = tie_tolerance if tie_tolerance is not None else (2e-2 if manifest["dtype"] == "float16" else 1e-4)
     mismatches = []
     starts = range(0, len(clean), batch_size)
@@ -115,6 +116,8 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
         # rank-wise score agreement: lists that differ only by swapping items scored within `tol` of each other
         close = np.where(np.isfinite(sb), np.abs(np.nan_to_num(sa - sb, nan=np.inf)), 0.0).max(1) <= tol
         for i in range(len(chunk)):
+            ref_set = {int(x) for x in b[i] if x >= 0}
+            overlap += len(ref_set & {int(x) for x in a[i] if x >= 0}) / max(len(ref_set), 1)
             if np.array_equal(a[i], b[i]):
                 identical += 1
                 tie_equal += 1
@@ -138,6 +141,8 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
         "topk_identical_fraction": identical / u if u else 1.0,
         "tie_tolerance": tol,
         "topk_identical_up_to_ties_fraction": tie_equal / u if u else 1.0,
+        "topk_overlap_mean": overlap / u if u else 1.0,
+        "quantization": (manifest.get("quantization") or {}).get("mode"),
         "users_with_unknown_items_skipped": int((skipped > 0).sum()),
         "mismatches": mismatches,
     }

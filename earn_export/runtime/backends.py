@@ -40,7 +40,7 @@ class OrtBackend:
     """prefill.onnx / decode.onnx in ONNX Runtime sessions (thread-safe ``run``; no per-call state on self)."""
 
     def __init__(self, engine_dir, providers=None, manifest: dict | None = None, session_options=None,
-                 verify: bool = True, provider_options=None):
+                 verify="fast", provider_options=None):
         import onnxruntime as ort
 
         from ..export.manifest import load_manifest
@@ -56,9 +56,18 @@ class OrtBackend:
         opts = session_options or ort.SessionOptions()
         kw = {"provider_options": provider_options} if provider_options is not None else {}
         g = self.manifest["graphs"]
-        self.prefill_session = ort.InferenceSession(str(self.engine_dir / g["prefill"]["file"]), opts,
+        files = {name: g[name]["file"] for name in ("prefill", "decode")}
+        pre = {name: g[name].get("ort_optimized") for name in files}
+        # ONNX Runtime's saved offline optimisation (export --ort-optimize): only for the CPU EP and the exact
+        # onnxruntime version that wrote it, and only with default session options (it is already optimised)
+        if (session_options is None and self.providers == ["CPUExecutionProvider"]
+                and all(e and e.get("onnxruntime") == ort.__version__ for e in pre.values())):
+            files = {name: e["file"] for name, e in pre.items()}
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.graph_files = files
+        self.prefill_session = ort.InferenceSession(str(self.engine_dir / files["prefill"]), opts,
                                                     providers=self.providers, **kw)
-        self.decode_session = ort.InferenceSession(str(self.engine_dir / g["decode"]["file"]), opts,
+        self.decode_session = ort.InferenceSession(str(self.engine_dir / files["decode"]), opts,
                                                    providers=self.providers, **kw)
         self.prefill_outputs = [o.name for o in self.prefill_session.get_outputs()]
         self.decode_outputs = [o.name for o in self.decode_session.get_outputs()]

@@ -14,6 +14,9 @@ def register(sub) -> None:
     i.add_argument("--beam", type=int, default=20)
     i.add_argument("--prompt-len", type=int, default=128)
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    i.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
+                   help="engine file checks: fast (default) hashes files not verified before or changed since "
+                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
     i.set_defaults(func=run_inspect)
 
     r = sub.add_parser("recommend", help="top-K items for item-id histories with an exported engine")
@@ -25,6 +28,9 @@ def register(sub) -> None:
     r.add_argument("--beam", type=int, default=20)
     r.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     r.add_argument("--skip-unknown", action="store_true", help="drop unknown item ids instead of failing")
+    r.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
+                   help="engine file checks: fast (default) hashes files not verified before or changed since "
+                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
     r.set_defaults(func=run_recommend)
 
     d = sub.add_parser("demo", help="train a small EARN model on the embedded synthetic data, export, check, "
@@ -48,7 +54,7 @@ def run_inspect(args) -> int:
     from ..export.manifest import load_manifest
     from ..model.kv_cache import KVShape, kv_report
 
-    man = load_manifest(args.engine_dir, verify=True)
+    man = load_manifest(args.engine_dir, verify=args.verify)
     if args.json:
         print(json.dumps(man, indent=2))
         return 0
@@ -84,7 +90,7 @@ def run_recommend(args) -> int:
         histories += [_parse_history(line) for line in Path(args.histories_file).read_text().splitlines()]
     if not histories:
         raise SystemExit("give at least one --history or --histories-file")
-    rec = Recommender.load(args.engine_dir, backend=args.backend)
+    rec = Recommender.load(args.engine_dir, backend=args.backend, verify=args.verify)
     res = rec.recommend(histories, top_k=args.top_k, beam=args.beam,
                         on_unknown="skip" if args.skip_unknown else "error")
     for u, hist in enumerate(histories):

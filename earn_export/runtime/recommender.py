@@ -77,11 +77,12 @@ class Recommender:
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify: bool = True,
+    def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify="fast",
              batch_size: int = 64, session_options=None, device=None) -> "Recommender":
         """An exported engine directory. ``backend="torch"`` runs the torch reference on the checkpoint the
         engine was exported from (``checkpoint=`` or the manifest's ``source_checkpoint``) with the engine's
-        trie, prompts and output vocabulary."""
+        trie, prompts and output vocabulary. ``verify``: ``"fast"`` (hash only files not verified before),
+        ``"full"`` or ``"off"`` (see ``earn_export.export.manifest``)."""
         from ..export.manifest import EngineDirError, load_manifest
         from .backends import OrtBackend, TorchBackend
 

@@ -83,6 +83,15 @@ def run_eval(args) -> int:
     res = evaluate_checkpoint(args.checkpoint, split=args.split, beam=args.beam, users=args.users,
                               batch_size=args.batch_size, baseline=args.baseline, data_spec=spec,
                               progress=not args.quiet, window=args.window, n_sink=args.sink, keep=args.keep)
+    from ..export.quantize import quantized_engine_reference
+
+    ref_ckpt = None if args.baseline else quantized_engine_reference(args.checkpoint)
+    if ref_ckpt is not None:  # a quantized engine: its accuracy cost against the fp32 checkpoint, same users
+        from ..export.quantize import accuracy_cost
+
+        ref = evaluate_checkpoint(ref_ckpt, split=args.split, beam=args.beam, users=args.users,
+                                  batch_size=args.batch_size, data_spec=spec, progress=not args.quiet)
+        res = {"engine": res, "fp32_reference": ref, "accuracy_cost": accuracy_cost(res, ref)}
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
