@@ -70,10 +70,15 @@ class Recommender:
              batch_size: int = 64, session_options=None, device=None) -> "Recommender":
         """An exported engine directory. ``backend="torch"`` runs the torch reference on the checkpoint the
         engine was exported from (``checkpoint=`` or the manifest's ``source_checkpoint``) with the engine's
-        trie, prompts and output vocabulary."""
+        trie, prompts and output vocabulary. ``backend="cpp"`` returns the C++ runtime
+        (``cpp_runtime.CppRecommender``, same ``recommend``)."""
         from ..export.manifest import EngineDirError, load_manifest
         from .backends import OrtBackend, TorchBackend
 
+        if backend == "cpp":  # libearn (cpp/): same checks, prompts and search, in C++
+            from .cpp_runtime import CppRecommender
+
+            return CppRecommender.load(engine_dir, providers=providers, verify=verify, batch_size=batch_size)
         engine_dir = Path(engine_dir)
         manifest = load_manifest(engine_dir, verify=verify)
         if not manifest.get("trie"):
@@ -93,7 +98,7 @@ class Recommender:
                 model = model.to(device)
             be = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
         else:
-            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
+            raise ValueError(f"backend must be 'onnxruntime', 'cpp' or 'torch', got {backend!r}")
         from ..data.catalog import Trie
 
         trie = Trie.load_npy(engine_dir, manifest["trie"]["prefix"])
