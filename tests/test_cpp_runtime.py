@@ -184,6 +184,14 @@ def test_small_engine_rules_and_batching(cpp, small_engine):
     assert cc.max_history == 5
 
 
+def test_fp16_engine_equal_python(cpp, tmp_path):
+    """fp16 KV (2-byte buffers, FLOAT16 tensors) through the same C++ path."""
+    export_onnx(earn_model("llama", 2), tmp_path, vocab="items", fp16=True, trie=synthetic_trie()[0],
+                exporter="torchscript")
+    py, cc = Recommender.load(tmp_path), Recommender.load(tmp_path, backend="cpp")
+    assert_same(cc.recommend(HISTORIES, top_k=20, beam=20), py.recommend(HISTORIES, top_k=20, beam=20))
+
+
 def test_threads_equal_serial(cpp, small_engine):
     rec = Recommender.load(small_engine, backend="cpp")
     calls = [[HISTORIES[i % len(HISTORIES)], HISTORIES[(i + 1) % len(HISTORIES)]] for i in range(50)]
