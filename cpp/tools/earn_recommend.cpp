@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -246,7 +247,15 @@ int main(int argc, char** argv) {
       print_results(a.histories, rec->recommend(a.histories, a.top_k, a.beam, on_unknown));
       return 0;
     }
-    // --threads N: users split into N contiguous parts, recommended concurrently, printed in input order
+    // --threads N: users split into N contiguous parts, recommended concurrently, printed in input order;
+    // unknown ids are reported first with the users' indices in the whole input
+    if (on_unknown == earn::OnUnknown::kError) {
+      std::map<int64_t, std::vector<int64_t>> unknown;
+      for (size_t u = 0; u < a.histories.size(); ++u)
+        for (int64_t item : a.histories[u])
+          if (!rec->is_known(item)) unknown[static_cast<int64_t>(u)].push_back(item);
+      if (!unknown.empty()) throw earn::UnknownItemError(std::move(unknown));
+    }
     std::vector<earn::Result> parts(static_cast<size_t>(a.threads));
     std::vector<std::vector<std::vector<int64_t>>> inputs(static_cast<size_t>(a.threads));
     const size_t per = (a.histories.size() + a.threads - 1) / a.threads;
