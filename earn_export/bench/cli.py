@@ -66,6 +66,12 @@ def register(subparsers) -> None:
     p.add_argument("--e2e-users", type=int, default=64, help="test users in the end-to-end row (default 64)")
     p.add_argument("--e2e-only", action="store_true",
                    help="only the end-to-end row (writes e2e.json / e2e.md); needs --earn-ckpt and --dense-ckpt")
+    p.add_argument("--cpp-runtime", metavar="ENGINE_DIR", default=None,
+                   help="only compare the C++ runtime with the Python ORT runtime on this engine (per-batch graph vs "
+                        "bookkeeping time, users/s with 1 and 2 threads; earn_export/bench/cpp_runtime.py)")
+    p.add_argument("--cpp-users", type=int, default=256, help="users in the --cpp-runtime comparison (default 256)")
+    p.add_argument("--cpp-request-users", type=int, default=4,
+                   help="users per recommend() call in the --cpp-runtime comparison (default 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--peer", choices=("genai",), default=None,
                    help="instead of the speed benchmark: time our engines against onnxruntime-genai built from the "
@@ -126,6 +132,13 @@ def main(args) -> int:
         from .export_cost import run as run_export_cost
 
         return run_export_cost(args)
+    if args.cpp_runtime:
+        from .cpp_runtime import run_cpp_bench
+
+        run_cpp_bench(args.cpp_runtime, users=args.cpp_users, request_users=args.cpp_request_users,
+                      beam=args.beams[0], top_k=args.beams[0], intra_op_threads=args.ort_threads or 1,
+                      data_dir=args.data_dir)
+        return 0
     from . import report
     from .harness import run_bench
 

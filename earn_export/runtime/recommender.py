@@ -81,11 +81,16 @@ class Recommender:
              batch_size: int = 64, session_options=None, device=None) -> "Recommender":
         """An exported engine directory. ``backend="torch"`` runs the torch reference on the checkpoint the
         engine was exported from (``checkpoint=`` or the manifest's ``source_checkpoint``) with the engine's
-        trie, prompts and output vocabulary. ``verify``: ``"fast"`` (hash only files not verified before),
-        ``"full"`` or ``"off"`` (see ``earn_export.export.manifest``)."""
+        trie, prompts and output vocabulary. ``backend="cpp"`` returns the C++ runtime
+        (``cpp_runtime.CppRecommender``, same ``recommend``). ``verify``: ``"fast"`` (hash only files not verified
+        before), ``"full"`` or ``"off"`` (see ``earn_export.export.manifest``)."""
         from ..export.manifest import EngineDirError, load_manifest
         from .backends import OrtBackend, TorchBackend
 
+        if backend == "cpp":  # libearn (cpp/): same checks, prompts and search, in C++
+            from .cpp_runtime import CppRecommender
+
+            return CppRecommender.load(engine_dir, providers=providers, verify=verify, batch_size=batch_size)
         engine_dir = Path(engine_dir)
         manifest = load_manifest(engine_dir, verify=verify)
         trie = engine_trie(engine_dir, manifest)  # refuses an engine without a trie before loading graphs
@@ -103,7 +108,7 @@ class Recommender:
                 model = model.to(device)
             be = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
         else:
-            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
+            raise ValueError(f"backend must be 'onnxruntime', 'cpp' or 'torch', got {backend!r}")
         return cls.from_engine(engine_dir, manifest, be, batch_size=batch_size, trie=trie)
 
     @classmethod
