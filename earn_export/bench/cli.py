@@ -62,6 +62,11 @@ def register(subparsers) -> None:
     p.add_argument("--e2e-only", action="store_true",
                    help="only the end-to-end row (writes e2e.json / e2e.md); needs --earn-ckpt and --dense-ckpt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--pretrained", metavar="SOURCE", default=None,
+                   help="instead: time convert/export/check and eval-vs-ORT throughput of a real-size model: "
+                        "'smollm2', 'random:qwen2.5-0.5b', an HF dir or a .gguf (see earn_export/bench/pretrained.py)")
+    p.add_argument("--check-users", type=int, default=100, help="--pretrained: users in the check stage (default 100)")
+    p.add_argument("--eval-users", type=int, default=64, help="--pretrained: users in the throughput stage (default 64)")
     p.set_defaults(func=main)
 
 
@@ -96,6 +101,13 @@ def main(args) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.pretrained:
+        from .pretrained import run
+
+        run(args.pretrained, args.data_dir or "../shared/data/amazon-beauty",
+            args.out if args.out != "results/bench" else f"results/pretrained-{args.pretrained.replace(':', '-')}",
+            check_users=args.check_users, eval_users=args.eval_users, split=args.split, reuse=args.reuse_engines)
+        return 0
     from . import report
     from .harness import run_bench
 
