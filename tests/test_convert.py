@@ -24,9 +24,14 @@ SHAPES = {"qwen2.5-0.5b": (qwen25_05b, "qwen2", 512), "llama-3.2-1b": (llama32_1
 
 
 def _pretrained(path, shape, layers=2):
+    """A random-weight "pretrained" checkpoint + BPE tokenizer. Weights are drawn with std 0.1 (not 0.02): with
+    the small init, a 2-layer random model's next-token distribution is nearly uniform, and its top-20 lists
+    are then decided by log-prob gaps far below fp32 resolution (a trained model's are not)."""
     cfg_fn, kind, spare = SHAPES[shape] if shape in SHAPES else shape
     tok = bpe_tokenizer(kind)
-    model = EarnForCausalLM(cfg_fn(layers=layers, vocab=len(tok) + spare), init=False)
+    cfg = cfg_fn(layers=layers, vocab=len(tok) + spare)
+    cfg.initializer_range = 0.1
+    model = EarnForCausalLM(cfg, init=False)
     model.init_weights(seed=0)
     model.save_pretrained(path)
     tok.save_pretrained(str(path))
@@ -74,11 +79,12 @@ def test_prompts_tokens_and_bos_match_the_tokenizer(converted):
 
 
 def test_converted_engine_matches_reference_fp32(converted, tmp_path):
-    _, _, ckpt = converted
+    shape, _, ckpt = converted
     engine = tmp_path / "engine"
     export_onnx(ckpt, engine, vocab="items", exporter="torchscript")
-    rep = check_engine(engine, ckpt, n=24)
-    assert rep["users"] == 24
+    n = 20 if shape == "qwen2.5-0.5b" else 10  # the Llama-1B-shaped layers are 4x the FLOPs: CI time
+    rep = check_engine(engine, ckpt, n=n, batch_size=n)
+    assert rep["users"] == n
     assert rep["topk_identical_fraction"] == 1.0, rep["mismatches"][:2]
     assert rep["prefill_max_abs_diff"] < 1e-4 and rep["decode_max_abs_diff"] < 1e-4
 

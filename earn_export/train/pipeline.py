@@ -255,7 +255,9 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
         model = load_pretrained(ckpt, dtype=getattr(torch, dtype) if dtype else None)
         vocab = eval_vocab(model, vocab)
         head = _item_head(ckpt) if vocab == "items" else None
-        backend = TorchBackend(model.to(resolve_device(device)), head_token_ids=head)
+        dev = resolve_device(device)
+        # CUDA: decode steps as CUDA graphs (eval searches batch after batch, one at a time)
+        backend = TorchBackend(model.to(dev), head_token_ids=head, cuda_graphs=dev.startswith("cuda"))
         n_layers, k = model.num_layers, model.split_layer
     prompts = PromptBuilder.load(ckpt)
     max_history = prompts.max_history
