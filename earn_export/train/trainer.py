@@ -180,7 +180,6 @@ def _validation_callback(validator: Validator, patience: int, eval_steps: int | 
             self.best_step = None
             self.bad = 0
             self.history = []
-            self.model = None
 
         def validate(self, state, control=None):
             res = validator.run()
