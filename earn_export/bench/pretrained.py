@@ -89,7 +89,6 @@ def throughput(ckpt: Path, engine: Path, users: int, batch_size: int = 64) -> di
     trie, prompts = Trie.load(ckpt / "trie.npz"), PromptBuilder.load(ckpt)
     metrics = evaluate(backend, trie, prompts, ex, beam=20, batch_size=batch_size)
     torch_s = metrics["seconds"]
-    ort_m = {}
     from ..search.metrics import evaluate_rankings
 
     ranked = np.empty_like(ort_items)
@@ -119,8 +118,9 @@ def run(source: str, data_dir: str, out_dir: str, check_users: int = 100, eval_u
     if not (reuse and (engine / "manifest.json").is_file()):
         rows.append(_stage("export", ["export", str(ckpt), "--out", str(engine), "--exporter", "torchscript"],
                            out / "export.log"))
-    rows.append(_stage("check", ["check", str(engine), "--users", str(check_users), "--out",
-                                 str(out / "check.json")], out / "check.log"))
+    if not (reuse and (out / "check.json").is_file()):
+        rows.append(_stage("check", ["check", str(engine), "--users", str(check_users), "--out",
+                                     str(out / "check.json")], out / "check.log"))
     manifest = json.loads((engine / "manifest.json").read_text())
     sizes = {p.name: p.stat().st_size for p in engine.iterdir() if p.name.startswith(("prefill.onnx", "decode.onnx"))}
     check = json.loads((out / "check.json").read_text()) if (out / "check.json").is_file() else {}
@@ -131,11 +131,14 @@ def run(source: str, data_dir: str, out_dir: str, check_users: int = 100, eval_u
                                                    "decode_max_abs_diff", "workers")},
               "load_average_1min": os.getloadavg()[0], "cores": os.cpu_count()}
     print(f"  graphs: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in sorted(sizes.items())), flush=True)
+    prev = out / "bench_pretrained.json"
+    if reuse and prev.is_file():  # keep the stage rows of the run that built the engine
+        result["stages"] = json.loads(prev.read_text()).get("stages", []) + rows
     result["throughput"] = throughput(ckpt, engine, eval_users)
     t = result["throughput"]
     print(f"  eval throughput on {t['users']} users: torch reference {t['torch_eval_users_per_s']:.2f} users/s, "
           f"ORT runtime {t['ort_users_per_s']:.2f} users/s -> eval/ORT time {t['torch_eval_over_ort_time']:.2f}x "
-          f"(identical top-20 lists {t['identical_top20_lists']:.0%})", flush=True)
+          f"(recall@20 torch {t['recall@20_torch']:.4f} / ORT {t['recall@20_ort']:.4f})", flush=True)
     (out / "bench_pretrained.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"  wrote {out / 'bench_pretrained.json'}")
     return result

@@ -202,7 +202,8 @@ def _validation_callback(validator: Validator, patience: int, eval_steps: int | 
                 self.validate(state, control)
 
         def on_epoch_end(self, args, state, control, **kw):
-            if not eval_steps and not control.should_training_stop:
+            # also when training is stopping (last epoch, or the time budget cut it): that pass is the final one
+            if not eval_steps:
                 self.validate(state, control)
 
     return Validation()
