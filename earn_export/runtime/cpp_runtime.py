@@ -70,6 +70,18 @@ class CppRecommender:
         self.max_history = native.max_history
         self.batch_size = native.batch_size
         self.providers = list(native.providers)
+        self._known_items = None
+
+    @property
+    def known_items(self) -> frozenset:
+        """The catalog's item ids (read once from the engine's trie arrays): servers check requests against it
+        before they reach libearn, as for the Python ``Recommender``."""
+        if self._known_items is None:
+            from .recommender import engine_trie
+
+            trie = engine_trie(self.engine_dir, self.manifest)
+            self._known_items = frozenset(int(i) for i in trie.item_paths())
+        return self._known_items
 
     @classmethod
     def load(cls, engine_dir, providers=None, verify="full", batch_size: int = 64,

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import MODEL_NAME
+from ..export.manifest import runtime_files
 from .served_model import OPTIONS_PARAMETER, ServeOptions, model_config
 
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python-onnxruntime")
@@ -138,7 +139,7 @@ def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxru
     (version / "model.py").write_text(BLS_PY.format(root=root, cls="TritonPythonModel"))
     small = version / "engine"
     small.mkdir()
-    for name in ["manifest.json", manifest["trie"], *(manifest.get("aux_files") or [])]:
+    for name in ["manifest.json", *runtime_files(manifest)]:
         if name and (engine_dir / name).is_file():
             (small / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(engine_dir / name, small / name)
@@ -192,7 +193,7 @@ def validate_repository(repo, engine_dir) -> dict:
     opts = json.loads(bls.parameters[OPTIONS_PARAMETER].string_value)
     version = repo / MODEL_NAME / "1"
     compile((version / "model.py").read_text(), str(version / "model.py"), "exec")  # a syntax error fails here
-    for name in ("manifest.json", manifest["trie"]):
+    for name in ("manifest.json", *runtime_files(manifest)):
         if not (version / "engine" / name).is_file():
             raise TritonRepoError(f"{version / 'engine'}: {name} missing; write the repository again")
     report["models"][MODEL_NAME] = {"backend": bls.backend, "max_batch_size": bls.max_batch_size,
