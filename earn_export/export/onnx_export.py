@@ -136,11 +136,13 @@ def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
 
 
 def _export_graph(module, args, path: Path, names_in, names_out, dynamic_axes: dict, dynamo_shapes,
-                  opset: int, exporter: str) -> str:
-    """Export one graph with the chosen exporter; returns the exporter actually used."""
+                  opset: int, exporter: str, custom_ops=None) -> str:
+    """Export one graph with the chosen exporter; returns the exporter actually used. ``custom_ops``:
+    ``which -> extra torch.onnx.export kwargs`` for graphs with custom-op nodes (earn_export.ops.onnx_emit)."""
     errors = []
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     for which in order:
+        extra = custom_ops(which) if custom_ops else {}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -149,11 +151,11 @@ def _export_graph(module, args, path: Path, names_in, names_out, dynamic_axes: d
                     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
                     torch.onnx.export(module, args, str(path), dynamo=True, input_names=names_in,
                                       output_names=names_out, dynamic_shapes=dynamo_shapes,
-                                      opset_version=opset, verbose=False)
+                                      opset_version=opset, verbose=False, **extra)
                 else:
                     torch.onnx.export(module, args, str(path), dynamo=False, input_names=names_in,
                                       output_names=names_out, dynamic_axes=dynamic_axes, opset_version=opset,
-                                      do_constant_folding=True)
+                                      do_constant_folding=True, **extra)
             return which
         except Exception as exc:  # noqa: BLE001 - report both exporters' errors below
             errors.append(f"{which}: {type(exc).__name__}: {str(exc)[:2000]}")
@@ -267,7 +269,7 @@ def _trie_tokens(trie_path: Path) -> np.ndarray:
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int = DEFAULT_OPSET,
                 item_token_ids=None, trie=None, exporter: str = "auto",
                 external_data_threshold: int = EXTERNAL_DATA_THRESHOLD, max_prompt_len: int | None = None,
-                progress=None) -> dict:
+                progress=None, attention: str = "onnx") -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json (+ trie.npz and the checkpoint's small files).
 
     ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory.
@@ -275,8 +277,13 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     ``trie``: Trie object (``.save``), trie.npz path, dict of CSR arrays, or None (checkpoint's trie.npz, or
     built from its item catalog by ``earn_export.data``). ``external_data_threshold``: bytes of weights above
     which graphs are saved with one external-data file each (``prefill.onnx.data``). ``progress``: callable
-    ``(message)`` for CLI progress. Returns the manifest (also written to ``out_dir/manifest.json``).
+    ``(message)`` for CLI progress. ``attention``: ``"onnx"`` (decode attention as standard ops) or ``"plugin"``
+    (one ``earn::CompactedAttention`` node per layer, earn_export.ops). Returns the manifest (also written to
+    ``out_dir/manifest.json``).
     """
+    from ..ops import attention_export
+
+    attention_export.check_mode(attention)
     if vocab not in ("items", "full"):
         raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
     if exporter not in EXPORTERS:
@@ -336,10 +343,14 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             say(f"exporting {graph}.onnx")
             spec = specs[graph]
             tmp_path = Path(tmp) / f"{graph}.onnx"
-            used[graph] = _export_graph(
-                module, args, tmp_path, [io["name"] for io in spec["inputs"]],
-                [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
-                opset, exporter)
+            plugin = attention_export.uses_plugin(attention, graph)
+            with attention_export.tracing(plugin):
+                used[graph] = _export_graph(
+                    module, args, tmp_path, [io["name"] for io in spec["inputs"]],
+                    [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
+                    opset, exporter, attention_export.exporter_kwargs if plugin else None)
+            if plugin:
+                attention_export.finish_graph(tmp_path, spec, n)
             say(f"saving {graph}.onnx")
             written += _finalize(tmp_path, out_dir, f"{graph}.onnx", external_data_threshold, meta)
 
@@ -371,6 +382,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "logits_dtype": "float32",
         "opset": opset,
         "exporter": used,
+        "attention": attention_export.manifest_entry(attention),
         "graphs": {
             g: {"file": f"{g}.onnx",
                 "external_data": f"{g}.onnx.data" if f"{g}.onnx.data" in written else None,
