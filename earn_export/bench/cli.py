@@ -62,6 +62,9 @@ def register(subparsers) -> None:
     p.add_argument("--e2e-only", action="store_true",
                    help="only the end-to-end row (writes e2e.json / e2e.md); needs --earn-ckpt and --dense-ckpt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--attention", choices=("onnx", "plugin"), default="onnx",
+                   help="plugin: instead of the default benchmark, time EARN decode with the earn::CompactedAttention "
+                        "custom op against the plain graph on ONNX Runtime CPU (writes attention.json/.md)")
     p.set_defaults(func=main)
 
 
@@ -105,6 +108,17 @@ def main(args) -> int:
     except ValueError as exc:
         print(f"earn-export bench: {exc}", file=sys.stderr)
         return 2
+    if args.attention == "plugin":
+        from .attention import markdown, run_attention_bench
+
+        try:
+            result = run_attention_bench(cfg, progress=not args.quiet)
+        except ValueError as exc:
+            print(f"earn-export bench: {exc}", file=sys.stderr)
+            return 2
+        print()
+        print(markdown(result))
+        return 0
     if args.e2e_only:
         from .harness import run_e2e_only
 

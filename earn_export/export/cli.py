@@ -16,6 +16,10 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=18)
     p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
                    help="torch.onnx exporter (auto: dynamo, falling back to TorchScript)")
+    p.add_argument("--attention", default="onnx", choices=["onnx", "plugin"],
+                   help="decode attention: onnx = standard ops (default); plugin = one earn::CompactedAttention node "
+                        "per layer (ONNX Runtime: libearn_ort_ops.so from `make plugins`, loaded automatically; "
+                        "TensorRT: earn-export build --plugins)")
     p.set_defaults(func=run_export)
 
     c = sub.add_parser("check", help="parity of an engine dir with its torch reference checkpoint")
@@ -47,11 +51,12 @@ def run_export(args) -> int:
         bar.update(1)
 
     manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
-                           exporter=args.exporter, progress=progress)
+                           exporter=args.exporter, progress=progress, attention=args.attention)
     bar.close()
     m = manifest["model"]
     print(f"wrote {args.out}: prefill.onnx + decode.onnx ({manifest['dtype']}, vocab={manifest['vocab']['mode']} "
-          f"[{manifest['vocab']['vocab_out']}], exporter={manifest['exporter']}), k={m['split_layer']} of "
+          f"[{manifest['vocab']['vocab_out']}], exporter={manifest['exporter']}, attention={args.attention}), "
+          f"k={m['split_layer']} of "
           f"{m['num_layers']} layers, {m['n_registers']} registers")
     return 0
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
-from .compacted_attention import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, emit_op
-from .onnx_emit import annotate_outputs, exporter_kwargs, plugin_nodes  # noqa: F401 - exporter_kwargs re-exported
+from .contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE
 
 MODES = ("onnx", "plugin")
 
@@ -27,7 +26,18 @@ def uses_plugin(attention: str, graph: str) -> bool:
 
 def tracing(plugin: bool):
     """Context for tracing one graph: the custom op stays opaque (one node per layer) when ``plugin``."""
-    return emit_op() if plugin else contextlib.nullcontext()
+    if not plugin:
+        return contextlib.nullcontext()
+    from .compacted_attention import emit_op
+
+    return emit_op()
+
+
+def exporter_kwargs(exporter: str) -> dict:
+    """Extra ``torch.onnx.export`` arguments that make ``exporter`` emit the custom op."""
+    from .onnx_emit import exporter_kwargs as kwargs
+
+    return kwargs(exporter)
 
 
 def finish_graph(path, spec: dict, num_layers: int) -> None:
@@ -35,6 +45,7 @@ def finish_graph(path, spec: dict, num_layers: int) -> None:
     import onnx
 
     from ..export.onnx_export import ExportError
+    from .onnx_emit import annotate_outputs, plugin_nodes
 
     annotate_outputs(path, spec)
     nodes = plugin_nodes(onnx.load(str(path), load_external_data=False))

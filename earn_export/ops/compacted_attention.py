@@ -25,11 +25,7 @@ import contextvars
 
 import torch
 
-OP_NAME = "CompactedAttention"  # ONNX op type = TensorRT plugin name
-OP_DOMAIN = "earn"  # ONNX domain (ONNX Runtime registers the op in it)
-OP_VERSION = "1"  # plugin_version: bump on any change of inputs, outputs or attributes
-PLUGIN_NAMESPACE = "earn"  # plugin_namespace: TensorRT registry namespace of the creator
-TORCH_OP = "earn::compacted_attention"
+from .contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, TORCH_OP  # noqa: F401 - re-exported
 
 _EMIT_OP = contextvars.ContextVar("earn_emit_compacted_attention", default=False)
 

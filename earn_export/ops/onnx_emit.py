@@ -14,11 +14,9 @@ onnxscript function passed as ``custom_translation_table``. Neither exporter kno
 
 from __future__ import annotations
 
-from .compacted_attention import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, TORCH_OP
+from .contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, TORCH_OP
 
 CUSTOM_OPSETS = {OP_DOMAIN: 1}
-FIELDS = ("num_heads", "num_kv_heads", "head_dim", "scale")  # what the TensorRT creator declares
-LOOKUP_ATTRIBUTES = ("plugin_version", "plugin_namespace")  # what the TensorRT ONNX parser consumes
 _registered = False
 
 

@@ -9,6 +9,7 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -31,15 +32,44 @@ namespace
 
 using earn::AttentionShape;
 
-bool cpu_has_avx2()
+enum class Isa
 {
-#if defined(EARN_HAVE_AVX2_KERNEL) && (defined(__x86_64__) || defined(__i386__))
-    static bool const ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-        && __builtin_cpu_supports("f16c");
-    return ok;
+    kGeneric,
+    kAvx2,
+    kAvx512,
+};
+
+char const* isa_name(Isa isa)
+{
+    return isa == Isa::kAvx512 ? "avx512" : (isa == Isa::kAvx2 ? "avx2" : "generic");
+}
+
+Isa best_isa()
+{
+#if defined(EARN_HAVE_X86_KERNELS)
+    static Isa const best = __builtin_cpu_supports("avx512f") ? Isa::kAvx512
+        : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        ? Isa::kAvx2
+        : Isa::kGeneric;
+    return best;
 #else
-    return false;
+    return Isa::kGeneric;
 #endif
+}
+
+// The kernel copy a new session's nodes use: the best the CPU runs, or EARN_ORT_OPS_KERNEL=generic|avx2|avx512
+// (capped at what the CPU runs; the tests run every copy).
+Isa choose_isa()
+{
+    Isa const best = best_isa();
+    char const* force = std::getenv("EARN_ORT_OPS_KERNEL");
+    if (force == nullptr)
+    {
+        return best;
+    }
+    std::string const f = force;
+    Isa const want = f == "avx512" ? Isa::kAvx512 : (f == "avx2" ? Isa::kAvx2 : Isa::kGeneric);
+    return static_cast<int>(want) < static_cast<int>(best) ? want : best;
 }
 
 std::string shape_str(std::vector<int64_t> const& s)
@@ -109,7 +139,7 @@ struct Work
     earn::cpu::Inputs<T> in;
     float* scratch;
     size_t stride;
-    bool avx2;
+    Isa isa;
 };
 
 template <typename T>
@@ -121,11 +151,15 @@ void run_item(void* data, size_t item)
     float* scratch = w->scratch + item * w->stride;
     if constexpr (std::is_same_v<T, float>)
     {
-        (w->avx2 ? earn::cpu::avx2::attend_f32 : earn::cpu::generic::attend_f32)(w->shape, w->in, b, kv, scratch);
+        auto fn = w->isa == Isa::kAvx512 ? earn::cpu::avx512::attend_f32
+            : (w->isa == Isa::kAvx2 ? earn::cpu::avx2::attend_f32 : earn::cpu::generic::attend_f32);
+        fn(w->shape, w->in, b, kv, scratch);
     }
     else
     {
-        (w->avx2 ? earn::cpu::avx2::attend_f16 : earn::cpu::generic::attend_f16)(w->shape, w->in, b, kv, scratch);
+        auto fn = w->isa == Isa::kAvx512 ? earn::cpu::avx512::attend_f16
+            : (w->isa == Isa::kAvx2 ? earn::cpu::avx2::attend_f16 : earn::cpu::generic::attend_f16);
+        fn(w->shape, w->in, b, kv, scratch);
     }
 }
 
@@ -135,9 +169,11 @@ struct Kernel
 {
     using Elem = std::conditional_t<std::is_same_v<T, float>, float, uint16_t>;
     Attributes attr;
+    Isa isa;
 
     explicit Kernel(OrtKernelInfo const* info)
         : attr(read_attributes(info))
+        , isa(choose_isa())
     {
     }
 
@@ -220,11 +256,17 @@ struct Kernel
         w.in.out = reinterpret_cast<Elem*>(out.GetTensorMutableData<T>());
         size_t const items = static_cast<size_t>(sh.batch * sh.kv_heads);
         w.stride = earn::cpu::scratch_layout(sh).total;
-        std::unique_ptr<float[]> scratch(new float[w.stride * items + 16]);
+        // per calling thread, kept between calls: a fresh allocation of this size would be mmap'ed and page-faulted
+        // on every call (one Compute runs per thread at a time; the work items get disjoint slices)
+        thread_local std::vector<float> scratch;
+        if (scratch.size() < w.stride * items + 16)
+        {
+            scratch.resize(w.stride * items + 16);
+        }
         // 64-byte align the base (the layout keeps every buffer a multiple of 16 floats)
-        auto base = reinterpret_cast<uintptr_t>(scratch.get());
+        auto base = reinterpret_cast<uintptr_t>(scratch.data());
         w.scratch = reinterpret_cast<float*>((base + 63) & ~uintptr_t{63});
-        w.avx2 = cpu_has_avx2();
+        w.isa = isa;
         ctx.ParallelFor(run_item<Elem>, items, 0, &w);
     }
 };
@@ -323,11 +365,12 @@ EARN_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options
     }
 }
 
-// What this library implements, for the Python loader's checks (no ONNX Runtime call needed).
+// What this library implements, for the Python loader's checks (no ONNX Runtime call needed); "kernel" is the copy
+// that sessions created at the first call use.
 EARN_EXPORT char const* EarnOrtOpsInfo()
 {
     static std::string const info = std::string("{\"op\": \"") + earn::kOpName + "\", \"domain\": \"" + earn::kOpDomain
         + "\", \"op_version\": \"" + earn::kPluginVersion + "\", \"types\": [\"float32\", \"float16\"], \"kernel\": \""
-        + (cpu_has_avx2() ? "avx2" : "generic") + "\"}";
+        + isa_name(choose_isa()) + "\"}";
     return info.c_str();
 }

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #if defined(__F16C__)
 #include <immintrin.h>
@@ -34,12 +35,23 @@ namespace EARN_CPU_ISA
 namespace
 {
 
-typedef float f8 __attribute__((vector_size(32)));
-typedef float f8u __attribute__((vector_size(32), __aligned__(4), __may_alias__)); // unaligned loads/stores
-typedef int32_t i8 __attribute__((vector_size(32)));
+// EARN_CPU_LANES floats per vector: 16 in the AVX-512 copy, 8 otherwise (GCC vector extensions: the compiler
+// maps them to the instruction set of the translation unit).
+#ifndef EARN_CPU_LANES
+#define EARN_CPU_LANES 8
+#endif
+constexpr int kLanes = EARN_CPU_LANES;
+typedef float f8 __attribute__((vector_size(4 * kLanes)));
+typedef float f8u __attribute__((vector_size(4 * kLanes), __aligned__(4), __may_alias__)); // unaligned access
+typedef int32_t i8 __attribute__((vector_size(4 * kLanes)));
 
-constexpr int kLanes = 8;
-constexpr int kVecs = kKeyBlock / kLanes;
+constexpr int kVecs = kKeyBlock / kLanes; // vectors of one query's block scores
+constexpr int kChunkDims = 32;             // P.V runs over the head dim in chunks of 32 floats
+constexpr int kChunkVecs = kChunkDims / kLanes;
+// queries per block pass: their scores and outputs stay in registers (16 ymm: 2 queries x 4 vectors; 32 zmm:
+// 8 queries x 2 vectors), and each loaded key/value vector serves all of them
+constexpr int kPairQueries = kLanes == 16 ? 8 : 2;
+static_assert(kKeyBlock % kLanes == 0 && kChunkDims % kLanes == 0, "block sizes must be whole vectors");
 
 inline f8 load8(float const* p)
 {
@@ -51,12 +63,19 @@ inline void store8(float* p, f8 v)
     *reinterpret_cast<f8u*>(p) = v;
 }
 
-inline f8 splat(float x)
+template <size_t... I>
+inline f8 splat_lanes(float x, std::index_sequence<I...>)
 {
-    return f8{x, x, x, x, x, x, x, x};
+    return f8{((void)I, x)...};
 }
 
-// exp(x) for 8 floats (Cephes expf polynomial, ~1 ulp); exactly 0 below -87.3 (and for -inf).
+// one vbroadcastss (f8{} + x would add 0.0f, which is no identity for -0.0f; a lane loop becomes lane inserts)
+inline f8 splat(float x)
+{
+    return splat_lanes(x, std::make_index_sequence<kLanes>{});
+}
+
+// exp(x) lane-wise (Cephes expf polynomial, ~1 ulp); exactly 0 below -87.3 (and for -inf).
 inline f8 exp8(f8 x)
 {
     f8 const lo = splat(-87.33654475f);
@@ -80,24 +99,39 @@ inline f8 exp8(f8 x)
     return dead ? splat(0.f) : y;
 }
 
+template <int Step>
+inline f8 fold(f8 v, bool is_max)
+{
+    // lanes i and i ^ Step combined: log2(kLanes) steps reduce a vector to its lane 0
+    i8 idx;
+    for (int i = 0; i < kLanes; ++i)
+    {
+        idx[i] = i ^ Step;
+    }
+    f8 const w = __builtin_shuffle(v, idx);
+    return is_max ? (v > w ? v : w) : v + w;
+}
+
+inline float hreduce(f8 v, bool is_max)
+{
+    if constexpr (kLanes == 16)
+    {
+        v = fold<8>(v, is_max);
+    }
+    v = fold<4>(v, is_max);
+    v = fold<2>(v, is_max);
+    v = fold<1>(v, is_max);
+    return v[0];
+}
+
 inline float hmax8(f8 v)
 {
-    float m = v[0];
-    for (int i = 1; i < kLanes; ++i)
-    {
-        m = v[i] > m ? v[i] : m;
-    }
-    return m;
+    return hreduce(v, true);
 }
 
 inline float hsum8(f8 v)
 {
-    float s = 0.f;
-    for (int i = 0; i < kLanes; ++i)
-    {
-        s += v[i];
-    }
-    return s;
+    return hreduce(v, false);
 }
 
 // --- element conversion -------------------------------------------------------------------------------------
@@ -142,42 +176,136 @@ inline void store_row(float const* src, uint16_t* dst, int n)
     }
 }
 
-// acc[0..D) += p * v[0..D): DT > 0 is the compile-time head dim (kept in registers), 0 = any D.
-template <int DT>
-inline void axpy_rows(float* acc, float const* vb, float const* p, int nk, int d_rt)
+// One block of shared keys for QB (<= kPairQueries) queries m0.. : scores (keys in lanes), online-softmax update,
+// then acc = acc * correction + P.V. The QB queries share every load of a key or value vector (register blocking);
+// DT > 0 is the compile-time head dim (P.V in chunks of 32 dims kept in registers), 0 = any D (plain loops).
+template <int DT, int QB>
+inline void block_queries(int m0, float const* q, float* acc, float* mx, float* sum, float const* kt, float const* vb,
+    float const* bias_blk, float* p, int nk, int d_rt, float scale)
 {
-    if constexpr (DT > 0 && DT % kLanes == 0)
+    int const D = DT > 0 ? DT : d_rt;
+    f8 sc[QB][kVecs];
+    #pragma GCC unroll 16
+    for (int i = 0; i < QB; ++i)
     {
-        constexpr int V = DT / kLanes;
-        f8 a[V];
-        for (int v = 0; v < V; ++v)
+        #pragma GCC unroll 16
+        for (int v = 0; v < kVecs; ++v)
         {
-            a[v] = load8(acc + v * kLanes);
+            sc[i][v] = splat(0.f);
         }
-        for (int j = 0; j < nk; ++j)
+    }
+    for (int d = 0; d < D; ++d)
+    {
+        float const* kd = kt + d * kKeyBlock;
+        f8 k[kVecs];
+        #pragma GCC unroll 16
+        for (int v = 0; v < kVecs; ++v)
         {
-            f8 const pj = splat(p[j]);
-            float const* row = vb + j * DT;
-            for (int v = 0; v < V; ++v)
+            k[v] = load8(kd + v * kLanes);
+        }
+        #pragma GCC unroll 16
+        for (int i = 0; i < QB; ++i)
+        {
+            f8 const qd = splat(q[(m0 + i) * D + d]);
+            #pragma GCC unroll 16
+            for (int v = 0; v < kVecs; ++v)
             {
-                a[v] += pj * load8(row + v * kLanes);
+                sc[i][v] += qd * k[v];
             }
         }
-        for (int v = 0; v < V; ++v)
+    }
+    float corr[QB];
+    #pragma GCC unroll 16
+    for (int i = 0; i < QB; ++i)
+    {
+        int const m = m0 + i;
+        f8 bmax = splat(-INFINITY);
+        #pragma GCC unroll 16
+        for (int v = 0; v < kVecs; ++v)
         {
-            store8(acc + v * kLanes, a[v]);
+            sc[i][v] = sc[i][v] * scale + load8(bias_blk + v * kLanes);
+            bmax = sc[i][v] > bmax ? sc[i][v] : bmax;
+        }
+        float const tile_max = hmax8(bmax);
+        float const new_max = mx[m] > tile_max ? mx[m] : tile_max;
+        corr[i] = rescale_factor(mx[m], new_max);
+        f8 psum = splat(0.f);
+        #pragma GCC unroll 16
+        for (int v = 0; v < kVecs; ++v)
+        {
+            f8 const e = exp8(sc[i][v] - new_max);
+            psum += e;
+            store8(p + i * kKeyBlock + v * kLanes, e);
+        }
+        sum[m] = sum[m] * corr[i] + hsum8(psum);
+        mx[m] = new_max;
+    }
+    if constexpr (DT > 0 && DT % kChunkDims == 0)
+    {
+        for (int c = 0; c < DT; c += kChunkDims)
+        {
+            f8 a[QB][kChunkVecs];
+            #pragma GCC unroll 16
+            for (int i = 0; i < QB; ++i)
+            {
+                f8 const ci = splat(corr[i]);
+                #pragma GCC unroll 16
+                for (int v = 0; v < kChunkVecs; ++v)
+                {
+                    a[i][v] = load8(acc + (m0 + i) * DT + c + v * kLanes) * ci;
+                }
+            }
+            for (int j = 0; j < nk; ++j)
+            {
+                f8 vv[kChunkVecs];
+                #pragma GCC unroll 16
+                for (int v = 0; v < kChunkVecs; ++v)
+                {
+                    vv[v] = load8(vb + j * DT + c + v * kLanes);
+                }
+                #pragma GCC unroll 16
+                for (int i = 0; i < QB; ++i)
+                {
+                    f8 const pj = splat(p[i * kKeyBlock + j]);
+                    #pragma GCC unroll 16
+                    for (int v = 0; v < kChunkVecs; ++v)
+                    {
+                        a[i][v] += pj * vv[v];
+                    }
+                }
+            }
+            #pragma GCC unroll 16
+            for (int i = 0; i < QB; ++i)
+            {
+                #pragma GCC unroll 16
+                for (int v = 0; v < kChunkVecs; ++v)
+                {
+                    store8(acc + (m0 + i) * DT + c + v * kLanes, a[i][v]);
+                }
+            }
         }
     }
     else
     {
-        int const D = DT > 0 ? DT : d_rt;
-        for (int j = 0; j < nk; ++j)
+        #pragma GCC unroll 16
+        for (int i = 0; i < QB; ++i)
         {
-            float const pj = p[j];
-            float const* row = vb + j * D;
-            for (int d = 0; d < D; ++d)
+            float* am = acc + (m0 + i) * D;
+            if (corr[i] != 1.f)
             {
-                acc[d] += pj * row[d];
+                for (int d = 0; d < D; ++d)
+                {
+                    am[d] *= corr[i];
+                }
+            }
+            for (int j = 0; j < nk; ++j)
+            {
+                float const pj = p[i * kKeyBlock + j];
+                float const* row = vb + j * D;
+                for (int d = 0; d < D; ++d)
+                {
+                    am[d] += pj * row[d];
+                }
             }
         }
     }
@@ -202,7 +330,7 @@ void attend_head(AttentionShape const& sh, Inputs<T> const& in, int64_t b, int64
     float* vb = scratch + L.vb;    // [kKeyBlock][D]
     float* row = scratch + L.row;  // [D]
     float* bias_blk = scratch + L.bias; // [kKeyBlock]
-    float* p = scratch + L.p;      // [kKeyBlock]
+    float* p = scratch + L.p;      // [<= 8][kKeyBlock] probabilities of the queries of one pass
     int32_t* idx = reinterpret_cast<int32_t*>(scratch + L.idx); // [kKeyBlock]
 
     for (int j = 0; j < NB; ++j)
@@ -252,49 +380,28 @@ void attend_head(AttentionShape const& sh, Inputs<T> const& in, int64_t b, int64
             }
             bias_blk[j] = -INFINITY;
         }
-        for (int m = 0; m < M; ++m)
+        int m = 0;
+        for (; m + kPairQueries <= M; m += kPairQueries)
         {
-            f8 sc[kVecs];
-            for (int v = 0; v < kVecs; ++v)
+            block_queries<DT, kPairQueries>(m, q, acc, mx, sum, kt, vb, bias_blk, p, nk, D, scale);
+        }
+        if constexpr (kPairQueries > 4)
+        {
+            for (; m + 4 <= M; m += 4)
             {
-                sc[v] = splat(0.f);
+                block_queries<DT, 4>(m, q, acc, mx, sum, kt, vb, bias_blk, p, nk, D, scale);
             }
-            float const* qm = q + m * D;
-            for (int d = 0; d < D; ++d)
+        }
+        if constexpr (kPairQueries > 2)
+        {
+            for (; m + 2 <= M; m += 2)
             {
-                f8 const qd = splat(qm[d]);
-                float const* kd = kt + d * kKeyBlock;
-                for (int v = 0; v < kVecs; ++v)
-                {
-                    sc[v] += qd * load8(kd + v * kLanes);
-                }
+                block_queries<DT, 2>(m, q, acc, mx, sum, kt, vb, bias_blk, p, nk, D, scale);
             }
-            f8 bmax = splat(-INFINITY);
-            for (int v = 0; v < kVecs; ++v)
-            {
-                sc[v] = sc[v] * scale + load8(bias_blk + v * kLanes);
-                bmax = sc[v] > bmax ? sc[v] : bmax;
-            }
-            float const new_max = mx[m] > hmax8(bmax) ? mx[m] : hmax8(bmax);
-            float const corr = rescale_factor(mx[m], new_max);
-            f8 psum = splat(0.f);
-            for (int v = 0; v < kVecs; ++v)
-            {
-                f8 const e = exp8(sc[v] - new_max);
-                psum += e;
-                store8(p + v * kLanes, e);
-            }
-            float* am = acc + m * D;
-            if (corr != 1.f)
-            {
-                for (int d = 0; d < D; ++d)
-                {
-                    am[d] *= corr;
-                }
-            }
-            sum[m] = sum[m] * corr + hsum8(psum);
-            mx[m] = new_max;
-            axpy_rows<DT>(am, vb, p, nk, D);
+        }
+        for (; m < M; ++m)
+        {
+            block_queries<DT, 1>(m, q, acc, mx, sum, kt, vb, bias_blk, p, nk, D, scale);
         }
     }
 

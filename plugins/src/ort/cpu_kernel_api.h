@@ -11,7 +11,7 @@ namespace earn
 namespace cpu
 {
 
-constexpr int kKeyBlock = 64; // shared keys per block: the scores of one query for a block fill 8 AVX registers
+constexpr int kKeyBlock = 32; // shared keys per block: K and V blocks (2 x 32 x D floats) stay in L1
 
 template <typename T>
 struct Inputs
@@ -51,7 +51,7 @@ static inline ScratchLayout scratch_layout(AttentionShape const& sh)
     L.vb = take(K * D);
     L.row = take(D);
     L.bias = take(K);
-    L.p = take(K);
+    L.p = take(8 * K); // up to 8 queries per block pass
     L.idx = take(K); // int32 stored in float slots
     L.total = at;
     return L;
@@ -63,6 +63,11 @@ namespace avx2
 void attend_f32(AttentionShape const& sh, Inputs<float> const& in, int64_t b, int64_t kv, float* scratch);
 void attend_f16(AttentionShape const& sh, Inputs<uint16_t> const& in, int64_t b, int64_t kv, float* scratch);
 } // namespace avx2
+namespace avx512
+{
+void attend_f32(AttentionShape const& sh, Inputs<float> const& in, int64_t b, int64_t kv, float* scratch);
+void attend_f16(AttentionShape const& sh, Inputs<uint16_t> const& in, int64_t b, int64_t kv, float* scratch);
+} // namespace avx512
 namespace generic
 {
 void attend_f32(AttentionShape const& sh, Inputs<float> const& in, int64_t b, int64_t kv, float* scratch);
