@@ -4,11 +4,11 @@
 
 Needs a CUDA GPU, nvcc and a CUDA build of torch (the CPU-only torch of `make install` cannot run it). It
 1. binds plugins/src/cuda/compacted_attention.cu into PyTorch (torch.utils.cpp_extension, about 1-3 minutes);
-2. compares the kernel with the PyTorch reference (earn_export.ops.compacted_attention_reference, the op the model's
+2. compares the kernels (fp32: CUDA cores; fp16: tensor cores, and the CUDA-core path too) with the PyTorch reference (earn_export.ops.compacted_attention_reference, the op the model's
    decode calls) on Qwen2.5-0.5B (14:2 heads) and Llama-3.2-1B (32:8 heads) decode shapes, head_dim 64, prompt
    128 and 1024, beam 20, plus edge shapes (register-only layers with S = 2, beam 1 and 40, head_dim 32 and 128,
    left padding, 1-3 generated tokens): fp32 max abs error <= 1e-4, fp16 max error <= 2e-2 relative;
-3. times, at beam 20 and 16 users: the kernel; (a) the two-MatMul reference on CUDA; (b) SDPA over per-beam
+3. times, at beam 20 and 16 users: the kernel (fp16: both paths); (a) the two-MatMul reference on CUDA; (b) SDPA over per-beam
    expanded KV (what transformers does: the prompt KV copied per beam, enable_gqa); and reports the kernel's
    achieved memory bandwidth against a device-to-device copy and against the GPU's nominal peak.
 Exit status 1 when a parity check fails. Results: a table on stdout and JSON at --out.
@@ -32,6 +32,13 @@ NOMINAL_TBPS = {  # HBM bandwidth of common data-centre GPUs (vendor datasheets)
     "L40S": 0.864, "L4": 0.3, "A10": 0.6,
 }
 MODELS = {"qwen2.5-0.5b": (14, 2, 64), "llama-3.2-1b": (32, 8, 64)}  # query heads, KV heads, head_dim
+ALGO = {"auto": 0, "cuda-cores": 1, "tensor-cores": 2}  # earn::cuda::Algo
+
+
+def algos(dtype):
+    import torch
+
+    return ("tensor-cores", "cuda-cores") if dtype == torch.float16 else ("cuda-cores",)
 
 
 def build_extension(verbose: bool):
@@ -66,16 +73,17 @@ def parity(ext, cases) -> list[dict]:
     for name, (b, beam, hq, hkv, d, s, t) in cases:
         for dtype in (torch.float32, torch.float16):
             ins = make_inputs(b, beam, hq, hkv, d, s, t, dtype)
-            out = ext.compacted_attention(*ins, hq, hkv, d, d ** -0.5).float()
             ref = compacted_attention_reference(*ins, hq, hkv, d, d ** -0.5).reshape(b, beam, hq, d).float()
-            err = float((out - ref).abs().max())
-            rel = err / max(float(ref.abs().max()), 1e-12)
-            ok = err <= 1e-4 if dtype == torch.float32 else rel <= 2e-2
-            ok = ok and bool(torch.isfinite(out).all())
-            rows.append({"case": name, "shape": [b, beam, hq, hkv, d, s, t], "dtype": str(dtype).split(".")[-1],
-                         "max_abs_err": err, "max_rel_err": rel, "ok": ok})
-            print(f"  parity {name:28s} {rows[-1]['dtype']:8s} max|err| {err:.2e} (rel {rel:.2e}) "
-                  f"{'ok' if ok else 'FAIL'}", flush=True)
+            for algo in algos(dtype):
+                out = ext.compacted_attention(*ins, hq, hkv, d, d ** -0.5, ALGO[algo]).float()
+                err = float((out - ref).abs().max())
+                rel = err / max(float(ref.abs().max()), 1e-12)
+                ok = err <= 1e-4 if dtype == torch.float32 else rel <= 2e-2
+                ok = ok and bool(torch.isfinite(out).all())
+                rows.append({"case": name, "shape": [b, beam, hq, hkv, d, s, t], "dtype": str(dtype).split(".")[-1],
+                             "algo": algo, "max_abs_err": err, "max_rel_err": rel, "ok": ok})
+                print(f"  parity {name:30s} {rows[-1]['dtype']:8s} {algo:12s} max|err| {err:.2e} (rel {rel:.2e}) "
+                      f"{'ok' if ok else 'FAIL'}", flush=True)
     return rows
 
 
@@ -118,7 +126,9 @@ def timings(ext, users: int, beam: int, t: int, prompts, dtypes) -> list[dict]:
             for dtype in dtypes:
                 q, sk, sv, bias, gk, gv = make_inputs(users, beam, hq, hkv, d, s, t, dtype, pad_rows=False)
                 scale = d ** -0.5
-                kernel_ms = time_cuda(lambda: ext.compacted_attention(q, sk, sv, bias, gk, gv, hq, hkv, d, scale))
+                kernel = {a: time_cuda(lambda a=a: ext.compacted_attention(q, sk, sv, bias, gk, gv, hq, hkv, d, scale,
+                                                                           ALGO[a])) for a in algos(dtype)}
+                kernel_ms = min(kernel.values())
                 ref_ms = time_cuda(lambda: compacted_attention_reference(q, sk, sv, bias, gk, gv, hq, hkv, d, scale))
                 # (b) what transformers holds and runs: prompt KV expanded per beam, + own generated KV, SDPA
                 k_exp = torch.cat([sk.unsqueeze(1).expand(-1, beam, -1, -1, -1), gk], dim=3).reshape(
@@ -131,12 +141,14 @@ def timings(ext, users: int, beam: int, t: int, prompts, dtypes) -> list[dict]:
                 essential = (2 * users * hkv * s * d * el + 2 * users * beam * hkv * t * d * el
                              + 2 * users * beam * hq * d * el + users * s * 4)
                 rows.append({"model": model, "prompt": s, "dtype": str(dtype).split(".")[-1], "users": users,
-                             "beam": beam, "kernel_ms": kernel_ms, "two_matmul_ms": ref_ms, "sdpa_expanded_ms": sdpa_ms,
+                             "beam": beam, "kernel_ms": kernel_ms, "kernel_ms_by_algo": kernel,
+                             "best_algo": min(kernel, key=kernel.get), "two_matmul_ms": ref_ms, "sdpa_expanded_ms": sdpa_ms,
                              "speedup_vs_two_matmul": ref_ms / kernel_ms, "speedup_vs_sdpa": sdpa_ms / kernel_ms,
                              "essential_bytes": essential,
                              "kernel_tbps": essential / (kernel_ms * 1e-3) / 1e12})
                 r = rows[-1]
-                print(f"  time {model:13s} P={s:5d} {r['dtype']:8s} kernel {kernel_ms:7.3f} ms | two-MatMul "
+                print(f"  time {model:13s} P={s:5d} {r['dtype']:8s} kernel {kernel_ms:7.3f} ms ({r['best_algo']}; "
+                      + ", ".join(f"{a} {v:.3f}" for a, v in kernel.items()) + ") | two-MatMul "
                       f"{ref_ms:7.3f} ms ({r['speedup_vs_two_matmul']:.1f}x) | SDPA expanded {sdpa_ms:7.3f} ms "
                       f"({r['speedup_vs_sdpa']:.1f}x) | {r['kernel_tbps']:.2f} TB/s", flush=True)
     return rows
@@ -189,11 +201,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n| model | prompt | dtype | kernel ms | two-MatMul ms | SDPA expanded ms | vs SDPA | TB/s | of copy BW "
+    print(f"\n| model | prompt | dtype | kernel ms (path) | two-MatMul ms | SDPA expanded ms | vs SDPA | TB/s | of copy BW "
           f"| of peak |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in tim:
         peak = f"{100 * r['fraction_of_nominal_bw']:.0f}%" if r["fraction_of_nominal_bw"] else "–"
-        print(f"| {r['model']} | {r['prompt']} | {r['dtype']} | {r['kernel_ms']:.3f} | {r['two_matmul_ms']:.3f} | "
+        print(f"| {r['model']} | {r['prompt']} | {r['dtype']} | {r['kernel_ms']:.3f} ({r['best_algo']}) | "
+              f"{r['two_matmul_ms']:.3f} | "
               f"{r['sdpa_expanded_ms']:.3f} | {r['speedup_vs_sdpa']:.1f}x | {r['kernel_tbps']:.2f} | "
               f"{100 * r['fraction_of_copy_bw']:.0f}% | {peak} |")
     print(f"\nparity: {'all ok' if result['parity_ok'] else 'FAILED'}; JSON: {out}")

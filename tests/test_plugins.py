@@ -293,3 +293,12 @@ def test_ort_library_declares_the_exported_op():
     info = libraries.ort_ops_info(ORT_LIB)
     assert (info["domain"], info["op"], info["op_version"]) == (OP_DOMAIN, OP_NAME, OP_VERSION)
     assert info["types"] == ["float32", "float16"]
+
+
+def test_gpu_check_reports_missing_gpu():
+    """plugins/gpu_check.py is the one-command GPU check; without a GPU it must say so (exit 2), not crash."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: run plugins/gpu_check.py itself")
+    script = libraries.REPO_BUILD.parent / "gpu_check.py"
+    res = subprocess.run([os.sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "no CUDA device" in res.stderr, res.stderr

@@ -7,7 +7,7 @@
 
 torch::Tensor compacted_attention(torch::Tensor query, torch::Tensor shared_key, torch::Tensor shared_value,
     torch::Tensor key_bias, torch::Tensor gen_key, torch::Tensor gen_value, int64_t num_heads, int64_t num_kv_heads,
-    int64_t head_dim, double scale)
+    int64_t head_dim, double scale, int64_t algo)
 {
     for (auto const* t : {&query, &shared_key, &shared_value, &key_bias, &gen_key, &gen_value})
     {
@@ -35,12 +35,14 @@ torch::Tensor compacted_attention(torch::Tensor query, torch::Tensor shared_key,
         key_bias.data_ptr<float>(), gen_key.data_ptr(), gen_value.data_ptr(), out.data_ptr()};
     auto const dtype = query.scalar_type() == torch::kFloat16 ? earn::cuda::DType::kFloat16 : earn::cuda::DType::kFloat32;
     cudaError_t const err = earn::cuda::launch_compacted_attention(
-        sh, dtype, p, workspace.data_ptr(), ws_bytes, at::cuda::getCurrentCUDAStream());
+        sh, dtype, p, workspace.data_ptr(), ws_bytes, at::cuda::getCurrentCUDAStream(),
+        static_cast<earn::cuda::Algo>(algo));
     TORCH_CHECK(err == cudaSuccess, "earn::CompactedAttention launch failed: ", cudaGetErrorString(err));
     return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
 {
-    m.def("compacted_attention", &compacted_attention, "earn::CompactedAttention (CUDA kernel of the TensorRT plugin)");
+    m.def("compacted_attention", &compacted_attention,
+        "earn::CompactedAttention (CUDA kernels of the TensorRT plugin); algo 0 auto, 1 CUDA cores, 2 tensor cores");
 }

@@ -2,6 +2,7 @@
 // UNVERIFIED: compiled here (nvcc, no GPU); plugins/gpu_check.py compares it with the PyTorch reference on a GPU.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include "compacted_attention_cuda.h"
 
@@ -383,6 +384,248 @@ __global__ void __launch_bounds__(kThreads) merge_pass(AttentionShape sh, Pointe
     }
 }
 
+// ------------------------------------------------------------------------------------------------------------
+// Pass 1 for fp16 on tensor cores (WMMA 16x16x16, fp32 accumulation): one block of 4 warps per (split, KV head x
+// tile of 64 queries, user); warp w owns 16 queries. Per tile of 64 shared keys: S = Q.K^T with WMMA into shared
+// memory, the warp's online softmax on its 16 rows (P rounded to fp16 once, the row sums taken from the rounded
+// values), then O = O * correction + P.V with WMMA, O kept in shared memory (a WMMA accumulator's element -> row
+// mapping is not specified, so rows cannot be rescaled inside the fragment). Same partial format as shared_pass.
+constexpr int kTcWarps = 4;
+constexpr int kTcRows = 16 * kTcWarps; // queries per block
+constexpr int kTcKeys = 64;            // keys per shared-memory tile
+
+template <int D>
+struct TcLayout
+{
+    static constexpr int kLd = D + 8;        // half row stride of Q, K, V (multiple of 8, rows 16-byte aligned)
+    static constexpr int kSLd = kTcKeys + 8; // row stride of S (float) and P (half)
+    static constexpr size_t round(size_t bytes)
+    {
+        return (bytes + 127) / 128 * 128;
+    }
+    static constexpr size_t q = 0;
+    static constexpr size_t k = q + round(sizeof(__half) * kTcRows * kLd);
+    static constexpr size_t v = k + round(sizeof(__half) * kTcKeys * kLd);
+    static constexpr size_t bias = v + round(sizeof(__half) * kTcKeys * kLd);
+    static constexpr size_t warp0 = bias + round(sizeof(float) * kTcKeys);
+    // per warp: S [16][kSLd] float, P [16][kSLd] half, O [16][D] float, correction [16] float
+    static constexpr size_t w_s = 0;
+    static constexpr size_t w_p = w_s + round(sizeof(float) * 16 * kSLd);
+    static constexpr size_t w_o = w_p + round(sizeof(__half) * 16 * kSLd);
+    static constexpr size_t w_corr = w_o + round(sizeof(float) * 16 * D);
+    static constexpr size_t per_warp = w_corr + round(sizeof(float) * 16);
+    static constexpr size_t total = warp0 + kTcWarps * per_warp;
+};
+
+template <int D>
+__global__ void __launch_bounds__(kTcWarps * 32) shared_pass_tc(AttentionShape sh, Pointers ptr, int q_tiles,
+    int splits, int split_len, float* __restrict__ ws_acc, float2* __restrict__ ws_ml)
+{
+    using namespace nvcuda;
+    using L = TcLayout<D>;
+    constexpr int LD = L::kLd;
+    constexpr int SLD = L::kSLd;
+    extern __shared__ float4 smem4[];
+    char* smem = reinterpret_cast<char*>(smem4);
+    __half* Qs = reinterpret_cast<__half*>(smem + L::q);
+    __half* Ks = reinterpret_cast<__half*>(smem + L::k);
+    __half* Vs = reinterpret_cast<__half*>(smem + L::v);
+    float* Bs = reinterpret_cast<float*>(smem + L::bias);
+    int const warp = threadIdx.x / 32;
+    int const lane = threadIdx.x % 32;
+    char* wbase = smem + L::warp0 + warp * L::per_warp;
+    float* Sw = reinterpret_cast<float*>(wbase + L::w_s);
+    __half* Pw = reinterpret_cast<__half*>(wbase + L::w_p);
+    float* Ow = reinterpret_cast<float*>(wbase + L::w_o);
+    float* Cw = reinterpret_cast<float*>(wbase + L::w_corr);
+
+    __half const* query = static_cast<__half const*>(ptr.query);
+    __half const* skey = static_cast<__half const*>(ptr.shared_key);
+    __half const* sval = static_cast<__half const*>(ptr.shared_value);
+    int const split = blockIdx.x;
+    int const kv = blockIdx.y / q_tiles;
+    int const qt = blockIdx.y % q_tiles;
+    int const b = blockIdx.z;
+    int const G = static_cast<int>(sh.heads / sh.kv_heads);
+    int const M = static_cast<int>(sh.beams) * G;
+    int const m0 = qt * kTcRows;
+    int64_t const S = sh.shared_len;
+    constexpr int E = 8; // halves per 16-byte load
+
+    for (int v = threadIdx.x; v < kTcRows * D / E; v += kTcWarps * 32)
+    {
+        int const r = (v * E) / D;
+        int const d = (v * E) % D;
+        int const m = m0 + r;
+        uint4 raw = make_uint4(0u, 0u, 0u, 0u); // zero rows for queries past M: scores 0, never written out
+        if (m < M)
+        {
+            raw = *reinterpret_cast<uint4 const*>(query + sh.query_row(b, m / G, kv * G + m % G) + d);
+        }
+        *reinterpret_cast<uint4*>(Qs + r * LD + d) = raw;
+    }
+    for (int e = lane; e < 16 * D; e += 32)
+    {
+        Ow[e] = 0.f;
+    }
+    // softmax state of row (lane / 2), held by both lanes of the pair
+    int const row = lane / 2;
+    int const half_cols = (lane % 2) * (kTcKeys / 2);
+    float row_max = -INFINITY;
+    float row_sum = 0.f;
+
+    int64_t const s_begin = static_cast<int64_t>(split) * split_len;
+    int64_t const s_end = s_begin + split_len < S ? s_begin + split_len : S;
+    float const* bias = ptr.key_bias + b * S;
+    for (int64_t s0 = s_begin; s0 < s_end; s0 += kTcKeys)
+    {
+        __syncthreads(); // the previous tile's K/V are consumed (first iteration: Q is stored)
+        for (int v = threadIdx.x; v < kTcKeys * D / E; v += kTcWarps * 32)
+        {
+            int const r = (v * E) / D;
+            int const d = (v * E) % D;
+            int64_t const s = s0 + r;
+            uint4 kraw = make_uint4(0u, 0u, 0u, 0u);
+            uint4 vraw = make_uint4(0u, 0u, 0u, 0u);
+            if (s < s_end)
+            {
+                int64_t const off = sh.shared_row(b, kv, s) + d;
+                kraw = *reinterpret_cast<uint4 const*>(skey + off);
+                vraw = *reinterpret_cast<uint4 const*>(sval + off);
+            }
+            *reinterpret_cast<uint4*>(Ks + r * LD + d) = kraw;
+            *reinterpret_cast<uint4*>(Vs + r * LD + d) = vraw;
+        }
+        for (int j = threadIdx.x; j < kTcKeys; j += kTcWarps * 32)
+        {
+            int64_t const s = s0 + j;
+            float bb = -INFINITY;
+            if (s < s_end)
+            {
+                bb = bias[s];
+                bb = key_masked(bb) ? -INFINITY : bb;
+            }
+            Bs[j] = bb;
+        }
+        __syncthreads();
+
+        // S = Q K^T for the warp's 16 rows x 64 keys
+#pragma unroll
+        for (int nt = 0; nt < kTcKeys / 16; ++nt)
+        {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk)
+            {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> kb;
+                wmma::load_matrix_sync(a, Qs + (warp * 16) * LD + kk * 16, LD);
+                wmma::load_matrix_sync(kb, Ks + (nt * 16) * LD + kk * 16, LD);
+                wmma::mma_sync(acc, a, kb, acc);
+            }
+            wmma::store_matrix_sync(Sw + nt * 16, acc, SLD, wmma::mem_row_major);
+        }
+        __syncwarp();
+
+        // online softmax of row `row` over this tile: the lane pair splits the 64 columns
+        float tile_max = -INFINITY;
+        for (int c = 0; c < kTcKeys / 2; ++c)
+        {
+            int const col = half_cols + c;
+            float const bb = Bs[col];
+            float const sc = bb == -INFINITY ? -INFINITY : Sw[row * SLD + col] * sh.scale + bb;
+            Sw[row * SLD + col] = sc;
+            tile_max = fmaxf(tile_max, sc);
+        }
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(kFull, tile_max, 1));
+        float const new_max = fmaxf(row_max, tile_max);
+        float const corr = new_max == -INFINITY ? 1.f : rescale_factor(row_max, new_max);
+        float psum = 0.f;
+        for (int c = 0; c < kTcKeys / 2; ++c)
+        {
+            int const col = half_cols + c;
+            float const sc = Sw[row * SLD + col];
+            __half const ph = __float2half_rn(sc == -INFINITY ? 0.f : expf(sc - new_max));
+            Pw[row * SLD + col] = ph;
+            psum += __half2float(ph); // the denominator sums what the numerator multiplies
+        }
+        psum += __shfl_xor_sync(kFull, psum, 1);
+        row_sum = row_sum * corr + psum;
+        row_max = new_max;
+        if (lane % 2 == 0)
+        {
+            Cw[row] = corr;
+        }
+        __syncwarp();
+        for (int e = lane; e < 16 * D; e += 32)
+        {
+            Ow[e] *= Cw[e / D];
+        }
+        __syncwarp();
+
+        // O += P V (P: 16 x 64 half, V: 64 x D half)
+#pragma unroll
+        for (int nt = 0; nt < D / 16; ++nt)
+        {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+            wmma::load_matrix_sync(o, Ow + nt * 16, D, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < kTcKeys / 16; ++kk)
+            {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> pa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> vb;
+                wmma::load_matrix_sync(pa, Pw + kk * 16, SLD);
+                wmma::load_matrix_sync(vb, Vs + (kk * 16) * LD + nt * 16, LD);
+                wmma::mma_sync(o, pa, vb, o);
+            }
+            wmma::store_matrix_sync(Ow + nt * 16, o, D, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+
+    // partials of the warp's 16 rows (same format as shared_pass)
+    for (int r = 0; r < 16; ++r)
+    {
+        int const m = m0 + warp * 16 + r;
+        if (m >= M)
+        {
+            break;
+        }
+        size_t const slot = (static_cast<size_t>(b * sh.kv_heads + kv) * M + m) * splits + split;
+        for (int d = lane; d < D; d += 32)
+        {
+            ws_acc[slot * D + d] = Ow[r * D + d];
+        }
+        if (lane == 2 * r) // the pair of lanes 2r, 2r + 1 holds row r's state
+        {
+            ws_ml[slot] = make_float2(row_max, row_sum);
+        }
+    }
+}
+
+template <int D>
+cudaError_t launch_tc(AttentionShape const& sh, Pointers const& ptr, float* ws_acc, float2* ws_ml, int splits,
+    int split_len, cudaStream_t stream)
+{
+    constexpr size_t smem = TcLayout<D>::total;
+    auto kernel = shared_pass_tc<D>;
+    cudaError_t const opted_in // per call: the attribute belongs to the current device's context
+        = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (opted_in != cudaSuccess)
+    {
+        return opted_in;
+    }
+    int const q_tiles = static_cast<int>((sh.beams * sh.group() + kTcRows - 1) / kTcRows);
+    dim3 const grid1(static_cast<unsigned>(splits), static_cast<unsigned>(sh.kv_heads * q_tiles),
+        static_cast<unsigned>(sh.batch));
+    kernel<<<grid1, kTcWarps * 32, smem, stream>>>(sh, ptr, q_tiles, splits, split_len, ws_acc, ws_ml);
+    int64_t const warps = sh.batch * sh.beams * sh.heads;
+    dim3 const grid2(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
+    merge_pass<__half, D><<<grid2, kThreads, 0, stream>>>(sh, ptr, splits, ws_acc, ws_ml);
+    return cudaGetLastError();
+}
+
 template <typename T, int D>
 cudaError_t launch_typed(AttentionShape const& sh, Pointers const& ptr, float* ws_acc, float2* ws_ml, int splits,
     int split_len, cudaStream_t stream)
@@ -393,7 +636,8 @@ cudaError_t launch_typed(AttentionShape const& sh, Pointers const& ptr, float* w
     auto kernel = shared_pass<T, D, QPW>;
     if (smem > 48 * 1024)
     {
-        static cudaError_t const opted_in
+        // per call, not once per process: the attribute belongs to the current device's context
+        cudaError_t const opted_in
             = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
         if (opted_in != cudaSuccess)
         {
@@ -426,9 +670,13 @@ cudaError_t launch_dim(AttentionShape const& sh, Pointers const& ptr, float* ws_
 } // namespace
 
 cudaError_t launch_compacted_attention(AttentionShape const& sh, DType dtype, Pointers const& ptr, void* workspace,
-    size_t workspace_size, cudaStream_t stream)
+    size_t workspace_size, cudaStream_t stream, Algo algo)
 {
     if (!head_dim_supported(sh.head_dim) || sh.kv_heads <= 0 || sh.heads % sh.kv_heads != 0 || sh.gen_len < 1)
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (algo == Algo::kTensorCores && dtype != DType::kFloat16)
     {
         return cudaErrorInvalidValue;
     }
@@ -469,7 +717,16 @@ cudaError_t launch_compacted_attention(AttentionShape const& sh, DType dtype, Po
     {
         return launch_dim<float>(sh, ptr, ws_acc, ws_ml, static_cast<int>(splits), static_cast<int>(split_len), stream);
     }
-    return launch_dim<__half>(sh, ptr, ws_acc, ws_ml, static_cast<int>(splits), static_cast<int>(split_len), stream);
+    if (algo == Algo::kCudaCores)
+    {
+        return launch_dim<__half>(sh, ptr, ws_acc, ws_ml, static_cast<int>(splits), static_cast<int>(split_len), stream);
+    }
+    switch (sh.head_dim)
+    {
+    case 32: return launch_tc<32>(sh, ptr, ws_acc, ws_ml, static_cast<int>(splits), static_cast<int>(split_len), stream);
+    case 64: return launch_tc<64>(sh, ptr, ws_acc, ws_ml, static_cast<int>(splits), static_cast<int>(split_len), stream);
+    default: return launch_tc<128>(sh, ptr, ws_acc, ws_ml, static_cast<int>(splits), static_cast<int>(split_len), stream);
+    }
 }
 
 } // namespace cuda

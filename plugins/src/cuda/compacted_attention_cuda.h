@@ -4,9 +4,9 @@
 //
 // Two kernels per call:
 //  1. shared pass: one block per (user, KV head, query tile, split of the shared keys). The block reads its split
-//     of the KV head's shared keys/values ONCE for all beams x group queries of the tile (a tile holds up to
-//     128 queries for head_dim <= 64, 64 for head_dim 128: beam 20 x G <= 6 or 3 is one tile), in tiles of 32
-//     keys through shared memory, with an online softmax; it writes unnormalised partial outputs plus (max, sum).
+//     of the KV head's shared keys/values ONCE for all beams x group queries of the tile, through shared memory,
+//     with an online softmax; it writes unnormalised partial outputs plus (max, sum). fp32: CUDA cores, tiles of
+//     up to 128 queries (64 for head_dim 128) x 32 keys. fp16: tensor cores (WMMA), tiles of 64 queries x 64 keys.
 //  2. merge: one warp per (user, beam, query head) merges the splits and the beam's own <= Tg generated keys and
 //     writes the normalised output.
 // Splits are chosen so that the shared pass has about two blocks per SM (long prompts get more splits).
@@ -84,10 +84,18 @@ static inline size_t workspace_bytes(AttentionShape const& sh)
     return static_cast<size_t>(sh.batch * sh.kv_heads * m) * per_query + 1024; // + alignment slack
 }
 
+// Which pass-1 kernel: fp16 runs on tensor cores by default (WMMA, fp32 accumulation), fp32 on CUDA cores.
+enum class Algo : int32_t
+{
+    kAuto = 0,
+    kCudaCores = 1,  // fp32 math on CUDA cores, fp32 or fp16 I/O
+    kTensorCores = 2, // fp16 only
+};
+
 // Launch both kernels on `stream`. Returns cudaSuccess, or the error (also for unsupported shapes:
-// cudaErrorInvalidValue, see head_dim_supported).
+// cudaErrorInvalidValue, see head_dim_supported; and for kTensorCores with fp32).
 cudaError_t launch_compacted_attention(AttentionShape const& sh, DType dtype, Pointers const& ptr, void* workspace,
-    size_t workspace_size, cudaStream_t stream);
+    size_t workspace_size, cudaStream_t stream, Algo algo = Algo::kAuto);
 
 } // namespace cuda
 } // namespace earn
