@@ -5,7 +5,7 @@ namespace earn
 {
 namespace cuda
 {
-cudaError_t launch_compacted_attention(AttentionShape const&, DType, Pointers const&, void*, size_t, cudaStream_t)
+cudaError_t launch_compacted_attention(AttentionShape const&, DType, Pointers const&, void*, size_t, cudaStream_t, Algo)
 {
     return cudaErrorNotSupported;
 }
