@@ -29,6 +29,7 @@ TENSORRT_EXTRA_INCLUDE_DIRS ?= $(filter-out $(TENSORRT_INCLUDE_DIR),$(patsubst %
 PLUGINS_BUILD ?= plugins/build
 plugins:
 	@if ! command -v cmake >/dev/null 2>&1; then echo "earn-plugins: SKIPPED, cmake not found (install cmake >= 3.18 and run make plugins)"; exit 0; fi; \
+	if ! command -v $${CXX:-c++} >/dev/null 2>&1; then echo "earn-plugins: SKIPPED, no C++ compiler ($${CXX:-c++}; install g++ and run make plugins)"; exit 0; fi; \
 	cmake -S plugins -B $(PLUGINS_BUILD) -DCMAKE_BUILD_TYPE=Release -Wno-dev \
 	  -DORT_INCLUDE_DIR="$(ORT_INCLUDE_DIR)" -DTENSORRT_INCLUDE_DIR="$(TENSORRT_INCLUDE_DIR)" \
 	  -DTENSORRT_EXTRA_INCLUDE_DIRS="$(subst $(eval) ,;,$(strip $(TENSORRT_EXTRA_INCLUDE_DIRS)))" \

@@ -425,15 +425,15 @@ __global__ void __launch_bounds__(kTcWarps * 32) shared_pass_tc(AttentionShape s
     using L = TcLayout<D>;
     constexpr int LD = L::kLd;
     constexpr int SLD = L::kSLd;
-    extern __shared__ float4 smem4[];
-    char* smem = reinterpret_cast<char*>(smem4);
+    extern __shared__ __align__(128) unsigned char smem_tc[]; // WMMA pointers need 32-byte alignment
+    unsigned char* smem = smem_tc;
     __half* Qs = reinterpret_cast<__half*>(smem + L::q);
     __half* Ks = reinterpret_cast<__half*>(smem + L::k);
     __half* Vs = reinterpret_cast<__half*>(smem + L::v);
     float* Bs = reinterpret_cast<float*>(smem + L::bias);
     int const warp = threadIdx.x / 32;
     int const lane = threadIdx.x % 32;
-    char* wbase = smem + L::warp0 + warp * L::per_warp;
+    unsigned char* wbase = smem + L::warp0 + warp * L::per_warp;
     float* Sw = reinterpret_cast<float*>(wbase + L::w_s);
     __half* Pw = reinterpret_cast<__half*>(wbase + L::w_p);
     float* Ow = reinterpret_cast<float*>(wbase + L::w_o);
