@@ -302,3 +302,19 @@ def test_gpu_check_reports_missing_gpu():
     script = libraries.REPO_BUILD.parent / "gpu_check.py"
     res = subprocess.run([os.sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "no CUDA device" in res.stderr, res.stderr
+
+
+@needs_ort_lib
+def test_bench_attention_plugin_runs_and_agrees(tmp_path):
+    """`earn-export bench --attention plugin` on a micro model: both engines return the same items; figures and
+    files are written (timings themselves are not asserted: they are measured by the command, not by tests)."""
+    from earn_export.bench.harness import BenchConfig
+    from earn_export.bench.attention import run_attention_bench
+
+    cfg = BenchConfig(preset="micro", prompt_lens=(16, 40), batch_sizes=(2,), beams=(5,), warmup=0, repeats=1,
+                      vocab_size=512, codes=16, n_items=200, out=str(tmp_path))
+    res = run_attention_bench(cfg, progress=False, log=None)
+    assert [r["prompt_len"] for r in res["rows"]] == [16, 40] and all(r["same_items"] for r in res["rows"])
+    assert all(r["decode_graph_s"]["plugin"] > 0 for r in res["rows"])
+    assert all(r["max_abs_diff"] <= 1e-5 for r in res["op_rows"])
+    assert (tmp_path / "attention.json").is_file() and "plain / plugin" in (tmp_path / "attention.md").read_text()

@@ -77,16 +77,78 @@ def run_attention_bench(cfg, progress: bool = True, log=print) -> dict:
             "same_items": bool(np.array_equal(results["onnx"].items, results["plugin"].items)),
         })
     bar.close()
+    say("op alone: one early layer's attention, plain subgraph vs the custom op (1 thread, CPU time)")
+    op_rows = op_micro(shape, cfg.prompt_lens, cfg.batch_sizes[0], cfg.beams[0], out / "op")
     info["loadavg_end"] = __import__("os").getloadavg()
     result = {"kind": "earn-export bench --attention plugin", "model": shape, "machine": info,
               "ort_ops": str(libraries.ort_ops_library()),
               "ort_ops_kernel": libraries.ort_ops_info(libraries.ort_ops_library()).get("kernel"),
               "config": {"preset": cfg.preset, "warmup": cfg.warmup, "repeats": cfg.repeats,
                          "exporter": cfg.exporter, "vocab": cfg.vocab, "ort_threads": cfg.ort_threads or "default"},
-              "rows": rows, "busy_warning": busy_warning(info), "wall_s": time.perf_counter() - t0}
+              "rows": rows, "op_rows": op_rows, "busy_warning": busy_warning(info), "wall_s": time.perf_counter() - t0}
     (out / "attention.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "attention.md").write_text(markdown(result) + "\n")
     return result
+
+
+def op_micro(shape: dict, prompt_lens, batch: int, beam: int, out_dir: Path, id_length: int = 4,
+             repeats: int = 7, calls: int = 20) -> list[dict]:
+    """The attention of one layer < k alone: the plain graph's ops (the reference traced by the TorchScript exporter)
+    vs one custom-op node, one ONNX Runtime thread, thread CPU time per call (little affected by other processes:
+    the decode-graph figures above are wall time). Inputs: the decode query of ``beam`` beams x ``batch`` users,
+    the shared prompt KV of ``prompt_len`` rows, ``id_length - 1`` generated tokens per beam."""
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from ..ops import libraries
+    from ..ops.compacted_attention import compacted_attention, emit_op
+    from ..ops.onnx_emit import exporter_kwargs
+
+    hq, hkv, d = shape["num_attention_heads"], shape["n_kv_heads"], shape["head_dim"]
+    t = id_length - 1
+    names = ["query", "shared_key", "shared_value", "key_bias", "gen_key", "gen_value"]
+
+    class Layer(torch.nn.Module):
+        def forward(self, q, sk, sv, kb, gk, gv):
+            return compacted_attention(q, sk, sv, kb, gk, gv, hq, hkv, d, d ** -0.5)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for p in prompt_lens:
+        g = torch.Generator().manual_seed(p)
+        x = (torch.randn(batch, beam, hq, 1, d, generator=g), torch.randn(batch, hkv, p, d, generator=g),
+             torch.randn(batch, hkv, p, d, generator=g), torch.zeros(batch, p),
+             torch.randn(batch, beam, hkv, t, d, generator=g), torch.randn(batch, beam, hkv, t, d, generator=g))
+        paths = {m: out_dir / f"attention-{m}-{p}.onnx" for m in ("onnx", "plugin")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Layer(), x, str(paths["onnx"]), dynamo=False, input_names=names, output_names=["out"],
+                              opset_version=18)
+            with emit_op():
+                torch.onnx.export(Layer(), x, str(paths["plugin"]), dynamo=False, input_names=names,
+                                  output_names=["out"], opset_version=18, **exporter_kwargs("torchscript"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.register_custom_ops_library(str(libraries.ort_ops_library()))
+        sessions = {m: ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                    for m, path in paths.items()}
+        feeds = {n: v.numpy() for n, v in zip(names, x)}
+        outs = {m: s.run(None, feeds)[0] for m, s in sessions.items()}
+        cpu = {m: [] for m in sessions}
+        for _ in range(repeats):
+            for m, s in sessions.items():
+                c = time.thread_time()
+                for _ in range(calls):
+                    s.run(None, feeds)
+                cpu[m].append((time.thread_time() - c) / calls)
+        best = {m: min(v) for m, v in cpu.items()}
+        rows.append({"prompt_len": p, "batch": batch, "beam": beam, "heads": [hq, hkv, d],
+                     "cpu_s": best, "ratio_plain_over_plugin": best["onnx"] / best["plugin"],
+                     "max_abs_diff": float(np.abs(outs["onnx"].reshape(outs["plugin"].shape) - outs["plugin"]).max())})
+    return rows
 
 
 def markdown(result: dict) -> str:
@@ -107,6 +169,15 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['prompt_len']} | {r['batch']} | {r['beam']} | {1000 * d['onnx']:.1f} | "
                      f"{1000 * d['plugin']:.1f} | **{r['decode_ratio_plain_over_plugin']:.2f}x** | "
                      f"{1000 * t['onnx']:.0f} / {1000 * t['plugin']:.0f} | {'yes' if r['same_items'] else 'no'} |")
+    if result.get("op_rows"):
+        lines += ["", "The op alone (one layer < k, 1 ONNX Runtime thread, thread CPU time per call, best of 7 x 20):", "",
+                  "| prompt | batch x beam | heads (Hq:Hkv, D) | plain ops ms | custom op ms | **plain / op** | max abs diff |",
+                  "|---:|---:|---|---:|---:|---:|---:|"]
+        for r in result["op_rows"]:
+            hq, hkv, d = r["heads"]
+            lines.append(f"| {r['prompt_len']} | {r['batch']} x {r['beam']} | {hq}:{hkv}, {d} | "
+                         f"{1000 * r['cpu_s']['onnx']:.2f} | {1000 * r['cpu_s']['plugin']:.2f} | "
+                         f"**{r['ratio_plain_over_plugin']:.2f}x** | {r['max_abs_diff']:.1e} |")
     if result.get("busy_warning"):
         lines += ["", f"Note: {result['busy_warning']}"]
     return "\n".join(lines)
