@@ -98,6 +98,24 @@ struct Vec16<__half>
     }
 };
 
+// What one pass-1 block works on: grid (split, KV head x query tile, user).
+struct BlockWork
+{
+    int split, kv, qt, b, G, M;
+};
+
+__device__ __forceinline__ BlockWork block_work(AttentionShape const& sh, int q_tiles)
+{
+    BlockWork w;
+    w.split = blockIdx.x;
+    w.kv = blockIdx.y / q_tiles;
+    w.qt = blockIdx.y % q_tiles;
+    w.b = blockIdx.z;
+    w.G = static_cast<int>(sh.heads / sh.kv_heads);
+    w.M = static_cast<int>(sh.beams) * w.G;
+    return w;
+}
+
 template <int D>
 __host__ __device__ constexpr int key_stride()
 {
@@ -128,13 +146,9 @@ __global__ void __launch_bounds__(kThreads) shared_pass(AttentionShape sh, Point
     T const* query = static_cast<T const*>(ptr.query);
     T const* skey = static_cast<T const*>(ptr.shared_key);
     T const* sval = static_cast<T const*>(ptr.shared_value);
-    int const split = blockIdx.x;
-    int const kv = blockIdx.y / q_tiles;
-    int const qt = blockIdx.y % q_tiles;
-    int const b = blockIdx.z;
-    int const G = static_cast<int>(sh.heads / sh.kv_heads);
-    int const M = static_cast<int>(sh.beams) * G;
-    int const m0 = qt * MQ;
+    BlockWork const w = block_work(sh, q_tiles);
+    int const split = w.split, kv = w.kv, b = w.b, G = w.G, M = w.M;
+    int const m0 = w.qt * MQ;
     int const warp = threadIdx.x / 32;
     int const lane = threadIdx.x % 32;
     int64_t const S = sh.shared_len;
@@ -442,13 +456,9 @@ __global__ void __launch_bounds__(kTcWarps * 32) shared_pass_tc(AttentionShape s
     __half const* query = static_cast<__half const*>(ptr.query);
     __half const* skey = static_cast<__half const*>(ptr.shared_key);
     __half const* sval = static_cast<__half const*>(ptr.shared_value);
-    int const split = blockIdx.x;
-    int const kv = blockIdx.y / q_tiles;
-    int const qt = blockIdx.y % q_tiles;
-    int const b = blockIdx.z;
-    int const G = static_cast<int>(sh.heads / sh.kv_heads);
-    int const M = static_cast<int>(sh.beams) * G;
-    int const m0 = qt * kTcRows;
+    BlockWork const bw = block_work(sh, q_tiles);
+    int const split = bw.split, kv = bw.kv, b = bw.b, G = bw.G, M = bw.M;
+    int const m0 = bw.qt * kTcRows;
     int64_t const S = sh.shared_len;
     constexpr int E = 8; // halves per 16-byte load
 
