@@ -288,6 +288,18 @@ def test_node_attributes_are_exactly_the_creator_fields(plugin_engines, host_tes
         assert info == creator
 
 
+def test_cuda_kernels_under_cpu_emulation():
+    """The CUDA kernels (fp32 CUDA cores, fp16 CUDA cores and tensor cores) run on the CPU under an emulation of the
+    CUDA execution model and equal a double-precision reference: GQA/MHA, head_dim 32/64/128, beams 1-40, left
+    padding, register-only S = 2, 1 and many splits (plugins/tests/cuda_emulation). Not a GPU run."""
+    path = libraries.built().get("cuda_emulation_test")
+    if not path or not os.path.isfile(path):
+        pytest.skip(f"earn_cuda_emulation_test not built: {libraries.BUILD_HINT}")
+    res = subprocess.run([path], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("PASS ") == 37 and "0 failed" in res.stdout
+
+
 @needs_ort_lib
 def test_ort_library_declares_the_exported_op():
     info = libraries.ort_ops_info(ORT_LIB)

@@ -1,8 +1,16 @@
 // CUDA kernels of earn::CompactedAttention (see compacted_attention_cuda.h for the scheme).
-// UNVERIFIED: compiled here (nvcc, no GPU); plugins/gpu_check.py compares it with the PyTorch reference on a GPU.
+// Not run on a GPU here (none lent): plugins/gpu_check.py compares them with the PyTorch reference on one. On the
+// CPU, plugins/tests/cuda_emulation runs this same file under an emulation of the CUDA execution model (blocks,
+// warps, barriers, shuffles, WMMA), which checks the indexing and synchronisation logic, not the hardware.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
+
+// Dynamic shared memory and kernel launches go through these two macros so that the emulation can provide them.
+#ifndef EARN_DYNAMIC_SMEM
+#define EARN_DYNAMIC_SMEM(type, name) extern __shared__ __align__(128) type name[]
+#define EARN_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#endif
 
 #include "compacted_attention_cuda.h"
 
@@ -86,14 +94,13 @@ struct Vec16<__half>
     static constexpr int kElems = 8;
     __device__ __forceinline__ static void load(__half const* src, float* dst)
     {
-        uint4 const raw = *reinterpret_cast<uint4 const*>(src);
-        __half2 const* h = reinterpret_cast<__half2 const*>(&raw);
+        uint4 const raw = *reinterpret_cast<uint4 const*>(src); // one 16-byte load
+        unsigned const words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < 4; ++i) // the halves out of each 32-bit word (little-endian: low half first)
         {
-            float2 const f = __half22float2(h[i]);
-            dst[2 * i] = f.x;
-            dst[2 * i + 1] = f.y;
+            dst[2 * i] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[i] & 0xffffu)));
+            dst[2 * i + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[i] >> 16)));
         }
     }
 };
@@ -137,7 +144,7 @@ __global__ void __launch_bounds__(kThreads) shared_pass(AttentionShape sh, Point
     constexpr int KS = key_stride<D>();
     constexpr int DPL = D / 32; // output dims per lane
     constexpr int E = Vec16<T>::kElems;
-    extern __shared__ float4 smem4[];
+    EARN_DYNAMIC_SMEM(float4, smem4);
     float* Qs = reinterpret_cast<float*>(smem4); // [MQ][D]
     float* Ks = Qs + MQ * D;                     // [kKeyTile][KS]
     float* Vs = Ks + kKeyTile * KS;              // [kKeyTile][D]
@@ -439,7 +446,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) shared_pass_tc(AttentionShape s
     using L = TcLayout<D>;
     constexpr int LD = L::kLd;
     constexpr int SLD = L::kSLd;
-    extern __shared__ __align__(128) unsigned char smem_tc[]; // WMMA pointers need 32-byte alignment
+    EARN_DYNAMIC_SMEM(unsigned char, smem_tc); // 128-byte aligned: WMMA pointers need 32 bytes
     unsigned char* smem = smem_tc;
     __half* Qs = reinterpret_cast<__half*>(smem + L::q);
     __half* Ks = reinterpret_cast<__half*>(smem + L::k);
@@ -629,10 +636,10 @@ cudaError_t launch_tc(AttentionShape const& sh, Pointers const& ptr, float* ws_a
     int const q_tiles = static_cast<int>((sh.beams * sh.group() + kTcRows - 1) / kTcRows);
     dim3 const grid1(static_cast<unsigned>(splits), static_cast<unsigned>(sh.kv_heads * q_tiles),
         static_cast<unsigned>(sh.batch));
-    kernel<<<grid1, kTcWarps * 32, smem, stream>>>(sh, ptr, q_tiles, splits, split_len, ws_acc, ws_ml);
+    EARN_LAUNCH(kernel, grid1, kTcWarps * 32, smem, stream, sh, ptr, q_tiles, splits, split_len, ws_acc, ws_ml);
     int64_t const warps = sh.batch * sh.beams * sh.heads;
     dim3 const grid2(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
-    merge_pass<__half, D><<<grid2, kThreads, 0, stream>>>(sh, ptr, splits, ws_acc, ws_ml);
+    EARN_LAUNCH((merge_pass<__half, D>), grid2, kThreads, 0, stream, sh, ptr, splits, ws_acc, ws_ml);
     return cudaGetLastError();
 }
 
@@ -657,10 +664,10 @@ cudaError_t launch_typed(AttentionShape const& sh, Pointers const& ptr, float* w
     int const q_tiles = static_cast<int>(query_tiles(sh));
     dim3 const grid1(static_cast<unsigned>(splits), static_cast<unsigned>(sh.kv_heads * q_tiles),
         static_cast<unsigned>(sh.batch));
-    kernel<<<grid1, kThreads, smem, stream>>>(sh, ptr, q_tiles, splits, split_len, ws_acc, ws_ml);
+    EARN_LAUNCH(kernel, grid1, kThreads, smem, stream, sh, ptr, q_tiles, splits, split_len, ws_acc, ws_ml);
     int64_t const warps = sh.batch * sh.beams * sh.heads;
     dim3 const grid2(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
-    merge_pass<T, D><<<grid2, kThreads, 0, stream>>>(sh, ptr, splits, ws_acc, ws_ml);
+    EARN_LAUNCH((merge_pass<T, D>), grid2, kThreads, 0, stream, sh, ptr, splits, ws_acc, ws_ml);
     return cudaGetLastError();
 }
 

@@ -1,6 +1,7 @@
 // CUDA implementation of earn::CompactedAttention (flash-decoding split-K over the shared keys), host interface.
 //
-// Used by the TensorRT plugin (src/trt) and by plugins/gpu_check.py (bound into PyTorch). No TensorRT here.
+// Used by the TensorRT plugin (src/trt), by plugins/gpu_check.py (bound into PyTorch) and by the CPU emulation test
+// (plugins/tests/cuda_emulation). No TensorRT here.
 //
 // Two kernels per call:
 //  1. shared pass: one block per (user, KV head, query tile, split of the shared keys). The block reads its split
