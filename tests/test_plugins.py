@@ -300,6 +300,24 @@ def test_cuda_kernels_under_cpu_emulation():
     assert res.stdout.count("PASS ") == 37 and "0 failed" in res.stdout
 
 
+def enqueue_test_params():
+    tests = {k: v for k, v in libraries.built().items() if k.startswith("enqueue_test") and os.path.isfile(v["path"])}
+    if not tests:
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"enqueue test not built: {libraries.BUILD_HINT} "
+                                                                  "(+ TensorRT headers)"))]
+    return [pytest.param(v, id=f"trt{v['tensorrt']}") for v in tests.values()]
+
+
+@pytest.mark.parametrize("enqueue_test", enqueue_test_params())
+def test_plugin_enqueue_under_cpu_emulation(enqueue_test):
+    """The TensorRT plugin driven as TensorRT drives it (fields -> plugin, configurePlugin / getWorkspaceSize at the
+    profile's max shapes, onShapeChange + enqueue at runtime shapes, fp32 and fp16, and through a plugin rebuilt
+    from getFieldsToSerialize) with the CUDA kernels under the CPU emulation = the double-precision reference."""
+    res = subprocess.run([enqueue_test["path"]], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("PASS enqueue") == 8 and "0 failed" in res.stdout
+
+
 @needs_ort_lib
 def test_ort_library_declares_the_exported_op():
     info = libraries.ort_ops_info(ORT_LIB)

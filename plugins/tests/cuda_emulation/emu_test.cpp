@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "compacted_attention_cuda.h"
+#include "reference.h"
 
 using earn::AttentionShape;
 using earn::cuda::Algo;
@@ -26,74 +27,6 @@ struct Case
     bool pad;
 };
 
-// exact reference in double on the (already rounded) inputs
-std::vector<double> reference(AttentionShape const& sh, std::vector<float> const& q, std::vector<float> const& sk,
-    std::vector<float> const& sv, std::vector<float> const& bias, std::vector<float> const& gk,
-    std::vector<float> const& gv)
-{
-    int64_t const G = sh.group();
-    int64_t const D = sh.head_dim;
-    std::vector<double> out(q.size());
-    for (int64_t b = 0; b < sh.batch; ++b)
-    {
-        for (int64_t j = 0; j < sh.beams; ++j)
-        {
-            for (int64_t h = 0; h < sh.heads; ++h)
-            {
-                int64_t const kv = h / G;
-                float const* qr = &q[sh.query_row(b, j, h)];
-                std::vector<double> sc;
-                std::vector<float const*> vals;
-                for (int64_t s = 0; s < sh.shared_len; ++s)
-                {
-                    if (earn::key_masked(bias[b * sh.shared_len + s]))
-                    {
-                        continue;
-                    }
-                    double dot = 0;
-                    for (int64_t d = 0; d < D; ++d)
-                    {
-                        dot += double(qr[d]) * sk[sh.shared_row(b, kv, s) + d];
-                    }
-                    sc.push_back(dot * sh.scale + bias[b * sh.shared_len + s]);
-                    vals.push_back(&sv[sh.shared_row(b, kv, s)]);
-                }
-                for (int64_t t = 0; t < sh.gen_len; ++t)
-                {
-                    double dot = 0;
-                    for (int64_t d = 0; d < D; ++d)
-                    {
-                        dot += double(qr[d]) * gk[sh.gen_row(b, j, kv, t) + d];
-                    }
-                    sc.push_back(dot * sh.scale);
-                    vals.push_back(&gv[sh.gen_row(b, j, kv, t)]);
-                }
-                double mx = -INFINITY;
-                for (double x : sc)
-                {
-                    mx = x > mx ? x : mx;
-                }
-                double sum = 0;
-                for (double& x : sc)
-                {
-                    x = std::exp(x - mx);
-                    sum += x;
-                }
-                for (int64_t d = 0; d < D; ++d)
-                {
-                    double acc = 0;
-                    for (size_t i = 0; i < sc.size(); ++i)
-                    {
-                        acc += sc[i] * vals[i][d];
-                    }
-                    out[sh.query_row(b, j, h) + d] = acc / sum;
-                }
-            }
-        }
-    }
-    return out;
-}
-
 int g_failed = 0;
 
 void run(Case const& c, DType dtype, Algo algo, int sms, std::mt19937& rng)
@@ -107,63 +40,26 @@ void run(Case const& c, DType dtype, Algo algo, int sms, std::mt19937& rng)
     sh.shared_len = c.s;
     sh.gen_len = c.t;
     sh.scale = 1.f / std::sqrt(float(c.d));
-    std::normal_distribution<float> n;
     bool const f16 = dtype == DType::kFloat16;
-    auto make = [&](size_t count) {
-        std::vector<float> v(count);
-        for (float& x : v)
-        {
-            x = n(rng);
-            if (f16)
-            {
-                x = earn::half_bits_to_float(earn::float_to_half_bits(x)); // the values the kernel will see
-            }
-        }
-        return v;
-    };
-    auto q = make(c.b * c.beams * c.hq * c.d);
-    auto sk = make(c.b * c.hkv * c.s * c.d);
-    auto sv = make(c.b * c.hkv * c.s * c.d);
-    auto gk = make(c.b * c.beams * c.hkv * c.t * c.d);
-    auto gv = make(c.b * c.beams * c.hkv * c.t * c.d);
-    std::vector<float> bias(c.b * c.s, 0.f);
-    if (c.pad)
-    {
-        for (int64_t b = 1; b < c.b; b += 2) // every other user left-padded by a different amount
-        {
-            for (int64_t s = 0; s < (b * c.s) / (2 * c.b) + 1 && s < c.s - 1; ++s)
-            {
-                bias[b * c.s + s] = -3.4028234663852886e38f;
-            }
-        }
-    }
-    auto to_half = [](std::vector<float> const& v) {
-        std::vector<uint16_t> h(v.size());
-        for (size_t i = 0; i < v.size(); ++i)
-        {
-            h[i] = earn::float_to_half_bits(v[i]);
-        }
-        return h;
-    };
+    earn_test::Inputs in = earn_test::random_inputs(sh, f16, c.pad, rng);
     std::vector<uint16_t> qh, skh, svh, gkh, gvh, outh;
-    std::vector<float> out(q.size(), NAN);
+    std::vector<float> out(in.q.size(), NAN);
     earn::cuda::Pointers p{};
     if (f16)
     {
-        qh = to_half(q);
-        skh = to_half(sk);
-        svh = to_half(sv);
-        gkh = to_half(gk);
-        gvh = to_half(gv);
-        outh.assign(q.size(), 0x7e00); // NaN until written
-        p = {qh.data(), skh.data(), svh.data(), bias.data(), gkh.data(), gvh.data(), outh.data()};
+        qh = earn_test::to_half(in.q);
+        skh = earn_test::to_half(in.sk);
+        svh = earn_test::to_half(in.sv);
+        gkh = earn_test::to_half(in.gk);
+        gvh = earn_test::to_half(in.gv);
+        outh.assign(in.q.size(), 0x7e00); // NaN until written
+        p = {qh.data(), skh.data(), svh.data(), in.bias.data(), gkh.data(), gvh.data(), outh.data()};
     }
     else
     {
-        p = {q.data(), sk.data(), sv.data(), bias.data(), gk.data(), gv.data(), out.data()};
+        p = {in.q.data(), in.sk.data(), in.sv.data(), in.bias.data(), in.gk.data(), in.gv.data(), out.data()};
     }
-    size_t const ws_bytes = earn::cuda::workspace_bytes(sh);
-    std::vector<unsigned char> ws(ws_bytes);
+    std::vector<unsigned char> ws(earn::cuda::workspace_bytes(sh));
     earn_emu::sm_count() = sms;
     cudaError_t const err = earn::cuda::launch_compacted_attention(sh, dtype, p, ws.data(), ws.size(), nullptr, algo);
     if (f16)
@@ -173,14 +69,8 @@ void run(Case const& c, DType dtype, Algo algo, int sms, std::mt19937& rng)
             out[i] = earn::half_bits_to_float(outh[i]);
         }
     }
-    auto ref = reference(sh, q, sk, sv, bias, gk, gv);
     double err_max = 0, ref_max = 0;
-    for (size_t i = 0; i < out.size(); ++i)
-    {
-        double const e = std::isfinite(out[i]) ? std::fabs(out[i] - ref[i]) : INFINITY;
-        err_max = e > err_max ? e : err_max;
-        ref_max = std::fabs(ref[i]) > ref_max ? std::fabs(ref[i]) : ref_max;
-    }
+    earn_test::compare(out, earn_test::reference(sh, in.q, in.sk, in.sv, in.bias, in.gk, in.gv), err_max, ref_max);
     // fp32: fp32 accumulation vs double; fp16: output rounding (and P rounded to fp16 on tensor cores)
     double const tol = f16 ? 5e-3 * (ref_max > 1 ? ref_max : 1) : 2e-5;
     bool const ok = err == cudaSuccess && err_max <= tol;
