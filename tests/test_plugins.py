@@ -347,4 +347,5 @@ def test_bench_attention_plugin_runs_and_agrees(tmp_path):
     assert [r["prompt_len"] for r in res["rows"]] == [16, 40] and all(r["same_items"] for r in res["rows"])
     assert all(r["decode_graph_s"]["plugin"] > 0 for r in res["rows"])
     assert all(r["max_abs_diff"] <= 1e-5 for r in res["op_rows"])
+    assert all(r["max_abs_logprob_diff"] <= 1e-5 and r["cpu_s"]["plugin"] > 0 for r in res["decode_rows"])
     assert (tmp_path / "attention.json").is_file() and "plain / plugin" in (tmp_path / "attention.md").read_text()
