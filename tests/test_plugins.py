@@ -218,7 +218,7 @@ def test_check_on_beauty_plugin_engine(beauty_ckpt, beauty_test_histories, tmp_p
     export_onnx(beauty_ckpt, tmp_path, vocab="items", exporter="torchscript", attention="plugin")
     assert len(decode_nodes(tmp_path)) > 0
     report = check_engine(tmp_path, beauty_ckpt, users=beauty_test_histories[:500], n=500, beam=20, top_k=20,
-                          batch_size=50)
+                          batch_size=125)
     assert report["users"] >= 500
     assert report["topk_identical_fraction"] == 1.0, report["mismatches"][:3]
 
