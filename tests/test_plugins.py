@@ -349,3 +349,23 @@ def test_bench_attention_plugin_runs_and_agrees(tmp_path):
     assert all(r["max_abs_diff"] <= 1e-5 for r in res["op_rows"])
     assert all(r["max_abs_logprob_diff"] <= 1e-5 and r["cpu_s"]["plugin"] > 0 for r in res["decode_rows"])
     assert (tmp_path / "attention.json").is_file() and "plain / plugin" in (tmp_path / "attention.md").read_text()
+
+
+@needs_ort_lib
+def test_cpp_runtime_runs_plugin_engine_like_python(plugin_engines):
+    """backend="cpp" on an --attention plugin engine registers the same op library and returns the Python runtime's
+    lists (the library is found like the Python backend finds it)."""
+    from earn_export.runtime import Recommender
+    from earn_export.runtime import cpp_runtime
+
+    if not cpp_runtime.available():
+        pytest.skip("the C++ runtime extension (earn_export_cpp) is not built")
+    _, plugin, _ = plugin_engines["llama_k2"]
+    py = Recommender.load(plugin)
+    items = sorted(py.known_items)
+    rng = np.random.default_rng(0)
+    histories = [list(rng.choice(items, size=n)) for n in (1, 3, 7, 12)]
+    want = py.recommend(histories, top_k=10, beam=10)
+    got = Recommender.load(plugin, backend="cpp").recommend(histories, top_k=10, beam=10)
+    np.testing.assert_array_equal(got.items, want.items)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-5)

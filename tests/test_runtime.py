@@ -103,7 +103,7 @@ def test_full_vocab_dense_engine_equals_transformers_generate(tmp_path, trie_pat
     res = constrained_beam_search(rec.backend, rec.trie, ids, mask, beam=beam)
 
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.float32).eval()
-    trie = Trie.load(tmp_path / "eng" / "trie.npz")
+    trie = Trie.load(tmp_path / "eng")  # the engine's trie.*.npy
     p_len = ids.shape[1]
     with torch.no_grad():
         out = hf.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), num_beams=beam,
@@ -122,7 +122,7 @@ def test_engine_dir_problems(engine, tmp_path):
         Recommender.load(tmp_path / "missing")
     d = tmp_path / "partial"
     shutil.copytree(src, d)
-    (d / "trie.npz").unlink()
+    (d / "trie.offsets.npy").unlink()
     with pytest.raises(EngineDirError, match="missing files"):
         Recommender.load(d)
 

@@ -97,6 +97,11 @@ def masked_softmax(scores: torch.Tensor, bias: torch.Tensor | None, dtype: torch
 
 
 class Attention(nn.Module):
+    # Set per instance by ``earn_export.analysis.probes.capture_attention`` only: a callable that receives this
+    # layer's attention probabilities [B, Hq, T, S] (fp32) from ``attend`` and reduces them at once. None (the
+    # default) leaves the forward untouched.
+    probs_hook = None
+
     def __init__(self, cfg):
         super().__init__()
         self.n_heads = cfg.num_attention_heads
@@ -137,6 +142,8 @@ class Attention(nn.Module):
         qg = q.reshape(b, self.n_kv, self.group, t, d).to(f32)
         scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2).to(f32)) * self.scaling  # [B,Hkv,G,T,S]
         probs = masked_softmax(scores, None if bias is None else bias.unsqueeze(1), f32)
+        if self.probs_hook is not None:  # head h = kv * G + g, transformers' repeat_kv order
+            self.probs_hook(probs.reshape(b, self.n_heads, t, probs.shape[-1]))
         out = torch.matmul(probs, v.unsqueeze(2).to(f32))  # [B,Hkv,G,T,D]
         return out.reshape(b, self.n_heads, t, d).to(q.dtype)
 

@@ -40,18 +40,18 @@ def exporter_kwargs(exporter: str) -> dict:
     return kwargs(exporter)
 
 
-def finish_graph(path, spec: dict, num_layers: int) -> None:
-    """After exporting a plugin graph: type its outputs and check it has one custom node per layer."""
-    import onnx
-
+def finish_graph(model, spec: dict, num_layers: int, name: str) -> None:
+    """After exporting a plugin graph (``onnx_ir.Model``): type its outputs and check it has one custom node per
+    layer."""
     from ..export.onnx_export import ExportError
-    from .onnx_emit import annotate_outputs, plugin_nodes
+    from .onnx_emit import annotate_outputs, plugin_nodes_ir
 
-    annotate_outputs(path, spec)
-    nodes = plugin_nodes(onnx.load(str(path), load_external_data=False))
+    annotate_outputs(model, spec)
+    nodes = plugin_nodes_ir(model)
     if len(nodes) != num_layers:
-        raise ExportError(f"{path.name}: expected {num_layers} {OP_DOMAIN}::{OP_NAME} nodes (one per layer), found "
+        raise ExportError(f"{name}: expected {num_layers} {OP_DOMAIN}::{OP_NAME} nodes (one per layer), found "
                           f"{len(nodes)}; the decode attention was not routed through the custom op")
+    model.opset_imports.setdefault(OP_DOMAIN, 1)
 
 
 def manifest_entry(attention: str) -> dict:

@@ -9,7 +9,8 @@ plus the two the ONNX parser uses to find the creator):
 
 TorchScript (``dynamo=False``): a symbolic registered with ``torch.onnx.register_custom_op_symbolic``. Dynamo: an
 onnxscript function passed as ``custom_translation_table``. Neither exporter knows the node's output type, so
-:func:`annotate_outputs` writes the graph outputs' dtypes and shapes from the exporter's I/O spec afterwards.
+:func:`annotate_outputs` writes the graph outputs' dtypes and shapes from the exporter's I/O spec afterwards (on the
+``onnx_ir`` model the exporter hands over, before its weights are written).
 """
 
 from __future__ import annotations
@@ -58,20 +59,24 @@ def exporter_kwargs(exporter: str) -> dict:
     return {"custom_opsets": dict(CUSTOM_OPSETS)}
 
 
-def annotate_outputs(path, spec: dict) -> None:
-    """Give the graph outputs of a plugin graph the dtypes and (symbolic) shapes of the I/O spec, in place."""
-    import onnx
+def annotate_outputs(model, spec: dict) -> None:
+    """Give the graph outputs of a plugin graph (an ``onnx_ir.Model``) the dtypes and (symbolic) shapes of the
+    I/O spec, in place."""
+    import onnx_ir as ir
 
-    model = onnx.load(str(path), load_external_data=False)
-    types = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16, "int64": onnx.TensorProto.INT64}
+    types = {"float32": ir.DataType.FLOAT, "float16": ir.DataType.FLOAT16, "int64": ir.DataType.INT64}
     by_name = {io["name"]: io for io in spec["outputs"]}
-    for out in model.graph.output:
+    for out in model.graph.outputs:
         io = by_name.get(out.name)
         if io is None:
             continue
-        out.type.CopyFrom(onnx.helper.make_tensor_type_proto(
-            types[io["dtype"]], [s.replace("+", "_plus_") if isinstance(s, str) else s for s in io["shape"]]))
-    onnx.save_model(model, str(path))
+        out.dtype = types[io["dtype"]]
+        out.shape = ir.Shape([s.replace("+", "_plus_") if isinstance(s, str) else s for s in io["shape"]])
+
+
+def plugin_nodes_ir(model) -> list:
+    """The ``earn::CompactedAttention`` nodes of an ``onnx_ir.Model``."""
+    return [n for n in model.graph if n.domain == OP_DOMAIN and n.op_type == OP_NAME]
 
 
 def plugin_nodes(model) -> list:

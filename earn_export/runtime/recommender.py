@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..search.beam import constrained_beam_search, token_columns
-from .prompts import build_encoder
+from .prompts import build_encoder, engine_encoder
 
 
 class UnknownItemError(KeyError):
@@ -49,11 +49,15 @@ class RecommendResult:
     truncated: np.ndarray = field(default=None)  # [U] int64 oldest items dropped beyond max_history
 
 
-def load_trie(path):
-    """The CSR trie (earn_export.data.catalog.Trie) from trie.npz."""
+def engine_trie(engine_dir, manifest: dict):
+    """The item-identifier trie of an engine directory (``trie.*.npy``, named by the manifest)."""
     from ..data.catalog import Trie
+    from ..export.manifest import EngineDirError
 
-    return Trie.load(path)
+    if not manifest.get("trie"):
+        raise EngineDirError(f"{engine_dir}: the engine has no trie; re-export with a trie "
+                             "(export_onnx(..., trie=...) or a checkpoint with items.json / trie.npz)")
+    return Trie.load_npy(engine_dir, manifest["trie"]["prefix"])
 
 
 class Recommender:
@@ -73,19 +77,23 @@ class Recommender:
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify: bool = True,
+    def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify="fast",
              batch_size: int = 64, session_options=None, device=None) -> "Recommender":
         """An exported engine directory. ``backend="torch"`` runs the torch reference on the checkpoint the
         engine was exported from (``checkpoint=`` or the manifest's ``source_checkpoint``) with the engine's
-        trie, prompts and output vocabulary."""
+        trie, prompts and output vocabulary. ``backend="cpp"`` returns the C++ runtime
+        (``cpp_runtime.CppRecommender``, same ``recommend``). ``verify``: ``"fast"`` (hash only files not verified
+        before), ``"full"`` or ``"off"`` (see ``earn_export.export.manifest``)."""
         from ..export.manifest import EngineDirError, load_manifest
         from .backends import OrtBackend, TorchBackend
 
+        if backend == "cpp":  # libearn (cpp/): same checks, prompts and search, in C++
+            from .cpp_runtime import CppRecommender
+
+            return CppRecommender.load(engine_dir, providers=providers, verify=verify, batch_size=batch_size)
         engine_dir = Path(engine_dir)
         manifest = load_manifest(engine_dir, verify=verify)
-        if not manifest.get("trie"):
-            raise EngineDirError(f"{engine_dir}: the engine has no trie.npz; re-export with a trie "
-                                 "(export_onnx(..., trie=...) or a checkpoint with items.json / trie.npz)")
+        trie = engine_trie(engine_dir, manifest)  # refuses an engine without a trie before loading graphs
         if backend == "onnxruntime":
             be = OrtBackend(engine_dir, providers=providers, manifest=manifest, session_options=session_options)
         elif backend == "torch":
@@ -100,34 +108,36 @@ class Recommender:
                 model = model.to(device)
             be = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
         else:
-            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
-        trie = load_trie(engine_dir / manifest["trie"])
+            raise ValueError(f"backend must be 'onnxruntime', 'cpp' or 'torch', got {backend!r}")
+        return cls.from_engine(engine_dir, manifest, be, batch_size=batch_size, trie=trie)
+
+    @classmethod
+    def from_engine(cls, engine_dir, manifest: dict, backend, batch_size: int = 64, trie=None) -> "Recommender":
+        """The engine's trie, prompt encoder and history rules around any search backend (ORT sessions, the
+        torch reference, Triton BLS calls ...). ``manifest`` is the already-checked ``load_manifest`` result."""
+        trie = trie if trie is not None else engine_trie(engine_dir, manifest)
         paths = trie.item_paths()
-        m = manifest["model"]
-        encoder = build_encoder(engine_dir, m, paths)
-        return cls(be, trie, encoder, paths.keys(), max_history=m.get("max_history") or 20,
-                   batch_size=batch_size, manifest=manifest)
+        return cls(backend, trie, engine_encoder(engine_dir, manifest), paths.keys(),
+                   max_history=manifest["model"].get("max_history") or 20, batch_size=batch_size,
+                   manifest=manifest)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,
                         dtype=None) -> "Recommender":
         """Torch backend straight from a training checkpoint (trie.npz beside it, or ``trie=`` path/arrays)."""
-        from ..export.onnx_export import _resolve_trie
+        from ..export.onnx_export import resolve_trie
         from ..model import load_pretrained
         from .backends import TorchBackend
-        import tempfile
 
         ckpt_dir = Path(ckpt_dir)
         model = load_pretrained(ckpt_dir, dtype=dtype)
         if device is not None:
             model = model.to(device)
-        with tempfile.TemporaryDirectory() as tmp:
-            trie_path = _resolve_trie(trie, ckpt_dir, Path(tmp))
-            if trie_path is None:
-                raise FileNotFoundError(f"{ckpt_dir}: no trie.npz or item catalog to build one; pass trie=")
-            trie_obj = load_trie(trie_path)
-            paths = trie_obj.item_paths()
-            head = np.unique(trie_obj.tokens) if vocab == "items" else None
+        trie_obj = resolve_trie(trie, ckpt_dir)
+        if trie_obj is None:
+            raise FileNotFoundError(f"{ckpt_dir}: no trie.npz or item catalog to build one; pass trie=")
+        paths = trie_obj.item_paths()
+        head = np.unique(trie_obj.tokens) if vocab == "items" else None
         earn = model.earn
         info = {
             "prefix_token_ids": list(earn.prefix_token_ids) if earn else [],
