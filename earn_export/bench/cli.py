@@ -73,6 +73,9 @@ def register(subparsers) -> None:
     p.add_argument("--cpp-request-users", type=int, default=4,
                    help="users per recommend() call in the --cpp-runtime comparison (default 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--attention", choices=("onnx", "plugin"), default="onnx",
+                   help="plugin: instead of the default benchmark, time EARN decode with the earn::CompactedAttention "
+                        "custom op against the plain graph on ONNX Runtime CPU (writes attention.json/.md)")
     p.add_argument("--peer", choices=("genai",), default=None,
                    help="instead of the speed benchmark: time our engines against onnxruntime-genai built from the "
                         "same dense weights (per-forward prefill and end-to-end beam search, interleaved; needs "
@@ -160,6 +163,17 @@ def main(args) -> int:
     except ValueError as exc:
         print(f"earn-export bench: {exc}", file=sys.stderr)
         return 2
+    if args.attention == "plugin":
+        from .attention import markdown, run_attention_bench
+
+        try:
+            result = run_attention_bench(cfg, progress=not args.quiet)
+        except ValueError as exc:
+            print(f"earn-export bench: {exc}", file=sys.stderr)
+            return 2
+        print()
+        print(markdown(result))
+        return 0
     if args.e2e_only:
         from .harness import run_e2e_only
 

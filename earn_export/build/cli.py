@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--max-beam", type=int, default=40)
     p.add_argument("--workspace-gib", type=float, default=8.0)
     p.add_argument("--timing-cache", default=None)
+    p.add_argument("--plugins", action="append", metavar="LIB.so",
+                   help="TensorRT plugin library to load before parsing and serialise into the plans (repeatable); "
+                        "default for engines exported with --attention plugin: plugins/build/libearn_plugins.so")
     p.set_defaults(func=run)
 
 
@@ -29,9 +32,11 @@ def run(args) -> int:
                         beam=(1, min(20, args.max_beam), args.max_beam))
     try:
         meta = build_engines(args.engine_dir, fp16=args.fp16, shapes=shapes, workspace_gib=args.workspace_gib,
-                             timing_cache=args.timing_cache)
+                             timing_cache=args.timing_cache, plugins=args.plugins)
     except (TensorRTUnavailable, ValueError) as exc:
         print(f"earn-export build: {exc}", file=sys.stderr)
         return 3
-    print(f"built {', '.join(meta['plans'])} with TensorRT {meta['tensorrt_version']} on {meta['gpu']['name']}")
+    print(f"built {', '.join(meta['plans'])} with TensorRT {meta['tensorrt_version']} on {meta['gpu']['name']}"
+          + "".join(f", plugin {p['plugin_name']} v{p['plugin_version']} ({p['library']}"
+                    f"{', embedded' if p['serialized_into_plan'] else ''})" for p in meta["plugins"]))
     return 0

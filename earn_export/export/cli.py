@@ -30,6 +30,10 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 23 fused, 18 reference)")
     p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
                    help="torch.onnx exporter (auto: dynamo, falling back to TorchScript for the reference form)")
+    p.add_argument("--attention", default="onnx", choices=["onnx", "plugin"],
+                   help="decode attention: onnx = standard ops (default); plugin = one earn::CompactedAttention node "
+                        "per layer (ONNX Runtime: libearn_ort_ops.so from `make plugins`, loaded automatically; "
+                        "TensorRT: earn-export build --plugins)")
     p.set_defaults(func=run_export)
 
     c = sub.add_parser("check", help="parity of an engine dir with its torch reference checkpoint")
@@ -58,12 +62,13 @@ def run_export(args) -> int:
     try:
         manifest = export_onnx(args.checkpoint, args.out, vocab=args.vocab, fp16=args.fp16, opset=args.opset,
                                exporter=args.exporter, progress=bars, form=args.form, quantize=args.quantize,
-                               ort_optimize=args.ort_optimize)
+                               ort_optimize=args.ort_optimize, attention=args.attention)
     finally:
         bars.close()
     m = manifest["model"]
     print(f"wrote {args.out}: prefill.onnx + decode.onnx ({manifest['dtype']}, vocab={manifest['vocab']['mode']} "
-          f"[{manifest['vocab']['vocab_out']}], exporter={manifest['exporter']}), k={m['split_layer']} of "
+          f"[{manifest['vocab']['vocab_out']}], exporter={manifest['exporter']}, attention={args.attention}), "
+          f"k={m['split_layer']} of "
           f"{m['num_layers']} layers, {m['n_registers']} registers")
     w = manifest["weights"]
     print(f"form {manifest['form']['name']} (opset {manifest['opset']}); {w['file']}: {w['bytes'] / 1e6:.1f} MB, "

@@ -170,17 +170,20 @@ def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
 
 
 def _export_graph(module, args, tmp_dir: Path, name: str, names_in, names_out, dynamic_axes: dict, dynamo_shapes,
-                  opset: int, exporter: str):
+                  opset: int, exporter: str, custom_ops=None):
     """Export one graph with the chosen exporter; returns (``onnx_ir.Model``, exporter actually used).
 
     dynamo: the program's model is returned as is, its initializers still the torch parameters (no copy).
     TorchScript: written to ``tmp_dir`` and loaded back lazily (external tensors stay on disk until written).
+    ``custom_ops``: ``which -> extra torch.onnx.export kwargs`` for graphs with custom-op nodes
+    (earn_export.ops.onnx_emit).
     """
     import onnx_ir as ir
 
     errors = []
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     for which in order:
+        extra = custom_ops(which) if custom_ops else {}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -189,12 +192,12 @@ def _export_graph(module, args, tmp_dir: Path, name: str, names_in, names_out, d
                     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
                     program = torch.onnx.export(module, args, None, dynamo=True, input_names=names_in,
                                                 output_names=names_out, dynamic_shapes=dynamo_shapes,
-                                                opset_version=opset, verbose=False)
+                                                opset_version=opset, verbose=False, **extra)
                     return program.model, which
                 path = Path(tmp_dir) / name
                 torch.onnx.export(module, args, str(path), dynamo=False, input_names=names_in,
                                   output_names=names_out, dynamic_axes=dynamic_axes, opset_version=opset,
-                                  do_constant_folding=True)
+                                  do_constant_folding=True, **extra)
                 return ir.load(str(path)), which
         except Exception as exc:  # noqa: BLE001 - report both exporters' errors below
             errors.append(f"{which}: {type(exc).__name__}: {str(exc)[:2000]}")
@@ -321,7 +324,7 @@ def _quant_entry(infos: dict) -> dict:
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int | None = None,
                 item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
                 progress=None, form: str | None = None, quantize: str | None = None,
-                ort_optimize: bool = False) -> dict:
+                ort_optimize: bool = False, attention: str = "onnx") -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json (+ the trie's ``.npy`` arrays, the prompt pieces and the
     checkpoint's small files).
 
@@ -334,9 +337,17 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` or
     ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
     ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``:
-    callable ``(message)`` for CLI progress, or a :class:`.progress.StageBars`. Returns the manifest (also written
-    to ``out_dir/manifest.json``).
+    callable ``(message)`` for CLI progress, or a :class:`.progress.StageBars`. ``attention``: ``"onnx"`` (decode
+    attention as standard ops) or ``"plugin"`` (one ``earn::CompactedAttention`` node per decode layer,
+    earn_export.ops). Returns the manifest (also written to ``out_dir/manifest.json``).
     """
+    from ..ops import attention_export
+
+    attention_export.check_mode(attention)
+    if attention == "plugin" and ort_optimize:
+        raise ExportError("--ort-optimize saves ONNX Runtime's optimised copy of the standard-op graphs; with "
+                          "--attention plugin the decode graph holds earn::CompactedAttention nodes: drop one of the "
+                          "two options")
     if vocab not in ("items", "full"):
         raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
     if exporter not in EXPORTERS:
@@ -423,10 +434,14 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             for graph, module, args in (("prefill", prefill, (ids, mask)), ("decode", decode, decode_args)):
                 say(f"tracing {graph}.onnx ({'dynamo' if exporter != 'torchscript' else 'TorchScript'})")
                 spec = specs[graph]
-                graph_ir, used[graph] = _export_graph(
-                    module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
-                    [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
-                    opset, exporter)
+                plugin = attention_export.uses_plugin(attention, graph)
+                with attention_export.tracing(plugin):
+                    graph_ir, used[graph] = _export_graph(
+                        module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
+                        [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
+                        opset, exporter, attention_export.exporter_kwargs if plugin else None)
+                if plugin:
+                    attention_export.finish_graph(graph_ir, spec, n, f"{graph}.onnx")
                 _check_form(_op_counts(graph_ir), form, graph, n)
                 if quantize is not None:
                     from .quantize import quantize_ir
@@ -487,6 +502,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                  "fallback": "export with --form reference for runtimes without the opset-23 ops"
                  if form == "fused" else None},
         "exporter": used,
+        "attention": attention_export.manifest_entry(attention),
         "graphs": {
             g: {"file": f"{g}.onnx", "nodes": sum(op_counts[g].values()), "op_types": op_counts[g],
                 "ort_optimized": ort_graphs.get(g),

@@ -54,6 +54,9 @@ class OrtBackend:
         self.kv_dtype = np.float16 if self.manifest["dtype"] == "float16" else np.float32
         self.providers = choose_providers(providers)
         opts = session_options or ort.SessionOptions()
+        from ..ops.libraries import prepare_session_options
+
+        prepare_session_options(opts, self.manifest, self.engine_dir)  # custom-op library of --attention plugin
         kw = {"provider_options": provider_options} if provider_options is not None else {}
         g = self.manifest["graphs"]
         files = {name: g[name]["file"] for name in ("prefill", "decode")}

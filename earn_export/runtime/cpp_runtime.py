@@ -94,6 +94,15 @@ class CppRecommender:
 
             load_manifest(engine_dir, verify="fast")
         native_verify = verify in (True, "full")
+        man_path = Path(engine_dir) / "manifest.json"
+        if not custom_op_libraries and man_path.is_file():  # --attention plugin: the op library Python registers
+            from ..ops.attention_export import attention_mode
+
+            manifest = json.loads(man_path.read_text())
+            if attention_mode(manifest) == "plugin":
+                from ..ops.libraries import require_ort_ops
+
+                custom_op_libraries = [require_ort_ops(manifest, engine_dir)]
         native = module().Recommender.load(str(engine_dir), providers=list(providers or []),
                                            custom_op_libraries=[str(p) for p in custom_op_libraries],
                                            verify=native_verify, batch_size=batch_size,
