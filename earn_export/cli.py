@@ -30,6 +30,7 @@ DEBUG_ENV = "EARN_EXPORT_DEBUG"
 COMMANDS = {
     "train": "earn_export.train.cli",
     "eval": "earn_export.train.cli",
+    "convert": "earn_export.convert.cli",
     "export": "earn_export.export.cli",
     "check": "earn_export.export.cli",
     "inspect": "earn_export.runtime.cli",
@@ -37,6 +38,13 @@ COMMANDS = {
     "demo": "earn_export.runtime.cli",
     "bench": "earn_export.bench.cli",
     "build": "earn_export.build.cli",
+    "serve": "earn_export.serve.cli",
+    "query": "earn_export.serve.cli",
+    "loadtest": "earn_export.serve.cli",
+    "triton-repo": "earn_export.serve.cli",
+    "batch": "earn_export.serve.cli",
+    "bench-serve": "earn_export.bench.serving",
+    "analyze": "earn_export.analysis.cli",
 }
 
 

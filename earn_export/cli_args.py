@@ -67,14 +67,22 @@ def existing_file(text) -> str:
     return text
 
 
+def existing_path(text) -> str:
+    """A file or directory that exists (an HF checkpoint dir or a ``.gguf`` file)."""
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    return text
+
+
 def split_layer(text) -> str | int:
-    """``auto``, ``dense`` or an integer k >= 1 (checked against the model's depth by :func:`check_split_layer`)."""
-    if text in ("auto", "dense"):
+    """``auto``, ``dense``, ``analyze`` or an integer k >= 1 (checked against the model's depth by
+    :func:`check_split_layer`)."""
+    if text in ("auto", "dense", "analyze"):
         return text
     try:
         return positive_int(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'auto', 'dense' or an integer k >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'dense', 'analyze' or an integer k >= 1, got {text!r}")
 
 
 THREADS_HELP = ("CPU threads of torch (default: one per core). Runs with the same count are bit-identical on one "
@@ -126,4 +134,4 @@ def check_split_layer(k, depth: int | None, model_flag: str) -> None:
     """EARN's split k must be a layer of the model: 1 <= k <= N (k = N is the dense baseline)."""
     if isinstance(k, int) and depth is not None and not 1 <= k <= depth:
         raise UsageError(f"--split-layer {k} is outside the model's {depth} layers ({model_flag}) — pass an integer "
-                         f"in 1..{depth}, 'auto' (about N/4) or 'dense'")
+                         f"in 1..{depth}, 'auto' (about N/4), 'dense' or 'analyze'")

@@ -15,7 +15,8 @@ from earn_export.data.catalog import Trie
 def tiny_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     cfg = BenchConfig(preset="micro", split_layer=1, prompt_lens=(16, 32), batch_sizes=(2,), beams=(4,), warmup=0,
-                      repeats=1, torch_warmup=0, hf_batch=1, n_items=200, vocab_size=512, codes=16, out=str(out))
+                      repeats=1, torch_warmup=0, hf_batch=1, n_items=200, vocab_size=512, codes=16, out=str(out),
+                      exporter="torchscript", form="reference")  # fast to export; the fused form: test_graph_forms
     return run_bench(cfg, progress=False, log=None), out
 
 

@@ -4,6 +4,7 @@ Helpers here (tiny models, a synthetic CSR trie, beam paths) are imported by the
 """
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -195,15 +196,38 @@ def test_full_vocab_and_dynamo_exporter(tmp_path, trie_arrays):
     assert max(diffs) <= 1e-4, diffs
 
 
-def test_external_data_export_loads_and_matches(tmp_path, trie_arrays):
-    m = earn_model("llama", 2)
-    man = export_onnx(m, tmp_path, trie=trie_arrays, exporter="torchscript", external_data_threshold=0)
-    assert (tmp_path / "prefill.onnx.data").is_file() and (tmp_path / "decode.onnx.data").is_file()
-    assert man["graphs"]["decode"]["external_data"] == "decode.onnx.data"
-    assert (tmp_path / "prefill.onnx").stat().st_size < (tmp_path / "prefill.onnx.data").stat().st_size
+def test_graphs_share_one_weights_file(engines, tmp_path):
+    """Both graphs reference one weights.data (no per-graph copy), ORT runs them from it, the manifest records it
+    and a changed or missing weights file is refused."""
+    d, m = engines["llama_k2"]
+    man = load_manifest(d)
+    assert man["weights"]["file"] == "weights.data" and man["weights"]["shared_by"] == ["prefill", "decode"]
+    assert {g["external_data"] for g in man["graphs"].values()} == {"weights.data"}
+    assert not list(d.glob("*.onnx.data"))
+    locs = {}
+    for g in ("prefill", "decode"):
+        proto = onnx.load(str(d / f"{g}.onnx"), load_external_data=False)
+        ext = {t.name: {e.key: e.value for e in t.external_data} for t in proto.graph.initializer
+               if t.data_location == onnx.TensorProto.EXTERNAL}
+        assert {e["location"] for e in ext.values()} == {"weights.data"}
+        locs[g] = {(e["offset"], e["length"]) for e in ext.values()}
+    # every decode weight (layers, norms, head slice, embedding) is a region prefill already uses: stored once
+    assert locs["decode"] <= locs["prefill"]
+    n_params = sum(p.numel() for p in m.parameters()) * 4
+    assert man["weights"]["bytes"] < 1.3 * n_params  # one copy (+ the items head slice), not two
     ids, mask = token_prompts(m, [8, 6])
-    diffs, _ = compare_backends(OrtBackend(tmp_path), TorchBackend(m, ITEM_TOKENS), ids, mask, beam=3)
+    diffs, _ = compare_backends(OrtBackend(d), TorchBackend(m, ITEM_TOKENS), ids, mask, beam=3)
     assert max(diffs) <= 1e-4
+    bad = tmp_path / "bad"
+    shutil.copytree(d, bad)
+    with open(bad / "weights.data", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x01\x02")
+    with pytest.raises(EngineDirError, match=r"sha256 mismatch for \['weights.data'\]"):
+        load_manifest(bad, verify="full")
+    (bad / "weights.data").unlink()
+    with pytest.raises(EngineDirError, match=r"missing files \['weights.data'\]"):
+        OrtBackend(bad)
 
 
 def test_export_from_checkpoint_dir_copies_files(tmp_path, trie_arrays):
@@ -246,3 +270,55 @@ def test_manifest_errors_are_clear(engines, tmp_path):
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(EngineDirError, match="format_version 99 is not supported.*re-export"):
         load_manifest(d)
+
+
+def test_verify_fast_remembers_and_rechecks_changed_files(engines, tmp_path):
+    """fast: files hashed once are remembered (by size, mtime, ctime, inode); a changed file is hashed again even
+    when its size and mtime were put back; full always hashes; off only checks presence."""
+    from earn_export.export.manifest import STAMP, verify_files
+
+    src, _ = engines["llama_k2"]
+    d = tmp_path / "eng"
+    shutil.copytree(src, d)
+    hashes = json.loads((d / "manifest.json").read_text())["sha256"]
+    first = verify_files(d, hashes, "fast")
+    assert set(first.values()) == {"hashed"} and (d / STAMP).is_file()
+    assert set(verify_files(d, hashes, "fast").values()) == {"remembered"}
+    assert set(verify_files(d, hashes, "full").values()) == {"hashed"}
+    w = d / "weights.data"
+    st = w.stat()
+    with open(w, "r+b") as f:  # same size, same mtime: only ctime tells
+        f.seek(200)
+        byte = f.read(1)
+        f.seek(200)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert w.stat().st_size == st.st_size and w.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(EngineDirError, match=r"sha256 mismatch for \['weights.data'\]"):
+        load_manifest(d)  # default: fast
+    with pytest.warns(UserWarning, match="not verified"):
+        load_manifest(d, verify="off")
+    with pytest.raises(ValueError, match="verify must be one of"):
+        load_manifest(d, verify="quick")
+
+
+def test_ort_optimized_graphs_saved_shared_and_used(tmp_path, trie_arrays):
+    """--ort-optimize: ORT's offline-optimised CPU graphs are saved, share weights.data with the portable graphs,
+    are used by OrtBackend for the same onnxruntime version, and skipped (portable graphs) for another."""
+    m = earn_model("llama", 2)
+    man = export_onnx(m, tmp_path, trie=trie_arrays, exporter="torchscript", ort_optimize=True)
+    for g in ("prefill", "decode"):
+        entry = man["graphs"][g]["ort_optimized"]
+        assert entry["file"] == f"{g}.ort.onnx" and entry["nodes"] < man["graphs"][g]["nodes"]
+        assert entry["file"] in man["sha256"]
+    assert man["weights"]["shared_by"] == ["prefill", "decode", "prefill.ort", "decode.ort"]
+    assert not list(tmp_path.glob("*.ort.data"))
+    ob = OrtBackend(tmp_path)
+    assert ob.graph_files == {"prefill": "prefill.ort.onnx", "decode": "decode.ort.onnx"}
+    ids, mask = token_prompts(m, [8, 6, 11])
+    diffs, _ = compare_backends(ob, TorchBackend(m, ITEM_TOKENS), ids, mask, beam=5)
+    assert max(diffs) <= 1e-4
+    other = json.loads((tmp_path / "manifest.json").read_text())
+    for g in ("prefill", "decode"):
+        other["graphs"][g]["ort_optimized"]["onnxruntime"] = "0.0.1"
+    assert OrtBackend(tmp_path, manifest=other).graph_files == {"prefill": "prefill.onnx", "decode": "decode.onnx"}

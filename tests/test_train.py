@@ -19,7 +19,8 @@ SMALL = DataSpec(n_users=600, n_items=120)
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("earn")
-    train(out, SMALL, split="auto", preset="micro", epochs=3, batch_size=64, lr=3e-3, progress=False)
+    # 5 epochs: the model clearly beats popularity (1.37x R@10 here; 3 epochs gave only 1.11x, too close to test)
+    train(out, SMALL, split="auto", preset="micro", epochs=5, batch_size=64, lr=3e-3, progress=False)
     return out
 
 

@@ -19,6 +19,8 @@ def _ints(text: str) -> tuple:
 
 
 def register(subparsers) -> None:
+    from ..cli_args import positive_float, positive_int
+
     p = subparsers.add_parser(
         "bench", help="benchmark EARN vs dense vs HF generate (speedup, throughput, KV bytes, bound N/k)",
         description=(
@@ -54,8 +56,13 @@ def register(subparsers) -> None:
     p.add_argument("--codes", type=int, default=256, help="codes per identifier level (default 256)")
     p.add_argument("--n-items", type=int, default=12000, help="items in the synthetic catalog (default 12000)")
     p.add_argument("--vocab", choices=("items", "full"), default="items", help="exported output head (default items)")
-    p.add_argument("--exporter", choices=("torchscript", "dynamo", "auto"), default="torchscript",
-                   help="torch.onnx exporter (default torchscript: ~10x faster to export, equal graphs)")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo", "auto"), default="auto",
+                   help="torch.onnx exporter (default auto: dynamo for the fused form)")
+    p.add_argument("--form", choices=("fused", "reference"), default="fused",
+                   help="graph form of the engines (default fused: opset-23 ops; reference: the model's own ops, "
+                        "exportable with --exporter torchscript)")
+    p.add_argument("--quantize", choices=("int8", "int4"), default=None,
+                   help="benchmark weight-only quantized engines (ONNX Runtime CPU)")
     p.add_argument("--ort-threads", type=int, default=0, help="ORT intra-op threads (default: ORT's choice)")
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--no-profile", action="store_true", help="skip the onnxruntime profiler pass")
@@ -69,7 +76,37 @@ def register(subparsers) -> None:
     p.add_argument("--e2e-users", type=int, default=64, help="test users in the end-to-end row (default 64)")
     p.add_argument("--e2e-only", action="store_true",
                    help="only the end-to-end row (writes e2e.json / e2e.md); needs --earn-ckpt and --dense-ckpt")
+    p.add_argument("--cpp-runtime", metavar="ENGINE_DIR", default=None,
+                   help="only compare the C++ runtime with the Python ORT runtime on this engine (per-batch graph vs "
+                        "bookkeeping time, users/s with 1 and 2 threads; earn_export/bench/cpp_runtime.py)")
+    p.add_argument("--cpp-users", type=positive_int, default=256, help="users in the --cpp-runtime comparison (default 256)")
+    p.add_argument("--cpp-request-users", type=positive_int, default=4,
+                   help="users per recommend() call in the --cpp-runtime comparison (default 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the tables still print to stdout)")
+    p.add_argument("--attention", choices=("onnx", "plugin"), default="onnx",
+                   help="plugin: instead of the default benchmark, time EARN decode with the earn::CompactedAttention "
+                        "custom op against the plain graph on ONNX Runtime CPU (writes attention.json/.md)")
+    p.add_argument("--peer", choices=("genai",), default=None,
+                   help="instead of the speed benchmark: time our engines against onnxruntime-genai built from the "
+                        "same dense weights (per-forward prefill and end-to-end beam search, interleaved; needs "
+                        "the optional extra: pip install 'earn-export[genai]')")
+    p.add_argument("--export-cost", metavar="SHAPES", default=None,
+                   help="instead of the speed benchmark: export and load random full-depth checkpoints of these "
+                        "shapes (comma list of bench, qwen2.5-0.5b, llama3.2-1b) and print engine bytes, export "
+                        "time, peak RSS and load time (writes export_cost.json/.md under --out)")
+    p.add_argument("--export-cost-exporters", default="auto",
+                   help="exporters measured by --export-cost, comma list of auto, dynamo, torchscript (default auto)")
+    p.add_argument("--export-cost-rss-cap-gb", type=positive_float, default=14.0,
+                   help="--export-cost: kill an export/load child whose RSS passes this many GB (shared machines; "
+                        "default 14)")
+    p.add_argument("--export-cost-pythonpath", default=None,
+                   help="--export-cost: run the export/load children with this earn_export checkout first on "
+                        "PYTHONPATH (to measure another version, e.g. before a change)")
+    p.add_argument("--pretrained", metavar="SOURCE", default=None,
+                   help="instead: time convert/export/check and eval-vs-ORT throughput of a real-size model: "
+                        "'smollm2', 'random:qwen2.5-0.5b', an HF dir or a .gguf (see earn_export/bench/pretrained.py)")
+    p.add_argument("--check-users", type=positive_int, default=100, help="--pretrained: users in the check stage (default 100)")
+    p.add_argument("--eval-users", type=positive_int, default=64, help="--pretrained: users in the throughput stage (default 64)")
     p.set_defaults(func=main)
 
 
@@ -90,7 +127,8 @@ def config_from_args(args):
         backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()), hf_batch=args.hf_batch,
         hf_repeats=args.hf_repeats, hf_max_prompt_len=args.hf_max_prompt_len, device=args.device,
         vocab_size=args.vocab_size, id_length=args.id_length, codes=args.codes, n_items=args.n_items,
-        seed=args.seed, exporter=args.exporter, vocab=args.vocab, profile=not args.no_profile, out=args.out,
+        seed=args.seed, exporter=args.exporter, form=args.form, quantize=args.quantize, vocab=args.vocab,
+        profile=not args.no_profile, out=args.out,
         reuse_engines=args.reuse_engines, ort_threads=args.ort_threads, torch_threads=args.torch_threads,
         earn_ckpt=args.earn_ckpt, dense_ckpt=args.dense_ckpt, data_dir=args.data_dir, e2e_users=args.e2e_users,
     )
@@ -104,6 +142,28 @@ def main(args) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.peer == "genai":
+        from .peer_genai import main as peer_main
+
+        return peer_main(args)
+    if args.export_cost:
+        from .export_cost import run as run_export_cost
+
+        return run_export_cost(args)
+    if args.cpp_runtime:
+        from .cpp_runtime import run_cpp_bench
+
+        run_cpp_bench(args.cpp_runtime, users=args.cpp_users, request_users=args.cpp_request_users,
+                      beam=args.beams[0], top_k=args.beams[0], intra_op_threads=args.ort_threads or 1,
+                      data_dir=args.data_dir)
+        return 0
+    if args.pretrained:
+        from .pretrained import run
+
+        run(args.pretrained, args.data_dir or "../shared/data/amazon-beauty",
+            args.out if args.out != "results/bench" else f"results/pretrained-{args.pretrained.replace(':', '-')}",
+            check_users=args.check_users, eval_users=args.eval_users, split=args.split, reuse=args.reuse_engines)
+        return 0
     from . import report
     from .harness import run_bench
 
@@ -114,6 +174,13 @@ def main(args) -> int:
         cfg.validate()
     except ValueError as exc:
         raise UsageError(f"{exc} — see `earn-export bench --help`") from None
+    if args.attention == "plugin":
+        from .attention import markdown, run_attention_bench
+
+        result = run_attention_bench(cfg, progress=not args.quiet)
+        print()
+        print(markdown(result))
+        return 0
     if args.e2e_only:
         from .harness import run_e2e_only
 

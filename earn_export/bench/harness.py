@@ -57,7 +57,9 @@ class BenchConfig:
     codes: int = 256
     n_items: int = 12000
     seed: int = 0
-    exporter: str = "torchscript"
+    exporter: str = "auto"
+    form: str = "fused"  # graph form of the exported engines (earn_export.export.wrappers.FORMS)
+    quantize: str | None = None  # weight-only int8/int4 engines (ONNX Runtime CPU)
     vocab: str = "items"  # exported head: "items" (identifier tokens only) or "full"
     profile: bool = True
     out: str = "results/bench"
@@ -387,7 +389,8 @@ def _stats(runs: list[dict], warmup: int, users: int, beam: int, id_length: int)
 
 # ------------------------------------------------------------------------------------------------ run
 def _engine_key(cfg: BenchConfig, shape: dict) -> dict:
-    return {"shape": shape, "seed": cfg.seed, "vocab": cfg.vocab, "exporter": cfg.exporter, "n_items": cfg.n_items,
+    return {"shape": shape, "seed": cfg.seed, "vocab": cfg.vocab, "exporter": cfg.exporter, "form": cfg.form,
+            "quantize": cfg.quantize, "n_items": cfg.n_items,
             "codes": cfg.codes, "id_length": cfg.id_length, "schema": SCHEMA_VERSION}
 
 
@@ -406,7 +409,7 @@ def _export_pair(setup, cfg: BenchConfig, engines_dir: Path, say) -> dict:
         say(f"exporting {name} ({cfg.exporter})")
         t = time.perf_counter()
         export_onnx(model, engines_dir / name, vocab=cfg.vocab, trie=setup.trie, item_token_ids=items,
-                    exporter=cfg.exporter)
+                    exporter=cfg.exporter, form=cfg.form, quantize=cfg.quantize)
         times[name] = time.perf_counter() - t
     key_file.write_text(json.dumps(key, indent=1))
     times["reused"] = False
@@ -679,7 +682,7 @@ def run_e2e(cfg: BenchConfig, say=print) -> dict:
     for name, ckpt in (("earn", earn_ckpt), ("dense", dense_ckpt)):
         eng = out / name
         t = time.perf_counter()
-        export_onnx(ckpt, eng, vocab=cfg.vocab, exporter=cfg.exporter)
+        export_onnx(ckpt, eng, vocab=cfg.vocab, exporter=cfg.exporter, form=cfg.form, quantize=cfg.quantize)
         exp_s = time.perf_counter() - t
         builder = PromptBuilder.load(ckpt)
         ids, mask = builder(histories)

@@ -8,6 +8,9 @@ only after ``tensorrt_available()`` says yes.
 
 Precision: TRT 10.x builds fp16 with ``BuilderFlag.FP16`` on an fp32 graph; TRT 11 removed weak typing, so
 ``--fp16`` there requires a graph exported in fp16 (``earn-export export --fp16``) built strongly typed.
+
+Plugins: engines exported with ``--attention plugin`` need the plugin library (``plugin_library.py``): loaded
+before parsing, serialised into the plans, recorded in engine.json.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def precision_plan(trt_version: str, fp16: bool, graph_dtype: str) -> dict:
 
 
 def engine_metadata(manifest: dict, trt_version: str, gpu: dict, shapes: ShapeRange, plan: dict,
-                    files: dict[str, Path]) -> dict:
+                    files: dict[str, Path], plugins: list | None = None) -> dict:
     """engine.json: what a loader must check before deserialising (TRT version, GPU, profiles, hashes)."""
     return {
         "format_version": ENGINE_FORMAT_VERSION,
@@ -103,14 +106,16 @@ def engine_metadata(manifest: dict, trt_version: str, gpu: dict, shapes: ShapeRa
                      for g, prof in profiles(manifest, shapes).items()},
         "onnx_sha256": manifest.get("sha256", {}),
         "plans": {name: sha256_file(Path(p)) for name, p in files.items()},  # streamed: plans can be GBs
-        "plugins": [],
+        "plugins": plugins or [],  # plugin_library.plugin_metadata entries: op, version, sha256, embedded
     }
 
 
 @staged_output("engine_dir", last=("engine.json",))
 def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRange(),
-                  workspace_gib: float = 8.0, timing_cache: str | None = None, progress=None, staging=None) -> dict:
-    """Build prefill.plan and decode.plan beside the ONNX graphs and write engine.json.
+                  workspace_gib: float = 8.0, timing_cache: str | None = None, progress=None, plugins=None,
+                  staging=None) -> dict:
+    """Build prefill.plan and decode.plan beside the ONNX graphs and write engine.json. ``plugins``: TensorRT
+    plugin libraries (default for ``--attention plugin`` engines: plugins/build/libearn_plugins.so).
 
     New files are written to ``staging`` and moved in when all exist, engine.json last (``earn_export.atomic``): an
     interrupted build leaves the previous plans, or no engine.json, never a mix that loaders accept."""
@@ -122,8 +127,15 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
     engine_dir = Path(engine_dir)
     manifest = load_manifest(engine_dir)  # format version and sha256 of every file checked before building
     plan = precision_plan(trt.__version__, fp16, manifest.get("dtype", "float32"))
+    from .plugin_library import embedded_in, load_into_registry, plugin_metadata, resolve_for_build
+
+    libs = resolve_for_build(manifest, plugins)
+    embed = embedded_in(manifest, libs)  # the plans that carry the library (those with plugin nodes)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
+    load_into_registry(builder.get_plugin_registry(), libs)  # before parsing: the parser looks the creator up
+    if not hasattr(trt.IBuilderConfig, "plugins_to_serialize"):
+        embed = set()  # this TensorRT cannot embed libraries: loaders must load them (engine.json says so)
     cache_path = Path(timing_cache) if timing_cache else engine_dir / "timing.cache"
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     cache_out = Path(timing_cache) if timing_cache else staging / "timing.cache"
@@ -141,6 +153,8 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
         for flag in plan["builder_flags"]:
             config.set_flag(getattr(trt.BuilderFlag, flag))
+        if graph in embed:
+            config.plugins_to_serialize = [str(p) for p in libs]  # the plan carries the library
         cache = config.create_timing_cache(cache_bytes)
         config.set_timing_cache(cache, ignore_mismatch=False)
         if progress is not None:
@@ -158,7 +172,8 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
         cache_bytes = bytes(config.get_timing_cache().serialize())
     cache_out.write_bytes(cache_bytes)
     gpu = _gpu_info()
-    meta = engine_metadata(manifest, trt.__version__, gpu, shapes, plan, written)
+    meta = engine_metadata(manifest, trt.__version__, gpu, shapes, plan, written,
+                           [plugin_metadata(p, sorted(embed)) for p in libs])
     (staging / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

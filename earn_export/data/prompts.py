@@ -170,6 +170,21 @@ class PromptBuilder:
             ids += self.item_ids[item]
         return ids + self._tail + self.suffix_ids
 
+    def segments(self, history) -> list[tuple[str, list[int]]]:
+        """The pieces of ``row(history)`` in order, named by role: ``bos``, ``prefix_register``,
+        ``instruction`` (template head and tail), ``history`` (identifiers), ``separator`` (between items),
+        ``suffix_register``. Their concatenation is ``row(history)`` when the builder is ``cached``; the attention
+        analysis labels prompt positions with them (no string matching)."""
+        hist = self._truncate(history)
+        out = [("bos", list(self.special_prefix)), ("prefix_register", list(self.prefix_ids)),
+               ("instruction", list(self._head))]
+        for k, item in enumerate(hist):
+            if k:
+                out.append(("separator", list(self._sep)))
+            out.append(("history", list(self.item_ids[item])))
+        out += [("instruction", list(self._tail)), ("suffix_register", list(self.suffix_ids))]
+        return [(name, ids) for name, ids in out if ids]
+
     def __call__(self, histories) -> tuple[np.ndarray, np.ndarray]:
         """``(input_ids [B, P], attention_mask [B, P])`` int64, left-padded with the pad id."""
         rows = [self.row(h) for h in histories]

@@ -42,10 +42,16 @@ import torch
 from ..atomic import atomic_output
 from ..errors import UserError, hint
 from .manifest import FORMAT_VERSION, MANIFEST, write_manifest
-from .wrappers import DecodeGraph, PrefillGraph, kv_names
+from .weights import WEIGHTS_FILE, SharedWeights
+from .wrappers import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
 
-DEFAULT_OPSET = 18
-EXTERNAL_DATA_THRESHOLD = int(1.5e9)
+DEFAULT_OPSET = 18  # the reference form; the fused form needs 23
+FUSED_OPSET = 23
+# where the opset-23 ops of the fused form are implemented (checked against release notes / operator docs);
+# this machine verifies ONNX Runtime 1.32 on CPU only
+FUSED_RUNTIMES = {"onnxruntime": ">= 1.23 (Attention-23 CPU kernel; RMSNormalization-23, RotaryEmbedding-23)",
+                  "tensorrt": ">= 10.15 (ONNX parser: RotaryEmbedding via IRotaryEmbeddingLayer, Attention, "
+                              "RMSNormalization); unverified here"}
 EXPORTERS = ("auto", "dynamo", "torchscript")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".data", ".plan", ".npz")
 SKIP_FILES = {"trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", MANIFEST}
@@ -172,58 +178,61 @@ def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
     return copied
 
 
-def _export_graph(module, args, path: Path, names_in, names_out, dynamic_axes: dict, dynamo_shapes,
-                  opset: int, exporter: str) -> str:
-    """Export one graph with the chosen exporter; returns the exporter actually used."""
+def _export_graph(module, args, tmp_dir: Path, name: str, names_in, names_out, dynamic_axes: dict, dynamo_shapes,
+                  opset: int, exporter: str, custom_ops=None):
+    """Export one graph with the chosen exporter; returns (``onnx_ir.Model``, exporter actually used).
+
+    dynamo: the program's model is returned as is, its initializers still the torch parameters (no copy).
+    TorchScript: written to ``tmp_dir`` and loaded back lazily (external tensors stay on disk until written).
+    ``custom_ops``: ``which -> extra torch.onnx.export kwargs`` for graphs with custom-op nodes
+    (earn_export.ops.onnx_emit).
+    """
+    import onnx_ir as ir
+
     errors = []
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     for which in order:
+        extra = custom_ops(which) if custom_ops else {}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if which == "dynamo":
                     # its op registry logs one warning per torchvision op when torchvision is absent (not needed)
                     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-                    torch.onnx.export(module, args, str(path), dynamo=True, input_names=names_in,
-                                      output_names=names_out, dynamic_shapes=dynamo_shapes,
-                                      opset_version=opset, verbose=False)
-                else:
-                    torch.onnx.export(module, args, str(path), dynamo=False, input_names=names_in,
-                                      output_names=names_out, dynamic_axes=dynamic_axes, opset_version=opset,
-                                      do_constant_folding=True)
-            return which
+                    program = torch.onnx.export(module, args, None, dynamo=True, input_names=names_in,
+                                                output_names=names_out, dynamic_shapes=dynamo_shapes,
+                                                opset_version=opset, verbose=False, **extra)
+                    return program.model, which
+                path = Path(tmp_dir) / name
+                torch.onnx.export(module, args, str(path), dynamo=False, input_names=names_in,
+                                  output_names=names_out, dynamic_axes=dynamic_axes, opset_version=opset,
+                                  do_constant_folding=True, **extra)
+                return ir.load(str(path)), which
         except Exception as exc:  # noqa: BLE001 - report both exporters' errors below
             errors.append(f"{which}: {type(exc).__name__}: {str(exc)[:2000]}")
             if exporter == "auto":
-                warnings.warn(f"torch.onnx dynamo export of {path.name} failed ({type(exc).__name__}); "
+                warnings.warn(f"torch.onnx dynamo export of {name} failed ({type(exc).__name__}); "
                               "falling back to the TorchScript exporter")
-    raise ExportError(f"exporting {path.name} failed:\n" + "\n".join(errors))
+    raise ExportError(f"exporting {name} failed:\n" + "\n".join(errors))
 
 
-def _finalize(tmp_path: Path, out_dir: Path, name: str, external_threshold: int, metadata: dict) -> list[str]:
-    """Load the exported graph, stamp metadata, check, and save (with external data above the threshold)."""
+def _finalize(model, out_dir: Path, name: str, weights: SharedWeights, metadata: dict, progress=None) -> str:
+    """Stamp metadata, move the weights into the shared file, save the graph and check it."""
     import onnx
+    import onnx_ir as ir
 
-    model = onnx.load(str(tmp_path), load_external_data=True)
-    del model.metadata_props[:]
-    for k, v in metadata.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, str(v)
-    size = sum(len(t.raw_data) for t in model.graph.initializer)
+    if hasattr(progress, "start_bytes"):
+        progress.start_bytes(sum(v.const_value.nbytes for v in model.graph.initializers.values()
+                                 if v.const_value is not None and v.const_value.nbytes >= weights.min_bytes))
+    model.metadata_props.clear()
+    model.metadata_props.update({k: str(v) for k, v in metadata.items()})
+    weights.add_graph(model, name.removesuffix(".onnx"))
     dst = out_dir / name
-    data_name = f"{name}.data"
-    for stale in (dst, out_dir / data_name):
-        if stale.exists():
-            stale.unlink()
-    if size > external_threshold:
-        onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name, size_threshold=1024)
-        os.chmod(out_dir / data_name, 0o644)  # onnx creates it 0600; engine dirs are copied and shared
-        onnx.checker.check_model(str(dst))
-        return [name, data_name]
-    onnx.checker.check_model(model)
-    onnx.save_model(model, str(dst))
-    return [name]
+    if dst.exists():
+        dst.unlink()
+    ir.save(model, str(dst))  # tensors already external keep their location/offset/length
+    onnx.checker.check_model(str(dst))
+    return name
 
 
 def _io_spec(model, graph: str, vocab_out: int, kv_dtype: str) -> dict:
@@ -296,32 +305,92 @@ def _versions() -> dict:
     return out
 
 
+def _op_counts(model) -> dict:
+    from collections import Counter
+
+    return dict(sorted(Counter(node.op_type for node in model.graph).items()))
+
+
+def _check_form(counts: dict, form: str, graph: str, n_layers: int) -> None:
+    """The fused form must really be fused: every norm, RoPE and (prefill) attention as one standard op."""
+    if form != "fused":
+        return
+    want = {"RMSNormalization": 2 * n_layers + 1, "RotaryEmbedding": 2 * n_layers}
+    if graph == "prefill":
+        want["Attention"] = n_layers
+    got = {op: counts.get(op, 0) for op in want}
+    if got != want:
+        raise ExportError(f"{graph}.onnx: the fused form expected {want} but the exporter produced {got}; export "
+                          "with --form reference (the model's own ops) and report this")
+
+
+def _quant_entry(infos: dict) -> dict:
+    from .quantize import manifest_entry
+
+    return manifest_entry(infos)
+
+
 @atomic_output("out_dir", "engine", protect=("model_or_ckpt_dir",))
-def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int = DEFAULT_OPSET,
-                item_token_ids=None, trie=None, exporter: str = "auto",
-                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD, max_prompt_len: int | None = None,
-                progress=None) -> dict:
+def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int | None = None,
+                item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
+                progress=None, form: str | None = None, quantize: str | None = None,
+                ort_optimize: bool = False, attention: str = "onnx") -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json (+ the trie's ``.npy`` arrays, the prompt pieces and the
     checkpoint's small files).
 
     ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory.
     ``vocab``: ``"items"`` (LM head sliced to ``item_token_ids``, default: every token in the trie) or ``"full"``.
     ``trie``: Trie object, trie.npz path, dict of CSR arrays, or None (checkpoint's trie.npz, or built from its
-    item catalog by ``earn_export.data``). ``external_data_threshold``: bytes of weights above
-    which graphs are saved with one external-data file each (``prefill.onnx.data``). ``progress``: callable
-    ``(message)`` for CLI progress. Returns the manifest (also written to ``out_dir/manifest.json``).
+    item catalog by ``earn_export.data``). Both graphs keep their weights in one shared
+    ``weights.data`` (:mod:`.weights`). ``form``: ``"fused"`` (opset 23 ``RMSNormalization``, ``RotaryEmbedding``,
+    ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
+    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` or
+    ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
+    ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``:
+    callable ``(message)`` for CLI progress, or a :class:`.progress.StageBars`. ``attention``: ``"onnx"`` (decode
+    attention as standard ops) or ``"plugin"`` (one ``earn::CompactedAttention`` node per decode layer,
+    earn_export.ops). Returns the manifest (also written to ``out_dir/manifest.json``).
     ``out_dir`` is written atomically: a failed or interrupted export leaves the previous one (``earn_export.atomic``).
     """
+    from ..ops import attention_export
+
+    attention_export.check_mode(attention)
+    if attention == "plugin" and ort_optimize:
+        raise ExportError("--ort-optimize saves ONNX Runtime's optimised copy of the standard-op graphs; with "
+                          "--attention plugin the decode graph holds earn::CompactedAttention nodes: drop one of the "
+                          "two options")
     if vocab not in ("items", "full"):
         raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    if quantize is not None:
+        from .quantize import QUANT_MODES
+
+        if quantize not in QUANT_MODES:
+            raise ValueError(f"quantize must be one of {QUANT_MODES}, got {quantize!r}")
+        if fp16:
+            raise ExportError("--quantize applies to fp32 engines (weight-only int8/int4 with fp32 activations for "
+                              "CPU); drop --fp16")
+    if form is None:
+        form = "reference" if exporter == "torchscript" else "fused"
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if opset is None:
+        opset = FUSED_OPSET if form == "fused" else DEFAULT_OPSET
+    if form == "fused":
+        if exporter == "torchscript":
+            raise ExportError("the fused form (opset 23) needs the dynamo exporter; pass --exporter dynamo, or "
+                              "--form reference to export the model's own ops with TorchScript")
+        if opset < FUSED_OPSET:
+            raise ExportError(f"the fused form needs opset >= {FUSED_OPSET} (RMSNormalization, RotaryEmbedding, "
+                              f"Attention), got --opset {opset}; raise it or pass --form reference")
+        exporter = "dynamo"
     say = progress or (lambda msg: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / MANIFEST).exists():
         (out_dir / MANIFEST).unlink()  # a half-rewritten dir must not look valid
-    say("loading model")
+    say("loading checkpoint")
     model, ckpt_dir = _load_model(model_or_ckpt_dir, fp16)
     aux = _copy_aux_files(ckpt_dir, out_dir)
     trie = resolve_trie(trie, ckpt_dir)
@@ -345,8 +414,9 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     n, k = model.num_layers, model.split_layer
     kv_dtype = "float16" if fp16 else "float32"
     specs = {g: _io_spec(model, g, vocab_out, kv_dtype) for g in ("prefill", "decode")}
-    prefill = PrefillGraph(model, head_ids).eval()
-    decode = DecodeGraph(model, head_ids).eval()
+    view = export_view(model, head_ids, form)  # one view for both graphs: the packed QKV weights exist once
+    prefill = PrefillGraph(view=view).eval()
+    decode = DecodeGraph(view=view).eval()
 
     b, nb, p, t = SAMPLE["batch"], SAMPLE["beam"], SAMPLE["prompt_len"], SAMPLE["t"]
     r = model.earn.n_registers if model.earn else 0
@@ -364,18 +434,45 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     decode_args = (tok, pos, mask, *present, *gen)
 
     meta = {"earn_export.format_version": FORMAT_VERSION, "earn_export.vocab": vocab}
-    written, used = [], {}
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        for graph, module, args in (("prefill", prefill, (ids, mask)), ("decode", decode, decode_args)):
-            say(f"exporting {graph}.onnx")
-            spec = specs[graph]
-            tmp_path = Path(tmp) / f"{graph}.onnx"
-            used[graph] = _export_graph(
-                module, args, tmp_path, [io["name"] for io in spec["inputs"]],
-                [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
-                opset, exporter)
-            say(f"saving {graph}.onnx")
-            written += _finalize(tmp_path, out_dir, f"{graph}.onnx", external_data_threshold, meta)
+    written, used, op_counts, quant_infos = [], {}, {}, {}
+    for stale in [out_dir / f"{g}.onnx.data" for g in ("prefill", "decode")]:
+        if stale.exists():  # per-graph weight files of an earlier export
+            stale.unlink()
+    weights = SharedWeights(out_dir, progress=getattr(progress, "advance", None))
+    try:
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            for graph, module, args in (("prefill", prefill, (ids, mask)), ("decode", decode, decode_args)):
+                say(f"tracing {graph}.onnx ({'dynamo' if exporter != 'torchscript' else 'TorchScript'})")
+                spec = specs[graph]
+                plugin = attention_export.uses_plugin(attention, graph)
+                with attention_export.tracing(plugin):
+                    graph_ir, used[graph] = _export_graph(
+                        module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
+                        [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
+                        opset, exporter, attention_export.exporter_kwargs if plugin else None)
+                if plugin:
+                    attention_export.finish_graph(graph_ir, spec, n, f"{graph}.onnx")
+                _check_form(_op_counts(graph_ir), form, graph, n)
+                if quantize is not None:
+                    from .quantize import quantize_ir
+
+                    say(f"quantizing {graph}.onnx ({quantize})")
+                    graph_ir, quant_infos[graph] = quantize_ir(graph_ir, quantize, tmp, graph)
+                op_counts[graph] = _op_counts(graph_ir)
+                say(f"writing {graph}.onnx + weights")
+                written.append(_finalize(graph_ir, out_dir, f"{graph}.onnx", weights, meta, progress))
+                del graph_ir
+        weights_entry = weights.close()
+    except BaseException:
+        weights.abort()
+        raise
+    ort_graphs = {}
+    if ort_optimize:
+        from .ort_optimize import optimize_engine
+
+        say("ONNX Runtime offline optimisation (CPU)")
+        ort_graphs, weights_entry = optimize_engine(out_dir, progress=getattr(progress, "advance", None))
+        written += [e["file"] for e in ort_graphs.values()]
 
     trie_files, prompt, prompt_files = [], None, []
     if trie is not None:
@@ -408,10 +505,18 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "dtype": kv_dtype,
         "logits_dtype": "float32",
         "opset": opset,
+        "form": {"name": form, "opset": opset,
+                 "standard_ops": ["RMSNormalization", "RotaryEmbedding", "Attention (prefill)", "packed QKV MatMul"]
+                 if form == "fused" else [],
+                 "runtimes": FUSED_RUNTIMES if form == "fused" else {"onnxruntime": ">= 1.17", "tensorrt": ">= 10"},
+                 "fallback": "export with --form reference for runtimes without the opset-23 ops"
+                 if form == "fused" else None},
         "exporter": used,
+        "attention": attention_export.manifest_entry(attention),
         "graphs": {
-            g: {"file": f"{g}.onnx",
-                "external_data": f"{g}.onnx.data" if f"{g}.onnx.data" in written else None,
+            g: {"file": f"{g}.onnx", "nodes": sum(op_counts[g].values()), "op_types": op_counts[g],
+                "ort_optimized": ort_graphs.get(g),
+                "external_data": WEIGHTS_FILE,
                 **specs[g]}
             for g in ("prefill", "decode")
         },
@@ -419,6 +524,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             "batch": "users per call", "prompt_len": "left-padded prompt length (registers included)",
             "beam": "beams per user", "t": "generated tokens held per beam (0 at the first decode call, up to L-1)",
         },
+        "weights": weights_entry,
+        "quantization": _quant_entry(quant_infos) if quant_infos else None,
         "trie": {"format": "npy", "prefix": "trie", "depth": trie.depth} if trie is not None else None,
         "prompt": prompt,
         "source_checkpoint": str(ckpt_dir.resolve()) if ckpt_dir is not None else None,
@@ -433,6 +540,6 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                           "beam and reordered by the beam parents between calls.",
         },
     }
-    files = written + aux + trie_files + prompt_files
-    say("writing manifest.json")
-    return write_manifest(out_dir, manifest, files)
+    files = written + [WEIGHTS_FILE] + aux + trie_files + prompt_files
+    say("hashing files, writing manifest.json")
+    return write_manifest(out_dir, manifest, files, known={WEIGHTS_FILE: weights_entry["sha256"]})

@@ -56,8 +56,10 @@ def load_pretrained(path, earn: EarnConfig | None = None, dtype: torch.dtype | N
             )
     stored = {t.dtype for k, t in state.items() if t.is_floating_point()}
     target = dtype or (stored.pop() if len(stored) == 1 else torch.float32)
-    model = EarnForCausalLM(cfg, init=False)  # validate earn after loading, for a clear order of errors
-    model.to(target)
+    # built on the meta device and given the loaded tensors (assign=True): no second copy of the weights in
+    # memory (a 1B fp32 checkpoint would otherwise need 10 GB to load); earn validated after loading
+    with torch.device("meta"):
+        model = EarnForCausalLM(cfg, init=False)
     expected = set(model.state_dict())
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)
@@ -71,7 +73,12 @@ def load_pretrained(path, earn: EarnConfig | None = None, dtype: torch.dtype | N
         )
     if unexpected:
         raise CheckpointError(f"{path}: checkpoint has {len(unexpected)} unexpected tensors, e.g. {unexpected[:5]}")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
+    del state
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.model.rotary_emb = type(model.model.rotary_emb)(model.config)  # computed buffer, not in the checkpoint
+    model.to(target)
     model.set_earn(earn)
     return model
 

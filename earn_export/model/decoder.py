@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..ops.compacted_attention import compacted_attention
 from .config import EarnConfig, ModelConfigError, head_dim, load_hf_config
 
 MODES = ("split", "masked", "dense")
@@ -96,6 +97,11 @@ def masked_softmax(scores: torch.Tensor, bias: torch.Tensor | None, dtype: torch
 
 
 class Attention(nn.Module):
+    # Set per instance by ``earn_export.analysis.probes.capture_attention`` only: a callable that receives this
+    # layer's attention probabilities [B, Hq, T, S] (fp32) from ``attend`` and reduces them at once. None (the
+    # default) leaves the forward untouched.
+    probs_hook = None
+
     def __init__(self, cfg):
         super().__init__()
         self.n_heads = cfg.num_attention_heads
@@ -136,6 +142,8 @@ class Attention(nn.Module):
         qg = q.reshape(b, self.n_kv, self.group, t, d).to(f32)
         scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2).to(f32)) * self.scaling  # [B,Hkv,G,T,S]
         probs = masked_softmax(scores, None if bias is None else bias.unsqueeze(1), f32)
+        if self.probs_hook is not None:  # head h = kv * G + g, transformers' repeat_kv order
+            self.probs_hook(probs.reshape(b, self.n_heads, t, probs.shape[-1]))
         out = torch.matmul(probs, v.unsqueeze(2).to(f32))  # [B,Hkv,G,T,D]
         return out.reshape(b, self.n_heads, t, d).to(q.dtype)
 
@@ -153,32 +161,14 @@ class Attention(nn.Module):
         x [B, beam, H]; shared_k/v [B, Hkv, S, D] (prompt or register KV, one per user); shared_bias
         [B, S] additive or None; gen_k/v [B, beam, Hkv, t, D] per-beam KV of earlier generated tokens.
         Returns (out [B, beam, H], all_k [B, beam, Hkv, t+1, D], all_v): the per-beam KV including this step's
-        token, i.e. the next step's ``gen_k/v``. Attention math in fp32 as in ``attend``.
+        token, i.e. the next step's ``gen_k/v``. The attention itself is the op ``earn::CompactedAttention``
+        (earn_export.ops): fp32 math as in ``attend``, the shared KV read once for all beams.
         """
-        b, nb, _ = x.shape
         q, k, v = self.qkv(x.unsqueeze(2), cos.unsqueeze(2), sin.unsqueeze(2))  # [B,beam,H*,1,D]
-        d, g, hkv = self.head_dim, self.group, self.n_kv
-        f32 = torch.float32
         all_k = torch.cat([gen_k, k], dim=3)  # [B,beam,Hkv,t+1,D]
         all_v = torch.cat([gen_v, v], dim=3)
-        # shared part: [B,Hkv,beam*G,D] @ [B,Hkv,D,S] -- one matmul, K broadcast over beams
-        q_sh = q.reshape(b, nb, hkv, g, d).permute(0, 2, 1, 3, 4).reshape(b, hkv, nb * g, d).to(f32)
-        s_sh = torch.matmul(q_sh, shared_k.transpose(-1, -2).to(f32)).reshape(b, hkv, nb, g, -1)
-        # own part: [B,beam,Hkv,G,D] @ [B,beam,Hkv,D,t+1]
-        q_own = q.reshape(b, nb, hkv, g, d).to(f32)
-        s_own = torch.matmul(q_own, all_k.transpose(-1, -2).to(f32)).permute(0, 2, 1, 3, 4)  # [B,Hkv,beam,G,t+1]
-        scores = torch.cat([s_sh, s_own], dim=-1) * self.scaling
-        bias = None
-        if shared_bias is not None:
-            pad = torch.zeros(b, all_k.shape[3], dtype=shared_bias.dtype, device=shared_bias.device)
-            bias = torch.cat([shared_bias, pad], dim=-1)[:, None, None, None, :]
-        probs = masked_softmax(scores, bias, f32)
-        n_sh = shared_k.shape[2]
-        p_sh = probs[..., :n_sh].reshape(b, hkv, nb * g, n_sh)
-        o_sh = torch.matmul(p_sh, shared_v.to(f32)).reshape(b, hkv, nb, g, d).permute(0, 2, 1, 3, 4)
-        p_own = probs[..., n_sh:].permute(0, 2, 1, 3, 4)  # [B,beam,Hkv,G,t+1]
-        o_own = torch.matmul(p_own, all_v.to(f32))  # [B,beam,Hkv,G,D]
-        out = (o_sh + o_own).reshape(b, nb, hkv * g * d).to(q.dtype)
+        out = compacted_attention(q, shared_k, shared_v, shared_bias, all_k, all_v, self.n_heads, self.n_kv,
+                                  self.head_dim, self.scaling)
         return self.o_proj(out), all_k, all_v
 
 

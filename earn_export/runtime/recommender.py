@@ -51,6 +51,18 @@ class RecommendResult:
     truncated: np.ndarray = field(default=None)  # [U] int64 oldest items dropped beyond max_history
 
 
+def engine_trie(engine_dir, manifest: dict):
+    """The item-identifier trie of an engine directory (``trie.*.npy``, named by the manifest)."""
+    from ..data.catalog import Trie
+    from ..export.manifest import EngineDirError
+
+    if not manifest.get("trie"):
+        raise EngineDirError(f"{engine_dir}: the engine has no trie — re-export with a trie ("
+                             + hint("export_onnx(..., trie=...) or ", "")
+                             + "a checkpoint with items.json / trie.npz)")
+    return Trie.load_npy(engine_dir, manifest["trie"]["prefix"])
+
+
 class Recommender:
     """Top-K items per user from a search backend, the trie and a prompt encoder."""
 
@@ -68,20 +80,23 @@ class Recommender:
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify: bool = True,
+    def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify="fast",
              batch_size: int = 64, session_options=None, device=None) -> "Recommender":
         """An exported engine directory. ``backend="torch"`` runs the torch reference on the checkpoint the
         engine was exported from (``checkpoint=`` or the manifest's ``source_checkpoint``) with the engine's
-        trie, prompts and output vocabulary."""
+        trie, prompts and output vocabulary. ``backend="cpp"`` returns the C++ runtime
+        (``cpp_runtime.CppRecommender``, same ``recommend``). ``verify``: ``"fast"`` (hash only files not verified
+        before), ``"full"`` or ``"off"`` (see ``earn_export.export.manifest``)."""
         from ..export.manifest import EngineDirError, load_manifest
         from .backends import OrtBackend, TorchBackend
 
+        if backend == "cpp":  # libearn (cpp/): same checks, prompts and search, in C++
+            from .cpp_runtime import CppRecommender
+
+            return CppRecommender.load(engine_dir, providers=providers, verify=verify, batch_size=batch_size)
         engine_dir = Path(engine_dir)
         manifest = load_manifest(engine_dir, verify=verify)
-        if not manifest.get("trie"):
-            raise EngineDirError(f"{engine_dir}: the engine has no trie — re-export with a trie ("
-                                 + hint("export_onnx(..., trie=...) or ", "")
-                                 + "a checkpoint with items.json / trie.npz)")
+        trie = engine_trie(engine_dir, manifest)  # refuses an engine without a trie before loading graphs
         if backend == "onnxruntime":
             be = OrtBackend(engine_dir, providers=providers, manifest=manifest, session_options=session_options)
         elif backend == "torch":
@@ -97,15 +112,18 @@ class Recommender:
                 model = model.to(device)
             be = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
         else:
-            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {backend!r}")
-        from ..data.catalog import Trie
+            raise ValueError(f"backend must be 'onnxruntime', 'cpp' or 'torch', got {backend!r}")
+        return cls.from_engine(engine_dir, manifest, be, batch_size=batch_size, trie=trie)
 
-        trie = Trie.load_npy(engine_dir, manifest["trie"]["prefix"])
+    @classmethod
+    def from_engine(cls, engine_dir, manifest: dict, backend, batch_size: int = 64, trie=None) -> "Recommender":
+        """The engine's trie, prompt encoder and history rules around any search backend (ORT sessions, the
+        torch reference, Triton BLS calls ...). ``manifest`` is the already-checked ``load_manifest`` result."""
+        trie = trie if trie is not None else engine_trie(engine_dir, manifest)
         paths = trie.item_paths()
-        m = manifest["model"]
-        encoder = engine_encoder(engine_dir, manifest)
-        return cls(be, trie, encoder, paths.keys(), max_history=m.get("max_history") or 20,
-                   batch_size=batch_size, manifest=manifest)
+        return cls(backend, trie, engine_encoder(engine_dir, manifest), paths.keys(),
+                   max_history=manifest["model"].get("max_history") or 20, batch_size=batch_size,
+                   manifest=manifest)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,

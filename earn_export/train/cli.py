@@ -22,17 +22,19 @@ def _data_args(p, defaults_from_ckpt: bool = False) -> None:
 
 
 def register(sub) -> None:
-    from ..cli_args import THREADS_HELP, existing_dir, nonneg_int, positive_float, positive_int, split_layer
+    from ..cli_args import (THREADS_HELP, existing_dir, existing_path, nonneg_int, positive_float, positive_int,
+                            split_layer)
     from .presets import PRESETS
 
     p = sub.add_parser("train", help="fine-tune an EARN (or dense) recommender and write an HF checkpoint dir")
     _data_args(p)
-    p.add_argument("--model", type=existing_dir,
-                   help="start from this HF checkpoint dir (Llama/Qwen2) instead of a fresh preset")
+    p.add_argument("--model", type=existing_path,
+                   help="start from this HF checkpoint dir or .gguf file (Llama/Qwen2) instead of a fresh preset")
     p.add_argument("--model-config", default="tiny", choices=list(PRESETS),
                    help="preset for a fresh model (ignored with --model)")
     p.add_argument("--split-layer", type=split_layer, default="auto",
-                   help="EARN split k (1..number of layers), 'auto' (about N/4) or 'dense' (k = N baseline)")
+                   help="EARN split k (1..number of layers), 'auto' (about N/4), 'dense' (k = N baseline) or "
+                        "'analyze' (k from the attention of the --model it starts from; see `earn-export analyze`)")
     p.add_argument("--paradigm", default="lcrec", choices=["lcrec", "tiger"],
                    help="prompt style: lcrec (instruction + identifiers) or tiger (identifiers only)")
     p.add_argument("--max-history", type=positive_int, default=20, help="most recent history items in a prompt")
@@ -40,7 +42,15 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128, help="training examples per step")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (cosine schedule)")
     p.add_argument("--seed", type=nonneg_int, default=42, help="seed of initialisation, sampling and data order")
-    p.add_argument("--max-minutes", type=positive_float, help="wall-clock budget; training stops (best weights kept)")
+    p.add_argument("--max-minutes", type=positive_float,
+                   help="wall-clock budget of the whole command (loading, training, validation, saving): training "
+                        "stops early (best weights kept) and the log says at which step and validation loss")
+    p.add_argument("--eval-users", type=positive_int, default=None,
+                   help="validation prompts per pass (default 1000; 200 for models of 50M+ parameters)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to train (auto: cuda when torch sees a GPU)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="autocast precision on CUDA (weights stay fp32); CPU trains in fp32")
     p.add_argument("--max-train-examples", type=positive_int, help="subsample training examples (quick runs)")
     p.add_argument("--synthetic-users", type=positive_int, default=2000,
                    help="users of the embedded synthetic dataset (without --data/--interactions)")
@@ -67,6 +77,14 @@ def register(sub) -> None:
     e.add_argument("--sink", type=nonneg_int, default=4, help="streaming: first prompt tokens kept")
     e.add_argument("--keep", type=positive_int, default=5, help="truncate: history items kept")
     e.add_argument("--threads", type=positive_int, help=THREADS_HELP)
+    e.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="torch reference device for checkpoint dirs (engine dirs run on ONNX Runtime)")
+    e.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="torch reference weight dtype (default: as stored; bfloat16 is the fast choice on CUDA)")
+    e.add_argument("--vocab", default="auto", choices=["auto", "full", "items"],
+                   help="torch reference output vocabulary: full (exact model scores), items (LM head restricted "
+                        "to identifier tokens, as --vocab items engines) or auto (default: items for vocabularies "
+                        "over 8,192 tokens, i.e. pretrained LLMs, where the full head is a large share of decode)")
     e.add_argument("--out", help="write the metrics JSON here")
     e.add_argument("--quiet", action="store_true",
                    help="machine-readable: stdout is the metrics JSON only; no progress bars")
@@ -91,6 +109,12 @@ def run_train(args) -> int:
     from ..cli_args import check_split_layer, model_depth
 
     _check_data_args(args)
+    if args.split_layer == "analyze" and not args.model:
+        from ..errors import UsageError
+
+        raise UsageError("--split-layer analyze reads the attention of the model training starts from, and a fresh "
+                         "--model-config preset has random weights — pass --model DIR (e.g. a dense run) or an "
+                         "integer --split-layer")
     if args.model:
         check_split_layer(args.split_layer, model_depth(args.model), f"--model {args.model}")
     else:
@@ -108,10 +132,16 @@ def run_train(args) -> int:
         out = train(args.out, spec, split=args.split_layer, paradigm=args.paradigm, model_path=args.model,
                     preset=args.model_config, max_history=args.max_history, epochs=args.epochs,
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
-                    max_train_examples=args.max_train_examples, progress=not args.quiet)
+                    max_train_examples=args.max_train_examples, progress=not args.quiet,
+                    valid_users=args.eval_users, device=args.device, precision=args.precision)
     log = json.loads((out / "train_log.json").read_text())
     keys = ("split_layer", "num_layers", "examples", "steps", "epochs", "train_loss", "best_eval_loss", "wall_s",
-            "stopped_by_time_budget")
+            "stopped_by_time_budget", "device", "precision")
+    if "split_analysis" in log:
+        from ..analysis.split_rule import format_evidence
+
+        print(format_evidence(log["split_analysis"], f"{args.model} (dense forward, before training)"),
+              file=sys.stderr if args.quiet else sys.stdout)
     print(json.dumps({**{k: log.get(k) for k in keys}, "checkpoint": str(out)}, indent=2))
     return 0
 
@@ -140,7 +170,18 @@ def run_eval(args) -> int:
             spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core)
         res = evaluate_checkpoint(args.checkpoint, split=args.split, beam=args.beam, users=args.users,
                                   batch_size=args.batch_size, baseline=args.baseline, data_spec=spec,
-                                  progress=not args.quiet, window=args.window, n_sink=args.sink, keep=args.keep)
+                                  progress=not args.quiet, window=args.window, n_sink=args.sink, keep=args.keep,
+                                  device=args.device, dtype=args.dtype, vocab=args.vocab)
+        from ..export.quantize import quantized_engine_reference
+
+        ref_ckpt = None if args.baseline else quantized_engine_reference(args.checkpoint)
+        if ref_ckpt is not None:  # a quantized engine: its accuracy cost against the fp32 checkpoint, same users
+            from ..export.quantize import accuracy_cost
+
+            ref = evaluate_checkpoint(ref_ckpt, split=args.split, beam=args.beam, users=args.users,
+                                      batch_size=args.batch_size, data_spec=spec, progress=not args.quiet,
+                                      device=args.device, dtype=args.dtype, vocab=args.vocab)
+            res = {"engine": res, "fp32_reference": ref, "accuracy_cost": accuracy_cost(res, ref)}
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ class StreamingCacheBackend:
     def __init__(self, inner, n_sink: int = 4, window: int = 8):
         self.inner, self.n_sink, self.window = inner, n_sink, window
         self.out_token_ids = inner.out_token_ids
+        self.device = getattr(inner, "device", None)
 
     def prefill(self, input_ids, attention_mask):
         logprobs, state = self.inner.prefill(input_ids, attention_mask)
@@ -42,27 +43,53 @@ class StreamingCacheBackend:
 
 
 def rank_users(backend, trie, encode, histories: list, beam: int = 20, batch_size: int = 64,
-               progress: bool = False) -> np.ndarray:
-    """Top-``beam`` item ids per user ([U, beam], -1 where fewer valid items)."""
+               progress: bool = False, workers: int | None = None) -> np.ndarray:
+    """Top-``beam`` item ids per user ([U, beam], -1 where fewer valid items).
+
+    ``workers``: batches searched at once. None: one single-threaded search per core for a torch backend on
+    the CPU (``runtime/cpu_workers.py`` says why), else 1 (ONNX Runtime and CUDA bring their own parallelism).
+    Results do not depend on it: batches are independent and each is searched exactly as alone.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
+    from ..runtime.cpu_workers import cpu_cores, is_cpu_backend, torch_single_threaded
+
+    cpu = is_cpu_backend(backend)
+    if workers is None:
+        workers = cpu_cores() if cpu else 1
     out = np.full((len(histories), beam), -1, dtype=np.int64)
-    starts = range(0, len(histories), batch_size)
-    for s in tqdm(starts, desc="beam search", unit="batch", disable=not progress):
+    starts = list(range(0, len(histories), batch_size))
+    bar = tqdm(total=len(histories), desc="beam search", unit="user", disable=not progress)
+
+    def search(s):
         ids, mask = encode(histories[s: s + batch_size])
         with torch.no_grad():
             res = constrained_beam_search(backend, trie, ids, mask, beam=beam)
         out[s: s + len(res.items)] = res.items
+        bar.update(len(res.items))
+
+    try:
+        if workers <= 1:
+            for s in starts:
+                search(s)
+        else:
+            with torch_single_threaded(cpu), ThreadPoolExecutor(workers) as pool:
+                list(pool.map(search, starts))  # list(): re-raise a worker's exception here
+    finally:
+        bar.close()
     return out
 
 
 def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 64,
-             ks=(10, 20), progress: bool = False) -> dict:
+             ks=(10, 20), progress: bool = False, workers: int | None = None) -> dict:
     """Metrics over ``examples`` plus timing; users are ranked in length-sorted batches (less padding)."""
     order = np.argsort([len(h) for h in examples.histories], kind="stable")
     hist = [examples.histories[i] for i in order]
     t0 = time.perf_counter()
-    ranked_sorted = rank_users(backend, trie, encode, hist, beam=beam, batch_size=batch_size, progress=progress)
+    ranked_sorted = rank_users(backend, trie, encode, hist, beam=beam, batch_size=batch_size, progress=progress,
+                               workers=workers)
     seconds = time.perf_counter() - t0
     ranked = np.empty_like(ranked_sorted)
     ranked[order] = ranked_sorted

@@ -89,18 +89,17 @@ def build_model(catalog, paradigm: str, split: str | int, model_path=None, prese
     ``split``: an int k, ``"dense"`` (k = N, the fine-tuning baseline) or ``"auto"`` (the preset's k ≈ N/4).
     """
     from ..data.prompts import PromptBuilder, template_words
-    from ..data.tokenizer import build_tokenizer, extend_tokenizer
-    from ..model import EarnConfig, EarnForCausalLM, load_pretrained
+    from ..data.tokenizer import build_tokenizer
+    from ..model import EarnConfig, EarnForCausalLM
     from .presets import preset_config
 
     codes = catalog.code_tokens()
     if model_path:
-        from transformers import AutoTokenizer
+        from ..convert import add_catalog_tokens, load_source
 
-        model = load_pretrained(model_path, dtype=torch.float32)
-        tok = extend_tokenizer(AutoTokenizer.from_pretrained(model_path), codes, list(REGISTERS))
-        if len(tok) > model.config.vocab_size:
-            model.resize_token_embeddings(len(tok))
+        # a pretrained HF dir / GGUF file, or a converted/trained checkpoint (its tokens keep their ids and rows)
+        model, tok = load_source(model_path, dtype=torch.float32)
+        add_catalog_tokens(model, tok, codes, REGISTERS)
         default_k = max(1, model.num_layers // 4)
     else:
         tok = build_tokenizer(template_words(paradigm), codes, list(REGISTERS))
@@ -154,10 +153,28 @@ def warn_if_degenerate(examples: int, users: int, batch_size: int, epochs: float
                                               "embedded dataset)"), RunWarning, stacklevel=3)
 
 
+def default_eval_users(parameters: int) -> int:
+    """Validation prompts per pass: 1,000 for the small from-scratch presets, 200 from 50M parameters on
+    (a 135M model validates about 1 prompt/s on 2 CPU cores: 1,000 prompts would take longer than training)."""
+    return 1000 if parameters < 50_000_000 else 200
+
+
+def save_seconds(model) -> float:
+    """Time kept back from ``--max-minutes`` to write the checkpoint (weights at ~100 MB/s, plus 5 s)."""
+    return 5.0 + sum(p.numel() * p.element_size() for p in model.parameters()) / 100e6
+
+
 def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_path=None, preset="tiny",
           max_history=20, epochs=2.0, batch_size=128, lr=1e-3, seed=42, max_minutes=None,
-          max_train_examples=None, valid_users=1000, progress=True) -> Path:
-    """Fine-tune EARN (or dense: ``split="dense"``) and write a checkpoint; returns its directory."""
+          max_train_examples=None, valid_users=None, progress=True, device="auto", precision="fp32") -> Path:
+    """Fine-tune EARN (or dense: ``split="dense"``) and write a checkpoint; returns its directory.
+
+    ``max_minutes`` bounds the whole call (loading, training, validation and saving): training stops when the
+    time left covers only one more step, the final validation pass and the save; the validation pass stops at
+    the deadline. ``valid_users``: validation prompts per pass (None: :func:`default_eval_users`).
+    ``split="analyze"`` picks k with the attention rule of ``earn_export.analysis.split_rule`` on the starting
+    model (``model_path``) before training; the evidence goes into ``train_log.json`` as ``split_analysis``.
+    """
     if not epochs > 0:
         raise UsageError(f"epochs must be > 0, got {epochs} (0 would save an untrained model) — "
                          + hint("pass epochs=", "pass --epochs") + " 1 or more")
@@ -165,11 +182,34 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
     from .trainer import TrainConfig, train_model
 
     t0 = time.perf_counter()
+    if split == "analyze" and not model_path:
+        from ..model.config import ModelConfigError
+
+        raise ModelConfigError(
+            "--split-layer analyze reads the attention of the model training starts from, but a fresh "
+            "--model-config preset has random weights (no attention pattern to analyse). Start from a trained "
+            "model: --model HF_DIR (e.g. a dense run: `earn-export train --split-layer dense --out runs/dense`, then "
+            "`--model runs/dense --split-layer analyze`), or pass an integer --split-layer")
     data = data_spec.load()
     catalog = make_catalog(data, seed=data_spec.seed)
-    model, tok, prompts = build_model(catalog, paradigm, split, model_path, preset, max_history, seed)
+    model, tok, prompts = build_model(catalog, paradigm, "dense" if split == "analyze" else split, model_path,
+                                      preset, max_history, seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    deadline = None if not max_minutes else t0 + 60 * max_minutes - save_seconds(model)
+    if valid_users is None:
+        valid_users = default_eval_users(n_params)
     te = train_examples(data, max_history=max_history)
     hist, tgt = te.histories, te.targets
+    split_analysis = None
+    if split == "analyze":  # the attention rule of earn_export.analysis on the starting model (dense forward)
+        from dataclasses import replace
+
+        from ..analysis.run import choose_split_layer
+
+        pick = np.random.default_rng(seed).permutation(len(hist))[:300]
+        split_analysis = choose_split_layer(model, prompts, [hist[i] for i in pick], [tgt[i] for i in pick],
+                                            progress=progress)
+        model.set_earn(replace(model.earn, split_layer=split_analysis["k"]))
     if max_train_examples and len(hist) > max_train_examples:
         pick = np.random.default_rng(seed).choice(len(hist), max_train_examples, replace=False)
         hist, tgt = [hist[i] for i in pick], [tgt[i] for i in pick]
@@ -184,19 +224,50 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
                            [min(ve.targets[i]) for i in pick])
     with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir; we save no Trainer checkpoints
         cfg = TrainConfig(output_dir=scratch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                          progress=progress, max_minutes=max_minutes)
+                          progress=progress, max_minutes=max_minutes, deadline=deadline, device=device,
+                          precision=precision)
         log = train_model(model, train_set, valid_set, tok.pad_token_id or 0, cfg)
+    model.cpu()
+    if "time_budget" in log:
+        print(f"earn-export train: {log['time_budget']['message']}", flush=True)
     log.update(examples=len(train_set), valid_examples=0 if valid_set is None else len(valid_set),
                split_layer=model.split_layer, num_layers=model.num_layers, paradigm=paradigm,
-               parameters=sum(p.numel() for p in model.parameters()), wall_s=time.perf_counter() - t0,
-               data=asdict(data_spec), preset=None if model_path else preset, lr=lr, batch_size=batch_size,
-               skipped=getattr(data, "skipped", {}))
-    return save_checkpoint(out_dir, model, tok, catalog, prompts, data_spec, log)
+               parameters=n_params, data=asdict(data_spec), preset=None if model_path else preset, lr=lr,
+               batch_size=batch_size, skipped=getattr(data, "skipped", {}), max_minutes=max_minutes,
+               source_model=str(model_path) if model_path else None)
+    if split_analysis is not None:
+        log["split_analysis"] = split_analysis
+    log["wall_s_before_save"] = time.perf_counter() - t0
+    out = save_checkpoint(out_dir, model, tok, catalog, prompts, data_spec, log)
+    log["wall_s"] = time.perf_counter() - t0
+    (Path(out) / "train_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
+    return out
+
+
+def _item_head(ckpt) -> np.ndarray | None:
+    """The identifier tokens (what a ``vocab="items"`` engine outputs): beam search only ever reads these
+    columns, and restricting the LM head to them skips a [rows, vocab] matmul per step (49k columns for SmolLM2,
+    151k for Qwen2.5, against ~1k identifier tokens). Log-probs are then normalised over identifier tokens,
+    exactly as vocab="items" engines do; ``None`` when the checkpoint has no trie."""
+    from ..data.catalog import Trie
+
+    path = Path(ckpt) / "trie.npz"
+    return np.unique(Trie.load(path).tokens) if path.is_file() else None
+
+
+def eval_vocab(model, vocab: str = "auto") -> str:
+    """``auto``: ``items`` for pretrained-size vocabularies (> 8,192 tokens: SmolLM2 has 49k, Qwen2.5 151k, and
+    the full LM head is then a large share of every decode step), ``full`` for the small from-scratch ones."""
+    if vocab not in ("auto", "full", "items"):
+        raise ValueError(f"--vocab {vocab!r}: choose auto, full or items")
+    if vocab != "auto":
+        return vocab
+    return "items" if model.config.vocab_size > 8192 else "full"
 
 
 def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=64, baseline=None,
                         data_spec: DataSpec | None = None, seed=0, progress=True, window=8, n_sink=4,
-                        keep=5) -> dict:
+                        keep=5, device="cpu", dtype=None, vocab="auto") -> dict:
     """Recall/NDCG@10/20 with trie-constrained beam search: a checkpoint dir runs the torch reference, an engine
     dir (``manifest.json``) runs its ONNX graphs on ONNX Runtime (e.g. to measure what fp16 costs in accuracy).
 
@@ -225,8 +296,14 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
         m = backend.manifest["model"]
         n_layers, k = m["num_layers"], m["split_layer"]
     else:
-        model = load_pretrained(ckpt)
-        backend = TorchBackend(model)
+        from .trainer import resolve_device
+
+        model = load_pretrained(ckpt, dtype=getattr(torch, dtype) if dtype else None)
+        vocab = eval_vocab(model, vocab)
+        head = _item_head(ckpt) if vocab == "items" else None
+        dev = resolve_device(device)
+        # CUDA: decode steps as CUDA graphs (eval searches batch after batch, one at a time)
+        backend = TorchBackend(model.to(dev), head_token_ids=head, cuda_graphs=dev.startswith("cuda"))
         n_layers, k = model.num_layers, model.split_layer
     prompts = PromptBuilder.load(ckpt)
     max_history = prompts.max_history
@@ -239,7 +316,8 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
         ex = type(ex)([ex.users[i] for i in pick], [ex.histories[i] for i in pick], [ex.targets[i] for i in pick])
     result = {"checkpoint": str(ckpt), "split": split, "baseline": baseline or "none",
               "split_layer": k, "num_layers": n_layers, "data": asdict(spec),
-              "backend": f"onnxruntime ({backend.manifest['dtype']})" if is_engine else "torch"}
+              "backend": f"onnxruntime ({backend.manifest['dtype']})" if is_engine else "torch",
+              "vocab": backend.manifest["vocab"]["mode"] if is_engine else vocab}
     if baseline == "popularity":
         result.update(popularity_metrics(list(data.train.values()), ex, data.num_items))
         return result

@@ -1,0 +1,104 @@
+"""Per-row attention statistics, reduced per batch into running sums (never storing the attention itself).
+
+Definitions (earn-paper.md §2.2, App. A.1), for one query row whose attention over its n *valid* keys is
+p_1..p_n (valid: causal, not padding, and not masked out by the forward; padded or masked keys never count,
+even if a caller hands in probability mass on them):
+- ``sparsity``  = (1/n) Σ_i 1(p_i > ε), ε = 0.05 (the paper's "Sparsity": the share of keys above ε; larger
+  means *more* keys get a large weight, so it is not monotone in concentration, hence the next two);
+- ``sink_head`` = Σ of p over the first 3 valid keys; ``sink_tail`` = Σ over the last 3 valid keys (for a
+  row with n ≤ 6 the two overlap; for n ≤ 3 both are 1);
+- ``entropy``   = -Σ p_i ln p_i (nats);
+- ``topk_mass`` = the sum of the k largest p_i (k = 5 by default);
+- ``mass_<group>`` = Σ of p over the keys of each token group (prefix register, instruction, history, ...).
+
+Rows are averaged with equal weight. Three query sets are kept: ``all`` (every valid query row), ``last`` (the
+prompt's last row: for EARN prompts the suffix register, the row that predicts the first identifier token) and
+``predict`` (the rows that predict the identifier tokens: the last prompt row and the target tokens but the
+last, when the target item is appended; these and the registers are the rows EARN keeps in layers >= k).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+EPS = 0.05
+SINK_HEAD = 3
+SINK_TAIL = 3
+TOPK = 5
+GROUPS = ("bos", "prefix_register", "instruction", "history", "suffix_register", "target", "text")
+ROW_METRICS = ("sparsity", "sink_head", "sink_tail", "entropy", "topk_mass")
+QUERY_SETS = ("all", "last", "predict")
+
+
+def metric_names() -> tuple[str, ...]:
+    return ROW_METRICS + tuple(f"mass_{g}" for g in GROUPS)
+
+
+def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.Tensor, eps: float = EPS,
+                head: int = SINK_HEAD, tail: int = SINK_TAIL, topk: int = TOPK) -> dict[str, torch.Tensor]:
+    """Every metric of every query row.
+
+    probs [B, H, T, S] attention probabilities; key_valid [B, T, S] bool (which keys row t may attend);
+    key_group [B, S] int64 index into ``GROUPS`` (-1: padding). Returns name -> [B, H, T] float32.
+    """
+    kv = key_valid[:, None]
+    p = torch.where(kv, probs.to(torch.float32), 0.0)  # [B, H, T, S]; invalid keys hold exactly 0 from here on
+    b, h, t, s = p.shape
+    n = key_valid.sum(-1)  # [B, T] valid keys per row
+    rank = key_valid.cumsum(-1)  # 1-based rank of each valid key from the left
+    # sinks from one cumulative sum: mass up to (and including) the head-th valid key, and after the
+    # (n - tail)-th valid key; a searchsorted on the ranks gives those key columns per row
+    cs = p.cumsum(-1)
+    zero = torch.zeros(b, h, t, 1, dtype=p.dtype)
+    cs0 = torch.cat([zero, cs], dim=-1)  # cs0[..., j] = mass of keys < j
+
+    def mass_before(m):  # m [B, T]: mass of the first m valid keys of each row
+        col = torch.searchsorted(rank.contiguous(), m.clamp_min(0)[..., None].to(rank.dtype), right=True)  # [B,T,1]
+        col = torch.where(m[..., None] > 0, col, torch.zeros_like(col))
+        return torch.gather(cs0, -1, col[:, None].expand(b, h, t, 1))[..., 0]
+
+    total = cs[..., -1]
+    n_f = n.clamp_min(1).to(torch.float32)[:, None]  # [B, 1, T]
+    onehot = torch.stack([key_group == gi for gi in range(len(GROUPS))], dim=-1).to(p.dtype)  # [B, S, G]
+    gmass = torch.bmm(p.reshape(b, h * t, s), onehot).reshape(b, h, t, len(GROUPS))
+    out = {
+        "sparsity": (p > eps).sum(-1).to(torch.float32) / n_f,
+        "sink_head": mass_before(torch.minimum(n, torch.full_like(n, head))),
+        "sink_tail": total - mass_before((n - tail).clamp_min(0)),
+        "entropy": -torch.special.xlogy(p, p).sum(-1),
+        "topk_mass": p.topk(min(topk, s), dim=-1).values.sum(-1),
+    }
+    for gi, g in enumerate(GROUPS):
+        out[f"mass_{g}"] = gmass[..., gi]
+    return out
+
+
+class AttentionStats:
+    """Running sums of every metric per (query set, layer, head); ``update`` per batch and layer."""
+
+    def __init__(self, num_layers: int, num_heads: int, eps: float = EPS, topk: int = TOPK):
+        self.num_layers, self.num_heads = num_layers, num_heads
+        self.eps, self.topk = eps, topk
+        self.sums = {q: {m: np.zeros((num_layers, num_heads)) for m in metric_names()} for q in QUERY_SETS}
+        self.rows = {q: np.zeros(num_layers, dtype=np.int64) for q in QUERY_SETS}
+
+    def update(self, layer: int, probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.Tensor,
+               query_sets: dict[str, torch.Tensor]) -> None:
+        """Add one batch of one layer. ``query_sets``: name -> [B, T] bool, the rows that count in that set (sets
+        not given get no rows from this batch)."""
+        per_row = row_metrics(probs, key_valid, key_group, eps=self.eps, topk=self.topk)
+        for q, rows in query_sets.items():
+            w = rows[:, None, :].to(torch.float32)  # [B, 1, T]
+            self.rows[q][layer] += int(rows.sum())
+            for m, v in per_row.items():
+                self.sums[q][m][layer] += (v * w).sum(dim=(0, 2)).double().numpy()
+
+    def means(self) -> dict[str, dict[str, np.ndarray]]:
+        """query set -> metric -> [L, H] mean over rows (NaN where a layer saw no rows of that set)."""
+        out = {}
+        for q in QUERY_SETS:
+            cnt = self.rows[q].astype(np.float64)[:, None]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[q] = {m: np.where(cnt > 0, s / np.maximum(cnt, 1), np.nan) for m, s in self.sums[q].items()}
+        return out

@@ -1,0 +1,44 @@
+"""Attention probabilities straight from the one model definition (``Attention.attend``), layer by layer.
+
+The model computes softmax(QKᵀ/√d + mask) in fp32 inside ``attend``; ``capture_attention`` installs a per-layer
+callback there for the duration of a ``with`` block, so the analysis sees exactly what the forward used and
+there is no second attention implementation to drift from it. The callback must reduce what it gets at once
+(the probabilities of a layer are dropped when it returns), which keeps memory bounded by one layer's batch.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+
+
+@contextmanager
+def capture_attention(model, callback: Callable[[int, torch.Tensor], None]):
+    """Within the block, every ``Attention.attend`` of layer i calls ``callback(i, probs [B, Hq, T, S])``."""
+    attns = [layer.self_attn for layer in model.model.layers]
+    busy = [i for i, a in enumerate(attns) if a.probs_hook is not None]
+    if busy:
+        raise RuntimeError(f"attention of layers {busy} is already being captured; nested captures are not supported")
+
+    def bind(i):
+        return lambda probs: callback(i, probs)
+
+    try:
+        for i, a in enumerate(attns):
+            a.probs_hook = bind(i)
+        yield model
+    finally:
+        for a in attns:
+            a.probs_hook = None
+
+
+@torch.no_grad()
+def attention_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    mode: str = "dense") -> list[torch.Tensor]:
+    """All layers' attention [B, Hq, T, T] for one batch (tests and small inputs; the analysis reduces instead)."""
+    got: dict[int, torch.Tensor] = {}
+    with capture_attention(model, lambda i, p: got.__setitem__(i, p.detach().clone())):
+        model(input_ids, attention_mask, n_target=0, mode=mode)
+    return [got[i] for i in sorted(got)]

@@ -1,0 +1,196 @@
+"""Turn a pretrained Llama/Qwen2 model (HF directory or GGUF file) into an EARN checkpoint.
+
+What ``convert`` adds to the pretrained model and its tokenizer:
+- the catalog's identifier codes (``<a_47>`` ...) as ordinary added tokens and the registers (``<reg_p>``,
+  ``<reg_s>``) as special added tokens, so each is exactly one token of the *real* BPE tokenizer;
+- embedding rows for the new tokens (and LM-head rows when the head is not tied). Documented init,
+  ``init="pieces"`` (default): a new token's row is the mean of the pretrained rows of the pieces the
+  original tokenizer splits its string into (``<a_47>`` -> ``<``, ``a``, ``_``, ``4``, ``7``, ``>``), so codes
+  of one level share a component and the digits keep their pretrained meaning, plus Gaussian noise of 2% of
+  the embedding std (seeded). The noise is needed: a mean ignores order, so ``<a_12>`` and ``<a_21>`` would get
+  identical rows, exactly tied logits, and top-K lists decided by float rounding; ``init="mean"``:
+  the mean of all pretrained rows plus 2% noise (``EarnForCausalLM.resize_token_embeddings``). Rows are
+  (re)initialised for every newly added token, also when its id falls inside a padded vocabulary (Qwen2.5
+  has ~270 unused rows past its tokenizer) where no resize happens;
+- ``earn.json`` (split layer, register ids), ``items.json``, ``trie.npz``, ``prompt.json``, ``data.json``:
+  the checkpoint layout ``export``/``check``/``eval``/``train --model`` read (docs/CONTRACTS.md).
+
+BOS: the prompt builder asks the tokenizer which ids it prepends (Llama-3 adds ``<|begin_of_text|>``,
+Qwen2/SmolLM2 add none) and puts them before the prefix register, as CONTRACTS.md says.
+
+GGUF files are read by transformers' GGUF support (the ``gguf`` package dequantises the tensors to fp32;
+the tokenizer is rebuilt from the GGUF metadata). No network access is needed for either source.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..model.config import ModelConfigError
+
+REGISTERS = ("<reg_p>", "<reg_s>")
+INITS = ("pieces", "mean")
+PIECES_NOISE = 0.02  # std of the noise added to a pieces-mean row, relative to the pretrained rows' std
+
+
+class ConvertError(ModelConfigError):
+    """A source that cannot be converted, with the reason and the fix."""
+
+
+def _is_gguf(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".gguf"
+
+
+def load_source(source, dtype: torch.dtype = torch.float32, progress: bool = False):
+    """``(EarnForCausalLM without earn.json, tokenizer)`` from an HF checkpoint dir or a ``.gguf`` file."""
+    from transformers import AutoTokenizer
+
+    from ..model import EarnForCausalLM, load_pretrained
+
+    path = Path(source)
+    if _is_gguf(path):
+        try:
+            import gguf  # noqa: F401  (transformers' GGUF reader needs it)
+        except ImportError as exc:
+            raise ConvertError(f"{path}: reading GGUF needs the 'gguf' package; pip install 'earn-export[smollm2]' "
+                               "(or pip install gguf)") from exc
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        if not progress:
+            hf_logging.disable_progress_bar()
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        finally:
+            hf_logging.enable_progress_bar()
+        cfg = hf.config
+        if hasattr(cfg, "quantization_config"):  # the weights are dequantised now; keep config.json plain
+            del cfg.quantization_config
+        model = EarnForCausalLM(cfg, init=False)
+        state = hf.state_dict()
+        if cfg.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_word_embeddings)]
+        if missing or unexpected:
+            raise ConvertError(f"{path}: GGUF tensors do not match the {cfg.model_type} layout (missing "
+                               f"{missing[:5]}, unexpected {unexpected[:5]}); earn-export supports Llama/Qwen2")
+        del hf
+        return model.to(dtype), tok
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            hint = f"; pass the GGUF file itself ({ggufs[0]})" if ggufs else ""
+            raise ConvertError(f"{path}: no config.json{hint}. Pass a Hugging Face checkpoint directory or a .gguf file")
+        model = load_pretrained(path, dtype=dtype)
+        model.set_earn(None)
+        return model, AutoTokenizer.from_pretrained(str(path))
+    raise ConvertError(f"{path}: not found, or neither a checkpoint directory nor a .gguf file — pass one of those "
+                       "(or 'smollm2' for the shipped SmolLM2-135M-Instruct)")
+
+
+@torch.no_grad()
+def add_catalog_tokens(model, tokenizer, code_tokens, register_tokens=REGISTERS, init: str = "pieces") -> dict:
+    """Add identifier codes and registers to ``tokenizer`` (in place) and give the model rows for them.
+
+    Tokens the tokenizer already has keep their ids and rows (a converted or trained checkpoint passed again).
+    Returns ``{"added": n, "init": init, "resized_from": old vocab or None}``.
+    """
+    from ..data.tokenizer import extend_tokenizer
+
+    if init not in INITS:
+        raise ConvertError(f"init must be one of {INITS}, got {init!r}")
+    strings = list(dict.fromkeys([*code_tokens, *register_tokens]))
+    vocab = tokenizer.get_vocab()
+    new = [s for s in strings if s not in vocab]
+    # pieces under the ORIGINAL tokenizer, before the strings become single tokens
+    pieces = {s: tokenizer(s, add_special_tokens=False)["input_ids"] for s in new} if init == "pieces" else {}
+    extend_tokenizer(tokenizer, code_tokens, register_tokens)
+    old_size = model.config.vocab_size
+    resized = None
+    if len(tokenizer) > old_size:
+        model.resize_token_embeddings(len(tokenizer))
+        resized = old_size
+    ids = tokenizer.convert_tokens_to_ids(new)
+    if init == "pieces" and new:
+        emb = model.model.embed_tokens.weight
+        tied = model.config.tie_word_embeddings
+        head = model.lm_head.weight
+        src_e = emb[:old_size].float()
+        src_h = None if tied else head[:old_size].float()
+        gen = torch.Generator().manual_seed(0)
+        noise_e = PIECES_NOISE * float(src_e.std())
+        noise_h = None if src_h is None else PIECES_NOISE * float(src_h.std())
+        for s, i in zip(new, ids):
+            p = [t for t in pieces[s] if t < old_size]
+            if not p:
+                continue
+            emb[i] = (src_e[p].mean(0) + noise_e * torch.randn(src_e.shape[1], generator=gen)).to(emb.dtype)
+            if src_h is not None:
+                head[i] = (src_h[p].mean(0) + noise_h * torch.randn(src_h.shape[1], generator=gen)).to(head.dtype)
+    elif init == "mean" and new and resized is None:
+        # no resize happened (ids inside a padded vocabulary): give those rows the resize init explicitly
+        emb = model.model.embed_tokens.weight
+        gen = torch.Generator().manual_seed(0)
+        mean, std = emb[:old_size].float().mean(0), float(emb[:old_size].float().std())
+        rows = [mean + 0.02 * std * torch.randn(mean.shape, generator=gen) for _ in ids]
+        for i, r in zip(ids, rows):
+            emb[i] = r.to(emb.dtype)
+            if not model.config.tie_word_embeddings:
+                model.lm_head.weight[i] = r.to(emb.dtype)
+    return {"added": len(new), "init": init, "resized_from": resized}
+
+
+def resolve_split(split, num_layers: int) -> int:
+    """``"auto"`` (N/4, the paper's recommendation), ``"dense"`` (k = N) or an int in 1..N."""
+    if split == "dense":
+        return num_layers
+    if split in (None, "auto"):
+        return max(1, num_layers // 4)
+    try:
+        k = int(split)
+    except (TypeError, ValueError):
+        raise ConvertError(f"--split-layer {split!r}: give an integer k, 'auto' or 'dense'") from None
+    if not 1 <= k <= num_layers:
+        raise ConvertError(f"--split-layer {k} is out of range: the model has {num_layers} layers; use 1..{num_layers}")
+    return k
+
+
+def convert(source, out_dir, data_spec=None, split="auto", paradigm: str = "lcrec", max_history: int = 20,
+            init: str = "pieces", dtype: str = "float32", progress: bool = False) -> Path:
+    """Write an EARN checkpoint for ``source`` (HF dir or .gguf) and the catalog of ``data_spec``'s data."""
+    from ..data.prompts import PromptBuilder
+    from ..model import EarnConfig
+    from ..train.pipeline import DataSpec, make_catalog, save_checkpoint
+
+    t0 = time.perf_counter()
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ConvertError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
+    spec = data_spec or DataSpec()
+    data = spec.load()
+    catalog = make_catalog(data, seed=spec.seed)
+    model, tok = load_source(source, dtype=torch.float32, progress=progress)
+    vocab_before = model.config.vocab_size
+    added = add_catalog_tokens(model, tok, catalog.code_tokens(), REGISTERS, init=init)
+    k = resolve_split(split, model.num_layers)
+    reg = tok.convert_tokens_to_ids(list(REGISTERS))
+    model.set_earn(EarnConfig(split_layer=k, prefix_token_ids=[reg[0]], suffix_token_ids=[reg[1]],
+                              paradigm=paradigm, id_length=catalog.id_length, max_history=max_history))
+    prompts = PromptBuilder(tok, catalog, paradigm=paradigm, max_history=max_history,
+                            prefix_tokens=(REGISTERS[0],), suffix_tokens=(REGISTERS[1],))
+    model = model.to(getattr(torch, dtype))
+    log = {"converted_from": str(Path(source).resolve()), "vocab_before": vocab_before,
+           "vocab_after": model.config.vocab_size, "tokens": added, "split_layer": k,
+           "num_layers": model.num_layers, "paradigm": paradigm, "dtype": dtype,
+           "bos_ids": prompts.special_prefix, "prompt_cache": prompts.cached,
+           "parameters": sum(p.numel() for p in model.parameters()), "items": len(catalog),
+           "data": json.loads(json.dumps(spec.__dict__)), "wall_s": None}
+    out = save_checkpoint(out_dir, model, tok, catalog, prompts, spec, log)
+    log["wall_s"] = time.perf_counter() - t0
+    (Path(out) / "train_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
+    return Path(out)

@@ -1,0 +1,84 @@
+"""The ONNX node of ``torch.ops.earn.compacted_attention``: ``earn::CompactedAttention``, for both exporters.
+
+One node per decode layer, domain ``earn`` (opset version 1), attributes (the TensorRT plugin creator's fields
+plus the two the ONNX parser uses to find the creator):
+
+- ``num_heads``, ``num_kv_heads``, ``head_dim`` (INT), ``scale`` (FLOAT): the creator's fields;
+- ``plugin_version`` = ``OP_VERSION``, ``plugin_namespace`` = ``PLUGIN_NAMESPACE`` (STRING): consumed by the
+  TensorRT ONNX parser's plugin lookup (creator ``getPluginVersion`` / ``getPluginNamespace``).
+
+TorchScript (``dynamo=False``): a symbolic registered with ``torch.onnx.register_custom_op_symbolic``. Dynamo: an
+onnxscript function passed as ``custom_translation_table``. Neither exporter knows the node's output type, so
+:func:`annotate_outputs` writes the graph outputs' dtypes and shapes from the exporter's I/O spec afterwards (on the
+``onnx_ir`` model the exporter hands over, before its weights are written).
+"""
+
+from __future__ import annotations
+
+from .contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, TORCH_OP
+
+CUSTOM_OPSETS = {OP_DOMAIN: 1}
+_registered = False
+
+
+def register_torchscript_symbolic() -> None:
+    """Register the TorchScript exporter's symbolic for the custom op (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    import torch
+    from torch.onnx import symbolic_helper
+
+    @symbolic_helper.parse_args("v", "v", "v", "v", "v", "v", "i", "i", "i", "f")
+    def symbolic(g, query, shared_key, shared_value, key_bias, gen_key, gen_value, num_heads, num_kv_heads,
+                 head_dim, scale):
+        out = g.op(f"{OP_DOMAIN}::{OP_NAME}", query, shared_key, shared_value, key_bias, gen_key, gen_value,
+                   num_heads_i=num_heads, num_kv_heads_i=num_kv_heads, head_dim_i=head_dim, scale_f=scale,
+                   plugin_version_s=OP_VERSION, plugin_namespace_s=PLUGIN_NAMESPACE)
+        out.setType(query.type())
+        return out
+
+    torch.onnx.register_custom_op_symbolic(TORCH_OP, symbolic, 1)
+    _registered = True
+
+
+def dynamo_translation_table() -> dict:
+    """``custom_translation_table`` for ``torch.onnx.export(dynamo=True)``."""
+    import torch
+
+    from .dynamo_translation import compacted_attention_translation
+
+    return {torch.ops.earn.compacted_attention.default: compacted_attention_translation}
+
+
+def exporter_kwargs(exporter: str) -> dict:
+    """Extra ``torch.onnx.export`` arguments that make ``exporter`` emit the custom op."""
+    if exporter == "dynamo":
+        return {"custom_translation_table": dynamo_translation_table()}
+    register_torchscript_symbolic()
+    return {"custom_opsets": dict(CUSTOM_OPSETS)}
+
+
+def annotate_outputs(model, spec: dict) -> None:
+    """Give the graph outputs of a plugin graph (an ``onnx_ir.Model``) the dtypes and (symbolic) shapes of the
+    I/O spec, in place."""
+    import onnx_ir as ir
+
+    types = {"float32": ir.DataType.FLOAT, "float16": ir.DataType.FLOAT16, "int64": ir.DataType.INT64}
+    by_name = {io["name"]: io for io in spec["outputs"]}
+    for out in model.graph.outputs:
+        io = by_name.get(out.name)
+        if io is None:
+            continue
+        out.dtype = types[io["dtype"]]
+        out.shape = ir.Shape([s.replace("+", "_plus_") if isinstance(s, str) else s for s in io["shape"]])
+
+
+def plugin_nodes_ir(model) -> list:
+    """The ``earn::CompactedAttention`` nodes of an ``onnx_ir.Model``."""
+    return [n for n in model.graph if n.domain == OP_DOMAIN and n.op_type == OP_NAME]
+
+
+def plugin_nodes(model) -> list:
+    """The ``earn::CompactedAttention`` nodes of an ``onnx.ModelProto``."""
+    return [n for n in model.graph.node if n.domain == OP_DOMAIN and n.op_type == OP_NAME]

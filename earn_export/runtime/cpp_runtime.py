@@ -1,0 +1,128 @@
+"""``Recommender.load(dir, backend="cpp")``: the C++ runtime (libearn, ``cpp/``) behind the Python ``recommend`` API.
+
+Why: the same engine, prompt pieces and beam-search semantics as the Python runtime, without Python in the
+per-step loop (prompt building, search bookkeeping and KV reordering run in C++ with reused buffers; calls
+release the GIL, so threads run them concurrently). The extension ``earn_export_cpp`` is built by
+``pip install -e .`` (scikit-build-core + nanobind); libearn ``dlopen()``s the ``libonnxruntime`` shipped inside
+the installed ``onnxruntime`` wheel, the very library this environment runs with.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+_MODULE = None
+
+
+class CppRuntimeUnavailable(ImportError):
+    """The C++ runtime was not built or cannot load ONNX Runtime; the message says how to get it."""
+
+
+def onnxruntime_library() -> Path:
+    """The ``libonnxruntime.so.*`` inside the installed ``onnxruntime`` wheel (found without importing it)."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise CppRuntimeUnavailable("the onnxruntime package is not installed (pip install onnxruntime)")
+    capi = Path(list(spec.submodule_search_locations)[0]) / "capi"
+    libs = sorted(capi.glob("libonnxruntime.so*"), key=lambda p: len(p.name), reverse=True)
+    if not libs:
+        raise CppRuntimeUnavailable(f"{capi}: no libonnxruntime.so* in the onnxruntime wheel; the C++ runtime "
+                                    "needs the wheel's shared library (Linux wheels ship it)")
+    return libs[0]
+
+
+def module():
+    """The ``earn_export_cpp`` extension with ONNX Runtime loaded (once per process)."""
+    global _MODULE
+    if _MODULE is None:
+        try:
+            import earn_export_cpp
+        except ImportError as exc:
+            raise CppRuntimeUnavailable(
+                f"the C++ runtime is not built ({exc}); it is built by `make install` / `pip install -e .` when the "
+                "ONNX Runtime C++ headers are found (ORT_INCLUDE_DIR, /usr/include/onnxruntime or "
+                "../shared/third_party/onnxruntime/1.27.1-include; README 'C++ runtime'). "
+                "Use backend='onnxruntime' meanwhile.") from exc
+        earn_export_cpp.load_onnxruntime(str(onnxruntime_library()))
+        _MODULE = earn_export_cpp
+    return _MODULE
+
+
+def available() -> bool:
+    try:
+        module()
+        return True
+    except ImportError:
+        return False
+
+
+class CppRecommender:
+    """The C++ ``Recommender`` with the Python one's ``recommend`` signature and ``RecommendResult``."""
+
+    def __init__(self, native, engine_dir):
+        self.native = native
+        self.engine_dir = Path(engine_dir)
+        self.manifest = json.loads(native.manifest_json)
+        self.max_history = native.max_history
+        self.batch_size = native.batch_size
+        self.providers = list(native.providers)
+        self._known_items = None
+
+    @property
+    def known_items(self) -> frozenset:
+        """The catalog's item ids (read once from the engine's trie arrays): servers check requests against it
+        before they reach libearn, as for the Python ``Recommender``."""
+        if self._known_items is None:
+            from .recommender import engine_trie
+
+            trie = engine_trie(self.engine_dir, self.manifest)
+            self._known_items = frozenset(int(i) for i in trie.item_paths())
+        return self._known_items
+
+    @classmethod
+    def load(cls, engine_dir, providers=None, verify="full", batch_size: int = 64,
+             custom_op_libraries=(), intra_op_threads: int = 0) -> "CppRecommender":
+        """``verify``: ``"full"``/True (libearn hashes every file), ``"fast"`` (Python's remembered check,
+        ``earn_export.export.manifest``, hashes only files not verified before; libearn then checks presence only)
+        or ``"off"``/False (presence only)."""
+        if verify == "fast":
+            from ..export.manifest import load_manifest
+
+            load_manifest(engine_dir, verify="fast")
+        native_verify = verify in (True, "full")
+        man_path = Path(engine_dir) / "manifest.json"
+        if not custom_op_libraries and man_path.is_file():  # --attention plugin: the op library Python registers
+            from ..ops.attention_export import attention_mode
+
+            manifest = json.loads(man_path.read_text())
+            if attention_mode(manifest) == "plugin":
+                from ..ops.libraries import require_ort_ops
+
+                custom_op_libraries = [require_ort_ops(manifest, engine_dir)]
+        native = module().Recommender.load(str(engine_dir), providers=list(providers or []),
+                                           custom_op_libraries=[str(p) for p in custom_op_libraries],
+                                           verify=native_verify, batch_size=batch_size,
+                                           intra_op_threads=intra_op_threads)
+        return cls(native, engine_dir)
+
+    def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error"):
+        from .recommender import RecommendResult
+
+        items, scores, skipped, truncated = self.native.recommend(_lists(histories), top_k, beam, on_unknown)
+        return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated)
+
+    def recommend_timed(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error"):
+        """``(RecommendResult, timings)``: timings splits the call into graph time and bookkeeping + copies."""
+        from .recommender import RecommendResult
+
+        (items, scores, skipped, truncated), times = self.native.recommend_timed(_lists(histories), top_k, beam,
+                                                                                 on_unknown)
+        return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated), times
+
+
+def _lists(histories) -> list[list[int]]:
+    return [np.asarray(h, dtype=np.int64).reshape(-1).tolist() for h in histories]

@@ -1,0 +1,55 @@
+"""One single-threaded search per CPU core, for batch jobs (``eval``, ``check``) on the CPU.
+
+Why: a recommendation batch is many small ops (30 layers × ~25 ops per decode step on [users·beam, hidden]
+tensors). With torch's default intra-op threading every op is split over all cores and joined again; on a
+2-core machine that is shared (the normal case here: load average 10+), a join waits for a descheduled thread
+and the 135M SmolLM2 reference search ran 3-7× slower with 2 threads than with 1 (23-46 s against 6-7 s per
+8-user batch, measured in one process). Whole batches on separate cores, each single-threaded, need no join:
+the work is the same, the cores stay busy, and the GIL is released inside torch/ONNX Runtime kernels.
+Only CPU batch jobs use this; a served ``Recommender`` keeps the libraries' own threading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (cgroup/affinity aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def is_cpu_backend(backend) -> bool:
+    """A torch backend on the CPU (``TorchBackend`` or a wrapper exposing its ``device``)."""
+    dev = getattr(backend, "device", None)
+    return dev is not None and str(dev).startswith("cpu")
+
+
+@contextlib.contextmanager
+def torch_single_threaded(enabled: bool = True):
+    """``torch.set_num_threads(1)`` for the block (process-wide), restored afterwards."""
+    import torch
+
+    if not enabled:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def ort_single_threaded_options():
+    """ONNX Runtime session options running each ``run`` on its calling thread (no intra-op pool)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return opts

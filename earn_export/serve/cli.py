@@ -1,0 +1,157 @@
+"""CLI of the serving package: ``serve``, ``query``, ``loadtest``, ``triton-repo``, ``batch``, ``bench-serve``.
+
+Only argparse at import time (``earn-export --help`` stays fast and works without the ``serve`` extra); each
+command imports its module when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..cli_args import existing_dir, existing_file, fraction, nonneg_int, positive_float, positive_int
+
+
+def _lazy(module: str, func: str):
+    def run(args):
+        fn = getattr(importlib.import_module(f"earn_export.serve.{module}"), func)
+        if module != "client":
+            return fn(args)
+        try:
+            return fn(args)
+        except ConnectionError as exc:  # nothing listens there: say what to start
+            from .client import ClientError
+
+            raise ClientError(f"cannot reach a server at {args.url} ({exc.strerror or exc}) — start one with "
+                              "`earn-export serve ENGINE_DIR`, or check the URL and port") from exc
+
+    run.__name__ = func
+    return run
+
+
+def register(sub) -> None:
+    _register_serve(sub)
+    _register_client(sub)
+    _register_repo(sub)
+    _register_batch(sub)
+
+
+def _model_options(p) -> None:
+    """Options of the earn_recommender model, shared by `serve` and the BLS model of `triton-repo`."""
+    p.add_argument("--instances", type=positive_int, default=1,
+                   help="earn_recommender instances, each a process holding one Recommender (default 1)")
+    p.add_argument("--max-batch", type=positive_int, default=32, help="largest dynamic batch, in users (default 32)")
+    p.add_argument("--max-queue-delay-us", type=nonneg_int, default=2000,
+                   help="how long the dynamic batcher waits to fill a batch, in microseconds (default 2000)")
+    p.add_argument("--beam", type=positive_int, default=20, help="beam width; top_k may be 1..beam (default 20)")
+    p.add_argument("--top-k", type=positive_int, default=10, help="top_k when a request does not send one (default 10)")
+    p.add_argument("--on-unknown", default="error", choices=["error", "skip"],
+                   help="unknown item ids: answer with an error (default) or drop them and count them in 'skipped'")
+    p.add_argument("--max-request-items", type=positive_int, default=1000,
+                   help="refuse histories longer than this (default 1000; the model reads the last max_history)")
+    p.add_argument("--allow-empty-history", action="store_true",
+                   help="answer empty histories (registers-only prompt) instead of refusing them")
+
+
+def _register_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve an engine on Triton Inference Server (model earn_recommender, HTTP + "
+                                     "gRPC, dynamic batching) until SIGINT/SIGTERM",
+                       description="Serve ENGINE_DIR as the Triton model 'earn_recommender': input 'history' INT64 "
+                                   "[1, n] (one user per request, any n), optional 'top_k' INT64 [1, 1]; outputs "
+                                   "'items' INT64, 'scores' FP32, 'skipped' and 'truncated' INT64. Requests are "
+                                   "dynamically batched; a bad request gets a Triton error naming the problem.")
+    p.add_argument("engine_dir", type=existing_dir, help="exported engine directory (earn-export export ... --out DIR)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind HTTP/gRPC/metrics to (default 127.0.0.1)")
+    p.add_argument("--http-port", type=positive_int, default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--grpc-port", type=positive_int, default=8001, help="gRPC port (default 8001)")
+    p.add_argument("--metrics-port", type=nonneg_int, default=8002,
+                   help="Prometheus metrics port (default 8002; 0 disables metrics)")
+    _model_options(p)
+    p.add_argument("--threads", type=nonneg_int, default=0,
+                   help="ONNX Runtime threads per instance (default 0: CPU cores / instances)")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "cpp"],
+                   help="Recommender backend (default onnxruntime; cpp needs the C++ runtime built)")
+    p.add_argument("--ready-timeout", type=positive_float, default=180.0,
+                   help="seconds to wait for the server to load and warm up (default 180)")
+    p.add_argument("--log-verbose", type=nonneg_int, default=0, help="Triton's --log-verbose level (default 0)")
+    p.set_defaults(func=_lazy("server", "run_serve"))
+
+
+def _register_client(sub) -> None:
+    q = sub.add_parser("query", help="ask a running `earn-export serve` for top-K items (tritonclient)")
+    q.add_argument("url", help="server URL: http://HOST:PORT (default scheme) or grpc://HOST:PORT")
+    q.add_argument("--history", action="append", default=[], required=True,
+                   help="space- or comma-separated item ids, oldest first (repeat for more users)")
+    q.add_argument("--top-k", type=positive_int, default=None, help="items to return (default: the server's --top-k)")
+    q.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request (default 30)")
+    q.set_defaults(func=_lazy("client", "run_query"))
+
+    t = sub.add_parser("loadtest", help="bounded load test of a local `earn-export serve` (throughput, latency "
+                                        "percentiles, errors by kind)")
+    t.add_argument("url", help="server URL on this machine: http://127.0.0.1:PORT or grpc://127.0.0.1:PORT")
+    t.add_argument("--concurrency", type=positive_int, default=16, help="concurrent clients (default 16)")
+    t.add_argument("--requests", type=positive_int, default=2000, help="requests to send in total (default 2000)")
+    t.add_argument("--bad-fraction", type=fraction, default=0.0,
+                   help="fraction of bad requests (unknown ids, empty/oversized history, wrong dtype/shape, "
+                        "top_k out of range), default 0")
+    t.add_argument("--max-seconds", type=positive_float, default=300.0,
+                   help="stop sending new requests after this many seconds (default 300)")
+    t.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (default 60)")
+    t.add_argument("--histories", default=None,
+                   help="file with one history per line (item ids); default: random catalog items of the served "
+                        "engine")
+    t.add_argument("--top-k", type=positive_int, default=None, help="top_k sent with good requests (default: server's)")
+    t.add_argument("--verify", action="store_true",
+                   help="after the run, compare every good answer with the in-process Recommender on the served "
+                        "engine")
+    t.add_argument("--engine", default=None,
+                   help="engine directory for sampling histories and --verify (default: the engine the server "
+                        "reports; give it for a triton-repo server)")
+    t.add_argument("--seed", type=nonneg_int, default=0, help="random seed of histories and request order (default 0)")
+    t.add_argument("--json", default=None, help="also write the summary as JSON to this file")
+    t.set_defaults(func=_lazy("client", "run_loadtest"))
+
+
+def _register_repo(sub) -> None:
+    r = sub.add_parser("triton-repo", help="write a Triton model repository (prefill/decode ONNX or TensorRT models "
+                                           "+ a BLS earn_recommender) for GPU servers",
+                       description="Write a Triton model repository: prefill and decode models with the graphs' real "
+                                   "I/O, and a Python-backend BLS model 'earn_recommender' (the interface of "
+                                   "`earn-export serve`) running this package's beam search over them. Every "
+                                   "config.pbtxt is parsed with tritonclient's model_config_pb2 and checked against "
+                                   "the ONNX graphs. --graphs onnxruntime/tensorrt are unverified here (no such "
+                                   "backend in PyTriton's server); python-onnxruntime is served in the tests.")
+    r.add_argument("engine_dir", type=existing_dir, help="exported engine directory")
+    r.add_argument("--out", required=True, help="repository directory to write")
+    r.add_argument("--graphs", default="onnxruntime", choices=["onnxruntime", "tensorrt", "python-onnxruntime"],
+                   help="backend of prefill/decode (default onnxruntime; tensorrt needs `earn-export build` plans; "
+                        "python-onnxruntime runs ONNX Runtime inside the Python backend)")
+    r.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
+                   help="instance kind of prefill/decode (default gpu; python-onnxruntime is always cpu)")
+    r.add_argument("--graph-instances", type=positive_int, default=1, help="instances of prefill and decode (default 1)")
+    _model_options(r)
+    r.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    r.set_defaults(func=_lazy("triton_repo", "run_triton_repo"))
+
+
+def _register_batch(sub) -> None:
+    b = sub.add_parser("batch", help="score every user of a Parquet file on Ray Data (local Ray, or a cluster with "
+                                     "--address) into a Parquet file",
+                       description="Offline top-K for every user: --users is a Parquet file with a 'history' column "
+                                   "(list of item ids, oldest first) and optionally 'user'; --out gets user, items, "
+                                   "scores, skipped, truncated in input order, written all-or-nothing.")
+    b.add_argument("engine_dir", type=existing_dir, help="exported engine directory (at the same path on every Ray node)")
+    b.add_argument("--users", required=True, type=existing_file, help="input Parquet file (columns history [, user])")
+    b.add_argument("--out", required=True, help="output Parquet file")
+    b.add_argument("--address", default=None, help="Ray cluster address (ray://HOST:10001 or auto); default: a "
+                                                   "local Ray started for this run")
+    b.add_argument("--actors", type=positive_int, default=None, help="Recommender actors (default: CPUs / --threads)")
+    b.add_argument("--threads", type=positive_int, default=1, help="CPUs (ONNX Runtime threads) per actor (default 1)")
+    b.add_argument("--batch-size", type=positive_int, default=64, help="users per map_batches call (default 64)")
+    b.add_argument("--top-k", type=positive_int, default=20, help="items per user (default 20)")
+    b.add_argument("--beam", type=positive_int, default=20, help="beam width (default 20)")
+    b.add_argument("--on-unknown", default="error", choices=["error", "skip"],
+                   help="unknown item ids: fail before any work (default) or drop them (counted in 'skipped')")
+    b.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "cpp"], help="Recommender backend")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=_lazy("batch", "run_batch_cli"))

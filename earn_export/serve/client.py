@@ -1,0 +1,398 @@
+"""Clients of ``earn_recommender`` over ``tritonclient``: ``earn-export query`` and ``earn-export loadtest``.
+
+URLs are ``http://HOST:PORT`` or ``grpc://HOST:PORT`` (no scheme = HTTP). The load test is bounded in request
+count and wall time, stops by itself, and only targets this machine (loopback addresses).
+
+A load test mixes good requests (histories of catalog items) with bad ones of six kinds. A bad request counts as
+answered correctly when the server returns an error whose text names its problem (:data:`ERROR_SIGNS`); a good
+one when it returns items and scores (and, with ``verify``, the in-process ``Recommender``'s items and scores).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..errors import UserError
+from . import MODEL_NAME
+from .served_model import OPTIONS_PARAMETER
+
+BAD_KINDS = ("unknown_item", "empty_history", "oversized_history", "bad_dtype", "bad_shape", "top_k_out_of_range")
+# how each kind's error reads: the model's own messages (served_model.parse_request) and Triton's input checks
+ERROR_SIGNS = {
+    "unknown_item": ("unknown item ids",),
+    "empty_history": ("'history' is empty",),
+    "oversized_history": ("more than this server accepts",),
+    "bad_dtype": ("data-type", "datatype", "must be INT64"),
+    "bad_shape": ("shape",),
+    "top_k_out_of_range": ("out of range",),
+}
+
+
+class ClientError(ValueError, UserError):
+    """A bad URL or client-side argument; the message names the fix."""
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``http://h:p`` / ``grpc://h:p`` / ``h:p`` -> (protocol, "h:p")."""
+    if "://" not in url:
+        url = "http://" + url
+    u = urlparse(url)
+    if u.scheme not in ("http", "grpc") or not u.hostname or not u.port:
+        raise ClientError(f"URL {url!r}: expected http://HOST:PORT or grpc://HOST:PORT — e.g. http://127.0.0.1:8000")
+    host = f"[{u.hostname}]" if ":" in u.hostname else u.hostname
+    return u.scheme, f"{host}:{u.port}"
+
+
+def require_loopback(url: str) -> None:
+    host = urlparse(url if "://" in url else "http://" + url).hostname or ""
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ClientError(f"loadtest only targets a server on this machine (127.0.0.1, localhost or ::1), got host "
+                          f"{host!r}; run the load test on the server's own machine")
+
+
+def connect(url: str, timeout_s: float = 30.0):
+    """(protocol, tritonclient module, client). One client per thread: tritonclient clients are not thread-safe."""
+    protocol, address = parse_url(url)
+    if protocol == "http":
+        import tritonclient.http as tc
+
+        client = tc.InferenceServerClient(address, connection_timeout=timeout_s, network_timeout=timeout_s)
+    else:
+        import tritonclient.grpc as tc
+
+        client = tc.InferenceServerClient(address)
+    return protocol, tc, client
+
+
+def make_inputs(tc, history: np.ndarray, top_k=None, dtype: str | None = None) -> list:
+    """Triton inputs for one request; ``dtype`` overrides the declared datatype (bad-request tests)."""
+    history = np.asarray(history)
+    if history.ndim == 1:
+        history = history[None]
+    dtype = dtype or {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32",
+                      np.dtype(np.int32): "INT32"}.get(history.dtype, "INT64")
+    x = tc.InferInput("history", list(history.shape), dtype)
+    x.set_data_from_numpy(history)
+    inputs = [x]
+    if top_k is not None:
+        k = np.asarray(top_k, np.int64).reshape(1, 1)
+        t = tc.InferInput("top_k", [1, 1], "INT64")
+        t.set_data_from_numpy(k)
+        inputs.append(t)
+    return inputs
+
+
+def infer(tc, client, protocol: str, history, top_k=None, dtype=None, timeout_s: float = 30.0) -> dict:
+    """One request -> {"items", "scores", "skipped", "truncated"} (raises tritonclient's InferenceServerException)."""
+    outputs = [tc.InferRequestedOutput(n) for n in ("items", "scores", "skipped", "truncated")]
+    kw = {"client_timeout": timeout_s} if protocol == "grpc" else {}
+    res = client.infer(MODEL_NAME, make_inputs(tc, history, top_k, dtype), outputs=outputs, **kw)
+    return {n: res.as_numpy(n) for n in ("items", "scores", "skipped", "truncated")}
+
+
+def server_options(url: str) -> dict:
+    """The serving options the model was started with (engine dir, beam, limits), from its model config."""
+    protocol, tc, client = connect(url)
+    try:
+        if protocol == "http":
+            cfg = client.get_model_config(MODEL_NAME)
+        else:
+            cfg = client.get_model_config(MODEL_NAME, as_json=True)["config"]
+    finally:
+        client.close()
+    return json.loads(cfg["parameters"][OPTIONS_PARAMETER]["string_value"])
+
+
+def batch_stats(url: str) -> dict[int, int]:
+    """Executions per batch size of ``earn_recommender`` (Triton's statistics extension)."""
+    protocol, tc, client = connect(url)
+    try:
+        stats = client.get_inference_statistics(MODEL_NAME, **({"as_json": True} if protocol == "grpc" else {}))
+    finally:
+        client.close()
+    out = {}
+    for m in stats.get("model_stats", []):
+        for b in m.get("batch_stats", []):
+            out[int(b["batch_size"])] = out.get(int(b["batch_size"]), 0) + int(b["compute_infer"]["count"])
+    return out
+
+
+# -- load test -------------------------------------------------------------------------------------------------
+@dataclass
+class LoadRequest:
+    kind: str  # "good" or one of BAD_KINDS
+    history: np.ndarray
+    top_k: int | None = None
+    dtype: str | None = None
+
+
+@dataclass
+class LoadRecord:
+    index: int
+    kind: str
+    latency_s: float
+    outputs: dict | None = None
+    error: str | None = None
+    error_kind: str | None = None  # the kind the error text names (classify_error)
+
+
+def classify_error(text: str) -> str:
+    for kind, signs in ERROR_SIGNS.items():
+        if any(s in text for s in signs):
+            return kind
+    if "timed out" in text.lower() or "deadline" in text.lower():
+        return "timeout"
+    return "other"
+
+
+def sample_histories(engine_dir: str, n: int, seed: int = 0, max_len: int = 20) -> list[list[int]]:
+    """``n`` histories of 1..max_len random catalog items (the catalog of the engine being served)."""
+    from ..export.manifest import load_manifest
+    from ..runtime.recommender import engine_trie
+
+    man = load_manifest(engine_dir, verify=False)
+    items = np.array(sorted(engine_trie(engine_dir, man).item_paths()), np.int64)
+    rng = np.random.default_rng(seed)
+    return [rng.choice(items, size=int(rng.integers(1, max_len + 1))).tolist() for _ in range(n)]
+
+
+def make_load(histories: list, n: int, bad_fraction: float, opts: dict, seed: int = 0,
+              top_k: int | None = None) -> list[LoadRequest]:
+    """``n`` requests, ``round(n * bad_fraction)`` of them bad (the six kinds in turn), shuffled with ``seed``."""
+    if not 0.0 <= bad_fraction <= 1.0:
+        raise ClientError(f"--bad-fraction must be in [0, 1], got {bad_fraction}")
+    if not histories:
+        raise ClientError("no good histories to send")
+    rng = np.random.default_rng(seed)
+    n_bad = int(round(n * bad_fraction))
+    kinds = ["good"] * (n - n_bad) + [BAD_KINDS[i % len(BAD_KINDS)] for i in range(n_bad)]
+    rng.shuffle(kinds)
+    beam, limit = int(opts["beam"]), int(opts["max_request_items"])
+    unknown = np.int64(2**62)  # far outside any catalog
+    reqs = []
+    for i, kind in enumerate(kinds):
+        h = np.asarray(histories[i % len(histories)], np.int64)
+        if kind == "good":
+            reqs.append(LoadRequest(kind, h, top_k))
+        elif kind == "unknown_item":
+            reqs.append(LoadRequest(kind, np.append(h, unknown)))
+        elif kind == "empty_history":
+            reqs.append(LoadRequest(kind, np.zeros(0, np.int64)))
+        elif kind == "oversized_history":
+            reqs.append(LoadRequest(kind, np.resize(h, limit + 1)))
+        elif kind == "bad_dtype":
+            reqs.append(LoadRequest(kind, h.astype(np.float32), dtype="FP32"))
+        elif kind == "bad_shape":
+            reqs.append(LoadRequest(kind, h.reshape(1, 1, -1)))
+        else:  # top_k_out_of_range
+            reqs.append(LoadRequest(kind, h, top_k=beam + 1 if i % 2 else 0))
+    return reqs
+
+
+def run_load(url: str, reqs: list[LoadRequest], concurrency: int = 16, max_seconds: float = 300.0,
+             request_timeout_s: float = 60.0) -> tuple[list[LoadRecord], float]:
+    """Send ``reqs`` from ``concurrency`` threads (one client each) -> (records of the sent ones, wall seconds).
+    Stops taking new requests after ``max_seconds``; every request has a client timeout."""
+    require_loopback(url)
+    if concurrency < 1:
+        raise ClientError(f"--concurrency must be >= 1, got {concurrency}")
+    lock = threading.Lock()
+    nxt = iter(range(len(reqs)))
+    records: list[LoadRecord] = []
+    deadline = time.monotonic() + max_seconds
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            protocol, tc, client = connect(url, timeout_s=request_timeout_s)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            return
+        try:
+            while time.monotonic() < deadline:
+                with lock:
+                    i = next(nxt, None)
+                if i is None:
+                    return
+                r = reqs[i]
+                t0 = time.perf_counter()
+                try:
+                    out = infer(tc, client, protocol, r.history, r.top_k, r.dtype, timeout_s=request_timeout_s)
+                    rec = LoadRecord(i, r.kind, time.perf_counter() - t0, outputs=out)
+                except Exception as exc:  # noqa: BLE001 - tritonclient's InferenceServerException and socket errors
+                    text = str(exc)
+                    rec = LoadRecord(i, r.kind, time.perf_counter() - t0, error=text, error_kind=classify_error(text))
+                with lock:
+                    records.append(rec)
+        finally:
+            client.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, name=f"loadtest-{j}", daemon=True) for j in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max_seconds + request_timeout_s + 30)
+    wall = time.perf_counter() - t0
+    if errors:
+        raise ClientError(f"could not connect to {url}: {errors[0]}")
+    return sorted(records, key=lambda r: r.index), wall
+
+
+@dataclass
+class LoadSummary:
+    sent: int
+    planned: int
+    wall_s: float
+    good_ok: int = 0
+    good_failed: int = 0
+    bad_answered: int = 0  # bad requests answered with the error naming their problem
+    bad_wrong: int = 0  # bad requests answered with success or with another error
+    mismatches: int = 0  # good answers that differ from the in-process Recommender (verify)
+    by_kind: dict = field(default_factory=dict)  # request kind -> {"sent", "ok", "errors": {error kind: n}}
+    latency_ms: dict = field(default_factory=dict)  # good requests: p50/p95/p99/mean
+
+    @property
+    def clean(self) -> bool:
+        return (self.sent == self.planned and self.good_failed == 0 and self.bad_wrong == 0
+                and self.mismatches == 0)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["good_per_s"] = self.good_ok / self.wall_s if self.wall_s else 0.0
+        d["requests_per_s"] = self.sent / self.wall_s if self.wall_s else 0.0
+        d["clean"] = self.clean
+        return d
+
+
+def summarize(records: list[LoadRecord], planned: int, wall_s: float) -> LoadSummary:
+    s = LoadSummary(sent=len(records), planned=planned, wall_s=wall_s)
+    lat = []
+    for r in records:
+        k = s.by_kind.setdefault(r.kind, {"sent": 0, "ok": 0, "errors": {}})
+        k["sent"] += 1
+        if r.error is None:
+            k["ok"] += 1
+        else:
+            k["errors"][r.error_kind] = k["errors"].get(r.error_kind, 0) + 1
+        if r.kind == "good":
+            if r.error is None:
+                s.good_ok += 1
+                lat.append(r.latency_s)
+            else:
+                s.good_failed += 1
+        elif r.error is not None and r.error_kind == r.kind:
+            s.bad_answered += 1
+        else:
+            s.bad_wrong += 1
+    if lat:
+        ms = np.asarray(lat) * 1e3
+        s.latency_ms = {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
+                        "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
+    return s
+
+
+def verify(records: list[LoadRecord], reqs: list[LoadRequest], rec, beam: int, default_top_k: int,
+           atol: float = 1e-5) -> list[int]:
+    """Indices of good answers whose items differ from ``rec.recommend`` or whose scores differ by > ``atol``."""
+    good = [r for r in records if r.kind == "good" and r.error is None]
+    if not good:
+        return []
+    res = rec.recommend([reqs[r.index].history.tolist() for r in good], top_k=beam, beam=beam)
+    bad = []
+    for row, r in enumerate(good):
+        k = reqs[r.index].top_k or default_top_k
+        items, scores = r.outputs["items"][0], r.outputs["scores"][0]
+        if (len(items) != k or not np.array_equal(items, res.items[row, :k])
+                or not np.allclose(scores, res.scores[row, :k], atol=atol, rtol=0)):
+            bad.append(r.index)
+    return bad
+
+
+# -- CLI ---------------------------------------------------------------------------------------------------------
+def _parse_history(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise ClientError(f"history {text!r}: item ids must be integers ({exc})") from exc
+
+
+def run_query(args) -> int:
+    from tritonclient.utils import InferenceServerException
+
+    protocol, tc, client = connect(args.url, timeout_s=args.timeout)
+    code = 0
+    try:
+        for text in args.history:
+            hist = _parse_history(text)
+            try:
+                out = infer(tc, client, protocol, np.asarray(hist, np.int64), args.top_k, timeout_s=args.timeout)
+            except InferenceServerException as exc:
+                print(json.dumps({"history": hist, "error": str(exc)}))
+                code = 1
+                continue
+            items = [int(i) for i in out["items"][0] if i >= 0]
+            row = {"history": hist, "items": items, "scores": [round(float(s), 4) for s in out["scores"][0][:len(items)]]}
+            if out["skipped"][0, 0]:
+                row["skipped"] = int(out["skipped"][0, 0])
+            if out["truncated"][0, 0]:
+                row["truncated"] = int(out["truncated"][0, 0])
+            print(json.dumps(row))
+    finally:
+        client.close()
+    return code
+
+
+def run_loadtest(args) -> int:
+    require_loopback(args.url)
+    if args.requests < 1:
+        raise ClientError(f"--requests must be >= 1, got {args.requests} — pass a positive count")
+    opts = server_options(args.url)
+    engine = args.engine or opts["engine_dir"]
+    if (not args.histories or args.verify) and not (Path(engine) / "manifest.json").is_file():
+        raise ClientError(f"the server's engine directory {engine!r} is not readable here; pass --engine DIR (the "
+                          "engine the repository was written from), or --histories FILE without --verify")
+    if args.histories:
+        histories = [_parse_history(line) for line in Path(args.histories).read_text().splitlines() if line.strip()]
+    else:
+        histories = sample_histories(engine, min(args.requests, 5000), seed=args.seed)
+    reqs = make_load(histories, args.requests, args.bad_fraction, opts, seed=args.seed, top_k=args.top_k)
+    print(f"loadtest {args.url}: {args.requests} requests ({args.bad_fraction:.0%} bad), concurrency "
+          f"{args.concurrency}, at most {args.max_seconds:.0f} s", flush=True)
+    records, wall = run_load(args.url, reqs, args.concurrency, args.max_seconds, args.timeout)
+    summary = summarize(records, len(reqs), wall)
+    if args.verify:
+        from ..runtime import Recommender
+
+        backend = opts.get("backend", "onnxruntime")
+        rec = Recommender.load(engine, backend="onnxruntime" if backend == "bls" else backend)
+        summary.mismatches = len(verify(records, reqs, rec, int(opts["beam"]), int(opts["default_top_k"])))
+    d = summary.to_dict()
+    lat = summary.latency_ms
+    print(f"sent {summary.sent}/{summary.planned} in {wall:.1f} s: {d['requests_per_s']:.1f} requests/s, "
+          f"{d['good_per_s']:.1f} good users/s")
+    if lat:
+        print(f"latency of good requests (ms): p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
+              f"mean {lat['mean']:.1f}")
+    print(f"good: {summary.good_ok} answered, {summary.good_failed} failed"
+          + (f", {summary.mismatches} differ from in-process" if args.verify else ""))
+    print(f"bad: {summary.bad_answered} answered with their error, {summary.bad_wrong} not")
+    for kind, k in sorted(summary.by_kind.items()):
+        errs = ", ".join(f"{e} {n}" for e, n in sorted(k["errors"].items())) or "none"
+        print(f"  {kind:20s} sent {k['sent']:5d}  ok {k['ok']:5d}  errors: {errs}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(d, f, indent=2)
+    return 0 if summary.clean else 1

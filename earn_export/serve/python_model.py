@@ -1,0 +1,111 @@
+"""``TritonPythonModel`` of ``earn_recommender``: one ``Recommender`` per model instance (stub process).
+
+``execute`` gets a dynamic batch of requests of different history lengths (ragged). Each request is checked on
+its own (``served_model.parse_request``); the valid ones go through one ``Recommender.recommend`` call (the
+runtime left-pads them into one prompt batch), the invalid ones get their own error response. A failure inside
+``recommend`` itself fails only that batch's valid requests, with the error text; the instance keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+from .served_model import OPTIONS_PARAMETER, BadRequest, ServeOptions, parse_request
+
+
+def load_recommender(opts: ServeOptions):
+    """The instance's Recommender; ``backend`` is passed through to ``Recommender.load``."""
+    from ..runtime import Recommender
+
+    kwargs = {"backend": opts.backend, "batch_size": max(opts.max_batch, 1)}
+    if opts.backend == "onnxruntime":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = opts.threads or max(1, (os.cpu_count() or 1) // max(opts.instances, 1))
+        so.inter_op_num_threads = 1
+        kwargs["session_options"] = so
+    return Recommender.load(opts.engine_dir, **kwargs)
+
+
+def answer(rec, opts: ServeOptions, requests: list[tuple]) -> list:
+    """``requests``: (history array | None, top_k array | None) per request -> per request either a dict of
+    output arrays or a :class:`BadRequest` / other exception. Pure (no Triton types): tested without a server."""
+    out: list = [None] * len(requests)
+    good = []
+    for i, (history, top_k) in enumerate(requests):
+        try:
+            good.append((i, *parse_request(history, top_k, rec.known_items, opts)))
+        except BadRequest as exc:
+            out[i] = exc
+    if good:
+        max_k = max(k for _, _, k in good)
+        try:
+            res = rec.recommend([h for _, h, _ in good], top_k=max_k, beam=opts.beam, on_unknown=opts.on_unknown)
+        except Exception as exc:  # noqa: BLE001 - answered to these requests; the instance stays up
+            for i, _, _ in good:
+                out[i] = exc
+            return out
+        for row, (i, _, k) in enumerate(good):
+            out[i] = {"items": res.items[row: row + 1, :k].astype(np.int64),
+                      "scores": res.scores[row: row + 1, :k].astype(np.float32),
+                      "skipped": res.skipped[row: row + 1, None].astype(np.int64),
+                      "truncated": res.truncated[row: row + 1, None].astype(np.int64)}
+    return out
+
+
+class TritonPythonModel:
+    """Triton Python-backend model (``initialize`` / ``execute`` / ``finalize``)."""
+
+    def initialize(self, args):
+        import triton_python_backend_utils as pb_utils
+
+        self.pb = pb_utils
+        config = json.loads(args["model_config"])
+        self.opts = ServeOptions.from_json(config["parameters"][OPTIONS_PARAMETER]["string_value"])
+        self.name = args.get("model_instance_name", "earn_recommender")
+        t0 = time.perf_counter()
+        self.rec = self.load(args)
+        pb_utils.Logger.log_info(f"{self.name}: engine {self.opts.engine_dir} ({self.opts.backend}) loaded in "
+                                 f"{time.perf_counter() - t0:.1f} s")
+
+    def load(self, args):
+        """The instance's Recommender; a failed test recommendation fails the load (the server never reports
+        ready with an engine that cannot answer)."""
+        rec = load_recommender(self.opts)
+        rec.recommend([[min(rec.known_items)]], top_k=1, beam=self.opts.beam)
+        return rec
+
+    def _error(self, exc):
+        pb = self.pb
+        code = getattr(pb.TritonError, "INVALID_ARG", None) if isinstance(exc, BadRequest) else \
+            getattr(pb.TritonError, "INTERNAL", None)
+        text = str(exc) if isinstance(exc, BadRequest) else f"{type(exc).__name__}: {exc}"
+        try:
+            err = pb.TritonError(text, code) if code is not None else pb.TritonError(text)
+        except TypeError:  # older Python backends take the message only
+            err = pb.TritonError(text)
+        return pb.InferenceResponse(output_tensors=[], error=err)
+
+    def execute(self, requests):
+        pb = self.pb
+
+        def tensor(request, name):
+            t = pb.get_input_tensor_by_name(request, name)
+            return None if t is None else t.as_numpy()
+
+        results = answer(self.rec, self.opts, [(tensor(r, "history"), tensor(r, "top_k")) for r in requests])
+        responses = []
+        for res in results:
+            if isinstance(res, Exception):
+                responses.append(self._error(res))
+            else:
+                responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor(n, a) for n, a in res.items()]))
+        return responses
+
+    def finalize(self):
+        self.rec = None

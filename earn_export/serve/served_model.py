@@ -1,0 +1,178 @@
+"""The served ``earn_recommender`` model: its options, its Triton model repository, and per-request validation.
+
+Interface (one user per request; the dynamic batcher groups requests):
+- input ``history`` INT64 ``[1, n]``: item ids, oldest first; ``n`` varies per request (``allow_ragged_batch``,
+  so requests of different lengths share a batch);
+- optional input ``top_k`` INT64 ``[1, 1]`` (default ``--top-k``), ``1 <= top_k <= beam``;
+- outputs ``items`` INT64 ``[1, top_k]`` and ``scores`` FP32 ``[1, top_k]`` (best first, as
+  ``Recommender.recommend``; item -1 / score -inf pad when fewer items are valid), ``skipped`` INT64 ``[1, 1]``
+  (unknown ids dropped under ``--on-unknown skip``) and ``truncated`` INT64 ``[1, 1]`` (oldest items dropped
+  beyond the model's ``max_history``).
+
+A bad request gets its own Triton error naming the problem and the fix (:class:`BadRequest`); the others in the
+same batch are answered normally.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import MODEL_NAME
+
+OPTIONS_PARAMETER = "earn_serve_options"
+
+
+@dataclass
+class ServeOptions:
+    """What ``earn-export serve`` passes to every model instance (a JSON string parameter of config.pbtxt)."""
+
+    engine_dir: str
+    backend: str = "onnxruntime"  # Recommender.load(backend=...): onnxruntime | cpp (| torch)
+    instances: int = 1  # model instances, each a stub process holding one Recommender
+    threads: int = 0  # ONNX Runtime intra-op threads per instance; 0 = CPU cores / instances
+    max_batch: int = 32  # dynamic batcher's largest batch (users)
+    max_queue_delay_us: int = 2000  # how long the batcher waits to fill a batch
+    beam: int = 20
+    default_top_k: int = 10
+    on_unknown: str = "error"  # error | skip
+    max_request_items: int = 1000  # longer histories are refused (the model keeps its last max_history items)
+    allow_empty_history: bool = False
+
+    def validate(self) -> "ServeOptions":
+        problems = []
+        if self.on_unknown not in ("error", "skip"):
+            problems.append(f"--on-unknown must be 'error' or 'skip', got {self.on_unknown!r}")
+        if self.beam < 1:
+            problems.append(f"--beam must be >= 1, got {self.beam}")
+        if not 1 <= self.default_top_k <= self.beam:
+            problems.append(f"--top-k must be in 1..--beam ({self.beam}), got {self.default_top_k}")
+        if self.instances < 1:
+            problems.append(f"--instances must be >= 1, got {self.instances}")
+        if self.threads < 0:
+            problems.append(f"--threads must be >= 0 (0 = cores / instances), got {self.threads}")
+        if self.max_batch < 1:
+            problems.append(f"--max-batch must be >= 1, got {self.max_batch}")
+        if self.max_queue_delay_us < 0:
+            problems.append(f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}")
+        if self.max_request_items < 1:
+            problems.append(f"--max-request-items must be >= 1, got {self.max_request_items}")
+        if problems:
+            from ..errors import UsageError
+
+            raise UsageError("; ".join(problems) + " — see `earn-export serve --help`")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServeOptions":
+        return cls(**json.loads(text))
+
+
+class BadRequest(ValueError):
+    """One request the model refuses; ``kind`` is a short category (counted by ``loadtest``)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def parse_request(history, top_k, known_items, opts: ServeOptions) -> tuple[list[int], int]:
+    """Check one request's tensors -> (history as ints, top_k), or raise :class:`BadRequest`."""
+    if history is None:
+        raise BadRequest("bad_shape", "input 'history' is missing; send it as INT64 [1, n]")
+    history = np.asarray(history)
+    if history.dtype != np.int64:
+        raise BadRequest("bad_dtype", f"input 'history' must be INT64, got {history.dtype}; send int64 item ids")
+    if history.ndim != 2 or history.shape[0] != 1:
+        raise BadRequest("bad_shape", f"input 'history' must have shape [1, n] (one user per request; the server "
+                                      f"batches requests itself), got {list(history.shape)}")
+    n = history.shape[1]
+    if n == 0 and not opts.allow_empty_history:
+        raise BadRequest("empty_history", "input 'history' is empty; send at least one item id (or start the "
+                                          "server with --allow-empty-history to answer with the registers-only "
+                                          "prompt)")
+    if n > opts.max_request_items:
+        raise BadRequest("oversized_history", f"input 'history' has {n} items, more than this server accepts "
+                                              f"({opts.max_request_items}, --max-request-items); send the most "
+                                              "recent items only (the model reads the last max_history of them)")
+    k = opts.default_top_k
+    if top_k is not None:
+        top_k = np.asarray(top_k)
+        if top_k.size != 1:
+            raise BadRequest("bad_shape", f"input 'top_k' must have shape [1, 1], got {list(top_k.shape)}")
+        k = int(top_k.reshape(-1)[0])
+        if not 1 <= k <= opts.beam:
+            raise BadRequest("top_k_out_of_range", f"top_k={k} is out of range: it must be in 1..{opts.beam} "
+                                                   f"(the server's beam width; restart with --beam to raise it)")
+    items = [int(i) for i in history[0]]
+    if opts.on_unknown == "error":
+        unknown = sorted({i for i in items if i not in known_items})
+        if unknown:
+            shown = unknown[:10]
+            raise BadRequest("unknown_item", f"unknown item ids {shown}{' ...' if len(unknown) > 10 else ''}: not "
+                                             f"in the engine's catalog ({len(known_items)} items); map them to "
+                                             "catalog ids, or start the server with --on-unknown skip to drop them "
+                                             "(counted in the 'skipped' output)")
+    return items, k
+
+
+def model_config(opts: ServeOptions, warmup: bool = True):
+    """The ``earn_recommender`` config as a ``model_config_pb2.ModelConfig`` message."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = mc.ModelConfig(name=MODEL_NAME, backend="python", max_batch_size=opts.max_batch)
+    cfg.input.add(name="history", data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=True)
+    cfg.input.add(name="top_k", data_type=mc.TYPE_INT64, dims=[1], optional=True)
+    cfg.output.add(name="items", data_type=mc.TYPE_INT64, dims=[-1])
+    cfg.output.add(name="scores", data_type=mc.TYPE_FP32, dims=[-1])
+    cfg.output.add(name="skipped", data_type=mc.TYPE_INT64, dims=[1])
+    cfg.output.add(name="truncated", data_type=mc.TYPE_INT64, dims=[1])
+    cfg.dynamic_batching.max_queue_delay_microseconds = opts.max_queue_delay_us
+    cfg.instance_group.add(count=opts.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
+    cfg.parameters[OPTIONS_PARAMETER].string_value = opts.to_json()
+    if warmup:  # a real request through execute() before the model (and so the server) reports ready
+        w = cfg.model_warmup.add(name="history_warmup", batch_size=1, count=1)
+        w.inputs["history"].data_type = mc.TYPE_INT64
+        w.inputs["history"].dims.append(WARMUP_ITEMS)
+        w.inputs["history"].input_data_file = "history"
+    return cfg
+
+
+WARMUP_ITEMS = 3
+
+MODEL_PY = '''"""Triton Python-backend entry point of earn_recommender (written by earn-export serve)."""
+import sys
+
+sys.path.insert(0, {root!r})  # the earn_export package that wrote this repository
+from earn_export.serve.python_model import TritonPythonModel  # noqa: E402,F401
+'''
+
+
+def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
+    """``repo_dir/earn_recommender/{config.pbtxt, 1/model.py, warmup/history}``; returns the repository path."""
+    from google.protobuf import text_format
+
+    from ..export.manifest import load_manifest
+    from ..runtime.recommender import engine_trie
+
+    opts.validate()
+    engine = Path(opts.engine_dir).resolve()
+    manifest = load_manifest(engine, verify=False)  # instances verify the hashes when they load
+    known = sorted(engine_trie(engine, manifest).item_paths())
+    if not known:
+        raise ValueError(f"{engine}: the engine's trie has no items; re-export the engine")
+    opts = ServeOptions(**{**asdict(opts), "engine_dir": str(engine)})
+    model_dir = Path(repo_dir) / MODEL_NAME
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "warmup").mkdir(exist_ok=True)
+    np.asarray(known[:WARMUP_ITEMS] * WARMUP_ITEMS, np.int64)[:WARMUP_ITEMS].tofile(model_dir / "warmup" / "history")
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(model_config(opts)))
+    root = str(Path(__file__).resolve().parents[2])
+    (model_dir / "1" / "model.py").write_text(MODEL_PY.format(root=root))
+    return Path(repo_dir)

@@ -1,0 +1,217 @@
+"""``earn-export triton-repo``: a Triton model repository for servers with the ONNX Runtime / TensorRT backends.
+
+Layout written to ``--out REPO``:
+- ``prefill/`` and ``decode/``: the engine's graphs (``1/model.onnx`` for ``--graphs onnxruntime`` or
+  ``python-onnxruntime``, ``1/model.plan`` from ``earn-export build`` for ``--graphs tensorrt``), with
+  ``max_batch_size: 0`` (the BLS model sends whole prompt batches; the graphs' batch axis is dynamic) and the
+  graphs' own I/O names, dtypes and dims (symbolic dims -> -1);
+- ``earn_recommender/``: a Python-backend BLS model with the interface of ``earn-export serve`` (ragged dynamic
+  batching, per-request errors) whose beam loop is this package's search, calling ``prefill`` / ``decode``;
+  ``1/engine/`` holds the engine's small files (manifest, trie, tokenizer, prompt files).
+
+Every ``config.pbtxt`` is parsed back with tritonclient's ``model_config_pb2`` (strict text format) and the
+graph models' I/O is checked against the ONNX graphs (:func:`validate_repository`). ``--graphs onnxruntime`` and
+``tensorrt`` cannot be served on this machine (PyTriton's server has neither backend): unverified.
+``--graphs python-onnxruntime`` runs the graphs inside the Python backend and is served in the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import UserError
+from . import MODEL_NAME
+from ..export.manifest import runtime_files
+from .served_model import OPTIONS_PARAMETER, ServeOptions, model_config
+
+GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python-onnxruntime")
+
+BLS_PY = '''"""BLS entry point of earn_recommender (written by earn-export triton-repo). Needs earn-export installed in
+the Python backend's environment (pip install earn-export[serve] in the server image, or EXECUTION_ENV_PATH)."""
+import sys
+from pathlib import Path
+
+if Path({root!r}).is_dir():  # the checkout that wrote this repository, when the server runs beside it
+    sys.path.insert(0, {root!r})
+from earn_export.serve.bls_model import {cls} as TritonPythonModel  # noqa: E402,F401
+'''
+
+
+class TritonRepoError(ValueError, UserError):
+    """The repository cannot be written or does not validate; the message names the problem and the fix."""
+
+
+def _onnx_io(path: Path) -> dict:
+    """{"inputs": [(name, triton dtype, dims)], "outputs": [...]} of an ONNX graph (weights not loaded)."""
+    import onnx
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    dtypes = {onnx.TensorProto.INT64: mc.TYPE_INT64, onnx.TensorProto.FLOAT: mc.TYPE_FP32,
+              onnx.TensorProto.FLOAT16: mc.TYPE_FP16, onnx.TensorProto.INT32: mc.TYPE_INT32,
+              onnx.TensorProto.BFLOAT16: mc.TYPE_BF16, onnx.TensorProto.BOOL: mc.TYPE_BOOL}
+    g = onnx.load(str(path), load_external_data=False).graph
+
+    def rows(values):
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            if t.elem_type not in dtypes:
+                raise TritonRepoError(f"{path}: {v.name} has ONNX dtype {t.elem_type}, which has no Triton mapping")
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+            out.append((v.name, dtypes[t.elem_type], dims))
+        return out
+
+    return {"inputs": rows(g.input), "outputs": rows(g.output)}
+
+
+def graph_config(name: str, io: dict, graphs: str, device: str, instances: int):
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = mc.ModelConfig(name=name, max_batch_size=0)
+    if graphs == "onnxruntime":
+        cfg.backend = "onnxruntime"
+    elif graphs == "tensorrt":
+        cfg.backend = "tensorrt"
+        cfg.platform = "tensorrt_plan"
+    else:
+        cfg.backend = "python"
+    for n, dt, dims in io["inputs"]:
+        cfg.input.add(name=n, data_type=dt, dims=dims)
+    for n, dt, dims in io["outputs"]:
+        cfg.output.add(name=n, data_type=dt, dims=dims)
+    kind = mc.ModelInstanceGroup.KIND_GPU if device == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    cfg.instance_group.add(count=instances, kind=kind)
+    return cfg
+
+
+def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxruntime", device: str = "gpu",
+                      graph_instances: int = 1, overwrite: bool = False) -> dict:
+    """Write the repository (see module doc), validate it, and return the validation report."""
+    from google.protobuf import text_format
+
+    from ..export.manifest import load_manifest
+
+    if graphs not in GRAPH_BACKENDS:
+        raise TritonRepoError(f"--graphs must be one of {GRAPH_BACKENDS}, got {graphs!r}")
+    if device not in ("gpu", "cpu"):
+        raise TritonRepoError(f"--device must be gpu or cpu, got {device!r}")
+    if graphs == "python-onnxruntime" and device == "gpu":
+        device = "cpu"  # the Python-backend graphs run ONNX Runtime's CPU provider
+    engine_dir = Path(engine_dir).resolve()
+    manifest = load_manifest(engine_dir, verify=True)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise TritonRepoError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = str(Path(__file__).resolve().parents[2])
+
+    for graph in ("prefill", "decode"):
+        spec = manifest["graphs"][graph]
+        version = out / graph / "1"
+        version.mkdir(parents=True)
+        onnx_path = engine_dir / spec["file"]
+        if graphs == "tensorrt":
+            plan = engine_dir / f"{graph}.plan"
+            if not plan.is_file():
+                raise TritonRepoError(f"{plan} not found: build the TensorRT plans first "
+                                      f"(`earn-export build {engine_dir} --fp16`), or use --graphs onnxruntime")
+            shutil.copy2(plan, version / "model.plan")
+        else:
+            shutil.copy2(onnx_path, version / "model.onnx")
+            if spec.get("external_data"):  # the graph names its weights file; keep the name beside model.onnx
+                shutil.copy2(engine_dir / spec["external_data"], version / spec["external_data"])
+            if graphs == "python-onnxruntime":
+                (version / "model.py").write_text(BLS_PY.format(root=root, cls="OnnxGraphModel"))
+        cfg = graph_config(graph, _onnx_io(onnx_path), graphs, device, graph_instances)
+        (out / graph / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+
+    # the BLS model: the served model's config (ragged history, optional top_k, per-request errors) minus the
+    # warm-up request (prefill/decode may still be loading when Triton warms this model up)
+    bls_opts = ServeOptions(**{**asdict(opts), "engine_dir": "<model version>/engine", "backend": "bls"})
+    version = out / MODEL_NAME / "1"
+    version.mkdir(parents=True)
+    cfg = model_config(bls_opts.validate(), warmup=False)
+    (out / MODEL_NAME / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+    (version / "model.py").write_text(BLS_PY.format(root=root, cls="TritonPythonModel"))
+    small = version / "engine"
+    small.mkdir()
+    for name in ["manifest.json", *runtime_files(manifest)]:
+        if name and (engine_dir / name).is_file():
+            (small / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(engine_dir / name, small / name)
+    (out / "README.txt").write_text(
+        f"Triton model repository for {engine_dir.name} written by earn-export triton-repo (graphs: {graphs}, "
+        f"device: {device}).\nServe: tritonserver --model-repository {out.resolve()}\n"
+        "earn_recommender is a Python-backend BLS model: the server's Python needs earn-export installed.\n")
+    return validate_repository(out, engine_dir)
+
+
+def validate_repository(repo, engine_dir) -> dict:
+    """Parse every config.pbtxt with ``model_config_pb2`` and check the graph models against the ONNX graphs.
+    Returns {"models": {name: summary}}; raises TritonRepoError naming the first problem."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    repo, engine_dir = Path(repo), Path(engine_dir)
+    manifest = json.loads((engine_dir / "manifest.json").read_text())
+    report = {"models": {}}
+    configs = {}
+    for cfg_path in sorted(repo.glob("*/config.pbtxt")):
+        cfg = mc.ModelConfig()
+        try:
+            text_format.Parse(cfg_path.read_text(), cfg)
+        except text_format.ParseError as exc:
+            raise TritonRepoError(f"{cfg_path}: not a valid Triton model config ({exc})") from exc
+        if cfg.name != cfg_path.parent.name:
+            raise TritonRepoError(f"{cfg_path}: name {cfg.name!r} differs from its directory")
+        configs[cfg.name] = cfg
+    missing = {"prefill", "decode", MODEL_NAME} - set(configs)
+    if missing:
+        raise TritonRepoError(f"{repo}: no config.pbtxt for {sorted(missing)}")
+    for graph in ("prefill", "decode"):
+        cfg = configs[graph]
+        want = _onnx_io(engine_dir / manifest["graphs"][graph]["file"])
+        for kind, have in (("inputs", cfg.input), ("outputs", cfg.output)):
+            got = [(t.name, t.data_type, list(t.dims)) for t in have]
+            if sorted(got) != sorted(want[kind]):
+                diff = sorted(set(map(str, got)) ^ set(map(str, want[kind])))
+                raise TritonRepoError(f"{repo / graph / 'config.pbtxt'}: {kind} differ from {graph}.onnx: {diff[:6]}")
+        files = sorted(p.name for p in (repo / graph / "1").iterdir())
+        report["models"][graph] = {"backend": cfg.backend, "platform": cfg.platform, "inputs": len(cfg.input),
+                                   "outputs": len(cfg.output), "files": files}
+    bls = configs[MODEL_NAME]
+    served = model_config(ServeOptions(engine_dir="-"), warmup=False)
+    for kind in ("input", "output"):
+        got = [text_format.MessageToString(t, as_one_line=True) for t in getattr(bls, kind)]
+        want = [text_format.MessageToString(t, as_one_line=True) for t in getattr(served, kind)]
+        if got != want:
+            raise TritonRepoError(f"{repo / MODEL_NAME / 'config.pbtxt'}: {kind}s differ from earn-export serve's")
+    opts = json.loads(bls.parameters[OPTIONS_PARAMETER].string_value)
+    version = repo / MODEL_NAME / "1"
+    compile((version / "model.py").read_text(), str(version / "model.py"), "exec")  # a syntax error fails here
+    for name in ("manifest.json", *runtime_files(manifest)):
+        if not (version / "engine" / name).is_file():
+            raise TritonRepoError(f"{version / 'engine'}: {name} missing; write the repository again")
+    report["models"][MODEL_NAME] = {"backend": bls.backend, "max_batch_size": bls.max_batch_size,
+                                    "dynamic_batching": bls.HasField("dynamic_batching"), "beam": opts["beam"]}
+    return report
+
+
+def run_triton_repo(args) -> int:
+    opts = ServeOptions(engine_dir=args.engine_dir, backend="bls", instances=args.instances, max_batch=args.max_batch,
+                        max_queue_delay_us=args.max_queue_delay_us, beam=args.beam, default_top_k=args.top_k,
+                        on_unknown=args.on_unknown, max_request_items=args.max_request_items,
+                        allow_empty_history=args.allow_empty_history).validate()
+    report = write_triton_repo(args.engine_dir, args.out, opts, graphs=args.graphs, device=args.device,
+                               graph_instances=args.graph_instances, overwrite=args.overwrite)
+    for name, info in report["models"].items():
+        print(f"{name:18s} {json.dumps(info)}")
+    print(f"wrote {args.out}: every config.pbtxt parses with model_config_pb2 and prefill/decode match the ONNX "
+          f"graphs' I/O" + ("" if args.graphs == "python-onnxruntime" else
+                            f" (serving with the {args.graphs} backend is unverified here)"))
+    return 0

@@ -1,0 +1,85 @@
+"""--quantize int8|int4: MatMulNBits projections, LM head kept fp32, weights shared, ORT runs them close to fp32,
+and `check` judges quantized engines on top-K overlap."""
+
+import numpy as np
+import onnx
+import pytest
+
+from earn_export.export import ExportError, export_onnx, load_manifest
+from earn_export.export.parity import check_engine
+from earn_export.runtime.backends import OrtBackend, TorchBackend
+from test_export_onnx import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    trie = synthetic_trie()[0]
+    m = earn_model("llama", 2)
+    out = {}
+    for mode in ("int8", "int4"):
+        d = tmp_path_factory.mktemp(f"q_{mode}")
+        export_onnx(m, d, trie=trie, exporter="torchscript", quantize=mode)
+        out[mode] = d
+    return out, m
+
+
+@pytest.mark.parametrize("mode,tol", [("int8", 0.05), ("int4", 0.5)])
+def test_quantized_graphs(quantized, mode, tol):
+    engines, m = quantized
+    d = engines[mode]
+    man = load_manifest(d)
+    q = man["quantization"]
+    assert q["mode"] == mode and q["bits"] == {"int8": 8, "int4": 4}[mode] and q["op"] == "com.microsoft.MatMulNBits"
+    n = m.num_layers
+    for graph in ("prefill", "decode"):
+        proto = onnx.load(str(d / f"{graph}.onnx"), load_external_data=False)
+        ops = [node.op_type for node in proto.graph.node]
+        assert ops.count("MatMulNBits") == 7 * n  # q, k, v, o, gate, up, down in every layer
+        # the LM head stays a float MatMul into the log-softmax
+        assert q["kept_float"]["lm_head" if graph == "prefill" else "decode_lm_head"]
+        assert "MatMul" in ops
+    # quantized weights of both graphs stored once
+    assert man["weights"]["shared_by"] == ["prefill", "decode"]
+    fp32_bytes = sum(p.numel() for p in m.parameters()) * 4
+    assert man["weights"]["bytes"] < fp32_bytes
+    ids, mask = token_prompts(m, [9, 5, 12])
+    diffs, _ = compare_backends(OrtBackend(d), TorchBackend(m, ITEM_TOKENS), ids, mask, beam=8)
+    assert 0 < max(diffs) <= tol, diffs  # quantized: not bit-equal, but close
+
+
+def test_check_uses_overlap_for_quantized_engines(quantized):
+    engines, m = quantized
+    rep = check_engine(engines["int8"], reference_model=m, n=24, beam=10, top_k=10)
+    assert rep["quantization"] == "int8"
+    assert 0.0 <= rep["topk_overlap_mean"] <= 1.0 and rep["topk_overlap_mean"] >= rep["topk_identical_fraction"]
+
+
+def test_quantize_refuses_fp16(tmp_path):
+    with pytest.raises(ExportError, match="drop --fp16"):
+        export_onnx(earn_model("llama", 2), tmp_path, trie=synthetic_trie()[0], fp16=True, quantize="int4")
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        export_onnx(earn_model("llama", 2), tmp_path, trie=synthetic_trie()[0], quantize="int2")
+
+
+def test_overlap_rule_in_cli(quantized, capsys):
+    """`earn-export check` on a quantized engine reports the overlap criterion (and its default threshold)."""
+    import json
+
+    from earn_export.export.cli import QUANT_MIN_OVERLAP, run_check
+
+    from earn_export.model.checkpoint import save_pretrained
+
+    engines, m = quantized
+    ckpt = engines["int4"].parent / "int4-ref-ckpt"
+    save_pretrained(m, ckpt)
+
+    class Args:
+        engine_dir, reference, users, beam, top_k, batch_size = str(engines["int4"]), str(ckpt), 16, 10, 10, 8
+        polygraphy, min_identical, out, reference_dtype = False, None, None, None
+
+    rc = run_check(Args)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pass_criterion"] == "topk_overlap_mean"
+    assert summary["min_identical"] == QUANT_MIN_OVERLAP["int4"]
+    assert rc == (0 if summary["passed"] else 1)
+    assert np.isfinite(summary["topk_overlap_mean"])
