@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 # quantized engines: minimum mean overlap of the top-K item sets with the fp32 reference (check --min-identical
-# overrides). Provisional: not yet calibrated on the trained Beauty checkpoints (README, "Graph forms ...")
+# overrides). On the trained Beauty EARN checkpoint the overlaps were 0.979 (int8) and 0.862 (int4) (README,
+# "Graph forms ...")
 QUANT_MIN_OVERLAP = {"int8": 0.90, "int4": 0.75}
 
 
