@@ -148,7 +148,24 @@ def _child(cmd: list[str], env: dict | None = None, rss_cap: int | None = None, 
             "peak_rss_bytes": ru.ru_maxrss * 1024, "killed_at_rss_cap": bool(killed), "output_tail": out[-3000:]}
 
 
-LOAD_SNIPPET = """
+# Children import earn_export from EARN_EXPORT_CHECKOUT when it is set (``--export-cost-pythonpath``): an
+# editable install (scikit-build-core) puts a redirecting finder on sys.meta_path that would otherwise win over
+# PYTHONPATH and silently measure this checkout instead.
+BOOT = """
+import os, sys
+_root = os.environ.get("EARN_EXPORT_CHECKOUT")
+if _root:
+    sys.meta_path[:] = [f for f in sys.meta_path if "RedirectingFinder" not in type(f).__name__]
+    sys.path.insert(0, _root)
+"""
+EXPORT_SNIPPET = BOOT + """
+import earn_export
+print("EARN_EXPORT_FROM", earn_export.__file__)
+from earn_export.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+LOAD_SNIPPET = BOOT + """
 import sys, time, json
 t = time.perf_counter()
 import earn_export
@@ -169,17 +186,23 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
     env = dict(os.environ)
     if pythonpath:  # measure another checkout of earn_export (e.g. before a change) with this environment
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+        env["EARN_EXPORT_CHECKOUT"] = str(Path(pythonpath).resolve())
     ckpt_bytes = _dir_bytes(ckpt, (".safetensors",))
+    where = subprocess.run([sys.executable, "-c", BOOT + "import earn_export; print(earn_export.__file__)"],
+                           env=env, cwd=work, capture_output=True, text=True).stdout.strip()
+    if pythonpath and not where.startswith(str(Path(pythonpath).resolve())):
+        raise RuntimeError(f"--export-cost-pythonpath {pythonpath}: the children import earn_export from {where}")
     rows = []
     for exporter in exporters:
         eng = work / f"engine-{name}-{exporter}{'-other-checkout' if pythonpath else ''}"
         if eng.exists():  # no stale files in the byte count
             shutil.rmtree(eng)
-        cmd = [sys.executable, "-m", "earn_export.cli", "export", str(ckpt), "--out", str(eng),
+        cmd = [sys.executable, "-c", EXPORT_SNIPPET, "export", str(ckpt), "--out", str(eng),
                "--exporter", exporter, *extra_args]
         say(f"[{name}] export ({exporter}) ...")
         ex = _child(cmd, env, rss_cap, cwd=work)
-        row = {"shape": name, "exporter": exporter, "checkpoint_bytes": ckpt_bytes, "export": ex}
+        row = {"shape": name, "exporter": exporter, "checkpoint_bytes": ckpt_bytes, "export": ex,
+               "earn_export_from": where}
         if ex["rc"] == 0:
             row["engine_bytes"] = _dir_bytes(eng, (".onnx", ".data", ".bin", ".npz", ".npy", ".json", ".txt"))
             row["weights_bytes"] = _dir_bytes(eng, (".data", ".bin"))
