@@ -13,10 +13,9 @@ from pathlib import Path
 
 
 def run_smollm2_demo(args) -> int:
-    from ..data.sequences import eval_examples
     from ..export.onnx_export import export_onnx
     from ..export.parity import check_engine
-    from ..runtime import Recommender
+    from ..runtime.cli import finish_demo
     from ..train.pipeline import DataSpec, evaluate_checkpoint, train
     from .pretrained import convert
     from .smollm2 import smollm2_gguf
@@ -45,13 +44,4 @@ def run_smollm2_demo(args) -> int:
     export_onnx(ckpt, engine, vocab="items", exporter="torchscript")
     print(f"[5/6] parity: ONNX Runtime vs torch reference on {args.users} test users", flush=True)
     rep = check_engine(engine, ckpt, n=args.users, progress=True)
-    print(f"      prefill max|diff| {rep['prefill_max_abs_diff']:.2e}, decode max|diff| "
-          f"{rep['decode_max_abs_diff']:.2e}, identical top-20 lists {rep['topk_identical_fraction']:.2%}")
-    print("[6/6] recommendations (ONNX Runtime)", flush=True)
-    rec = Recommender.load(engine)
-    ex = eval_examples(spec.load(), "test", max_history=rec.max_history)
-    res = rec.recommend(ex.histories[:3], top_k=5)
-    for h, t, items in zip(ex.histories[:3], ex.targets[:3], res.items):
-        print(f"      history {h[-6:]} -> top-5 {items.tolist()}  (held-out next items: {sorted(t)})")
-    print(f"done in {time.perf_counter() - t0:.0f}s. Try: earn-export recommend {engine} --history '1 2 3'")
-    return 0 if rep["topk_identical_fraction"] >= 0.999 else 1
+    return finish_demo(rep, engine, spec, t0, "[6/6]")

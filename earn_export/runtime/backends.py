@@ -26,6 +26,21 @@ def choose_providers(providers=None) -> list:
     return chosen + ["CPUExecutionProvider"]
 
 
+def decode_step_inputs(state, tokens: np.ndarray, parents, step: int, n_gen: int, n_kv_heads: int, head_dim: int,
+                       kv_dtype) -> tuple[list, np.ndarray]:
+    """What every backend feeding ``decode.onnx`` computes per step: the per-beam ``generated.*`` KV reordered by
+    the beam parents (zero-length before the first generated token) and ``position_ids`` [B, beam, 1]. The prompt
+    KV is not touched: it is fed as it is at every step."""
+    b, nb = tokens.shape
+    if state.generated is None:
+        gen = [np.zeros((b, nb, n_kv_heads, 0, head_dim), kv_dtype)] * n_gen
+    else:
+        idx = np.asarray(parents, dtype=np.int64).reshape(b, nb, 1, 1, 1)
+        gen = [np.take_along_axis(g, idx, axis=1) for g in state.generated]
+    pos = np.broadcast_to((state.last_position + step)[:, None, None], (b, nb, 1)).astype(np.int64)
+    return gen, np.ascontiguousarray(pos)
+
+
 @dataclass
 class OrtState:
     """Per-search state of :class:`OrtBackend`. ``past``: OrtValues (stay where the EP put them)."""
@@ -103,15 +118,10 @@ class OrtBackend:
         import onnxruntime as ort
 
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        b, nb = tokens.shape
-        if state.generated is None:
-            gen = [np.zeros((b, nb, self.n_kv_heads, 0, self.head_dim), self.kv_dtype)] * len(self.gen_names)
-        else:
-            idx = np.asarray(parents, dtype=np.int64).reshape(b, nb, 1, 1, 1)
-            gen = [np.take_along_axis(g, idx, axis=1) for g in state.generated]
-        pos = np.broadcast_to((state.last_position + step)[:, None, None], (b, nb, 1)).astype(np.int64)
+        gen, pos = decode_step_inputs(state, tokens, parents, step, len(self.gen_names), self.n_kv_heads,
+                                      self.head_dim, self.kv_dtype)
         feeds = {"input_ids": ort.OrtValue.ortvalue_from_numpy(tokens[..., None]),
-                 "position_ids": ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(pos)),
+                 "position_ids": ort.OrtValue.ortvalue_from_numpy(pos),
                  "attention_mask": ort.OrtValue.ortvalue_from_numpy(state.attention_mask)}
         feeds.update(zip(self.past_names, state.past))  # shared prompt KV: fed as is, never copied per beam
         feeds.update((n, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(g))) for n, g in zip(self.gen_names, gen))

@@ -151,12 +151,10 @@ def run_demo(args) -> int:
         if args.users == 200:  # the micro demo's default; the 135M check costs ~1 s per user on 2 cores
             args.users = 20
         return run_smollm2_demo(args)
-    from ..data.sequences import eval_examples
     from ..export.onnx_export import export_onnx
     from ..export.parity import check_engine
     from ..cli_args import set_threads
     from ..train.pipeline import DataSpec, evaluate_checkpoint, train
-    from . import Recommender
 
     session_options = set_threads(args.threads)
     t0 = time.perf_counter()
@@ -175,13 +173,22 @@ def run_demo(args) -> int:
     export_onnx(ckpt, args.engine, vocab="items", exporter="torchscript")
     print(f"[4/5] parity: ONNX Runtime vs torch reference on {args.users} test users")
     rep = check_engine(args.engine, ckpt, n=args.users, session_options=session_options)
+    return finish_demo(rep, args.engine, spec, t0, "[5/5]", session_options=session_options)
+
+
+def finish_demo(rep: dict, engine, spec, t0: float, step: str, **load_kwargs) -> int:
+    """The last lines of every demo (micro and SmolLM2): the parity result, three test users' recommendations
+    from the engine on ONNX Runtime, the wall time; exit status 1 when parity failed."""
+    from ..data.sequences import eval_examples
+    from . import Recommender
+
     print(f"      prefill max|diff| {rep['prefill_max_abs_diff']:.2e}, decode max|diff| "
           f"{rep['decode_max_abs_diff']:.2e}, identical top-20 lists {rep['topk_identical_fraction']:.2%}")
-    print("[5/5] recommendations (ONNX Runtime)")
-    rec = Recommender.load(args.engine, session_options=session_options)
+    print(f"{step} recommendations (ONNX Runtime)", flush=True)
+    rec = Recommender.load(engine, **load_kwargs)
     ex = eval_examples(spec.load(), "test", max_history=rec.max_history)
     res = rec.recommend(ex.histories[:3], top_k=5)
     for h, t, items in zip(ex.histories[:3], ex.targets[:3], res.items):
         print(f"      history {h[-6:]} -> top-5 {items.tolist()}  (held-out next items: {sorted(t)})")
-    print(f"done in {time.perf_counter() - t0:.0f}s. Try: earn-export recommend {args.engine} --history '1 2 3'")
+    print(f"done in {time.perf_counter() - t0:.0f}s. Try: earn-export recommend {engine} --history '1 2 3'")
     return 0 if rep["topk_identical_fraction"] >= 0.999 else 1

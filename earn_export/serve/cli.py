@@ -13,16 +13,7 @@ from ..cli_args import existing_dir, existing_file, fraction, nonneg_int, positi
 
 def _lazy(module: str, func: str):
     def run(args):
-        fn = getattr(importlib.import_module(f"earn_export.serve.{module}"), func)
-        if module != "client":
-            return fn(args)
-        try:
-            return fn(args)
-        except ConnectionError as exc:  # nothing listens there: say what to start
-            from .client import ClientError
-
-            raise ClientError(f"cannot reach a server at {args.url} ({exc.strerror or exc}) — start one with "
-                              "`earn-export serve ENGINE_DIR`, or check the URL and port") from exc
+        return getattr(importlib.import_module(f"earn_export.serve.{module}"), func)(args)
 
     run.__name__ = func
     return run

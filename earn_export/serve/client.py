@@ -10,6 +10,7 @@ one when it returns items and scores (and, with ``verify``, the in-process ``Rec
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import threading
@@ -329,6 +330,20 @@ def _parse_history(text: str) -> list[int]:
         raise ClientError(f"history {text!r}: item ids must be integers ({exc})") from exc
 
 
+def _server_reachable(command):
+    """A command talking to ``args.url``: nothing listening there is a user error naming what to start."""
+    @functools.wraps(command)
+    def run(args):
+        try:
+            return command(args)
+        except ConnectionError as exc:
+            raise ClientError(f"cannot reach a server at {args.url} ({exc.strerror or exc}) — start one with "
+                              "`earn-export serve ENGINE_DIR`, or check the URL and port") from exc
+
+    return run
+
+
+@_server_reachable
 def run_query(args) -> int:
     from tritonclient.utils import InferenceServerException
 
@@ -355,6 +370,7 @@ def run_query(args) -> int:
     return code
 
 
+@_server_reachable
 def run_loadtest(args) -> int:
     require_loopback(args.url)
     if args.requests < 1:

@@ -3,24 +3,16 @@
 ``GraphBackend(run, manifest)`` needs one callable, ``run(graph, feeds, outputs) -> list of numpy arrays``, that
 executes ``prefill`` or ``decode`` with numpy feeds. In the BLS model ``run`` sends ``pb_utils.InferenceRequest``
 to the repository's ``prefill`` / ``decode`` models; tests pass ONNX Runtime sessions, so the same beam loop is
-checked against ``Recommender`` on CPU. The state handling follows ``runtime.backends.OrtBackend``: the prompt KV
-(``past_key_values.*``) is fed unchanged at every step, only the per-beam ``generated.*`` KV is reordered by the
-beam parents.
+checked against ``Recommender`` on CPU. State and step inputs are ``runtime.backends.OrtBackend``'s
+(``OrtState``, ``decode_step_inputs``): the prompt KV (``past_key_values.*``) is fed unchanged at every step, only the
+per-beam ``generated.*`` KV is reordered by the beam parents.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass
-class GraphState:
-    past: list  # prefill's present.* (numpy), layer-major key, value
-    attention_mask: np.ndarray
-    last_position: np.ndarray
-    generated: list | None
+from ..runtime.backends import OrtState, decode_step_inputs  # OrtState.past holds numpy arrays here
 
 
 class GraphBackend:
@@ -43,23 +35,18 @@ class GraphBackend:
         mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
         outs = self.run("prefill", {"input_ids": ids, "attention_mask": mask}, self.prefill_outputs)
         last = np.maximum(mask.sum(-1) - 1, 0).astype(np.int64)
-        return outs[0], GraphState(past=list(outs[1:]), attention_mask=mask, last_position=last, generated=None)
+        return outs[0], OrtState(past=list(outs[1:]), attention_mask=mask, last_position=last, generated=None)
 
-    def decode(self, state: GraphState, tokens, parents, step: int):
+    def decode(self, state: OrtState, tokens, parents, step: int):
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        b, nb = tokens.shape
-        if state.generated is None:
-            gen = [np.zeros((b, nb, self.n_kv_heads, 0, self.head_dim), self.kv_dtype)] * len(self.gen_names)
-        else:
-            idx = np.asarray(parents, dtype=np.int64).reshape(b, nb, 1, 1, 1)
-            gen = [np.take_along_axis(g, idx, axis=1) for g in state.generated]
-        pos = np.broadcast_to((state.last_position + step)[:, None, None], (b, nb, 1)).astype(np.int64)
-        feeds = {"input_ids": tokens[..., None], "position_ids": np.ascontiguousarray(pos),
+        gen, pos = decode_step_inputs(state, tokens, parents, step, len(self.gen_names), self.n_kv_heads,
+                                      self.head_dim, self.kv_dtype)
+        feeds = {"input_ids": tokens[..., None], "position_ids": pos,
                  "attention_mask": state.attention_mask}
         feeds.update(zip(self.past_names, state.past))
         feeds.update((n, np.ascontiguousarray(g)) for n, g in zip(self.gen_names, gen))
         outs = self.run("decode", feeds, self.decode_outputs)
-        return outs[0], GraphState(state.past, state.attention_mask, state.last_position, list(outs[1:]))
+        return outs[0], OrtState(state.past, state.attention_mask, state.last_position, list(outs[1:]))
 
 
 def ort_runner(engine_dir, manifest: dict, session_options=None):
