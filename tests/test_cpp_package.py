@@ -326,6 +326,9 @@ def test_ctypes_equals_python_and_c(capi, capi_rec, consumer, tiny_engine, users
     c_items, c_scores = _parse(_run([consumer["c"], tiny_engine, _write_histories(tmp_path / "h.txt", users_128),
                                      10, 20], env=ort_env, timeout=300).stdout, 10)
     assert (c_items == items).all() and (c_scores == scores).all()  # C and ctypes: one library, bit for bit
+    # the Python binding (its own static copy of libearn) runs in this same process beside libearn.so
+    cc = Recommender.load(tiny_engine, backend="cpp").recommend(users_128, top_k=10, beam=20)
+    assert (cc.items == items).all() and (cc.scores == scores).all()
     mh = ctypes.c_int64()
     assert capi.lib.earn_recommender_max_history(capi_rec, ctypes.byref(mh)) == 0 and mh.value == 5
     known = ctypes.c_int()
