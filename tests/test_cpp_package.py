@@ -234,6 +234,14 @@ def test_c_error_paths(consumer, tiny_engine, corrupt_engines, ort_env):
     assert re.search(r"^api 1 1 version 0\.1\.0 max_history 5$", out.stdout, re.M)
 
 
+def test_c_threads(consumer, tiny_engine, users_128, ort_env, tmp_path):
+    """From C: 8 pthreads share one recommender, 5 calls each on the 128 users; every result = the serial one."""
+    hist = _write_histories(tmp_path / "h.txt", users_128)
+    out = _run([consumer["c"], "--threads", tiny_engine, hist, 8], env=ort_env, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == "threads 8 calls 40 mismatches 0 failures 0"
+
+
 # ------------------------------------------------------------------------------------------- ctypes
 class CApi:
     """The C API through ctypes, as a Python (or any FFI) caller would use it."""
