@@ -60,7 +60,9 @@ def plugin_metadata(path: Path, embedded_plans, info: dict | None = None) -> dic
     return {
         "op": f"{OP_DOMAIN}::{info.get('name', OP_NAME)}", "plugin_name": info.get("name"),
         "plugin_version": info.get("version"), "plugin_namespace": info.get("namespace"),
-        "tensorrt_headers": info.get("tensorrt_headers"), "library": Path(path).name, "path": str(Path(path).resolve()),
+        "tensorrt_headers": info.get("tensorrt_headers"), "cuda_runtime": info.get("cuda_runtime"),
+        "cuda_runtime_linkage": info.get("cuda_runtime_linkage"),  # static: no libcudart.so.N needed where it loads
+        "library": Path(path).name, "path": str(Path(path).resolve()),
         "sha256": sha256_file(Path(path)), "serialized_into_plan": bool(embedded_plans),
         "embedded_in": list(embedded_plans),
     }
