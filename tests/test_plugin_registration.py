@@ -124,3 +124,22 @@ def test_external_plan_after_an_embedded_one_uses_the_registered_creator(trt, tm
     tensorrt_builder.build_engines(b, plugins=[str(lib)])
     assert deserialize_plan(a, "decode") is not None and deserialize_plan(b, "decode") is not None, trt.log
     assert [ok for _, ok in trt.REGISTRY.loads].count(False) == 0
+
+
+def test_build_after_a_load_keeps_the_loaded_library(trt, tmp_path, lib):
+    """A server that loaded an engine, then builds another in the same process: the build uses the loaded creator
+    and leaves it registered (the first engine still needs it)."""
+    a, b = plugin_engine(tmp_path, "a"), plugin_engine(tmp_path, "b")
+    tensorrt_builder.build_engines(a, plugins=[str(lib)])
+    assert deserialize_plan(a, "decode") is not None
+    tensorrt_builder.build_engines(b, plugins=[str(lib)])
+    assert trt.REGISTRY.get_creator(*fake_tensorrt.KEY) is not None
+    assert deserialize_plan(a, "decode") is not None and deserialize_plan(b, "decode") is not None, trt.log
+    assert [ok for _, ok in trt.REGISTRY.loads].count(False) == 0
+
+
+def test_unloadable_library_is_reported_with_the_cause(trt, tmp_path, lib):
+    """The creator was absent and TensorRT still refused the library: not a double registration, say so."""
+    trt.REGISTRY.load_library = lambda path: None
+    with pytest.raises(RuntimeError, match=r"could not load the plugin library .*was absent.*CUDA/TensorRT version"):
+        tensorrt_builder.build_engines(plugin_engine(tmp_path, "a"), plugins=[str(lib)])

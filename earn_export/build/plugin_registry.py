@@ -76,6 +76,11 @@ def _info(path) -> dict:
 
 def ensure_loaded(registry, path, info: dict | None = None) -> Entry:
     """The creator of the library at ``path`` in ``registry``: loaded now if absent, else left as it is."""
+    return _ensure(registry, path, info)[0]
+
+
+def _ensure(registry, path, info) -> tuple[Entry, bool]:
+    """(entry, whether this call loaded the library)."""
     info = info if info is not None else _info(path)
     key = creator_key(info)
     with _LOCK:
@@ -83,7 +88,7 @@ def ensure_loaded(registry, path, info: dict | None = None) -> Entry:
             entry = _RECORD.get(key)
             if entry is None:
                 entry = _RECORD[key] = Entry(key, str(path), "found")
-            return entry
+            return entry, False
         _RECORD.pop(key, None)  # stale: the registry no longer has it
         handle = registry.load_library(str(path))
         if handle is None:
@@ -91,7 +96,7 @@ def ensure_loaded(registry, path, info: dict | None = None) -> Entry:
                                f"namespace {key[2]!r} was absent, so: a CUDA/TensorRT version mismatch or a missing "
                                f"dependency of the library; see the TensorRT log above)")
         entry = _RECORD[key] = Entry(key, str(path), "loaded", handle)
-        return entry
+        return entry, True
 
 
 def release(registry, entry: Entry) -> None:
@@ -110,10 +115,9 @@ def loaded_for_build(registry, paths, infos=None):
     entries, mine = [], []
     try:
         for i, p in enumerate(paths):
-            before = record().get(creator_key(infos[i])) if infos else None
-            entry = ensure_loaded(registry, p, infos[i] if infos else None)
+            entry, loaded_now = _ensure(registry, p, infos[i] if infos else None)
             entries.append(entry)
-            if entry.how == "loaded" and entry is not before:
+            if loaded_now:
                 mine.append(entry)
         yield entries
     finally:
