@@ -955,7 +955,8 @@ cudaError_t launch_planned(AttentionShape const& sh, DType dtype, Pointers const
         && (plan.splits - 1) * plan.split_len < (sh.shared_len > 0 ? sh.shared_len : 1)
         && plan.tile_rows == (plan.path == Algo::kTensorCores ? kTcRows : queries_per_tile(sh.head_dim))
         && plan.q_tiles * plan.tile_rows >= m && plan.splits <= 65535 && plan.q_tiles <= 2147483647
-        && sh.batch * sh.kv_heads <= 65535;
+        && sh.batch * sh.kv_heads <= 65535
+        && plan.smem == (plan.path == Algo::kTensorCores ? TcLayout(sh.head_dim).total : cc_smem_bytes(sh.head_dim));
     if (!plan_ok)
     {
         return cudaErrorInvalidValue;

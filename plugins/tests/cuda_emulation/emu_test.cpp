@@ -220,8 +220,13 @@ void guards(std::mt19937& rng)
     LaunchPlan bad;
     earn::cuda::current_plan(small, DType::kFloat32, Algo::kAuto, bad);
     bad.split_len = 3;
-    check(earn::cuda::launch_planned(small, DType::kFloat32, aligned, bad, nullptr, 0, nullptr) == cudaErrorInvalidValue,
-        "an inconsistent plan is refused");
+    LaunchPlan small_smem;
+    earn::cuda::current_plan(small, DType::kFloat32, Algo::kAuto, small_smem);
+    small_smem.smem /= 2;
+    check(earn::cuda::launch_planned(small, DType::kFloat32, aligned, bad, nullptr, 0, nullptr) == cudaErrorInvalidValue
+            && earn::cuda::launch_planned(small, DType::kFloat32, aligned, small_smem, nullptr, 0, nullptr)
+                == cudaErrorInvalidValue,
+        "an inconsistent plan is refused (split length, shared memory)");
 
     // an error someone else left is reported (peek), not cleared
     earn_emu::sticky_error() = 700;
