@@ -296,13 +296,13 @@ def test_cuda_kernels_under_cpu_emulation():
     1/3/20/40, left padding and mixed prompts with heavy padding (padded K/V rows NaN: a kernel reading them fails),
     register-only S = 2; each with the launcher's plan, one forced split (no workspace, one kernel) and many; plus
     the launcher's guards (shared-memory fallback, cached device attributes, alignment, peeked errors, workspace
-    bound). plugins/tests/cuda_emulation; not a GPU run."""
+    bound, softmax bank conflicts). plugins/tests/cuda_emulation; not a GPU run."""
     path = libraries.built().get("cuda_emulation_test")
     if not path or not os.path.isfile(path):
         pytest.skip(f"earn_cuda_emulation_test not built: {libraries.BUILD_HINT}")
     res = subprocess.run([path], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.count("PASS ") == 102 and "0 failed" in res.stdout
+    assert res.stdout.count("PASS ") == 103 and "0 failed" in res.stdout
     one_split = [line for line in res.stdout.splitlines() if "one-split" in line]
     assert len(one_split) == 30 and all("kernels=1" in line for line in one_split)  # no merge kernel
 
