@@ -1,4 +1,4 @@
-"""The architecture table (earn_export/model/architectures.py): Qwen3 equals transformers at its real
+"""The architecture table (earn_export/model/architectures.py): Qwen3 and Mistral equal transformers at their real
 shapes (random weights), and a Qwen3 checkpoint goes through every stage: convert with a real byte-level BPE
 tokenizer, training from it, both export forms (fp32 and fp16), the custom attention op, the C++ runtime and
 serving. Unknown families and settings the shared decoder does not compute are refused in one line."""
@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from model_configs import qwen3_06b, tiny_llama, tiny_qwen, tiny_qwen3
+from model_configs import mistral_7b, qwen3_06b, tiny_llama, tiny_mistral, tiny_qwen, tiny_qwen3
 from test_convert import DATA, _pretrained
 from test_model_hf_parity import _batch, _hf_and_ours
 
@@ -41,17 +41,22 @@ def test_table_facts_build_the_layers():
     assert a.q_proj.bias is not None and a.o_proj.bias is not None
     a = attn(tiny_qwen(layers=1))  # Qwen2: q/k/v bias always, o never, no QK-norm
     assert a.q_proj.bias is not None and a.o_proj.bias is None and not hasattr(a, "q_norm")
+    a = attn(tiny_mistral(layers=1))
+    assert a.q_proj.bias is None and a.o_proj.bias is None and not hasattr(a, "q_norm")
     a = attn(tiny_llama(layers=1, attention_bias=True))
     assert a.q_proj.bias is not None and a.o_proj.bias is not None
 
 
 @pytest.mark.parametrize("cfg,match", [
+    (tiny_mistral(sliding_window=128), r'sliding_window=128 is smaller than max_position_embeddings=512.*'
+                                       r'"sliding_window": null in config.json'),
     (tiny_qwen3(use_sliding_window=True, sliding_window=128, max_window_layers=0),
      "sliding_window=128.*set use_sliding_window=false in config.json"),
     (tiny_qwen3(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                               "original_max_position_embeddings": 64}),
      "rope_type 'llama3' is not supported for qwen3; supported: default, linear, dynamic, yarn"),
-], ids=["qwen3-window", "qwen3-llama3-rope"])
+    (tiny_mistral(hidden_act="gelu"), "hidden_act='gelu' is not supported for mistral"),
+], ids=["mistral-window", "qwen3-window", "qwen3-llama3-rope", "mistral-gelu"])
 def test_settings_outside_the_table_are_refused_in_one_line(cfg, match):
     with pytest.raises(UnsupportedArchitectureError, match=match) as err:
         EarnForCausalLM(cfg)
@@ -59,13 +64,15 @@ def test_settings_outside_the_table_are_refused_in_one_line(cfg, match):
 
 
 def test_windows_that_cannot_bind_are_accepted():
+    EarnForCausalLM(tiny_mistral(sliding_window=512))  # >= max_position_embeddings: never smaller than a sequence
+    EarnForCausalLM(tiny_mistral(sliding_window=None))
     # Qwen3 with the flag on but no sliding layer (max_window_layers = num_layers)
     EarnForCausalLM(tiny_qwen3(layers=2, use_sliding_window=True, sliding_window=128, max_window_layers=2))
 
 
 # ------------------------------------------------------------------------- = transformers at real shapes
-@pytest.mark.parametrize("make_cfg", [qwen3_06b, functools.partial(qwen3_06b, tie=False)],
-                         ids=["qwen3-0.6b", "qwen3-0.6b-untied"])
+@pytest.mark.parametrize("make_cfg", [qwen3_06b, functools.partial(qwen3_06b, tie=False), mistral_7b],
+                         ids=["qwen3-0.6b", "qwen3-0.6b-untied", "mistral-7b-v0.3-1layer"])
 def test_dense_forward_matches_transformers(make_cfg, tmp_path):
     cfg = make_cfg()
     hf, ours = _hf_and_ours(cfg, tmp_path)
@@ -203,3 +210,21 @@ def test_qwen3_trains_from_a_converted_checkpoint(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["users"] == 12 and 0 <= res["recall@20"] <= 1
 
+
+# ------------------------------------------------------------------------- Mistral: convert -> export -> check
+@pytest.mark.parametrize("form", ["reference", "fused"])
+def test_mistral_convert_export_check(form, tmp_path):
+    """Mistral's head layout (32:8 heads, head_dim 128) at a quarter of the 7B width (2 layers: CI time), with a
+    Tekken-style byte-level BPE tokenizer (BOS <s>)."""
+    from earn_export.convert import convert
+    from earn_export.export import export_onnx
+    from earn_export.export.parity import check_engine
+
+    shape = (functools.partial(mistral_7b, hidden_size=1024, intermediate_size=3584), "mistral", 0)
+    src = _pretrained(tmp_path / "hf", shape, layers=2)
+    ckpt = convert(src, tmp_path / "earn", DATA, split=1)
+    engine = tmp_path / "engine"
+    export_onnx(ckpt, engine, vocab="items", **({"exporter": "torchscript"} if form == "reference" else {}))
+    rep = check_engine(engine, ckpt, n=20, batch_size=20)
+    assert rep["topk_identical_fraction"] == 1.0, rep["mismatches"][:2]
+    assert rep["prefill_max_abs_diff"] < 1e-4 and rep["decode_max_abs_diff"] < 1e-4

@@ -62,6 +62,7 @@ ARCHITECTURES = (
                  sliding_window="set use_sliding_window=false"),
     Architecture("qwen3", ("qwen3",), "Qwen3ForCausalLM", qkv_bias="attention_bias", o_bias="attention_bias",
                  qk_norm=True, sliding_window="set use_sliding_window=false"),
+    Architecture("mistral", ("mistral",), "MistralForCausalLM", sliding_window='set "sliding_window": null'),
 )
 
 BY_MODEL_TYPE = {t: a for a in ARCHITECTURES for t in a.model_types}
