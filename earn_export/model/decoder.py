@@ -1,8 +1,9 @@
 """The one decoder definition: Llama-family layers, EARN split forward, compacted-cache inference.
 
 Module and parameter names mirror transformers' ``*ForCausalLM`` of the families in the architecture table
-(``model.layers.{i}.self_attn.q_proj`` ...), so a checkpoint's safetensors load with a plain ``load_state_dict``. What differs between those families (biases, QK-norm, ...) is read from the
-architecture table (:mod:`.architectures`), not tested for by name here.
+(``model.layers.{i}.self_attn.q_proj`` ...), so a checkpoint's safetensors load with a plain ``load_state_dict``.
+What differs between those families (biases, QK-norm, ...) is read from the table (:mod:`.architectures`), not
+tested for by name here.
 
 Three forwards over the same weights, which must agree:
 - ``dense``: the plain causal decoder over every row (what transformers computes);
@@ -279,7 +280,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class EarnForCausalLM(nn.Module):
-    """Decoder of any family in the architecture table, with EARN register tokens. ``earn`` None means a plain (dense) model."""
+    """Decoder of any family in the architecture table, with EARN register tokens. ``earn`` None: a plain model."""
 
     def __init__(self, config, earn: EarnConfig | None = None, init: bool = True):
         super().__init__()
