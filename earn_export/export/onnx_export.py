@@ -311,11 +311,12 @@ def _op_counts(model) -> dict:
     return dict(sorted(Counter(node.op_type for node in model.graph).items()))
 
 
-def _check_form(counts: dict, form: str, graph: str, n_layers: int) -> None:
-    """The fused form must really be fused: every norm, RoPE and (prefill) attention as one standard op."""
+def _check_form(counts: dict, form: str, graph: str, n_layers: int, qk_norm: bool = False) -> None:
+    """The fused form must really be fused: every norm (with ``qk_norm``, Q's and K's too), RoPE and (prefill)
+    attention as one standard op."""
     if form != "fused":
         return
-    want = {"RMSNormalization": 2 * n_layers + 1, "RotaryEmbedding": 2 * n_layers}
+    want = {"RMSNormalization": (4 if qk_norm else 2) * n_layers + 1, "RotaryEmbedding": 2 * n_layers}
     if graph == "prefill":
         want["Attention"] = n_layers
     got = {op: counts.get(op, 0) for op in want}
@@ -352,6 +353,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     earn_export.ops). Returns the manifest (also written to ``out_dir/manifest.json``).
     ``out_dir`` is written atomically: a failed or interrupted export leaves the previous one (``earn_export.atomic``).
     """
+    from ..model.architectures import architecture
     from ..ops import attention_export
 
     attention_export.check_mode(attention)
@@ -452,7 +454,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                         opset, exporter, attention_export.exporter_kwargs if plugin else None)
                 if plugin:
                     attention_export.finish_graph(graph_ir, spec, n, f"{graph}.onnx")
-                _check_form(_op_counts(graph_ir), form, graph, n)
+                _check_form(_op_counts(graph_ir), form, graph, n, architecture(model.config).qk_norm)
                 if quantize is not None:
                     from .quantize import quantize_ir
 
@@ -485,6 +487,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "kind": "earn-export engine",
         "model": {
             "model_type": model.config.model_type,
+            "architecture": architecture(model.config).family,
             "num_layers": n, "split_layer": k, "dense": k == n,
             "n_kv_heads": hkv, "head_dim": d, "hidden_size": model.config.hidden_size,
             "vocab_size": model.config.vocab_size,
