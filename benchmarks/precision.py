@@ -153,6 +153,7 @@ def measure(built: dict, histories, batch: int, beam: int, peaks: dict) -> list[
     from earn_export.model import load_pretrained
     from earn_export.runtime import Recommender
     from earn_export.runtime.backends import OrtBackend, TorchBackend
+    from earn_export.runtime.cpp_runtime import CppRecommender
 
     torch.set_num_threads(1)
     rows = []
@@ -177,7 +178,7 @@ def measure(built: dict, histories, batch: int, beam: int, peaks: dict) -> list[
         else:
             rows[-1]["top20_overlap_vs_fp32"] = _overlap(r["items"], fp32_items)
         try:
-            cc = Recommender.load(d, backend="cpp", batch_size=batch)  # ONNX Runtime intra-op 1 by default
+            cc = CppRecommender.load(d, batch_size=batch, intra_op_threads=1)  # as the Python runtime: 1 thread
         except Exception as exc:  # noqa: BLE001 - the C++ runtime is optional (headers/compiler)
             rows.append({"engine": f"onnxruntime {prec}", "runtime": "cpp", "error": str(exc).splitlines()[0]})
             continue

@@ -47,14 +47,19 @@ def _head_matmuls(graph) -> list[str]:
     return heads
 
 
-def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL, block_size: int = BLOCK_SIZE):
-    """Quantized copy of an ONNX ModelProto (weights loaded); returns (ModelProto, info)."""
+def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL, block_size: int = BLOCK_SIZE,
+                   keep_float: tuple[str, ...] = ()):
+    """Quantized copy of an ONNX ModelProto (weights loaded); returns (ModelProto, info). ``keep_float``: name
+    fragments of further MatMuls to leave in fp32 (e.g. ``"down_proj"``)."""
     if mode not in QUANT_MODES:
         raise ValueError(f"quantize must be one of {QUANT_MODES}, got {mode!r}")
     for node in model_proto.graph.node:  # the quantizers match nodes by name: give every node one
         if not node.name:
             node.name = f"{node.op_type}_{id(node)}"
     excluded = _head_matmuls(model_proto.graph)
+    extra = [n.name for n in model_proto.graph.node
+             if n.op_type == "MatMul" and any(f in n.name for f in keep_float) and n.name not in excluded]
+    excluded = excluded + extra
     if mode == "int8":
         out = _quantize_dynamic(model_proto, excluded)
         n_q = sum(1 for node in out.graph.node if node.op_type == "MatMulInteger")
@@ -66,7 +71,10 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
         n_q = sum(1 for node in out.graph.node if node.op_type == "MatMulNBits")
         info = {"mode": mode, "bits": BITS[mode], "block_size": block_size, "symmetric": True,
                 "accuracy_level": accuracy_level, "op": QUANT_OPS[mode], "quantized_matmuls": n_q}
-    info["kept_float"] = {"lm_head": excluded, "embeddings": "Gather (token and register embeddings)"}
+    info["kept_float"] = {"lm_head": [n for n in excluded if n not in extra],
+                          "embeddings": "Gather (token and register embeddings)"}
+    if keep_float:
+        info["kept_float"]["matmuls"] = {"fragments": list(keep_float), "count": len(extra)}
     if n_q == 0:
         from .onnx_export import ExportError
 
