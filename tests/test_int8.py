@@ -4,7 +4,6 @@ VNNI/AMX, and accuracy against fp32 on a model trained on real Beauty data."""
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 
@@ -109,4 +108,4 @@ def test_beauty_int8_check_passes(beauty_int8, beauty_ckpt, capsys):
     assert summary["quantization"] == "int8" and summary["pass_criterion"] == "topk_overlap_mean"
     assert summary["min_identical"] == QUANT_MIN_OVERLAP["int8"]
     assert rc == 0 and summary["passed"]
-    assert summary["topk_overlap_mean"] >= 0.95, summary  # measured 0.9x (docs/results/precision.md)
+    assert summary["topk_overlap_mean"] >= 0.95, summary  # 0.995 on all 3,553 users (docs/results/precision.md)
