@@ -345,8 +345,9 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     item catalog by ``earn_export.data``). Both graphs keep their weights in one shared
     ``weights.data`` (:mod:`.weights`). ``form``: ``"fused"`` (opset 23 ``RMSNormalization``, ``RotaryEmbedding``,
     ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
-    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` or
-    ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
+    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` (s8 per-channel
+    weights, dynamic u8 activations: MatMulInteger), ``"int8-nbits"`` or ``"int4"`` (weight-only MatMulNBits), for
+    ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
     ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``:
     callable ``(message)`` for CLI progress, or a :class:`.progress.StageBars`. ``attention``: ``"onnx"`` (decode
     attention as standard ops) or ``"plugin"`` (one ``earn::CompactedAttention`` node per decode layer,
@@ -371,8 +372,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         if quantize not in QUANT_MODES:
             raise ValueError(f"quantize must be one of {QUANT_MODES}, got {quantize!r}")
         if fp16:
-            raise ExportError("--quantize applies to fp32 engines (weight-only int8/int4 with fp32 activations for "
-                              "CPU); drop --fp16")
+            raise ExportError("--quantize applies to fp32 engines (int8/int4 projections with fp32 norms, "
+                              "attention and head for ONNX Runtime CPU); drop --fp16")
     if form is None:
         form = "reference" if exporter == "torchscript" else "fused"
     if form not in FORMS:
