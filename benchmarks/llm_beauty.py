@@ -110,6 +110,8 @@ class Run:
             full += ["--threads", str(self.args.threads)] if cmd[0] in ("train", "eval") else []
         print("$ earn-export " + " ".join(str(c) for c in cmd), flush=True)
         t = time.perf_counter()
+        if log:
+            Path(log).parent.mkdir(parents=True, exist_ok=True)
         with open(log or os.devnull, "a") as f:
             proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for line in proc.stdout:

@@ -138,6 +138,11 @@ class Attention(nn.Module):
         accumulate; for fp32 models the casts are no-ops.
         """
         b, _, t, d = q.shape
+        if self.training and torch.is_grad_enabled() and self.probs_hook is None:
+            # training: one fused kernel (flash attention on CPU and CUDA) in the autocast dtype; the explicit
+            # fp32 form below is what export and inference run, and the two agree to float rounding
+            mask = None if bias is None else bias.to(q.dtype)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=True)
         f32 = torch.float32
         qg = q.reshape(b, self.n_kv, self.group, t, d).to(f32)
         scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2).to(f32)) * self.scaling  # [B,Hkv,G,T,S]
