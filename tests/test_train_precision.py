@@ -82,9 +82,11 @@ def test_killed_run_continues_to_the_weights_of_an_uninterrupted_one(tmp_path, m
 
 
 @pytest.mark.parametrize("mode", ["split", "dense", "masked"])
-def test_training_attention_kernel_equals_the_exported_form(mode):
-    """In training (grad on, train mode) attention runs as one fused SDPA kernel; export and inference run the
-    explicit fp32 form. Both must give the same logits (fp32), or training would optimise another model."""
+def test_training_attention_kernel_equals_the_exported_form(mode, monkeypatch):
+    """Under autocast in train mode, attention runs as one fused SDPA kernel; export and inference run the
+    explicit fp32 form. Both must give the same logits, or training would optimise another model. (Autocast to
+    fp32 does not exist on CPU, so the fused path is switched on in fp32 here to compare to float rounding.)"""
+    from earn_export.model import decoder
     from model_configs import tiny_llama
 
     from earn_export.model import EarnConfig, EarnForCausalLM
@@ -97,8 +99,13 @@ def test_training_attention_kernel_equals_the_exported_form(mode):
     mask = torch.ones_like(ids)
     mask[0, :2] = 0  # left padding
     ids[0, :2] = 0
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(decoder.torch, "is_autocast_enabled", lambda *a: True)
+    monkeypatch.setattr(decoder.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k))
     model.train()
     got = model(ids, mask, n_target=2, mode=mode)
+    assert calls  # the fused kernel ran
     model.eval()
     with torch.no_grad():
         want = model(ids, mask, n_target=2, mode=mode)
