@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 
 def run_analyze(args) -> int:
-    from ..train.pipeline import DataSpec
+    from ..data.data_spec import DataSpec
     from .run import analyze
     from .split_rule import THRESHOLD, format_evidence
 

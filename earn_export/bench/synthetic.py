@@ -168,7 +168,7 @@ def build_setup(preset: str = "base", split_layer: int | None = None, vocab_size
     import torch
 
     from ..model import EarnConfig, EarnForCausalLM
-    from ..train.presets import preset_config
+    from ..model.presets import preset_config
 
     layout = VocabLayout(vocab_size, id_length, codes)
     layout.validate()

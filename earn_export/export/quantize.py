@@ -64,7 +64,7 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
             "accuracy_level": accuracy_level, "op": "com.microsoft.MatMulNBits", "quantized_matmuls": n_q,
             "kept_float": {"lm_head": excluded, "embeddings": "Gather (token and register embeddings)"}}
     if n_q == 0:
-        from .onnx_export import ExportError
+        from .errors import ExportError
 
         raise ExportError("quantization found no MatMul with a weight initializer to quantize")
     return out, info

@@ -3,7 +3,7 @@
 from .checkpoint import CheckpointError, add_register_tokens, load_pretrained, save_pretrained
 from .config import EarnConfig, ModelConfigError, UnsupportedArchitectureError, load_hf_config
 from .decoder import EarnForCausalLM, GeneratedCache, PrefixCache, position_ids_from_mask
-from .kv_cache import KVShape, kv_bytes, kv_report
+from .kv_cache_bytes import KVShape, kv_bytes, kv_report
 
 EarnForCausalLM.from_pretrained = staticmethod(load_pretrained)
 EarnForCausalLM.save_pretrained = save_pretrained
