@@ -205,7 +205,7 @@ def test_earn_late_layers_attend_to_the_registers_dense_does_not(synthetic_pair)
     the suffix row alone contributes, so the target rows must send a real share to the registers too. A capture
     that ignored EARN's pruning (the dense forward of the EARN model), counted padded or pruned keys, or
     mislabelled positions would fail it (the dense-forward value of the same EARN model is checked to be low)."""
-    from earn_export.analysis.run import analyze_model, sample_examples
+    from earn_export.analysis.run_analysis import analyze_model, sample_examples
     from earn_export.data.prompts import PromptBuilder
     from earn_export.model import load_pretrained
     from earn_export.data.data_spec import DataSpec

@@ -8,6 +8,6 @@ from ..lazy_import import lazy_attributes
 
 _NAMES = {"Corpus": ".collect", "collect": ".collect", "EPS": ".metrics", "GROUPS": ".metrics",
           "AttentionStats": ".metrics", "row_metrics": ".metrics", "attention_probs": ".probes",
-          "capture_attention": ".probes", "analyze": ".run", "analyze_model": ".run", "recommend_split": ".split_rule"}
+          "capture_attention": ".probes", "analyze": ".run_analysis", "analyze_model": ".run_analysis", "recommend_split": ".split_rule"}
 __all__ = sorted(_NAMES)
 __getattr__ = lazy_attributes(__name__, _NAMES)

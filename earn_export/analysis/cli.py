@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 def run_analyze(args) -> int:
     from ..data.data_spec import DataSpec
-    from .run import analyze
+    from .run_analysis import analyze
     from .split_rule import THRESHOLD, format_evidence
 
     spec = None

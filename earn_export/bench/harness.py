@@ -58,7 +58,7 @@ class BenchConfig:
     n_items: int = 12000
     seed: int = 0
     exporter: str = "auto"
-    form: str = "fused"  # graph form of the exported engines (earn_export.export.wrappers.FORMS)
+    form: str = "fused"  # graph form of the exported engines (earn_export.export.graph_modules.FORMS)
     quantize: str | None = None  # weight-only int8/int4 engines (ONNX Runtime CPU)
     vocab: str = "items"  # exported head: "items" (identifier tokens only) or "full"
     profile: bool = True

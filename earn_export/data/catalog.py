@@ -351,6 +351,12 @@ class Trie:
         return path
 
     @classmethod
+    def from_arrays(cls, arrays: dict, source: str = "trie arrays") -> "Trie":
+        """From the CSR arrays by name (``KEYS``; ``depth`` 0-d or 1-element)."""
+        a = {k: np.asarray(arrays[k]) for k in cls.KEYS}
+        return cls(a["offsets"], a["tokens"], a["children"], a["leaf_item"], int(a["depth"].reshape(-1)[0]), source=source)
+
+    @classmethod
     def load(cls, path) -> "Trie":
         """From a ``trie.npz`` file (checkpoints; engines hold ``trie.*.npy``: ``earn_export.engine.trie_files``)."""
         path = Path(path)
@@ -370,8 +376,7 @@ class Trie:
             raise
         except Exception as e:  # noqa: BLE001 - corrupt zip / pickle etc.
             raise DataError(f"{path}: cannot read the trie ({e}); re-create it with Trie.save")
-        return cls(arrays["offsets"], arrays["tokens"], arrays["children"], arrays["leaf_item"],
-                   int(np.asarray(arrays["depth"]).reshape(-1)[0]), source=str(path))
+        return cls.from_arrays(arrays, source=str(path))
 
     # -- checks --------------------------------------------------------------------------------------------
     def _validate(self, source: str):

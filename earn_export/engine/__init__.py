@@ -7,5 +7,5 @@
 
 The exporter writes it; the Python runtime, serving, the TensorRT build and the C++ runtime (``cpp/``) read it.
 It imports only the standard library, numpy, ``earn_export.errors`` and ``earn_export.data`` (the trie and
-prompt structures whose files these are).
+prompt structures whose files these are; building a trie from a checkpoint's catalog loads its tokenizer).
 """

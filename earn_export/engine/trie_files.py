@@ -41,8 +41,7 @@ def load_trie_arrays(directory, prefix: str = "trie") -> Trie:
             arrays[key] = np.load(path, allow_pickle=False)
         except Exception as e:  # noqa: BLE001 - truncated or foreign file
             raise DataError(f"{path}: cannot read the trie array ({e}); re-export the engine") from e
-    return Trie(arrays["offsets"], arrays["tokens"], arrays["children"], arrays["leaf_item"],
-                int(np.asarray(arrays["depth"]).reshape(-1)[0]), source=f"{directory}/{prefix}.*.npy")
+    return Trie.from_arrays(arrays, source=f"{directory}/{prefix}.*.npy")
 
 
 def engine_trie(engine_dir, manifest: dict) -> Trie:
@@ -66,9 +65,7 @@ def resolve_trie(trie, ckpt_dir: Path | None = None) -> Trie | None:
     if isinstance(trie, (str, os.PathLike)):
         return load_trie_arrays(trie) if Path(trie).is_dir() else Trie.load(trie)
     if isinstance(trie, dict):
-        a = {k: np.asarray(v) for k, v in trie.items()}
-        return Trie(a["offsets"], a["tokens"], a["children"], a["leaf_item"], int(np.asarray(a["depth"]).reshape(-1)[0]),
-                    source="trie arrays")
+        return Trie.from_arrays(trie)
     raise DataError(f"trie must be a Trie, a trie.npz path or a dict of CSR arrays, got {type(trie).__name__}")
 
 

@@ -44,7 +44,7 @@ from ..engine.trie_files import resolve_trie, save_trie_arrays
 from ..errors import hint
 from .errors import ExportError
 from .weights import WEIGHTS_FILE, SharedWeights
-from .wrappers import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
+from .graph_modules import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
 
 DEFAULT_OPSET = 18  # the reference form; the fused form needs 23
 FUSED_OPSET = 23

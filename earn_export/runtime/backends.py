@@ -59,7 +59,7 @@ class OrtBackend(GraphBackend):
                                                     providers=self.providers, **kw)
         self.decode_session = ort.InferenceSession(str(self.engine_dir / files["decode"]), opts,
                                                    providers=self.providers, **kw)
-        super().__init__(self._run, self.manifest, to_numpy=lambda value: value.numpy())
+        super().__init__(self._run_session, self.manifest, to_numpy=lambda value: value.numpy())
         self.num_layers = self.manifest["model"]["num_layers"]
         self._ortvalue = ort.OrtValue
         names = {i.name for i in self.decode_session.get_inputs()}
@@ -73,7 +73,7 @@ class OrtBackend(GraphBackend):
     def device_providers(self) -> list:
         return self.prefill_session.get_providers()
 
-    def _run(self, graph: str, feeds: dict, outputs: list) -> list:
+    def _run_session(self, graph: str, feeds: dict, outputs: list) -> list:
         """The sessions as ``GraphBackend``'s runner: numpy feeds become OrtValues, the prompt KV already is one."""
         session = self.prefill_session if graph == "prefill" else self.decode_session
         value = self._ortvalue

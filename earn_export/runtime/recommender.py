@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import UserError, hint
 from ..search.beam import constrained_beam_search, token_columns
 from ..engine.trie_files import engine_trie
-from .prompts import build_encoder, engine_encoder
+from .prompt_encoders import build_encoder, engine_encoder
 from .results import RecommendResult
 
 

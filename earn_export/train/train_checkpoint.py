@@ -119,7 +119,7 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
     if split == "analyze":  # the attention rule of earn_export.analysis on the starting model (dense forward)
         from dataclasses import replace
 
-        from ..analysis.run import choose_split_layer
+        from ..analysis.run_analysis import choose_split_layer
 
         pick = np.random.default_rng(seed).permutation(len(hist))[:300]
         split_analysis = choose_split_layer(model, prompts, [hist[i] for i in pick], [tgt[i] for i in pick],
