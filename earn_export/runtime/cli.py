@@ -58,7 +58,7 @@ def run_inspect(args) -> int:
     from ..engine.manifest import load_manifest
 
     man = load_manifest(args.engine_dir, verify=args.verify)
-    from ..model.kv_cache_bytes import KVShape, kv_report  # imports the model package (torch): after the checks
+    from ..model.kv_cache_bytes import KVShape, kv_report
     if args.json:
         print(json.dumps(man, indent=2))
         return 0
