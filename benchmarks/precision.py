@@ -149,7 +149,7 @@ def measure(built: dict, histories, batch: int, beam: int, peaks: dict) -> list[
     import onnxruntime as ort
     import torch
 
-    from earn_export.export.manifest import load_manifest
+    from earn_export.engine.manifest import load_manifest
     from earn_export.model import load_pretrained
     from earn_export.runtime import Recommender
     from earn_export.runtime.backends import OrtBackend, TorchBackend

@@ -123,7 +123,7 @@ def model_depth(model_dir=None, preset: str | None = None) -> int | None:
         n = cfg.get("num_hidden_layers")
         return n if isinstance(n, int) else None
     if preset is not None:
-        from .train.presets import PRESETS  # a plain dict: no heavy imports
+        from .model.presets import PRESETS  # a plain dict: no heavy imports
 
         spec = PRESETS.get(preset)
         return None if spec is None else spec["num_hidden_layers"]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from earn_export.build import ShapeRange, precision_plan, profiles, tensorrt_available
 from earn_export.cli import main
+from earn_export.tensorrt import ShapeRange, precision_plan, profiles, tensorrt_available
 
 MANIFEST = {"model": {"n_kv_heads": 2, "head_dim": 16, "num_layers": 4, "split_layer": 1, "n_registers": 2}}
 

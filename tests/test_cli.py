@@ -18,24 +18,10 @@ from pathlib import Path
 import pytest
 
 from earn_export.cli import COMMANDS, build_parser, main
+from helpers import REPO, blocker
 
-REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "onnxruntime", "onnx", "tokenizers", "safetensors", "sklearn", "scipy",
          "accelerate", "tensorrt")
-
-
-def blocker(names) -> str:
-    """Python source installing a meta-path finder that makes importing ``names`` (top-level packages) fail:
-    prepended to scripts run in fresh interpreters."""
-    return textwrap.dedent(f"""
-        import importlib.abc, sys
-        BLOCKED = {tuple(names)!r}
-        class Blocked(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ImportError(f"blocked heavy import: {{name}}")
-        sys.meta_path.insert(0, Blocked())
-    """)
 
 
 BLOCKER = blocker(HEAVY)

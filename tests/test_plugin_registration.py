@@ -11,7 +11,7 @@ import pytest
 import fake_tensorrt
 from earn_export.build import tensorrt_builder
 from earn_export.build.plugin_library import deserialize_plan
-from earn_export.export.manifest import FORMAT_VERSION
+from earn_export.engine.manifest import FORMAT_VERSION
 from earn_export.ops import libraries
 
 INFO = {"name": "CompactedAttention", "version": "1", "namespace": "earn", "fields": [], "tensorrt_headers": "10.16"}

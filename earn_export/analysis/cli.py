@@ -39,8 +39,8 @@ def register(sub) -> None:
 
 
 def run_analyze(args) -> int:
-    from ..train.pipeline import DataSpec
-    from .run import analyze
+    from ..data.data_spec import DataSpec
+    from .run_analysis import analyze
     from .split_rule import THRESHOLD, format_evidence
 
     spec = None

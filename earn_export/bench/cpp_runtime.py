@@ -20,9 +20,9 @@ import numpy as np
 def bench_histories(engine_dir, users: int, data_dir=None, seed: int = 0) -> tuple[list[list[int]], str]:
     """Beauty test users' histories when the engine's catalog is Beauty's (and the data is here), else random
     catalog items with lengths 0..max_history."""
-    from ..data.catalog import Trie
+    from ..engine.trie_files import load_trie_arrays
 
-    trie = Trie.load_npy(engine_dir)
+    trie = load_trie_arrays(engine_dir)
     items = np.array(sorted(trie.item_paths()), dtype=np.int64)
     data_dir = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2].parent / "shared/data/amazon-beauty"
     if (data_dir / "sequential_train.txt").is_file() and len(items) == 12035:

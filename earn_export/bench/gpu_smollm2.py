@@ -45,7 +45,9 @@ def main(argv=None) -> int:
 
     from ..convert import convert
     from ..convert.smollm2 import smollm2_gguf
-    from ..train.pipeline import DataSpec, evaluate_checkpoint, train
+    from ..data.data_spec import DataSpec
+    from ..train.evaluate import evaluate_checkpoint
+    from ..train.train_checkpoint import train
 
     t0 = time.perf_counter()
     cuda = args.device.startswith("cuda")

@@ -37,7 +37,7 @@ SCHEMA_VERSION = 1
 # --------------------------------------------------------------------------------------------------- config
 @dataclass
 class BenchConfig:
-    preset: str = "base"  # earn_export.train.presets name (base: hidden 512, 16 layers, k = 4)
+    preset: str = "base"  # earn_export.model.presets name (base: hidden 512, 16 layers, k = 4)
     split_layer: int | None = None  # EARN k (None: the preset's)
     overrides: dict = field(default_factory=dict)  # preset field overrides (hidden_size=..., num_hidden_layers=...)
     prompt_lens: tuple = (128, 512, 1024)
@@ -58,7 +58,7 @@ class BenchConfig:
     n_items: int = 12000
     seed: int = 0
     exporter: str = "auto"
-    form: str = "fused"  # graph form of the exported engines (earn_export.export.wrappers.FORMS)
+    form: str = "fused"  # graph form of the exported engines (earn_export.export.graph_modules.FORMS)
     quantize: str | None = None  # weight-only int8/int4 engines (ONNX Runtime CPU)
     vocab: str = "items"  # exported head: "items" (identifier tokens only) or "full"
     profile: bool = True
@@ -687,9 +687,9 @@ def run_e2e(cfg: BenchConfig, say=print) -> dict:
         builder = PromptBuilder.load(ckpt)
         ids, mask = builder(histories)
         be = TimedBackend(_ort_backend(eng, cfg), "ort")
-        from ..data.catalog import Trie
+        from ..engine.trie_files import load_trie_arrays
 
-        trie = Trie.load(eng)
+        trie = load_trie_arrays(eng)
         b = min(max(cfg.batch_sizes), len(histories))
         recs = []
         for i in range(cfg.warmup + cfg.repeats):

@@ -67,12 +67,12 @@ def throughput(ckpt: Path, engine: Path, users: int, batch_size: int = 64) -> di
 
     from ..data.catalog import Trie
     from ..data.prompts import PromptBuilder
+    from ..data.data_spec import DataSpec
     from ..data.sequences import eval_examples
     from ..model import load_pretrained
     from ..runtime import Recommender
     from ..runtime.backends import TorchBackend
-    from ..train.evaluate import evaluate
-    from ..train.pipeline import DataSpec, _item_head, eval_vocab
+    from ..train.evaluate import _item_head, eval_vocab, evaluate
 
     ex = eval_examples(DataSpec.load_from(ckpt).load(), "test", max_history=20)
     ex = type(ex)(ex.users[:users], ex.histories[:users], ex.targets[:users])

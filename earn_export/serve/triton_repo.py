@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import MODEL_NAME
-from ..export.manifest import runtime_files
+from ..engine.manifest import runtime_files
 from .served_model import OPTIONS_PARAMETER, ServeOptions, model_config
 
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python-onnxruntime")
@@ -92,7 +92,7 @@ def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxru
     """Write the repository (see module doc), validate it, and return the validation report."""
     from google.protobuf import text_format
 
-    from ..export.manifest import load_manifest
+    from ..engine.manifest import load_manifest
 
     if graphs not in GRAPH_BACKENDS:
         raise TritonRepoError(f"--graphs must be one of {GRAPH_BACKENDS}, got {graphs!r}")

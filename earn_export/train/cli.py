@@ -24,7 +24,7 @@ def _data_args(p, defaults_from_ckpt: bool = False) -> None:
 def register(sub) -> None:
     from ..cli_args import (THREADS_HELP, existing_dir, existing_path, nonneg_int, positive_float, positive_int,
                             split_layer)
-    from .presets import PRESETS
+    from ..model.presets import PRESETS
 
     p = sub.add_parser("train", help="fine-tune an EARN (or dense) recommender and write an HF checkpoint dir")
     _data_args(p)
@@ -131,7 +131,8 @@ def run_train(args) -> int:
     check_replaceable(args.out, "checkpoint")
     with _stdout_to_stderr(args.quiet):
         from ..cli_args import set_threads
-        from .pipeline import DataSpec, train
+        from ..data.data_spec import DataSpec
+        from .train_checkpoint import train
 
         set_threads(args.threads)
 
@@ -173,7 +174,8 @@ def run_eval(args) -> int:
                          "or --baseline popularity")
     with _stdout_to_stderr(args.quiet):
         from ..cli_args import set_threads
-        from .pipeline import DataSpec, evaluate_checkpoint
+        from ..data.data_spec import DataSpec
+        from .evaluate import evaluate_checkpoint
 
         set_threads(args.threads)  # torch; an engine dir's ORT session uses its own default
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..atomic import staged_output
 from ..errors import UserError
-from ..export.manifest import load_manifest, sha256_file
+from ..engine.manifest import load_manifest, sha256_file
 
 ENGINE_FORMAT_VERSION = 1
 
