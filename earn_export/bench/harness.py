@@ -37,7 +37,7 @@ SCHEMA_VERSION = 1
 # --------------------------------------------------------------------------------------------------- config
 @dataclass
 class BenchConfig:
-    preset: str = "base"  # earn_export.train.presets name (base: hidden 512, 16 layers, k = 4)
+    preset: str = "base"  # earn_export.model.shapes preset (base: hidden 512, 16 layers, k = 4)
     split_layer: int | None = None  # EARN k (None: the preset's)
     overrides: dict = field(default_factory=dict)  # preset field overrides (hidden_size=..., num_hidden_layers=...)
     prompt_lens: tuple = (128, 512, 1024)

