@@ -25,7 +25,7 @@ PAPER = {  # the EARN paper's Beauty rows with Llama-7B (README "Accuracy on Ama
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/gpu_smollm2.py", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/amazon-beauty", help="Beauty data dir")
     p.add_argument("--work", default="runs/gpu-smollm2", help="checkpoints go here")
     p.add_argument("--out", default="results/gpu-smollm2", help="results (json, md) go here")
