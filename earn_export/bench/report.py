@@ -98,7 +98,7 @@ def markdown(result: dict) -> str:
                 f"{_ms(sl.get('search_bookkeeping_s'))} |")
     lines.append("")
     lines.append("**KV cache bytes** (whole batch, after the last decode step; measured = sum of `nbytes` of the cache "
-                 "tensors, formula = DESIGN.md §3 / `kv_cache.kv_report`)")
+                 "tensors, formula = `kv_cache.kv_report`)")
     lines.append("")
     lines.append("| prompt | batch | beam | EARN measured MB | EARN formula MB | dense measured MB | dense formula MB | "
                  "HF beam formula MB | EARN reduction vs dense | vs HF | measured = formula |")
