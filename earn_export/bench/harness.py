@@ -83,7 +83,7 @@ class BenchConfig:
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be cpu or cuda[:i], got {self.device!r}")
         if bool(self.earn_ckpt) != bool(self.dense_ckpt):
-            raise ValueError("the end-to-end row needs both --earn-ckpt and --dense-ckpt")
+            raise ValueError("the end-to-end comparison needs both checkpoints (--e2e EARN_CKPT DENSE_CKPT)")
 
 
 # --------------------------------------------------------------------------------------------- machine info
@@ -644,7 +644,7 @@ def run_e2e_only(cfg: BenchConfig, log=print) -> dict:
 
     cfg.validate()
     if not cfg.earn_ckpt:
-        raise ValueError("--e2e-only needs --earn-ckpt and --dense-ckpt")
+        raise ValueError("the end-to-end comparison needs --e2e EARN_CKPT DENSE_CKPT")
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""CLI of the serving package: ``serve``, ``query``, ``loadtest``, ``triton-repo``, ``batch``, ``bench-serve``.
+"""CLI of the serving package: ``serve``, ``query``, ``loadtest``, ``triton-repo``, ``batch``.
 
 Only argparse at import time (``earn-export --help`` stays fast and works without the ``serve`` extra); each
 command imports its module when it runs.
