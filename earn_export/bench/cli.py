@@ -34,7 +34,7 @@ def add_bench_options(p) -> None:
 
     ca.add_model_config(p, default="base")
     ca.add_split_layer(p, default="auto", note="bench: an integer or auto (the preset's, N/4)")
-    p.add_argument("--shape", type=shape_overrides, default={}, metavar="KEY=INT,...",
+    p.add_argument("--shape", type=shape_overrides, default=None, metavar="KEY=INT,...",
                    help=f"change the preset's shape, keys: {', '.join(SHAPE_KEYS)}")
     p.add_argument("--prompt-lens", type=ca.int_list, default=(128, 512, 1024), help="prompt lengths, e.g. '128,512'")
     p.add_argument("--batch-sizes", type=ca.int_list, default=(4,), help="users per call, e.g. '1,4'")
@@ -79,7 +79,7 @@ def config_from_args(args):
     if args.split_layer in ("dense", "analyze"):
         raise UsageError(f"bench --split-layer {args.split_layer}: the bench builds the dense twin itself — pass an "
                          "integer k or auto")
-    shape = dict(args.shape)
+    shape = dict(args.shape or {})
     vocab_size = shape.pop("vocab_size", 4096)
     vocab = auto_vocab(args.vocab, vocab_size=vocab_size)
     cfg = BenchConfig(
