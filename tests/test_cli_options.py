@@ -75,16 +75,18 @@ def test_bench_has_at_most_20_options():
 EXTRA_MODULES = ("tritonclient", "pytriton", "ray", "gguf", "onnxruntime_genai", "tensorrt", "polygraphy")
 
 
-def extras_blocker() -> str:
-    """Source of a meta-path finder under which the extras' packages are not installed."""
+def extras_blocker(modules=EXTRA_MODULES) -> str:
+    """Source that makes ``modules`` look not installed: the path finder no longer finds them (``find_spec`` returns
+    None and ``import`` raises ModuleNotFoundError, as on ``pip install earn-export`` without extras)."""
     return textwrap.dedent(f"""
-        import importlib.abc, sys
-        BLOCKED = {EXTRA_MODULES!r}
-        class NotInstalled(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in BLOCKED:
-                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-        sys.meta_path.insert(0, NotInstalled())
+        import sys
+        from importlib.machinery import PathFinder
+        BLOCKED = {tuple(modules)!r}
+        class WithoutExtras(PathFinder):
+            @classmethod
+            def find_spec(cls, name, path=None, target=None):
+                return None if name.split(".")[0] in BLOCKED else PathFinder.find_spec(name, path, target)
+        sys.meta_path[:] = [WithoutExtras if f is PathFinder else f for f in sys.meta_path]
     """)
 
 
