@@ -50,7 +50,7 @@ def build(model: str, split: str, work: Path, form: str) -> dict:
     ckpt, eng = root / "ckpt", {"fp32": root / "fp32", "int8": root / "int8"}
     src = "smollm2"
     if model == "qwen0.5b":
-        from earn_export.bench.pretrained import random_source
+        from pretrained import random_source  # benchmarks/pretrained.py, beside this script
 
         src = str(random_source("random:qwen2.5-0.5b", work / "qwen0.5b-source"))
     stages = {}

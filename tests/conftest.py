@@ -73,6 +73,23 @@ def tiny_engine(tiny_checkpoint, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """``load(name)`` imports ``benchmarks/NAME.py`` (scripts, not a package: they run as ``python
+    benchmarks/NAME.py`` and are not installed with earn_export)."""
+    import importlib.util
+
+    def load(name):
+        mod_name = f"benchmarks_{name}"
+        if mod_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(mod_name, REPO / "benchmarks" / f"{name}.py")
+            sys.modules[mod_name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[mod_name])
+        return sys.modules[mod_name]
+
+    return load
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests that use the Beauty data are marked ``beauty`` (``make test-fast`` leaves them out with ``slow``)."""
     for item in items:

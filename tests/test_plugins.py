@@ -356,11 +356,11 @@ def test_gpu_check_reports_missing_gpu():
 
 
 @needs_ort_lib
-def test_bench_attention_plugin_runs_and_agrees(tmp_path):
-    """`earn-export bench --attention plugin` on a micro model: both engines return the same items; figures and
+def test_bench_attention_plugin_runs_and_agrees(tmp_path, benchmark_script):
+    """`python benchmarks/attention_op.py` on a micro model: both engines return the same items; figures and
     files are written (timings themselves are not asserted: they are measured by the command, not by tests)."""
     from earn_export.bench.harness import BenchConfig
-    from earn_export.bench.attention import run_attention_bench
+    run_attention_bench = benchmark_script("attention_op").run_attention_bench
 
     cfg = BenchConfig(preset="micro", prompt_lens=(16, 40), batch_sizes=(2,), beams=(5,), warmup=0, repeats=1,
                       vocab_size=512, codes=16, n_items=200, out=str(tmp_path))

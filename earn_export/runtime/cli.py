@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    from ..cli_args import existing_dir, existing_file, positive_float, positive_int
+    from .. import cli_args as ca
+    from ..cli_args import existing_dir, positive_float, positive_int
 
     i = sub.add_parser("inspect", help="print an engine's manifest summary, graph I/O and KV-cache bytes; or, "
                                        "with --machine, this CPU's matrix units and peak GFLOP/s per kernel path")
@@ -20,46 +21,27 @@ def register(sub) -> None:
     i.add_argument("--seconds", type=positive_float, default=0.15,
                    help="--machine: CPU seconds measured per kernel path and shape")
     i.add_argument("--batch", type=positive_int, default=1, help="users per call, for the KV-cache figures")
-    i.add_argument("--beam", type=positive_int, default=20, help="beams per user, for the KV-cache figures")
+    ca.add_search(i, beam_note="for the KV-cache figures", top_k_flag=False)
     i.add_argument("--prompt-len", type=positive_int, default=128,
                    help="prompt tokens (registers included), for the KV-cache figures")
     i.add_argument("--json", action="store_true", help="print the whole manifest (--machine: the report) as JSON")
-    i.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
-                   help="engine file checks: fast (default) hashes files not verified before or changed since "
-                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
+    ca.add_verify(i)
     i.set_defaults(func=run_inspect)
 
     r = sub.add_parser("recommend", help="top-K items for item-id histories with an exported engine",
                        description="Prints one JSON line per history: the history, the top-K item ids (best "
                                    "first) and their scores (sums of identifier-token log-probs).")
     r.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
-    r.add_argument("--history", action="append", default=[], type=parse_history, metavar="IDS",
-                   help="space- or comma-separated item ids, oldest first (repeat for more users; '' = empty)")
-    r.add_argument("--histories-file", type=existing_file, metavar="FILE",
-                   help="one history per line (item ids separated by spaces/commas)")
-    r.add_argument("--top-k", type=positive_int, default=10, help="items per user; at most --beam")
-    r.add_argument("--beam", type=positive_int, default=20, help="beam width of the trie-constrained search")
-    r.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"],
-                   help="onnxruntime: the exported graphs; torch: the reference model of --checkpoint")
+    ca.add_history(r)
+    ca.add_histories_file(r)
+    ca.add_search(r, top_k=10)
+    ca.add_backend(r)
     r.add_argument("--checkpoint", type=existing_dir,
                    help="--backend torch: the checkpoint the engine was exported from (default: the manifest's "
                         "source_checkpoint)")
-    r.add_argument("--skip-unknown", action="store_true", help="drop unknown item ids instead of failing")
-    r.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
-                   help="engine file checks: fast (default) hashes files not verified before or changed since "
-                        "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
+    ca.add_on_unknown(r, note="skipped counts are noted in the output")
+    ca.add_verify(r)
     r.set_defaults(func=run_recommend)
-
-
-def parse_history(text: str) -> list[int]:
-    """``"12 873, 4051"`` -> ``[12, 873, 4051]`` (argparse type of ``--history``; also reads file lines)."""
-    import argparse
-
-    parts = text.replace(",", " ").split()
-    bad = [x for x in parts if not x.lstrip("-").isdigit()]
-    if bad:
-        raise argparse.ArgumentTypeError(f"history {text!r}: item ids must be integers, got {bad[0]!r}")
-    return [int(x) for x in parts]
 
 
 def run_inspect(args) -> int:
@@ -107,7 +89,7 @@ def run_inspect(args) -> int:
 def run_recommend(args) -> int:
     import argparse
 
-    from ..cli_args import check_top_k_beam
+    from ..cli_args import check_top_k_beam, parse_history
     from ..errors import UsageError
 
     check_top_k_beam(args.top_k, args.beam)
@@ -126,8 +108,7 @@ def run_recommend(args) -> int:
     from . import Recommender
 
     rec = Recommender.load(args.engine_dir, backend=args.backend, checkpoint=args.checkpoint, verify=args.verify)
-    res = rec.recommend(histories, top_k=args.top_k, beam=args.beam,
-                        on_unknown="skip" if args.skip_unknown else "error")
+    res = rec.recommend(histories, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown)
     for u, hist in enumerate(histories):
         items = [int(i) for i in res.items[u] if i >= 0]
         note = []

@@ -37,7 +37,7 @@ class UnknownItemError(KeyError, UserError):
             f"unknown item ids {ids[:20]}{' ...' if len(ids) > 20 else ''} in the histories of users {users[:20]}: "
             "the engine's catalog has no such items — map them to catalog ids, or "
             + hint("pass on_unknown='skip' to drop them (counted in RecommendResult.skipped)",
-                   "pass --skip-unknown to drop them (the output notes how many)")
+                   "pass --on-unknown skip to drop them (the output notes how many)")
         )
 
     def __str__(self) -> str:  # KeyError would repr() the message

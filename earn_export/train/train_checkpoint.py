@@ -32,7 +32,7 @@ def build_model(catalog, paradigm: str, split: str | int, model_path=None, prese
     from ..data.prompts import template_words
     from ..data.tokenizer import REGISTERS, build_tokenizer
     from ..model import EarnForCausalLM
-    from ..model.presets import preset_config
+    from ..model.shapes import preset_config
 
     if model_path:
         model, tok, prompts, _ = load_earn_source(model_path, catalog, split, paradigm, max_history)
