@@ -69,7 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and prompts")
     p.add_argument("--out", default="results/bench", help="output folder (default results/bench)")
     p.add_argument("--reuse-engines", action="store_true", help="reuse engines in OUT/engines if built for this config")
-    p.add_argument("--docs", default=None, help="also rewrite the bench block of this markdown file (docs/BENCHMARKS.md)")
+    p.add_argument("--docs", default=None, help="also rewrite the bench block of this markdown file (docs/results/benchmarks.md)")
     p.add_argument("--earn-ckpt", default=None, help="trained EARN checkpoint for an end-to-end row (with --dense-ckpt)")
     p.add_argument("--dense-ckpt", default=None, help="trained dense checkpoint for the end-to-end row")
     p.add_argument("--data-dir", default=None, help="dataset of the end-to-end row (default ../shared/data/amazon-beauty)")

@@ -1,7 +1,7 @@
 """Benchmark outputs: ``bench.json`` (everything), ``bench.md`` (tables) and ``speedup.png`` (speedup vs prompt length).
 
-``markdown(result)`` is also what ``docs/BENCHMARKS.md`` embeds between its ``<!-- bench:begin -->`` /
-``<!-- bench:end -->`` markers (``earn-export bench --docs docs/BENCHMARKS.md`` rewrites that block).
+``markdown(result)`` is also what ``docs/results/benchmarks.md`` embeds between its ``<!-- bench:begin -->`` /
+``<!-- bench:end -->`` markers (``earn-export bench --docs docs/results/benchmarks.md`` rewrites that block).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def markdown(result: dict) -> str:
                 f"{_ms(sl.get('search_bookkeeping_s'))} |")
     lines.append("")
     lines.append("**KV cache bytes** (whole batch, after the last decode step; measured = sum of `nbytes` of the cache "
-                 "tensors, formula = DESIGN.md §3 / `kv_cache.kv_report`)")
+                 "tensors, formula = docs/design.md §3 / `kv_cache.kv_report`)")
     lines.append("")
     lines.append("| prompt | batch | beam | EARN measured MB | EARN formula MB | dense measured MB | dense formula MB | "
                  "HF beam formula MB | EARN reduction vs dense | vs HF | measured = formula |")
