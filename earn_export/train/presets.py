@@ -1,7 +1,7 @@
 """Named model sizes for training from scratch on a CPU (``--model-config tiny|small|base``).
 
 Shapes follow the Llama family (GQA, SwiGLU, RoPE, tied embeddings); ``split`` is the default EARN k,
-one quarter of the layers as the paper recommends (earn-paper.md §3.2).
+one quarter of the layers as the paper recommends (EARN paper, arXiv 2507.00715; docs/design.md §2).
 """
 
 from __future__ import annotations
