@@ -54,10 +54,16 @@ def _invocation(action) -> str:
     return text
 
 
+def anchor(name: str) -> str:
+    """The link target of one command's entry (``docs/cli.md#cmd-train``; README links each command to it)."""
+    return f"cmd-{name}"
+
+
 def command_reference(name: str, parser: argparse.ArgumentParser, summary: str | None) -> str:
     actions = [a for a in parser._actions if a.dest not in HIDDEN]
     usage = " ".join(_invocation(a) for a in actions if not a.option_strings)
-    lines = [f"<details><summary><code>earn-export {name}{' ' + usage if usage else ''}</code>: "
+    lines = [f'<a id="{anchor(name)}"></a>', "",
+             f"<details><summary><code>earn-export {name}{' ' + usage if usage else ''}</code>: "
              f"{html.escape(summary or '')}</summary>", ""]
     if parser.description:
         lines += [" ".join(parser.description.split()), ""]

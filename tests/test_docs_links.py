@@ -112,3 +112,17 @@ def test_checker_finds_dead_links(tmp_path, monkeypatch):
     assert [b.split(": ", 1)[1] for b in bad] == [
         "docs/missing.md (no such file)", "docs/a.md#nope (no heading with this anchor in a.md)",
         "../outside.md (points outside the repository)"], bad
+
+
+def test_readme_lists_every_command_once():
+    """README's command table has one row per registered command, each linking to its docs/cli.md entry: a command
+    added, renamed or removed shows up here."""
+    import argparse
+
+    from earn_export.cli import build_parser
+    from earn_export.cli_reference import anchor
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    rows = re.findall(r"^\| \[`([a-z-]+)`\]\(docs/cli\.md#([a-z-]+)\) \|", (REPO / "README.md").read_text(), re.M)
+    assert sorted(name for name, _ in rows) == sorted(sub.choices), "README's command table != registered commands"
+    assert all(target == anchor(name) for name, target in rows), rows
