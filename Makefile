@@ -49,7 +49,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests $(ARGS)
 
-# the quick subset: no Beauty-trained fixtures, subprocess kills or long fuzzing (see README "Tests")
+# the quick subset: no Beauty-trained fixtures, subprocess kills or long fuzzing (the `slow` and `beauty` markers of pyproject.toml)
 test-fast: install
 	$(PY) -m pytest -q tests -m "not slow and not beauty" $(ARGS)
 
