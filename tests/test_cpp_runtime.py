@@ -31,7 +31,7 @@ def cpp():
     from earn_export.runtime import cpp_runtime
 
     if not any((h / "onnxruntime_cxx_api.h").is_file() for h in HEADERS):
-        pytest.skip("no ONNX Runtime C++ headers here: the C++ runtime is not built (README 'C++ runtime')")
+        pytest.skip("no ONNX Runtime C++ headers here: the C++ runtime is not built (docs/cpp-runtime.md)")
     return cpp_runtime.module()  # fails (not skips) when the headers exist but the build is missing
 
 

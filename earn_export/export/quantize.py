@@ -17,7 +17,7 @@ What stays in full precision in every mode, because the ranking depends on it mo
 
 Both graphs are quantized identically, so the shared weights file still holds each quantized tensor once.
 Quantized engines are ONNX Runtime engines (contrib/integer ops: no TensorRT); the manifest records the
-method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity`, ``docs/quantization.md``).
+method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity_check`, ``docs/quantization.md``).
 """
 
 from __future__ import annotations
