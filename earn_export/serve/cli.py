@@ -145,4 +145,11 @@ def _register_batch(sub) -> None:
     b.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "cpp"], help="Recommender backend")
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--part-size", type=positive_int, default=None,
+                   help="write --out as a directory of parts of this many users, each committed on its own with a "
+                        "manifest; re-running the same command skips finished parts (see docs/batch_faults.md)")
+    b.add_argument("--max-restarts", type=nonneg_int, default=3,
+                   help="restarts of a crashed Recommender actor before the run fails (default 3)")
+    b.add_argument("--task-retries", type=nonneg_int, default=3,
+                   help="retries of a batch whose actor died, on the restarted actor (default 3)")
     b.set_defaults(func=_lazy("batch", "run_batch_cli"))
