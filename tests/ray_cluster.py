@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -65,8 +66,16 @@ class LocalRayCluster:
         self.object_store_bytes = object_store_bytes
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
         self.ray = str(Path(sys.executable).with_name("ray"))
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-        self.env.pop("RAY_ADDRESS", None)
+        # Ray >= 2.5x turns token authentication on for a new cluster when ~/.ray/auth_token exists, but a node
+        # joining with `ray start --address` does not read that file unless told: the cluster gets its own token,
+        # and every process that talks to it (nodes, drivers) gets this environment
+        token = self.temp_dir / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN_PATH": str(token)}
+        for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
+            self.env.pop(k, None)
         self.address = None
         self.node_manager_ports: dict[str, int] = {}  # node label -> its raylet's port
         self.seen: set[int] = set()

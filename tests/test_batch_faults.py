@@ -163,8 +163,8 @@ def batch_cmd(engine, users_path, out, address, *extra):
             "--quiet", *extra]
 
 
-def run_cli(cmd, timeout=600):
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+def run_cli(cmd, env, timeout=600):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     return r.stdout
 
@@ -176,7 +176,7 @@ def placement(stdout: str) -> dict:
 def test_cluster_batch_equals_in_process(cluster, tiny_engine, users, reference, tmp_path):
     path, ids, _ = users
     out = tmp_path / "recs"
-    stdout = run_cli(batch_cmd(tiny_engine, path, out, cluster.address))
+    stdout = run_cli(batch_cmd(tiny_engine, path, out, cluster.address), cluster.env)
     check_exactly_once(read_parts(out), ids, reference)
     where = placement(stdout)
     assert set(where) == {"worker_1", "worker_2"}, stdout  # both worker nodes scored users, the head none
@@ -184,9 +184,8 @@ def test_cluster_batch_equals_in_process(cluster, tiny_engine, users, reference,
     print(stdout)
 
 
-def _start_job(cmd):
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+def _start_job(cmd, env):
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _wait_parts(out: Path, proc, at_least: int, timeout: float = 300.0) -> dict:
@@ -204,7 +203,7 @@ def _wait_parts(out: Path, proc, at_least: int, timeout: float = 300.0) -> dict:
 def test_kill_worker_actor_process_mid_job(cluster, tiny_engine, users, reference, tmp_path):
     path, ids, _ = users
     out = tmp_path / "recs"
-    proc = _start_job(batch_cmd(tiny_engine, path, out, cluster.address))
+    proc = _start_job(batch_cmd(tiny_engine, path, out, cluster.address), cluster.env)
     try:
         _wait_parts(out, proc, 1)
         victims = []
@@ -233,7 +232,7 @@ def test_kill_worker_actor_process_mid_job(cluster, tiny_engine, users, referenc
 def test_kill_driver_mid_job_then_resume(cluster, tiny_engine, users, reference, tmp_path):
     path, ids, _ = users
     out = tmp_path / "recs"
-    proc = _start_job(batch_cmd(tiny_engine, path, out, cluster.address))
+    proc = _start_job(batch_cmd(tiny_engine, path, out, cluster.address), cluster.env)
     try:
         _wait_parts(out, proc, 3)
         proc.send_signal(signal.SIGKILL)
@@ -247,7 +246,7 @@ def test_kill_driver_mid_job_then_resume(cluster, tiny_engine, users, reference,
     assert not m["complete"] and 3 <= len(done) < N_USERS // PART, m.get("parts", {}).keys()
     kept = {i: ((out / part_name(i)).stat().st_ino, (out / part_name(i)).stat().st_mtime_ns) for i in done}
     t0 = time.monotonic()
-    stdout = run_cli(batch_cmd(tiny_engine, path, out, cluster.address))
+    stdout = run_cli(batch_cmd(tiny_engine, path, out, cluster.address), cluster.env)
     resumed = time.monotonic() - t0
     assert f"{len(done)} finished part(s) skipped" in stdout, stdout
     assert f"{N_USERS // PART - len(done)} part(s) scored" in stdout, stdout
