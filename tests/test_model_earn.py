@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from earn_export.model import (CheckpointError, EarnConfig, EarnForCausalLM, KVShape,
                                ModelConfigError, UnsupportedArchitectureError, add_register_tokens, kv_bytes,
                                load_hf_config, load_pretrained, save_pretrained)
-from model_configs import tiny_llama, tiny_qwen
+from model_configs import tiny_llama, tiny_mistral, tiny_qwen, tiny_qwen3
 
 P_ID, S_ID = 90, 91  # register token ids inside the tiny vocab
 
@@ -39,7 +39,8 @@ def prompts(lens, vocab=80, seed=3):
     return ids, mask
 
 
-@pytest.mark.parametrize("cfg_fn", [tiny_llama, tiny_qwen], ids=["llama", "qwen2"])
+@pytest.mark.parametrize("cfg_fn", [tiny_llama, tiny_qwen, tiny_qwen3, tiny_mistral],
+                         ids=["llama", "qwen2", "qwen3", "mistral"])
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_split_equals_masked_oracle(cfg_fn, k):
     m = make_model(cfg_fn, k=k)
@@ -72,7 +73,8 @@ def test_split_ignores_pruned_prompt_in_late_layers():
     assert (c - d).abs().max() > 0
 
 
-@pytest.mark.parametrize("cfg_fn,k", [(tiny_llama, 2), (tiny_qwen, 1), (tiny_llama, 4)])
+@pytest.mark.parametrize("cfg_fn,k", [(tiny_llama, 2), (tiny_qwen, 1), (tiny_llama, 4), (tiny_qwen3, 2),
+                                      (tiny_mistral, 1)])
 def test_prefill_decode_equals_full_forward(cfg_fn, k):
     """3 decode steps with beams and reordering == split forward over prompt + that beam's tokens."""
     m = make_model(cfg_fn, k=k)

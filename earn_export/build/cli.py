@@ -16,8 +16,11 @@ def register(sub) -> None:
     p.add_argument("--timing-cache", default=None,
                    help="TensorRT timing cache file to read and update (default: ENGINE_DIR/timing.cache)")
     p.add_argument("--plugins", action="append", metavar="LIB.so",
-                   help="TensorRT plugin library to load before parsing and serialise into the plans (repeatable); "
-                        "default for engines exported with --attention plugin: plugins/build/libearn_plugins.so")
+                   help="TensorRT plugin library to load before parsing (repeatable); default for engines exported "
+                        "with --attention plugin: plugins/build/libearn_plugins.so")
+    p.add_argument("--embed-plugins", action="store_true",
+                   help="serialise the plugin libraries into the plans (self-contained plans; TensorRT then accepts "
+                        "one such plan per library and process); default: loaders load the library once per process")
     p.set_defaults(func=run)
 
 
@@ -32,7 +35,8 @@ def run(args) -> int:
                         prompt_len=(2, min(128, args.max_prompt_len), args.max_prompt_len),
                         beam=(1, min(20, args.max_beam), args.max_beam))
     meta = build_engines(args.engine_dir, fp16=args.fp16, shapes=shapes, workspace_gib=args.workspace_gib,
-                         timing_cache=args.timing_cache, plugins=args.plugins)
+                         timing_cache=args.timing_cache, plugins=args.plugins,
+                         embed_plugins=args.embed_plugins)
     print(f"built {', '.join(meta['plans'])} with TensorRT {meta['tensorrt_version']} on {meta['gpu']['name']}"
           + "".join(f", plugin {p['plugin_name']} v{p['plugin_version']} ({p['library']}"
                     f"{', embedded' if p['serialized_into_plan'] else ''})" for p in meta["plugins"]))

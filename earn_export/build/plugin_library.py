@@ -3,9 +3,10 @@
 Build (``build_engines(..., plugins=[...])``, CLI ``--plugins``): an engine exported with ``--attention plugin``
 needs ``libearn_plugins.so`` (``make plugins``; found automatically in ``plugins/build``). The library is loaded
 into the builder's plugin registry *before* the ONNX parser runs (the parser looks the creator up by op type,
-``plugin_version`` and ``plugin_namespace``), and put into the plan with ``IBuilderConfig.plugins_to_serialize``,
-so the plan carries its own copy. ``engine.json`` records, per library: the op and its version, the sha256 of
-the file, and whether the plan embeds it.
+``plugin_version`` and ``plugin_namespace``), and, with ``embed_plugins`` (CLI ``--embed-plugins``), put into the plan
+with ``IBuilderConfig.plugins_to_serialize`` so the plan carries its own copy. ``engine.json`` records, per library:
+the op and its version, the sha256 of the file, and whether the plan embeds it. A library is in TensorRT's registry
+at most once per process (``plugin_registry``: TensorRT refuses a second registration of a creator).
 
 Load (:func:`check_plan_plugins`, :func:`deserialize_plan`): a plan whose plugin is not embedded needs the library
 again; a missing library, or one that implements another op version than the one the plan was built with, is
@@ -59,7 +60,9 @@ def plugin_metadata(path: Path, embedded_plans, info: dict | None = None) -> dic
     return {
         "op": f"{OP_DOMAIN}::{info.get('name', OP_NAME)}", "plugin_name": info.get("name"),
         "plugin_version": info.get("version"), "plugin_namespace": info.get("namespace"),
-        "tensorrt_headers": info.get("tensorrt_headers"), "library": Path(path).name, "path": str(Path(path).resolve()),
+        "tensorrt_headers": info.get("tensorrt_headers"), "cuda_runtime": info.get("cuda_runtime"),
+        "cuda_runtime_linkage": info.get("cuda_runtime_linkage"),  # static: no libcudart.so.N needed where it loads
+        "library": Path(path).name, "path": str(Path(path).resolve()),
         "sha256": sha256_file(Path(path)), "serialized_into_plan": bool(embedded_plans),
         "embedded_in": list(embedded_plans),
     }
@@ -99,15 +102,11 @@ def check_plan_plugins(engine_meta: dict, plugins=None, info_reader=None) -> lis
 
 
 def load_into_registry(registry, paths) -> list:
-    """``IPluginRegistry.load_library`` for every path (TensorRT calls ``getCreators`` / ``setLoggerFinder``)."""
-    handles = []
-    for p in paths:
-        handle = registry.load_library(str(p))
-        if handle is None:
-            raise RuntimeError(f"TensorRT could not load the plugin library {p} (a creator of the same name, version "
-                               f"and namespace already registered, or a CUDA/TensorRT mismatch; see the log above)")
-        handles.append(handle)
-    return handles
+    """The creators of ``paths`` in ``registry``: ``IPluginRegistry.load_library`` (TensorRT calls ``getCreators`` /
+    ``setLoggerFinder``) for those not registered yet, once per process (``plugin_registry.ensure_loaded``)."""
+    from .plugin_registry import ensure_loaded
+
+    return [ensure_loaded(registry, p) for p in paths]
 
 
 def deserialize_plan(engine_dir, graph: str, plugins=None, logger=None):
@@ -121,14 +120,20 @@ def deserialize_plan(engine_dir, graph: str, plugins=None, logger=None):
     if not meta_path.is_file():
         raise EngineDirError(f"{engine_dir}: no engine.json; build the plans with `earn-export build {engine_dir}`")
     meta = json.loads(meta_path.read_text())
+    from .plugin_registry import check_embedded_absent, note_embedded
+
     libs = check_plan_plugins(meta, plugins)
     logger = logger or trt.Logger(trt.Logger.WARNING)
     runtime = trt.Runtime(logger)
-    if any(graph in (e.get("embedded_in") or []) for e in meta.get("plugins") or []):
+    registry = runtime.get_plugin_registry()
+    # embed or load, never both: a plan that carries a library registers it itself, and must find it absent
+    embedded = check_embedded_absent(registry, meta.get("plugins") or [], graph, engine_dir)
+    if embedded:
         runtime.engine_host_code_allowed = True  # the plan carries the plugin library's code
-    load_into_registry(runtime.get_plugin_registry(), libs)
+    load_into_registry(registry, libs)
     engine = runtime.deserialize_cuda_engine((engine_dir / f"{graph}.plan").read_bytes())
     if engine is None:
         raise RuntimeError(f"TensorRT could not deserialise {graph}.plan; see the log above")
+    note_embedded(embedded, engine_dir / f"{graph}.plan")
     return engine
 

@@ -10,7 +10,8 @@ Precision: TRT 10.x builds fp16 with ``BuilderFlag.FP16`` on an fp32 graph; TRT 
 ``--fp16`` there requires a graph exported in fp16 (``earn-export export --fp16``) built strongly typed.
 
 Plugins: engines exported with ``--attention plugin`` need the plugin library (``plugin_library.py``): loaded
-before parsing, serialised into the plans, recorded in engine.json.
+before parsing (once per process, ``plugin_registry``; deregistered after the build), serialised into the plans
+only with ``embed_plugins``, recorded in engine.json.
 """
 
 from __future__ import annotations
@@ -113,9 +114,14 @@ def engine_metadata(manifest: dict, trt_version: str, gpu: dict, shapes: ShapeRa
 @staged_output("engine_dir", last=("engine.json",))
 def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRange(),
                   workspace_gib: float = 8.0, timing_cache: str | None = None, progress=None, plugins=None,
-                  staging=None) -> dict:
+                  embed_plugins: bool = False, staging=None) -> dict:
     """Build prefill.plan and decode.plan beside the ONNX graphs and write engine.json. ``plugins``: TensorRT
     plugin libraries (default for ``--attention plugin`` engines: plugins/build/libearn_plugins.so).
+
+    ``embed_plugins``: serialise the libraries into the plans that use them (a self-contained plan; a process can
+    then hold one such plan per library, as TensorRT registers the embedded copy when deserialising). Default: the
+    plans do not carry the library and loaders load it once per process (``plugin_registry``). Either way the
+    libraries this build loaded are deregistered when it ends.
 
     New files are written to ``staging`` and moved in when all exist, engine.json last (``earn_export.atomic``): an
     interrupted build leaves the previous plans, or no engine.json, never a mix that loaders accept."""
@@ -127,18 +133,35 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
     engine_dir = Path(engine_dir)
     manifest = load_manifest(engine_dir)  # format version and sha256 of every file checked before building
     plan = precision_plan(trt.__version__, fp16, manifest.get("dtype", "float32"))
-    from .plugin_library import embedded_in, load_into_registry, plugin_metadata, resolve_for_build
+    from ..ops import libraries
+    from .plugin_library import embedded_in, plugin_metadata, resolve_for_build
+    from .plugin_registry import loaded_for_build
 
     libs = resolve_for_build(manifest, plugins)
-    embed = embedded_in(manifest, libs)  # the plans that carry the library (those with plugin nodes)
+    infos = [libraries.trt_plugin_info(p) for p in libs]  # creator name/version/namespace: the registry check
+    embed = embedded_in(manifest, libs) if embed_plugins else set()  # the plans with plugin nodes, when asked
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    load_into_registry(builder.get_plugin_registry(), libs)  # before parsing: the parser looks the creator up
     if not hasattr(trt.IBuilderConfig, "plugins_to_serialize"):
         embed = set()  # this TensorRT cannot embed libraries: loaders must load them (engine.json says so)
+    # before parsing (the parser looks the creator up); deregistered after the build if this build loaded it
+    with loaded_for_build(builder.get_plugin_registry(), libs, infos):
+        written, cache_bytes = _build_plans(trt, builder, logger, engine_dir, manifest, shapes, plan, workspace_gib,
+                                            timing_cache, progress, libs, embed, staging)
+    cache_out = Path(timing_cache) if timing_cache else staging / "timing.cache"
+    cache_out.write_bytes(cache_bytes)
+    gpu = _gpu_info()
+    meta = engine_metadata(manifest, trt.__version__, gpu, shapes, plan, written,
+                           [plugin_metadata(p, sorted(embed), info) for p, info in zip(libs, infos)])
+    (staging / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _build_plans(trt, builder, logger, engine_dir, manifest, shapes, plan, workspace_gib, timing_cache, progress,
+                 libs, embed, staging):
+    """Parse and build each graph into ``staging``; returns ({graph: plan path}, the updated timing cache)."""
     cache_path = Path(timing_cache) if timing_cache else engine_dir / "timing.cache"
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-    cache_out = Path(timing_cache) if timing_cache else staging / "timing.cache"
     written = {}
     for graph, prof in profiles(manifest, shapes).items():
         flags = 0
@@ -170,12 +193,7 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
         out.write_bytes(bytes(serialized))
         written[graph] = out
         cache_bytes = bytes(config.get_timing_cache().serialize())
-    cache_out.write_bytes(cache_bytes)
-    gpu = _gpu_info()
-    meta = engine_metadata(manifest, trt.__version__, gpu, shapes, plan, written,
-                           [plugin_metadata(p, sorted(embed)) for p in libs])
-    (staging / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    return written, cache_bytes
 
 
 def _gpu_info() -> dict:

@@ -1,4 +1,5 @@
-"""Turn a pretrained Llama/Qwen2 model (HF directory or GGUF file) into an EARN checkpoint.
+"""Turn a pretrained model (HF directory or GGUF file) of a family in the architecture table
+(earn_export/model/architectures.py) into an EARN checkpoint.
 
 What ``convert`` adds to the pretrained model and its tokenizer:
 - the catalog's identifier codes (``<a_47>`` ...) as ordinary added tokens and the registers (``<reg_p>``,
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ..model.architectures import supported
 from ..model.config import ModelConfigError
 
 REGISTERS = ("<reg_p>", "<reg_s>")
@@ -79,7 +81,7 @@ def load_source(source, dtype: torch.dtype = torch.float32, progress: bool = Fal
         missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_word_embeddings)]
         if missing or unexpected:
             raise ConvertError(f"{path}: GGUF tensors do not match the {cfg.model_type} layout (missing "
-                               f"{missing[:5]}, unexpected {unexpected[:5]}); earn-export supports Llama/Qwen2")
+                               f"{missing[:5]}, unexpected {unexpected[:5]}); earn-export supports {supported()}")
         del hf
         return model.to(dtype), tok
     if path.is_dir():

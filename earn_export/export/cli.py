@@ -10,7 +10,7 @@ from pathlib import Path
 # quantized engines: minimum mean overlap of the top-K item sets with the fp32 reference (check --min-identical
 # overrides). On the trained Beauty EARN checkpoint the overlaps were 0.979 (int8) and 0.862 (int4) (README,
 # "Graph forms ...")
-QUANT_MIN_OVERLAP = {"int8": 0.90, "int4": 0.75}
+QUANT_MIN_OVERLAP = {"int8": 0.90, "int8-nbits": 0.90, "int4": 0.75}
 
 
 def register(sub) -> None:
@@ -28,9 +28,11 @@ def register(sub) -> None:
                    help="graph form: fused (default: opset-23 RMSNormalization/RotaryEmbedding/Attention, packed "
                         "QKV; ONNX Runtime >= 1.23, TensorRT >= 10.15; dynamo exporter) or reference (the model's "
                         "own ops at opset 18 for older runtimes; default with --exporter torchscript)")
-    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
-                   help="weight-only quantization for ONNX Runtime CPU (MatMulNBits, block 32; LM head and "
-                        "embeddings stay fp32); check/eval then use the quantized-engine tolerance")
+    p.add_argument("--quantize", choices=["int8", "int8-nbits", "int4"], default=None,
+                   help="ONNX Runtime CPU quantization of the projections and MLP (LM head and embeddings stay "
+                        "fp32): int8 = s8 per-channel weights, dynamic u8 activations (MatMulInteger: fast with "
+                        "AVX-512 VNNI/AMX); int8-nbits / int4 = weight-only MatMulNBits, block 32 (memory); "
+                        "check/eval then use the quantized-engine tolerance (docs/quantization.md)")
     p.add_argument("--ort-optimize", action="store_true",
                    help="also save ONNX Runtime's offline-optimised CPU graphs (prefill.ort.onnx, decode.ort.onnx; "
                         "used when the onnxruntime version matches, weights shared)")
@@ -59,7 +61,7 @@ def register(sub) -> None:
     c.add_argument("--min-identical", type=fraction, default=None,
                    help="exit 1 if the identical top-K fraction is below this, in [0, 1] (default: 0.999 fp32, 0.99 "
                         "fp16; for fp16 engines the tie-aware fraction is tested; for --quantize engines the mean "
-                        "top-K overlap, default 0.90 int8 / 0.75 int4; see README)")
+                        "top-K overlap, default 0.90 int8 and int8-nbits / 0.75 int4; see docs/quantization.md)")
     c.add_argument("--out", help="write the parity report JSON here")
     c.set_defaults(func=run_check)
 

@@ -311,11 +311,12 @@ def _op_counts(model) -> dict:
     return dict(sorted(Counter(node.op_type for node in model.graph).items()))
 
 
-def _check_form(counts: dict, form: str, graph: str, n_layers: int) -> None:
-    """The fused form must really be fused: every norm, RoPE and (prefill) attention as one standard op."""
+def _check_form(counts: dict, form: str, graph: str, n_layers: int, qk_norm: bool = False) -> None:
+    """The fused form must really be fused: every norm (with ``qk_norm``, Q's and K's too), RoPE and (prefill)
+    attention as one standard op."""
     if form != "fused":
         return
-    want = {"RMSNormalization": 2 * n_layers + 1, "RotaryEmbedding": 2 * n_layers}
+    want = {"RMSNormalization": (4 if qk_norm else 2) * n_layers + 1, "RotaryEmbedding": 2 * n_layers}
     if graph == "prefill":
         want["Attention"] = n_layers
     got = {op: counts.get(op, 0) for op in want}
@@ -344,14 +345,16 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     item catalog by ``earn_export.data``). Both graphs keep their weights in one shared
     ``weights.data`` (:mod:`.weights`). ``form``: ``"fused"`` (opset 23 ``RMSNormalization``, ``RotaryEmbedding``,
     ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
-    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` or
-    ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
+    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` (s8 per-channel
+    weights, dynamic u8 activations: MatMulInteger), ``"int8-nbits"`` or ``"int4"`` (weight-only MatMulNBits), for
+    ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
     ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``:
     callable ``(message)`` for CLI progress, or a :class:`.progress.StageBars`. ``attention``: ``"onnx"`` (decode
     attention as standard ops) or ``"plugin"`` (one ``earn::CompactedAttention`` node per decode layer,
     earn_export.ops). Returns the manifest (also written to ``out_dir/manifest.json``).
     ``out_dir`` is written atomically: a failed or interrupted export leaves the previous one (``earn_export.atomic``).
     """
+    from ..model.architectures import architecture
     from ..ops import attention_export
 
     attention_export.check_mode(attention)
@@ -369,8 +372,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         if quantize not in QUANT_MODES:
             raise ValueError(f"quantize must be one of {QUANT_MODES}, got {quantize!r}")
         if fp16:
-            raise ExportError("--quantize applies to fp32 engines (weight-only int8/int4 with fp32 activations for "
-                              "CPU); drop --fp16")
+            raise ExportError("--quantize applies to fp32 engines (int8/int4 projections with fp32 norms, "
+                              "attention and head for ONNX Runtime CPU); drop --fp16")
     if form is None:
         form = "reference" if exporter == "torchscript" else "fused"
     if form not in FORMS:
@@ -452,7 +455,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                         opset, exporter, attention_export.exporter_kwargs if plugin else None)
                 if plugin:
                     attention_export.finish_graph(graph_ir, spec, n, f"{graph}.onnx")
-                _check_form(_op_counts(graph_ir), form, graph, n)
+                _check_form(_op_counts(graph_ir), form, graph, n, architecture(model.config).qk_norm)
                 if quantize is not None:
                     from .quantize import quantize_ir
 
@@ -485,6 +488,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "kind": "earn-export engine",
         "model": {
             "model_type": model.config.model_type,
+            "architecture": architecture(model.config).family,
             "num_layers": n, "split_layer": k, "dense": k == n,
             "n_kv_heads": hkv, "head_dim": d, "hidden_size": model.config.hidden_size,
             "vocab_size": model.config.vocab_size,

@@ -19,7 +19,9 @@ The same view (:func:`export_view`) holds the graph *forms*, none of which chang
   ``RotaryEmbedding`` op and prefill attention the standard ``Attention`` op (``torch.onnx.ops``, whose eager
   implementations are the ONNX reference semantics); RMSNorm is ``RMSNormalization`` over the fp32 residual
   with an fp32 scale (``stash_type`` 1), cast to the model dtype after the scale: for fp16 models one rounding
-  instead of the reference's two (ONNX Runtime 1.32 rejects a float16 scale on a float32 input). Scores, softmax and P·V stay fp32 as in the model
+  instead of the reference's two (ONNX Runtime 1.32 rejects a float16 scale on a float32 input); a family with
+  QK-norm (Qwen3) gets one more ``RMSNormalization`` each for Q and K, over the head dim, before the
+  ``RotaryEmbedding``. Scores, softmax and P·V stay fp32 as in the model
   (Q/K/V are cast to fp32 before ``Attention``). Decode attention is left to the model's ``Attention.decode``
   (the compacted-cache plugin op replaces it with ``--attention plugin``), which reuses the fused Q/K/V + RoPE.
 - ``form="reference"``: the model's own ops (opset 18 by default), for runtimes without the opset-23 ops.
@@ -77,6 +79,9 @@ def _fused_attention_class():
             *lead, t, _ = x.shape
             hq, hkv, d = self.n_heads, self.n_kv, self.head_dim
             q, k, v = self.qkv_proj(x).split([hq * d, hkv * d, hkv * d], dim=-1)
+            if self.qk_norm:  # per head over D: RMSNormalization on [..., T, H, D] (axis -1), then packed again
+                q = self.q_norm(q.reshape(*lead, t, hq, d)).reshape(*lead, t, hq * d)
+                k = self.k_norm(k.reshape(*lead, t, hkv, d)).reshape(*lead, t, hkv * d)
 
             def rows(z):  # [..., T, C] -> [N, T, C]: RotaryEmbedding's 3-D form (heads packed in C)
                 return z.reshape(-1, t, z.shape[-1])
@@ -140,6 +145,9 @@ def export_view(model, head_token_ids=None, form: str = "reference"):
         for norm in [view.model.norm] + [n for layer in view.model.layers
                                          for n in (layer.input_layernorm, layer.post_attention_layernorm)]:
             norm.__class__ = norm_cls
+        for layer in view.model.layers:  # QK-norm (architecture table): RMSNormalization too
+            if layer.self_attn.qk_norm:
+                layer.self_attn.q_norm.__class__ = layer.self_attn.k_norm.__class__ = norm_cls
     for layer in view.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
         if fused_cls is not None:

@@ -68,6 +68,9 @@ class OrtBackend:
         self.out_token_ids = None if ids is None else np.asarray(ids, dtype=np.int64)
         self.kv_dtype = np.float16 if self.manifest["dtype"] == "float16" else np.float32
         self.providers = choose_providers(providers)
+        from .machine import note_int8_kernel
+
+        note_int8_kernel(self.manifest, self.providers)  # one line where --quantize int8 has no VNNI/AMX here
         opts = session_options or ort.SessionOptions()
         from ..ops.libraries import prepare_session_options
 

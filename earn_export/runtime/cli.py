@@ -10,13 +10,21 @@ from pathlib import Path
 def register(sub) -> None:
     from ..cli_args import existing_dir, existing_file, positive_float, positive_int
 
-    i = sub.add_parser("inspect", help="print an engine's manifest summary, graph I/O and KV-cache bytes")
-    i.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
+    i = sub.add_parser("inspect", help="print an engine's manifest summary, graph I/O and KV-cache bytes; or, "
+                                       "with --machine, this CPU's matrix units and peak GFLOP/s per kernel path")
+    i.add_argument("engine_dir", type=existing_dir, nargs="?",
+                   help="engine directory written by `earn-export export` (not needed with --machine)")
+    i.add_argument("--machine", action="store_true",
+                   help="probe this CPU instead: AVX2/AVX-512/VNNI/BF16/AMX flags and the measured one-thread peak "
+                        "GFLOP/s of torch fp32/bf16, ORT fp32, dynamic int8 and MatMulNBits on a decode- and a "
+                        "prefill-shaped matmul (a few seconds; docs/quantization.md)")
+    i.add_argument("--seconds", type=positive_float, default=0.15,
+                   help="--machine: CPU seconds measured per kernel path and shape")
     i.add_argument("--batch", type=positive_int, default=1, help="users per call, for the KV-cache figures")
     i.add_argument("--beam", type=positive_int, default=20, help="beams per user, for the KV-cache figures")
     i.add_argument("--prompt-len", type=positive_int, default=128,
                    help="prompt tokens (registers included), for the KV-cache figures")
-    i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    i.add_argument("--json", action="store_true", help="print the whole manifest (--machine: the report) as JSON")
     i.add_argument("--verify", default="fast", choices=["full", "fast", "off"],
                    help="engine file checks: fast (default) hashes files not verified before or changed since "
                         "(size/mtime/ctime/inode), full hashes every file, off only checks they exist")
@@ -75,6 +83,16 @@ def parse_history(text: str) -> list[int]:
 
 
 def run_inspect(args) -> int:
+    if args.machine:
+        from .machine import format_report, machine_report
+
+        rep = machine_report(seconds=args.seconds)
+        print(json.dumps(rep, indent=2) if args.json else format_report(rep))
+        return 0
+    if args.engine_dir is None:
+        from ..errors import UsageError
+
+        raise UsageError("inspect needs an engine directory — pass ENGINE_DIR, or --machine to probe this CPU")
     from ..export.manifest import load_manifest
 
     man = load_manifest(args.engine_dir, verify=args.verify)

@@ -49,8 +49,14 @@ def register(sub) -> None:
                    help="validation prompts per pass (default 1000; 200 for models of 50M+ parameters)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (auto: cuda when torch sees a GPU)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="autocast precision on CUDA (weights stay fp32); CPU trains in fp32")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast precision, weights stay fp32 (auto: bf16 for 50M+ parameter models on a CPU with "
+                        "AMX/AVX-512 bf16 units, else fp32; fp16 needs CUDA)")
+    p.add_argument("--resume-dir", default=None,
+                   help="keep Trainer checkpoints here; running the same command again continues a run that "
+                        "--max-minutes stopped (or that was killed) instead of starting over")
+    p.add_argument("--save-steps", type=positive_int, default=200,
+                   help="with --resume-dir: optimizer steps between Trainer checkpoints")
     p.add_argument("--max-train-examples", type=positive_int, help="subsample training examples (quick runs)")
     p.add_argument("--synthetic-users", type=positive_int, default=2000,
                    help="users of the embedded synthetic dataset (without --data/--interactions)")
@@ -86,6 +92,8 @@ def register(sub) -> None:
                         "to identifier tokens, as --vocab items engines) or auto (default: items for vocabularies "
                         "over 8,192 tokens, i.e. pretrained LLMs, where the full head is a large share of decode)")
     e.add_argument("--out", help="write the metrics JSON here")
+    e.add_argument("--rankings", help="also write each user's ranked list here (.npz: users, ranked, targets), for "
+                                      "paired comparisons of two models on the same users")
     e.add_argument("--quiet", action="store_true",
                    help="machine-readable: stdout is the metrics JSON only; no progress bars")
     e.set_defaults(func=run_eval)
@@ -133,7 +141,8 @@ def run_train(args) -> int:
                     preset=args.model_config, max_history=args.max_history, epochs=args.epochs,
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
                     max_train_examples=args.max_train_examples, progress=not args.quiet,
-                    valid_users=args.eval_users, device=args.device, precision=args.precision)
+                    valid_users=args.eval_users, device=args.device, precision=args.precision,
+                    resume_dir=args.resume_dir, save_steps=args.save_steps)
     log = json.loads((out / "train_log.json").read_text())
     keys = ("split_layer", "num_layers", "examples", "steps", "epochs", "train_loss", "best_eval_loss", "wall_s",
             "stopped_by_time_budget", "device", "precision")
@@ -159,6 +168,9 @@ def run_eval(args) -> int:
                          "--interactions FILE")
     if args.baseline == "streaming":
         _check_dense(ckpt)
+    if args.rankings and args.baseline == "popularity":
+        raise UsageError("--rankings: the popularity baseline ranks the same list for every user — drop --rankings "
+                         "or --baseline popularity")
     with _stdout_to_stderr(args.quiet):
         from ..cli_args import set_threads
         from .pipeline import DataSpec, evaluate_checkpoint
@@ -171,7 +183,7 @@ def run_eval(args) -> int:
         res = evaluate_checkpoint(args.checkpoint, split=args.split, beam=args.beam, users=args.users,
                                   batch_size=args.batch_size, baseline=args.baseline, data_spec=spec,
                                   progress=not args.quiet, window=args.window, n_sink=args.sink, keep=args.keep,
-                                  device=args.device, dtype=args.dtype, vocab=args.vocab)
+                                  device=args.device, dtype=args.dtype, vocab=args.vocab, rankings_out=args.rankings)
         from ..export.quantize import quantized_engine_reference
 
         ref_ckpt = None if args.baseline else quantized_engine_reference(args.checkpoint)

@@ -83,8 +83,9 @@ def rank_users(backend, trie, encode, histories: list, beam: int = 20, batch_siz
 
 
 def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 64,
-             ks=(10, 20), progress: bool = False, workers: int | None = None) -> dict:
-    """Metrics over ``examples`` plus timing; users are ranked in length-sorted batches (less padding)."""
+             ks=(10, 20), progress: bool = False, workers: int | None = None, return_ranked: bool = False):
+    """Metrics over ``examples`` plus timing; users are ranked in length-sorted batches (less padding).
+    ``return_ranked``: also return the ranked item ids ``[U, beam]`` in the order of ``examples``."""
     order = np.argsort([len(h) for h in examples.histories], kind="stable")
     hist = [examples.histories[i] for i in order]
     t0 = time.perf_counter()
@@ -96,7 +97,7 @@ def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 
     metrics = evaluate_rankings(ranked, examples.targets, ks=ks)
     metrics["seconds"] = seconds
     metrics["beam"] = beam
-    return metrics
+    return (metrics, ranked) if return_ranked else metrics
 
 
 def popularity_metrics(train_sequences, examples, num_items: int, ks=(10, 20)) -> dict:

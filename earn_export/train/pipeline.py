@@ -166,12 +166,16 @@ def save_seconds(model) -> float:
 
 def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_path=None, preset="tiny",
           max_history=20, epochs=2.0, batch_size=128, lr=1e-3, seed=42, max_minutes=None,
-          max_train_examples=None, valid_users=None, progress=True, device="auto", precision="fp32") -> Path:
+          max_train_examples=None, valid_users=None, progress=True, device="auto", precision="auto",
+          resume_dir=None, save_steps=200) -> Path:
     """Fine-tune EARN (or dense: ``split="dense"``) and write a checkpoint; returns its directory.
 
     ``max_minutes`` bounds the whole call (loading, training, validation and saving): training stops when the
     time left covers only one more step, the final validation pass and the save; the validation pass stops at
     the deadline. ``valid_users``: validation prompts per pass (None: :func:`default_eval_users`).
+    ``precision``: ``auto`` (bf16 autocast for pretrained-size models on a CPU with bf16 units, else fp32),
+    fp32, bf16, fp16 (CUDA). ``resume_dir``: keep Trainer checkpoints there so that a run stopped by
+    ``max_minutes`` (or killed) continues where it was when called again with the same arguments.
     ``split="analyze"`` picks k with the attention rule of ``earn_export.analysis.split_rule`` on the starting
     model (``model_path``) before training; the evidence goes into ``train_log.json`` as ``split_analysis``.
     """
@@ -179,7 +183,7 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
         raise UsageError(f"epochs must be > 0, got {epochs} (0 would save an untrained model) — "
                          + hint("pass epochs=", "pass --epochs") + " 1 or more")
     from ..data.sequences import eval_examples, train_examples
-    from .trainer import TrainConfig, train_model
+    from .trainer import TrainConfig, resolve_device, resolve_precision, train_model
 
     t0 = time.perf_counter()
     if split == "analyze" and not model_path:
@@ -195,7 +199,12 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
     model, tok, prompts = build_model(catalog, paradigm, "dense" if split == "analyze" else split, model_path,
                                       preset, max_history, seed)
     n_params = sum(p.numel() for p in model.parameters())
-    deadline = None if not max_minutes else t0 + 60 * max_minutes - save_seconds(model)
+    precision, why = resolve_precision(precision, resolve_device(device), n_params)
+    if progress or precision != "fp32":
+        print(f"earn-export train: precision {precision} ({why})", flush=True)
+    # a resumable run also writes a Trainer checkpoint (weights + 2 optimizer moments) when the budget stops it
+    keep = save_seconds(model) * (4 if resume_dir else 1)
+    deadline = None if not max_minutes else t0 + 60 * max_minutes - keep
     if valid_users is None:
         valid_users = default_eval_users(n_params)
     te = train_examples(data, max_history=max_history)
@@ -222,19 +231,23 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
     if len(pick):
         valid_set = encode(prompts, [ve.histories[i] for i in pick],
                            [min(ve.targets[i]) for i in pick])
-    with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir; we save no Trainer checkpoints
+    with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir (checkpoints: resume_dir)
         cfg = TrainConfig(output_dir=scratch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                           progress=progress, max_minutes=max_minutes, deadline=deadline, device=device,
-                          precision=precision)
+                          precision=precision, resume_dir=None if resume_dir is None else str(resume_dir),
+                          save_steps=save_steps)
         log = train_model(model, train_set, valid_set, tok.pad_token_id or 0, cfg)
     model.cpu()
     if "time_budget" in log:
         print(f"earn-export train: {log['time_budget']['message']}", flush=True)
+        if resume_dir:
+            print(f"earn-export train: run again with the same arguments to continue from {resume_dir}", flush=True)
     log.update(examples=len(train_set), valid_examples=0 if valid_set is None else len(valid_set),
                split_layer=model.split_layer, num_layers=model.num_layers, paradigm=paradigm,
                parameters=n_params, data=asdict(data_spec), preset=None if model_path else preset, lr=lr,
                batch_size=batch_size, skipped=getattr(data, "skipped", {}), max_minutes=max_minutes,
-               source_model=str(model_path) if model_path else None)
+               source_model=str(model_path) if model_path else None, precision_reason=why,
+               resume_dir=None if resume_dir is None else str(resume_dir))
     if split_analysis is not None:
         log["split_analysis"] = split_analysis
     log["wall_s_before_save"] = time.perf_counter() - t0
@@ -267,13 +280,15 @@ def eval_vocab(model, vocab: str = "auto") -> str:
 
 def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=64, baseline=None,
                         data_spec: DataSpec | None = None, seed=0, progress=True, window=8, n_sink=4,
-                        keep=5, device="cpu", dtype=None, vocab="auto") -> dict:
+                        keep=5, device="cpu", dtype=None, vocab="auto", rankings_out=None) -> dict:
     """Recall/NDCG@10/20 with trie-constrained beam search: a checkpoint dir runs the torch reference, an engine
     dir (``manifest.json``) runs its ONNX graphs on ONNX Runtime (e.g. to measure what fp16 costs in accuracy).
 
     ``baseline``: None (the model as trained), ``"streaming"`` (keep the first ``n_sink`` and last ``window``
     prompt tokens in every layer's cache after prefill), ``"truncate"`` (prompts hold only the last ``keep``
     history items), ``"popularity"`` (most frequent training items).
+    ``rankings_out``: also write each user's ranked list (``.npz``: users, ranked, targets) for paired
+    comparisons of two models on the same users (``earn_export.search.metrics.paired_bootstrap``).
     """
     from ..data.catalog import Trie
     from ..data.prompts import PromptBuilder
@@ -333,5 +348,17 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
         raise UsageError(f"unknown baseline {baseline!r}; choose streaming, truncate or popularity")
     trie = Trie.load(ckpt if is_engine else ckpt / "trie.npz")  # engines hold trie.*.npy
     with torch.no_grad():
-        result.update(evaluate(backend, trie, prompts, ex, beam=beam, batch_size=batch_size, progress=progress))
+        metrics, ranked = evaluate(backend, trie, prompts, ex, beam=beam, batch_size=batch_size, progress=progress,
+                                   return_ranked=True)
+    result.update(metrics)
+    if rankings_out:
+        save_rankings(rankings_out, ex, ranked)
     return result
+
+
+def save_rankings(path, examples, ranked) -> None:
+    """Per-user ranked lists with their users and held-out targets (flattened with offsets: ragged sets)."""
+    targets = [sorted(int(t) for t in ts) for ts in examples.targets]
+    np.savez(path, users=np.asarray(examples.users), ranked=np.asarray(ranked),
+             targets=np.fromiter((t for ts in targets for t in ts), dtype=np.int64),
+             target_offsets=np.cumsum([0] + [len(ts) for ts in targets]))
