@@ -33,6 +33,11 @@ def _model_options(p) -> None:
     p.add_argument("--max-batch", type=positive_int, default=32, help="largest dynamic batch, in users (default 32)")
     p.add_argument("--max-queue-delay-us", type=nonneg_int, default=2000,
                    help="how long the dynamic batcher waits to fill a batch, in microseconds (default 2000)")
+    p.add_argument("--max-queue-size", type=nonneg_int, default=0,
+                   help="requests the queue holds; more are refused at once with 'Exceeds maximum queue size' "
+                        "(busy, retry) (default 0 = 4 x --max-batch x --instances)")
+    p.add_argument("--queue-timeout-us", type=nonneg_int, default=0,
+                   help="refuse a request that waited this long in the queue, in microseconds (default 0: no limit)")
     p.add_argument("--beam", type=positive_int, default=20, help="beam width; top_k may be 1..beam (default 20)")
     p.add_argument("--top-k", type=positive_int, default=10, help="top_k when a request does not send one (default 10)")
     p.add_argument("--on-unknown", default="error", choices=["error", "skip"],

@@ -34,6 +34,7 @@ ERROR_SIGNS = {
     "bad_dtype": ("data-type", "datatype", "must be INT64"),
     "bad_shape": ("shape",),
     "top_k_out_of_range": ("out of range",),
+    "busy": ("Exceeds maximum queue size", "Request timeout expired"),  # Triton's queue policy: retry later
 }
 
 

@@ -47,7 +47,8 @@ def options_from_args(args) -> ServeOptions:
                         threads=args.threads, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
                         beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
                         max_request_items=args.max_request_items,
-                        allow_empty_history=args.allow_empty_history).validate()
+                        allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
+                        queue_timeout_us=args.queue_timeout_us).validate()
 
 
 def run_serve(args) -> int:
