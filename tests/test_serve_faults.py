@@ -65,3 +65,82 @@ def test_overload_gets_busy_error_quickly(tiny_engine):
               f"of {len(records)} at concurrency 32, queue 2, in {wall:.1f} s")
     finally:
         server.stop()
+
+
+def _start_serve(engine, *extra):
+    """`earn-export serve` as a subprocess on free ports; returns (process, http url) once it printed ready."""
+    import subprocess
+    import sys
+
+    http = free_port()
+    cmd = [sys.executable, "-m", "earn_export.cli", "serve", str(engine), "--http-port", str(http), "--grpc-port",
+           str(free_port()), "--metrics-port", "0", "--threads", "1", "--beam", "10", "--top-k", "5", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if line.startswith("ready:"):
+            return proc, f"http://127.0.0.1:{http}", lines
+    proc.kill()
+    pytest.fail("server did not become ready:\n" + "".join(lines))
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                text = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="the instance watch reads /proc (Linux)")
+def test_dead_model_instance_stops_serve_nonzero(tiny_engine):
+    """Triton keeps a dead stub's instance (READY, failing its share of requests forever); serve exits 1 instead."""
+    import os
+    import signal
+    import threading
+
+    from earn_export.serve.instance_watch import stub_pids
+
+    proc, url, _ = _start_serve(tiny_engine, "--instances", "2", "--max-batch", "8")
+    try:
+        triton = [p for p in _children(proc.pid)]
+        stubs = set().union(*(stub_pids(p) for p in triton))
+        assert len(stubs) == 2, f"expected 2 stub processes, found {stubs}"
+        hs = sc.sample_histories(str(tiny_engine), 32, seed=2, max_len=5)
+        reqs = [sc.LoadRequest("good", np.asarray(hs[i % 32], np.int64)) for i in range(100000)]
+        box = {}
+        load = threading.Thread(target=lambda: box.setdefault("r", sc.run_load(url, reqs, concurrency=4,
+                                                                                max_seconds=60, request_timeout_s=10)))
+        load.start()
+        time.sleep(2.0)
+        t_kill = time.monotonic()
+        os.kill(max(stubs), signal.SIGKILL)
+        code = proc.wait(timeout=120)
+        exited_s = time.monotonic() - t_kill
+        out = proc.stdout.read()
+        load.join(timeout=120)
+        assert not load.is_alive(), "the load test hung after the server stopped"
+        assert code == 1, out
+        assert "died and Triton does not restart them" in out and "supervisor" in out, out
+        assert exited_s < 60, f"serve took {exited_s:.1f} s to exit"
+        assert not [p for p in triton if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read()
+                    .split(")")[1].split()[0]], "tritonserver left running"
+        records, _ = box["r"]
+        failed = sum(1 for r in records if r.error)
+        print(f"instance killed: serve exited {code} after {exited_s:.1f} s; load: {len(records)} requests, "
+              f"{failed} failed (the dead instance's share, then the stopped server)")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
