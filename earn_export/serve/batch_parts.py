@@ -154,9 +154,11 @@ def bad_rows(table, known_items, on_unknown: str):
     values = np.asarray(pc.list_flatten(hist))
     parents = np.asarray(pc.list_parent_indices(hist))
     rows, kinds, details, actions = [], [], [], []
-    bad = ~np.isin(values, np.fromiter(known_items, np.int64))
-    for r in np.unique(parents[bad]):
-        ids = np.unique(values[bad & (parents == r)])
+    bad = np.flatnonzero(~np.isin(values, np.fromiter(known_items, np.int64)))
+    owners = parents[bad]  # sorted: list_parent_indices is non-decreasing
+    cuts = np.flatnonzero(np.diff(owners)) + 1
+    for r, group in zip(owners[np.r_[0, cuts]] if len(owners) else [], np.split(values[bad], cuts)):
+        ids = np.unique(group)
         rows.append(r), kinds.append("unknown_items")
         details.append(f"{len(ids)} unknown item id(s) {ids[:10].tolist()}{' ...' if len(ids) > 10 else ''}")
         actions.append("run refused (--on-unknown error)" if on_unknown == "error"
