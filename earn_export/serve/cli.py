@@ -104,6 +104,10 @@ def _register_client(sub) -> None:
                         "reports; give it for a triton-repo server)")
     t.add_argument("--seed", type=nonneg_int, default=0, help="random seed of histories and request order (default 0)")
     t.add_argument("--json", default=None, help="also write the summary as JSON to this file")
+    t.add_argument("--duration", type=positive_float, default=None,
+                   help="hold the load for this many seconds at --rate requests/s (open loop; --concurrency is then "
+                        "the number of senders), report latency percentiles, errors by kind and server RSS over time")
+    t.add_argument("--rate", type=positive_float, default=10.0, help="requests/s with --duration (default 10)")
     t.set_defaults(func=_lazy("client", "run_loadtest"))
 
 
