@@ -280,7 +280,7 @@ def measure_speed(run: Run) -> dict:
 def test_histories(run: Run, n: int) -> list:
     """The first ``n`` test users' histories, from the data the EARN checkpoint was trained on."""
     from earn_export.data.sequences import eval_examples
-    from earn_export.train.pipeline import DataSpec
+    from earn_export.data.data_spec import DataSpec
 
     ex = eval_examples(DataSpec.load_from(run.out / "earn").load(), "test", max_history=20)
     return [list(map(int, h)) for h in ex.histories[:n]]

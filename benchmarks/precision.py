@@ -50,7 +50,7 @@ def build(model: str, split: str, work: Path, form: str) -> dict:
     ckpt, eng = root / "ckpt", {"fp32": root / "fp32", "int8": root / "int8"}
     src = "smollm2"
     if model == "qwen0.5b":
-        from earn_export.bench.pretrained import random_source
+        from pretrained import random_source  # benchmarks/pretrained.py, beside this script
 
         src = str(random_source("random:qwen2.5-0.5b", work / "qwen0.5b-source"))
     stages = {}
@@ -149,7 +149,7 @@ def measure(built: dict, histories, batch: int, beam: int, peaks: dict) -> list[
     import onnxruntime as ort
     import torch
 
-    from earn_export.export.manifest import load_manifest
+    from earn_export.engine.manifest import load_manifest
     from earn_export.model import load_pretrained
     from earn_export.runtime import Recommender
     from earn_export.runtime.backends import OrtBackend, TorchBackend

@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     from earn_export.runtime import Recommender
     from earn_export.runtime.backends import OrtBackend, TorchBackend
     from earn_export.search.metrics import evaluate_rankings
-    from earn_export.train.pipeline import DataSpec, train
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import train
 
     torch.set_num_threads(1)
     work = Path(args.work)

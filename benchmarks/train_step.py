@@ -38,7 +38,8 @@ def main(argv=None):
     from earn_export.data.prompts import PromptBuilder
     from earn_export.data.sequences import train_examples
     from earn_export.model import load_pretrained
-    from earn_export.train.pipeline import DataSpec, encode
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import encode
     from earn_export.train.trainer import LeftPadCollator, NextItemLoss, autocast_context
 
     spec = DataSpec.from_args(data=args.data) if args.data else DataSpec.load_from(args.checkpoint)

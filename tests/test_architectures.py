@@ -118,7 +118,7 @@ def qwen3_engines(qwen3_ckpt, tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["reference", "fused", "fused-plugin"])
 def test_qwen3_engines_match_reference_fp32(qwen3_engines, qwen3_ckpt, name):
-    from earn_export.export.parity import check_engine
+    from earn_export.export.parity_check import check_engine
 
     engine = qwen3_engines[name]
     man = json.loads((engine / "manifest.json").read_text())
@@ -137,7 +137,7 @@ def test_qwen3_engines_match_reference_fp32(qwen3_engines, qwen3_ckpt, name):
 
 def test_qwen3_fp16_engine_within_fp16_tolerance(qwen3_ckpt, tmp_path):
     from earn_export.export import export_onnx
-    from earn_export.export.parity import check_engine
+    from earn_export.export.parity_check import check_engine
 
     export_onnx(qwen3_ckpt, tmp_path, vocab="items", form="fused", fp16=True)
     rep = check_engine(tmp_path, qwen3_ckpt, n=20, batch_size=20)
@@ -218,7 +218,7 @@ def test_mistral_convert_export_check(form, tmp_path):
     Tekken-style byte-level BPE tokenizer (BOS <s>)."""
     from earn_export.convert import convert
     from earn_export.export import export_onnx
-    from earn_export.export.parity import check_engine
+    from earn_export.export.parity_check import check_engine
 
     shape = (functools.partial(mistral_7b, hidden_size=1024, intermediate_size=3584), "mistral", 0)
     src = _pretrained(tmp_path / "hf", shape, layers=2)

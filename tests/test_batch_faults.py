@@ -141,7 +141,7 @@ def test_bad_rows_reported_per_row_never_dropped(ray_local, tiny_engine, users, 
 
 
 def test_cli_part_size_flags(tiny_engine, users, tmp_path):
-    r = subprocess.run([*CLI, "batch", str(tiny_engine), "--users", str(users[0]), "--out", str(tmp_path / "o"),
+    r = subprocess.run([*CLI, "batch", str(tiny_engine), "--histories-file", str(users[0]), "--out", str(tmp_path / "o"),
                         "--part-size", "0"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--part-size" in r.stderr
 
@@ -158,7 +158,7 @@ def cluster():
 
 
 def batch_cmd(engine, users_path, out, address, *extra):
-    return [*CLI, "batch", str(engine), "--users", str(users_path), "--out", str(out), "--address", address,
+    return [*CLI, "batch", str(engine), "--histories-file", str(users_path), "--out", str(out), "--address", address,
             "--part-size", str(PART), "--batch-size", "50", "--top-k", "10", "--beam", "10", "--actors", "2",
             "--quiet", *extra]
 

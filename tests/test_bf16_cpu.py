@@ -14,7 +14,8 @@ from earn_export.runtime.backends import TorchBackend
 @pytest.fixture(scope="module")
 def synthetic_ckpt(tmp_path_factory):
     """A micro EARN checkpoint briefly trained on the embedded synthetic data (has data.json: `eval` runs on it)."""
-    from earn_export.train.pipeline import DataSpec, train
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import train
 
     return train(tmp_path_factory.mktemp("bf16-ckpt"), DataSpec(), split="auto", preset="micro", epochs=1,
                  batch_size=64, lr=3e-3, progress=False, max_train_examples=600, valid_users=50)
@@ -23,7 +24,7 @@ def synthetic_ckpt(tmp_path_factory):
 def test_torch_reference_bf16_close_to_fp32(synthetic_ckpt):
     from earn_export.data.sequences import eval_examples
     from earn_export.model import load_pretrained
-    from earn_export.train.pipeline import DataSpec
+    from earn_export.data.data_spec import DataSpec
 
     beauty_ckpt = synthetic_ckpt
     hist = [list(map(int, h)) for h in eval_examples(DataSpec().load(), "test", max_history=20).histories[:48]]

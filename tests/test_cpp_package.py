@@ -181,7 +181,7 @@ def test_pkg_config_build(installed, tiny_engine, users_128, ort_env, tmp_path):
 
 # ------------------------------------------------------------------------------------------- error paths
 def _rehash(d: Path):
-    from earn_export.export.manifest import sha256_file
+    from earn_export.engine.manifest import sha256_file
 
     man = json.loads((d / "manifest.json").read_text())
     man["sha256"] = {name: sha256_file(d / name) for name in man["sha256"]}

@@ -11,20 +11,7 @@ from earn_export.model import (CheckpointError, EarnConfig, EarnForCausalLM, KVS
                                ModelConfigError, UnsupportedArchitectureError, add_register_tokens, kv_bytes,
                                load_hf_config, load_pretrained, save_pretrained)
 from model_configs import tiny_llama, tiny_mistral, tiny_qwen, tiny_qwen3
-
-P_ID, S_ID = 90, 91  # register token ids inside the tiny vocab
-
-
-def make_model(cfg_fn=tiny_llama, k=2, layers=4, seed=0, **kw):
-    torch.manual_seed(seed)
-    m = EarnForCausalLM(cfg_fn(layers=layers, **kw)).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.add_(torch.randn_like(p) * 0.1)
-    m.set_earn(EarnConfig(split_layer=k, prefix_token_ids=[P_ID], suffix_token_ids=[S_ID]))
-    return m
-
+from helpers import P_ID, S_ID, make_model
 
 def prompts(lens, vocab=80, seed=3):
     """Left-padded prompts [reg_p, body..., reg_s] of the given total lengths."""

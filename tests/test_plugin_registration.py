@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import fake_tensorrt
-from earn_export.build import tensorrt_builder
-from earn_export.build.plugin_library import deserialize_plan
-from earn_export.export.manifest import FORMAT_VERSION
+from earn_export.tensorrt import tensorrt_builder
+from earn_export.tensorrt.plugin_library import deserialize_plan
+from earn_export.engine.manifest import FORMAT_VERSION
 from earn_export.ops import libraries
 
 INFO = {"name": "CompactedAttention", "version": "1", "namespace": "earn", "fields": [], "tensorrt_headers": "10.16"}
@@ -24,7 +24,7 @@ def trt(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(libraries, "trt_plugin_info", lambda path: dict(INFO))
     try:  # a fresh process for each test: forget what earlier tests registered
-        from earn_export.build import plugin_registry
+        from earn_export.tensorrt import plugin_registry
         plugin_registry.reset()
     except (ImportError, OSError):  # code without the record (the tests also run against it: they fail there)
         pass

@@ -13,11 +13,12 @@ import onnx
 import pytest
 import torch
 
-from earn_export.export import EngineDirError, export_onnx, load_manifest
+from earn_export.engine.manifest import EngineDirError, load_manifest
+from earn_export.export import export_onnx
 from earn_export.ops import FIELDS, LOOKUP_ATTRIBUTES, OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, libraries
 from earn_export.ops.compacted_attention import compacted_attention_op, compacted_attention_reference
 from earn_export.runtime.backends import OrtBackend, TorchBackend
-from test_export_onnx import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
+from helpers import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
 
 ORT_LIB = libraries.ort_ops_library()
 needs_ort_lib = pytest.mark.skipif(ORT_LIB is None, reason=f"libearn_ort_ops.so not built: {libraries.BUILD_HINT}")
@@ -213,7 +214,7 @@ def test_dynamo_plugin_export_equals_torchscript(tmp_path, trie_arrays, plugin_e
 def test_check_on_beauty_plugin_engine(beauty_ckpt, beauty_test_histories, tmp_path):
     """`earn-export check` on the Beauty-trained checkpoint exported with --attention plugin: 100% identical top-20
     lists for 500 Beauty test users."""
-    from earn_export.export.parity import check_engine
+    from earn_export.export.parity_check import check_engine
 
     export_onnx(beauty_ckpt, tmp_path, vocab="items", exporter="torchscript", attention="plugin")
     assert len(decode_nodes(tmp_path)) > 0
@@ -355,11 +356,11 @@ def test_gpu_check_reports_missing_gpu():
 
 
 @needs_ort_lib
-def test_bench_attention_plugin_runs_and_agrees(tmp_path):
-    """`earn-export bench --attention plugin` on a micro model: both engines return the same items; figures and
+def test_bench_attention_plugin_runs_and_agrees(tmp_path, benchmark_script):
+    """`python benchmarks/attention_op.py` on a micro model: both engines return the same items; figures and
     files are written (timings themselves are not asserted: they are measured by the command, not by tests)."""
     from earn_export.bench.harness import BenchConfig
-    from earn_export.bench.attention import run_attention_bench
+    run_attention_bench = benchmark_script("attention_op").run_attention_bench
 
     cfg = BenchConfig(preset="micro", prompt_lens=(16, 40), batch_sizes=(2,), beams=(5,), warmup=0, repeats=1,
                       vocab_size=512, codes=16, n_items=200, out=str(tmp_path))

@@ -5,10 +5,11 @@ import numpy as np
 import onnx
 import pytest
 
-from earn_export.export import ExportError, export_onnx, load_manifest
-from earn_export.export.parity import check_engine
+from earn_export.engine.manifest import load_manifest
+from earn_export.export import ExportError, export_onnx
+from earn_export.export.parity_check import check_engine
 from earn_export.runtime.backends import OrtBackend, TorchBackend
-from test_export_onnx import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
+from helpers import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
 
 
 @pytest.fixture(scope="module")

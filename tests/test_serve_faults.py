@@ -157,7 +157,7 @@ def test_loadtest_holds_a_fixed_rate_and_samples_server_rss(tiny_engine, tmp_pat
     try:
         out = tmp_path / "held.json"
         r = subprocess.run([sys.executable, "-m", "earn_export.cli", "loadtest", url, "--duration", "8", "--rate",
-                            "20", "--concurrency", "8", "--json", str(out)], capture_output=True, text=True,
+                            "20", "--concurrency", "8", "--out", str(out)], capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         s = json.loads(out.read_text())

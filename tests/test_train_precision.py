@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from earn_export.train import trainer
-from earn_export.train.pipeline import DataSpec, train
+from earn_export.data.data_spec import DataSpec
+from earn_export.train.train_checkpoint import train
 from earn_export.train.trainer import autocast_context, resolve_precision
 
 DATA = DataSpec(n_users=300, n_items=60)

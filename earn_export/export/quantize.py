@@ -76,7 +76,7 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
     if keep_float:
         info["kept_float"]["matmuls"] = {"fragments": list(keep_float), "count": len(extra)}
     if n_q == 0:
-        from .onnx_export import ExportError
+        from .errors import ExportError
 
         raise ExportError("quantization found no MatMul with a weight initializer to quantize")
     return out, info

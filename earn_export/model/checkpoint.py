@@ -120,3 +120,7 @@ def add_register_tokens(model: EarnForCausalLM, n_prefix: int = 1, n_suffix: int
     )
     model.set_earn(earn)
     return earn
+
+
+EarnForCausalLM.from_pretrained = staticmethod(load_pretrained)
+EarnForCausalLM.save_pretrained = save_pretrained

@@ -95,7 +95,7 @@ def _locked(out: Path):
 
 
 def _sha256(path) -> str:
-    from ..export.manifest import sha256_file
+    from ..engine.manifest import sha256_file
 
     return sha256_file(Path(path))
 
@@ -215,8 +215,8 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..export.manifest import load_manifest
-    from ..runtime.recommender import engine_trie
+    from ..engine.manifest import load_manifest
+    from ..engine.trie_files import engine_trie
 
     if not 1 <= top_k <= beam:
         raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")

@@ -1,4 +1,4 @@
-"""``earn-export bench --attention plugin``: EARN decode with the ``earn::CompactedAttention`` custom op against the
+"""``python benchmarks/attention_op.py``: EARN decode with the ``earn::CompactedAttention`` custom op against the
 plain decode graph, on ONNX Runtime CPU.
 
 The same random-weight EARN model (the benchmark preset) is exported twice, ``--attention onnx`` and
@@ -21,15 +21,15 @@ def run_attention_bench(cfg, progress: bool = True, log=print) -> dict:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ..export import export_onnx
-    from ..ops import libraries
-    from .harness import TimedBackend, _ort_backend, _run_search, busy_warning, machine_info
-    from .synthetic import build_setup
+    from earn_export.export import export_onnx
+    from earn_export.ops import libraries
+    from earn_export.bench.harness import TimedBackend, _ort_backend, _run_search, busy_warning, machine_info
+    from earn_export.bench.synthetic import build_setup
 
     if libraries.ort_ops_library() is None:
         raise ValueError(f"the ONNX Runtime custom-op library is not built: {libraries.BUILD_HINT}")
     t0 = time.perf_counter()
-    say = (lambda msg: log(f"[bench --attention {time.perf_counter() - t0:6.1f}s] {msg}")) if log else (lambda m: None)
+    say = (lambda msg: log(f"[attention_op {time.perf_counter() - t0:6.1f}s] {msg}")) if log else (lambda m: None)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     info = machine_info(cfg)
@@ -55,7 +55,7 @@ def run_attention_bench(cfg, progress: bool = True, log=print) -> dict:
         backends[mode] = TimedBackend(_ort_backend(d, cfg), "ort")
 
     combos = [(p, b, bm) for p in cfg.prompt_lens for b in cfg.batch_sizes for bm in cfg.beams]
-    bar = tqdm(total=len(combos) * 2 * (cfg.warmup + cfg.repeats), desc="bench --attention", unit="run",
+    bar = tqdm(total=len(combos) * 2 * (cfg.warmup + cfg.repeats), desc="attention_op", unit="run",
                disable=not progress)
     rows = []
     for p, b, bm in combos:
@@ -89,7 +89,7 @@ def run_attention_bench(cfg, progress: bool = True, log=print) -> dict:
     say("op alone: one early layer's attention, plain subgraph vs the custom op (1 thread, CPU time)")
     op_rows = op_micro(shape, cfg.prompt_lens, cfg.batch_sizes[0], cfg.beams[0], out / "op")
     info["loadavg_end"] = __import__("os").getloadavg()
-    result = {"kind": "earn-export bench --attention plugin", "model": shape, "machine": info,
+    result = {"kind": "benchmarks/attention_op.py", "model": shape, "machine": info,
               "ort_ops": str(libraries.ort_ops_library()),
               "ort_ops_kernel": libraries.ort_ops_info(libraries.ort_ops_library()).get("kernel"),
               "config": {"preset": cfg.preset, "warmup": cfg.warmup, "repeats": cfg.repeats,
@@ -107,7 +107,7 @@ def decode_cpu(engine_dirs: dict, setup, prompt_lens, batch: int, beam: int, rep
     import numpy as np
     import onnxruntime as ort
 
-    from ..runtime.backends import OrtBackend
+    from earn_export.runtime.backends import OrtBackend
 
     def backend(d):
         opts = ort.SessionOptions()
@@ -150,9 +150,9 @@ def op_micro(shape: dict, prompt_lens, batch: int, beam: int, out_dir: Path, id_
     import onnxruntime as ort
     import torch
 
-    from ..ops import libraries
-    from ..ops.compacted_attention import compacted_attention, emit_op
-    from ..ops.onnx_emit import exporter_kwargs
+    from earn_export.ops import libraries
+    from earn_export.ops.compacted_attention import compacted_attention, emit_op
+    from earn_export.ops.onnx_emit import exporter_kwargs
 
     hq, hkv, d = shape["num_attention_heads"], shape["n_kv_heads"], shape["head_dim"]
     t = id_length - 1
@@ -237,3 +237,23 @@ def markdown(result: dict) -> str:
     if result.get("busy_warning"):
         lines += ["", f"Note: {result['busy_warning']}"]
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from earn_export.bench.cli import add_bench_options, config_from_args
+    from earn_export.cli import Parser
+
+    p = Parser(prog="python benchmarks/attention_op.py", description=__doc__.splitlines()[0])
+    add_bench_options(p)
+    p.set_defaults(out="results/attention-op")
+    args = p.parse_args(argv)
+    result = run_attention_bench(config_from_args(args), progress=not args.quiet)
+    print()
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    from earn_export.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -102,7 +102,7 @@ class PromptPieces:
             if not self.known(item):
                 raise PromptPiecesError(f"item {item} has no prompt tokens in this engine's catalog — drop unknown "
                                         "items before building prompts ("
-                                        + hint("Recommender: on_unknown='skip'", "--skip-unknown") + ")")
+                                        + hint("Recommender: on_unknown='skip'", "--on-unknown skip") + ")")
             if k:
                 ids = ids + self.sep
             ids = ids + self._items[item]

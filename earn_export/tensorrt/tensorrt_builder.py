@@ -23,15 +23,16 @@ from pathlib import Path
 
 from ..atomic import staged_output
 from ..errors import UserError
-from ..export.manifest import load_manifest, sha256_file
+from ..engine.manifest import load_manifest, sha256_file
 
 ENGINE_FORMAT_VERSION = 1
 
 
 class TensorRTUnavailable(RuntimeError, UserError):
-    """TensorRT (or a GPU) is missing: ``earn-export build`` exits 3, an installation problem, not bad input."""
+    """TensorRT (or a GPU) is missing: ``earn-export build`` exits 2 with one line naming the extra, as every command
+    whose optional extra is missing does."""
 
-    exit_code = 3
+    exit_code = 2
 
 
 def tensorrt_available() -> tuple[bool, str]:
@@ -40,9 +41,9 @@ def tensorrt_available() -> tuple[bool, str]:
         import tensorrt as trt  # noqa: F401
     except Exception as exc:  # ImportError, or a stub package failing at import
         return False, (
-            f"TensorRT is not installed ({type(exc).__name__}: {exc}) — install TensorRT 10.x or 11.x for your "
-            "CUDA version (NVIDIA's pip index or tarball; PyPI's tensorrt-*-libs are download stubs), then "
-            "re-run `earn-export build`. ONNX Runtime runs the exported graphs without it."
+            f"earn-export build needs TensorRT, which is not installed ({type(exc).__name__}: {exc}) — pip install "
+            "'earn-export[tensorrt]' (TensorRT 10.x or 11.x for your CUDA version; where PyPI's tensorrt-*-libs are "
+            "download stubs, NVIDIA's pip index or tarball). ONNX Runtime runs the exported graphs without it."
         )
     version = getattr(trt, "__version__", "0")
     if int(version.split(".")[0]) < 10:

@@ -25,7 +25,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..export.manifest import EngineDirError
+from ..engine.manifest import EngineDirError
 
 _LOCK = threading.RLock()
 

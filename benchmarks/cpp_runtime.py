@@ -1,4 +1,4 @@
-"""``earn-export bench --cpp-runtime ENGINE``: the C++ runtime next to the Python ONNX Runtime runtime, same graphs.
+"""``python benchmarks/cpp_runtime.py ENGINE``: the C++ runtime next to the Python ONNX Runtime runtime, same graphs.
 
 Why a separate bench: the C++ runtime changes only what happens *around* the graphs (prompt building, beam
 search, KV reordering, buffer handling), so the figures that matter are the per-batch split into graph time and
@@ -20,13 +20,13 @@ import numpy as np
 def bench_histories(engine_dir, users: int, data_dir=None, seed: int = 0) -> tuple[list[list[int]], str]:
     """Beauty test users' histories when the engine's catalog is Beauty's (and the data is here), else random
     catalog items with lengths 0..max_history."""
-    from ..data.catalog import Trie
+    from earn_export.engine.trie_files import load_trie_arrays
 
-    trie = Trie.load_npy(engine_dir)
+    trie = load_trie_arrays(engine_dir)
     items = np.array(sorted(trie.item_paths()), dtype=np.int64)
-    data_dir = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2].parent / "shared/data/amazon-beauty"
+    data_dir = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2] / "shared/data/amazon-beauty"
     if (data_dir / "sequential_train.txt").is_file() and len(items) == 12035:
-        from ..data.sequences import eval_examples, load_sequential
+        from earn_export.data.sequences import eval_examples, load_sequential
 
         hist = eval_examples(load_sequential(data_dir), "test", max_history=20).histories
         return [list(map(int, h)) for h in hist[:users]], f"Beauty test users ({data_dir})"
@@ -37,8 +37,8 @@ def bench_histories(engine_dir, users: int, data_dir=None, seed: int = 0) -> tup
 def _python_recommender(engine_dir, intra_op_threads: int, batch_size: int):
     import onnxruntime as ort
 
-    from ..runtime import Recommender
-    from .harness import TimedBackend
+    from earn_export.runtime import Recommender
+    from earn_export.bench.harness import TimedBackend
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = intra_op_threads
@@ -88,7 +88,7 @@ def _users_per_s(fn, requests, threads: int, repeats: int) -> float:
 
 def run_cpp_bench(engine_dir, users: int = 256, request_users: int = 4, beam: int = 20, top_k: int = 20,
                   threads=(1, 2), repeats: int = 3, intra_op_threads: int = 1, data_dir=None, log=print) -> dict:
-    from ..runtime.cpp_runtime import CppRecommender
+    from earn_export.runtime.cpp_runtime import CppRecommender
 
     engine_dir = Path(engine_dir)
     histories, source = bench_histories(engine_dir, users, data_dir)
@@ -140,3 +140,28 @@ def markdown(r: dict, threads=(1, 2)) -> str:
         out += (f"; users/s {threads[1]} vs {threads[0]} threads: C++ {r['cpp_thread_scaling']:.2f}x, "
                 f"Python {r['python_thread_scaling']:.2f}x")
     return out
+
+
+def main(argv=None) -> int:
+    from earn_export import cli_args as ca
+    from earn_export.cli import Parser
+
+    p = Parser(prog="python benchmarks/cpp_runtime.py", description=__doc__.splitlines()[0])
+    p.add_argument("engine_dir", type=ca.existing_dir, help="engine directory written by `earn-export export`")
+    ca.add_users(p, 256, "users timed (Beauty test users when the engine's catalog is Beauty's, else random)")
+    p.add_argument("--request-users", type=ca.positive_int, default=4, help="users per recommend() call")
+    ca.add_search(p, top_k=20, beam=20)
+    p.add_argument("--intra-op-threads", type=ca.positive_int, default=1,
+                   help="ONNX Runtime intra-op threads of both runtimes (1: the calling threads use the cores)")
+    ca.add_data_source(p, default="../shared/data/amazon-beauty", csv=False)
+    args = p.parse_args(argv)
+    ca.check_top_k_beam(args.top_k, args.beam)
+    run_cpp_bench(args.engine_dir, users=args.users, request_users=args.request_users, beam=args.beam,
+                  top_k=args.top_k, intra_op_threads=args.intra_op_threads, data_dir=args.data)
+    return 0
+
+
+if __name__ == "__main__":
+    from earn_export.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -1,4 +1,4 @@
-"""``earn-export bench --peer genai``: our engines against onnxruntime-genai on the same dense weights.
+"""``python benchmarks/peer_genai.py``: our engines against onnxruntime-genai on the same dense weights.
 
 onnxruntime-genai (optional extra ``genai``) is the tool a user would pick to run a Llama/Qwen2 model on ONNX
 Runtime. This benchmark saves the bench's random-weight dense model as a Hugging Face checkpoint, builds the
@@ -31,15 +31,17 @@ def _genai():
     try:
         import onnxruntime_genai as og
     except ImportError as exc:  # optional extra
-        raise SystemExit("earn-export bench --peer genai needs onnxruntime-genai: pip install 'earn-export[genai]' "
-                         f"({exc})") from exc
+        from earn_export.errors import UsageError
+
+        raise UsageError(f"benchmarks/peer_genai.py needs onnxruntime-genai ({exc}) — pip install "
+                         "'earn-export[genai]'") from exc
     return og
 
 
 def build_genai_model(model, out: Path, say=print) -> Path:
     """Save ``model`` (dense) as a HF checkpoint with a word-level tokenizer and run the onnxruntime-genai builder."""
-    from ..data.tokenizer import build_tokenizer
-    from ..model.checkpoint import save_pretrained
+    from earn_export.data.tokenizer import build_tokenizer
+    from earn_export.model.checkpoint import save_pretrained
 
     ckpt, dst = out / "hf-dense", out / "genai-fp32"
     if (dst / "genai_config.json").is_file():
@@ -67,9 +69,9 @@ def run_peer_genai(cfg, say=print) -> dict:
     """Build, export, time (see the module doc); returns the result dict (also written to OUT/peer_genai.json)."""
     import onnxruntime as ort
 
-    from ..search.beam import constrained_beam_search
-    from .harness import _export_pair, machine_info
-    from .synthetic import build_setup
+    from earn_export.search.beam import constrained_beam_search
+    from earn_export.bench.harness import _export_pair, machine_info
+    from earn_export.bench.synthetic import build_setup
 
     og = _genai()
     out = Path(cfg.out)
@@ -84,7 +86,7 @@ def run_peer_genai(cfg, say=print) -> dict:
     so = ort.SessionOptions()
     if cfg.ort_threads:
         so.intra_op_num_threads = cfg.ort_threads
-    from ..runtime.backends import OrtBackend
+    from earn_export.runtime.backends import OrtBackend
 
     ours = {name: OrtBackend(engines / name, session_options=so, providers=["CPUExecutionProvider"])
             for name in ("earn", "dense")}
@@ -173,12 +175,21 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    from .cli import config_from_args
+def main(argv=None) -> int:
+    from earn_export.bench.cli import add_bench_options, config_from_args
+    from earn_export.cli import Parser
 
-    cfg = config_from_args(args)
-    cfg.validate()
+    p = Parser(prog="python benchmarks/peer_genai.py", description=__doc__.splitlines()[0])
+    add_bench_options(p)
+    p.set_defaults(out="results/peer-genai")
+    cfg = config_from_args(p.parse_args(argv))
     result = run_peer_genai(cfg)
     print()
     print(markdown(result))
     return 0
+
+
+if __name__ == "__main__":
+    from earn_export.cli import run_script
+
+    raise SystemExit(run_script(main))

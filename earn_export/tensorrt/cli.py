@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    """Exit 3 (with one line) when TensorRT is missing: an installation problem, not bad input."""
+    """Exit 2 (with one line naming ``pip install 'earn-export[tensorrt]'``) when TensorRT is missing."""
     from .tensorrt_builder import ShapeRange, TensorRTUnavailable, build_engines, tensorrt_available
 
     ok, reason = tensorrt_available()

@@ -1,5 +1,5 @@
 """Command-line start-up: wall time of ``--help``, one ``recommend`` query and rejected bad flags, each run in a fresh
-process (what a user waits for). ``make bench-cli`` / ``python -m earn_export.bench.cli_startup [--engine DIR]``.
+process (what a user waits for). ``make bench-cli`` / ``python benchmarks/cli_startup.py [--engine DIR]``.
 
 Why a benchmark and not a test: times on a shared machine vary by the load; the tests check the structural
 reasons instead (no torch/transformers/onnxruntime import before a bad flag is rejected, no torch or transformers
@@ -33,12 +33,12 @@ def cases(engine: str, scratch: str) -> list[tuple[str, list[str], int]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m earn_export.bench.cli_startup", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/cli_startup.py", description=__doc__.splitlines()[0])
     p.add_argument("--engine", default="engines/demo", help="engine dir for the recommend rows (make demo writes it)")
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per row; the median and max are shown")
     p.add_argument("--any-exit", action="store_true",
                    help="time rows whatever their exit status (to time an older version, e.g. with PYTHONPATH set "
-                        "to its checkout: `PYTHONPATH=../old python earn_export/bench/cli_startup.py --any-exit`)")
+                        "to its checkout: `PYTHONPATH=../old python benchmarks/cli_startup.py --any-exit`)")
     args = p.parse_args(argv)
     if not (Path(args.engine) / "manifest.json").is_file():
         print(f"{args.engine}: no engine — run `make demo` first or pass --engine DIR", file=sys.stderr)

@@ -1,6 +1,6 @@
 """History → prompt token ids for the runtime: which prompt encoder an engine or checkpoint directory uses.
 
-- Engines (format 2) carry prompt pieces (``earn_export.runtime.pieces``): prompts are built by concatenation, with
+- Engines (format 2) carry prompt pieces (``earn_export.engine.prompt_pieces``): prompts are built by concatenation, with
   no tokenizer at run time. Engines whose tokenizer is context-dependent (manifest ``prompt.format ==
   "tokenizer"``) use the training prompt builder, which needs ``transformers``.
 - Checkpoints use the training prompt builder (``prompt.json`` + tokenizer + ``items.json``); a bare model's
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .pieces import PromptPieces
+from ..engine.prompt_pieces import PromptPieces
 
 
 def engine_encoder(engine_dir, manifest: dict):

@@ -21,7 +21,7 @@ import numpy as np
 def engine_histories(engine_dir, n: int, max_history: int) -> list[list[int]] | None:
     """Test-split histories of the data the engine's checkpoint was trained on (``data.json``), if known."""
     from ..data.sequences import eval_examples
-    from ..train.pipeline import DataSpec
+    from ..data.data_spec import DataSpec
 
     spec = DataSpec.load_from(engine_dir)
     if spec is None:
@@ -207,7 +207,7 @@ def polygraphy_prefill(engine_dir, prompts, reference_backend, atol: float | Non
         from polygraphy.comparator import Comparator, CompareFunc, IterationResult
     except ImportError:
         return {"skipped": "polygraphy is not installed (pip install 'earn-export[parity]')"}
-    from .manifest import load_manifest
+    from ..engine.manifest import load_manifest
 
     engine_dir = Path(engine_dir)
     manifest = load_manifest(engine_dir, verify=False)

@@ -1,4 +1,4 @@
-"""``earn-export bench --export-cost``: what exporting and loading a real-sized engine costs.
+"""``python benchmarks/export_cost.py``: what exporting and loading a real-sized engine costs.
 
 For each model shape (the bench model, Qwen2.5-0.5B, Llama-3.2-1B: full depth, real vocabulary, random
 weights), one run builds a random fp32 checkpoint (EARN registers and a synthetic 12,000-item catalog), exports
@@ -22,46 +22,28 @@ import sys
 import time
 from pathlib import Path
 
-# full-depth shapes of the released models (hidden, FFN, layers, heads, KV heads, vocabulary)
-SHAPES = {
-    "bench": dict(model_type="llama", hidden_size=512, intermediate_size=1408, num_hidden_layers=16,
-                  num_attention_heads=8, num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True,
-                  rope_theta=10000.0, rms_norm_eps=1e-6, split=4),
-    "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
-                         rope_theta=1000000.0, rms_norm_eps=1e-6, use_sliding_window=False, split=6),
-    "llama3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                        num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
-                        tie_word_embeddings=True, rope_theta=500000.0, rms_norm_eps=1e-5, split=4,
-                        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
-}
+SHAPES = ("bench", "qwen2.5-0.5b", "llama3.2-1b")  # names in earn_export.model.shapes
 SHARD_BYTES = 512 << 20
 
 
-def _hf_config(shape: dict):
-    from transformers import LlamaConfig, Qwen2Config
-
-    spec = {k: v for k, v in shape.items() if k not in ("model_type", "split")}
-    cls = Qwen2Config if shape["model_type"] == "qwen2" else LlamaConfig
-    return cls(max_position_embeddings=4096, **spec)
-
-
 def make_random_checkpoint(name: str, out, seed: int = 0, n_items: int = 12000) -> Path:
-    """A random-weight fp32 EARN checkpoint of shape ``SHAPES[name]``: sharded safetensors, earn.json, trie.npz."""
+    """A random-weight fp32 EARN checkpoint of the registry shape ``name``: sharded safetensors, earn.json,
+    trie.npz."""
     import torch
     from safetensors.torch import save_file
 
-    from ..data.catalog import Trie
-    from ..model import EarnConfig, EarnForCausalLM
-    from .synthetic import VocabLayout, synthetic_item_paths
+    from earn_export.bench.synthetic import VocabLayout, synthetic_item_paths
+    from earn_export.data.catalog import Trie
+    from earn_export.model import EarnConfig, EarnForCausalLM
+    from earn_export.model.shapes import hf_config
+    from earn_export.model.shapes import shape as registry_shape
 
-    shape = SHAPES[name]
+    shape = registry_shape(name)
     out = Path(out)
     if (out / "model.safetensors.index.json").is_file() and (out / "trie.npz").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
-    cfg = _hf_config(shape)
+    cfg = hf_config(name, max_position_embeddings=4096)
     layout = VocabLayout(cfg.vocab_size, 4, 256)
     torch.manual_seed(seed)
     model = EarnForCausalLM(cfg, init=False)
@@ -143,12 +125,12 @@ def _child(cmd: list[str], env: dict | None = None, rss_cap: int | None = None, 
     log.seek(0)
     out = log.read()
     if killed:
-        out += f"\nkilled: RSS passed the cap of {rss_cap / 1e9:.1f} GB (--export-cost-rss-cap-gb)"
+        out += f"\nkilled: RSS passed the cap of {rss_cap / 1e9:.1f} GB (--rss-cap-gb)"
     return {"rc": proc.returncode, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
             "peak_rss_bytes": ru.ru_maxrss * 1024, "killed_at_rss_cap": bool(killed), "output_tail": out[-3000:]}
 
 
-# Children import earn_export from EARN_EXPORT_CHECKOUT when it is set (``--export-cost-pythonpath``): an
+# Children import earn_export from EARN_EXPORT_CHECKOUT when it is set (``--other-checkout``): an
 # editable install (scikit-build-core) puts a redirecting finder on sys.meta_path that would otherwise win over
 # PYTHONPATH and silently measure this checkout instead.
 BOOT = """
@@ -191,7 +173,7 @@ def measure(name: str, work_dir, exporters=("auto",), extra_args=(), pythonpath:
     where = subprocess.run([sys.executable, "-c", BOOT + "import earn_export; print(earn_export.__file__)"],
                            env=env, cwd=work, capture_output=True, text=True).stdout.strip()
     if pythonpath and not where.startswith(str(Path(pythonpath).resolve())):
-        raise RuntimeError(f"--export-cost-pythonpath {pythonpath}: the children import earn_export from {where}")
+        raise RuntimeError(f"--other-checkout {pythonpath}: the children import earn_export from {where}")
     rows = []
     for exporter in exporters:
         eng = work / f"engine-{name}-{exporter}{'-other-checkout' if pythonpath else ''}"
@@ -252,25 +234,42 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def main(argv=None) -> int:
+    from earn_export.cli import Parser
+
+    p = Parser(prog="python benchmarks/export_cost.py", description=__doc__.splitlines()[0])
+    p.add_argument("--shapes", default="bench",
+                   help=f"comma list of model shapes (earn_export/model/shapes.py): {', '.join(SHAPES)}")
+    p.add_argument("--exporters", default="auto", help="comma list of auto, dynamo, torchscript")
+    p.add_argument("--rss-cap-gb", type=float, default=14.0,
+                   help="kill an export/load child whose RSS passes this many GB (shared machines)")
+    p.add_argument("--other-checkout", default=None, metavar="DIR",
+                   help="run the export/load children with this earn_export checkout first on PYTHONPATH (to "
+                        "measure another version, e.g. before a change)")
+    p.add_argument("--out", default="results/export-cost", help="writes export_cost_*.json/.md and the engines here")
+    args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = [s.strip() for s in args.export_cost.split(",") if s.strip()]
+    names = [s.strip() for s in args.shapes.split(",") if s.strip()]
     bad = [n for n in names if n not in SHAPES]
     if bad:
-        print(f"earn-export bench: unknown --export-cost shapes {bad}; choose from {', '.join(SHAPES)}",
-              file=sys.stderr)
-        return 2
-    exporters = [e.strip() for e in args.export_cost_exporters.split(",") if e.strip()]
-    loads = [{}] if args.export_cost_pythonpath else [{"verify": "full"}, {}]
-    tag = "_".join(names) + "_" + "_".join(exporters) + ("_other-checkout" if args.export_cost_pythonpath else "")
+        p.error(f"unknown --shapes {bad}; choose from {', '.join(SHAPES)}")
+    exporters = [e.strip() for e in args.exporters.split(",") if e.strip()]
+    loads = [{}] if args.other_checkout else [{"verify": "full"}, {}]
+    tag = "_".join(names) + "_" + "_".join(exporters) + ("_other-checkout" if args.other_checkout else "")
     results = []
     for name in names:
-        results.append(measure(name, out, exporters=exporters, pythonpath=args.export_cost_pythonpath,
-                               load_kwargs=loads, rss_cap=int(args.export_cost_rss_cap_gb * 1e9)))
+        results.append(measure(name, out, exporters=exporters, pythonpath=args.other_checkout,
+                               load_kwargs=loads, rss_cap=int(args.rss_cap_gb * 1e9)))
         (out / f"export_cost_{tag}.json").write_text(json.dumps(results, indent=1, default=str))
     table = markdown(results)
     (out / f"export_cost_{tag}.md").write_text(table + "\n")
     print()
     print(table)
     return 0
+
+
+if __name__ == "__main__":
+    from earn_export.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -1,9 +1,9 @@
-"""``earn-export bench-serve``: served throughput and latency vs in-process ``recommend``, and Ray batch scoring.
+"""``python benchmarks/serving.py ENGINE``: served throughput and latency vs in-process ``recommend``, and Ray batch scoring.
 
 On one engine and one set of histories, in one run (so the ratios share the machine's state):
 1. in-process: ``Recommender.recommend`` over all users in batches of ``--max-batch`` -> users/s (the target's
    denominator), plus per-call latency at batch 1;
-2. served: ``earn-export serve`` on 127.0.0.1, good requests only, at each ``--concurrency`` -> users/s and
+2. served: ``earn-export serve`` on 127.0.0.1, good requests only, at each of ``--concurrencies`` -> users/s and
    p50/p95/p99 latency per request, every answer checked against the in-process results;
 3. Ray: ``earn-export batch`` on a local Ray over the same users -> users/s (``ray.init`` excluded, actor start-up
    included).
@@ -18,33 +18,26 @@ import time
 from pathlib import Path
 
 
-def _ints(text: str) -> tuple:
-    return tuple(int(x) for x in text.replace(",", " ").split())
+def parse_args(argv=None):
+    from earn_export import cli_args as ca
+    from earn_export.cli import Parser
 
-
-def register(sub) -> None:
-    from ..cli_args import existing_dir, nonneg_int, positive_int
-
-    p = sub.add_parser("bench-serve", help="benchmark served (Triton) and Ray throughput against in-process "
-                                           "recommend on one engine")
-    p.add_argument("engine_dir", type=existing_dir, help="exported engine directory")
-    p.add_argument("--users", type=positive_int, default=1024, help="distinct users (histories) per measurement (default 1024)")
-    p.add_argument("--concurrency", type=_ints, default=(1, 4, 16), help="client concurrencies (default 1,4,16)")
-    p.add_argument("--requests", type=positive_int, default=None,
+    p = Parser(prog="python benchmarks/serving.py", description=__doc__.splitlines()[0])
+    p.add_argument("engine_dir", type=ca.existing_dir, help="exported engine directory")
+    ca.add_users(p, 1024, "distinct users (histories) per measurement")
+    p.add_argument("--concurrencies", type=ca.int_list, default=(1, 4, 16), help="client concurrencies, e.g. '1,4,16'")
+    p.add_argument("--requests", type=ca.positive_int, default=None,
                    help="requests per concurrency level (default --users; concurrency 1 sends at most 256)")
-    p.add_argument("--data", default=None,
-                   help="dataset whose test histories to send (default ../shared/data/amazon-beauty when present, "
-                        "else random catalog items)")
-    p.add_argument("--max-batch", type=positive_int, default=32, help="in-process batch and server max batch (default 32)")
-    p.add_argument("--max-queue-delay-us", type=nonneg_int, default=2000, help="server batcher delay (default 2000)")
-    p.add_argument("--instances", type=positive_int, default=1, help="server model instances (default 1)")
-    p.add_argument("--threads", type=nonneg_int, default=0, help="ORT threads per server instance (default cores/instances)")
-    p.add_argument("--top-k", type=positive_int, default=20, help="items per user")
-    p.add_argument("--beam", type=positive_int, default=20, help="beam width")
+    ca.add_data_source(p, default="../shared/data/amazon-beauty when present, else random catalog items", csv=False)
+    p.add_argument("--max-batch", type=ca.positive_int, default=32, help="in-process batch and server max batch")
+    p.add_argument("--max-queue-delay-us", type=ca.nonneg_int, default=2000, help="server batcher delay")
+    p.add_argument("--instances", type=ca.positive_int, default=1, help="server model instances")
+    ca.add_threads(p, note="per server instance (default CPU cores / instances)")
+    ca.add_search(p, top_k=20, beam=20)
     p.add_argument("--no-ray", action="store_true", help="skip the Ray batch measurement")
-    p.add_argument("--ray-actors", type=positive_int, default=None, help="Ray actors (default: CPU cores, 1 thread each)")
-    p.add_argument("--out", default="results/bench-serve", help="writes bench-serve.json here")
-    p.set_defaults(func=main)
+    p.add_argument("--ray-actors", type=ca.positive_int, default=None, help="Ray actors (default: CPU cores, 1 thread each)")
+    ca.add_out(p, "writes bench-serve.json here", default="results/bench-serve")
+    return p.parse_args(argv)
 
 
 def _free_port() -> int:
@@ -54,28 +47,29 @@ def _free_port() -> int:
 
 
 def load_histories(engine_dir, n: int, data: str | None, known) -> tuple[list, str]:
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amazon-beauty"
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-beauty"
     data_dir = Path(data) if data else default
     if (data_dir / "sequential_train.txt").is_file():
-        from ..data.sequences import eval_examples, load_sequential
+        from earn_export.data.sequences import eval_examples, load_sequential
 
         hs = eval_examples(load_sequential(data_dir), "test", max_history=20).histories
         if all(i in known for h in hs for i in h):
             hs = (hs * (n // len(hs) + 1))[:n]
             return hs, f"{data_dir.name} test histories"
-    from ..serve.client import sample_histories
+    from earn_export.serve.client import sample_histories
 
     return sample_histories(str(engine_dir), n, seed=0), "random catalog histories (1-20 items)"
 
 
-def main(args) -> int:
+def main(argv=None) -> int:
     import numpy as np
 
-    from ..runtime import Recommender
-    from ..serve import client as sc
-    from ..serve.served_model import ServeOptions
-    from ..serve.server import start_server
+    from earn_export.runtime import Recommender
+    from earn_export.serve import client as sc
+    from earn_export.serve.served_model import ServeOptions
+    from earn_export.serve.server import start_server
 
+    args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_load = time.perf_counter()
@@ -110,7 +104,7 @@ def main(args) -> int:
     del rec
 
     # 2. served
-    opts = ServeOptions(engine_dir=str(args.engine_dir), instances=args.instances, threads=args.threads,
+    opts = ServeOptions(engine_dir=str(args.engine_dir), instances=args.instances, threads=args.threads or 0,
                         max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us, beam=beam,
                         default_top_k=k).validate()
     srv = start_server(opts, http_port=_free_port(), grpc_port=_free_port())
@@ -119,7 +113,7 @@ def main(args) -> int:
         url = f"grpc://{srv.grpc_url}"
         warm = [sc.LoadRequest("good", np.asarray(h, np.int64), top_k=k) for h in users[:64]]
         sc.run_load(url, warm, concurrency=8)
-        for c in args.concurrency:
+        for c in args.concurrencies:
             n = args.requests or len(users)
             n = min(n, 256) if c == 1 else n
             reqs = [sc.LoadRequest("good", np.asarray(users[i % len(users)], np.int64), top_k=k) for i in range(n)]
@@ -138,14 +132,14 @@ def main(args) -> int:
     finally:
         srv.stop()
     result["served"] = served
-    result["server"] = {"instances": args.instances, "threads": args.threads, "max_batch": args.max_batch,
+    result["server"] = {"instances": args.instances, "threads": args.threads or 0, "max_batch": args.max_batch,
                         "max_queue_delay_us": args.max_queue_delay_us, "protocol": "grpc"}
 
     # 3. Ray
     if not args.no_ray:
         import tempfile
 
-        from ..serve.batch import init_ray, run_batch, write_users
+        from earn_export.serve.batch import init_ray, run_batch, write_users
 
         ray = init_ray(num_cpus=cores, object_store_mb=256)
         try:
@@ -170,3 +164,9 @@ def main(args) -> int:
     (out / "bench-serve.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out / 'bench-serve.json'}")
     return 0
+
+
+if __name__ == "__main__":
+    from earn_export.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -1,6 +1,6 @@
 """``export --attention onnx|plugin``: everything the exporter needs to know about the attention choice.
 
-The exporter (earn_export/export/onnx_export.py) only threads ``attention=`` through; this module says which
+The exporter (``onnx_export``) only threads ``attention=`` through; this module says which
 graph gets custom-op nodes (decode only: prefill's attention is plain causal attention), how to trace it, what
 to check afterwards and what goes into ``manifest.json`` (``"attention"``; loaders read it to decide whether the
 ONNX Runtime custom-op library or the TensorRT plugin library must be loaded).
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 
-from .contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE
+from ..ops.contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE
+from .errors import ExportError
 
 MODES = ("onnx", "plugin")
 
@@ -28,14 +29,14 @@ def tracing(plugin: bool):
     """Context for tracing one graph: the custom op stays opaque (one node per layer) when ``plugin``."""
     if not plugin:
         return contextlib.nullcontext()
-    from .compacted_attention import emit_op
+    from ..ops.compacted_attention import emit_op
 
     return emit_op()
 
 
 def exporter_kwargs(exporter: str) -> dict:
     """Extra ``torch.onnx.export`` arguments that make ``exporter`` emit the custom op."""
-    from .onnx_emit import exporter_kwargs as kwargs
+    from ..ops.onnx_emit import exporter_kwargs as kwargs
 
     return kwargs(exporter)
 
@@ -43,8 +44,7 @@ def exporter_kwargs(exporter: str) -> dict:
 def finish_graph(model, spec: dict, num_layers: int, name: str) -> None:
     """After exporting a plugin graph (``onnx_ir.Model``): type its outputs and check it has one custom node per
     layer."""
-    from ..export.onnx_export import ExportError
-    from .onnx_emit import annotate_outputs, plugin_nodes_ir
+    from ..ops.onnx_emit import annotate_outputs, plugin_nodes_ir
 
     annotate_outputs(model, spec)
     nodes = plugin_nodes_ir(model)
@@ -60,8 +60,3 @@ def manifest_entry(attention: str) -> dict:
         return {"mode": "onnx"}
     return {"mode": "plugin", "op": f"{OP_DOMAIN}::{OP_NAME}", "domain": OP_DOMAIN, "op_type": OP_NAME,
             "op_version": OP_VERSION, "plugin_namespace": PLUGIN_NAMESPACE, "graphs": ["decode"]}
-
-
-def attention_mode(manifest: dict) -> str:
-    """An engine's attention mode; manifests written before the option existed are plain graphs."""
-    return (manifest.get("attention") or {}).get("mode", "onnx")

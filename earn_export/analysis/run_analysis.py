@@ -97,7 +97,7 @@ def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads
     """Analyse checkpoint dirs and write ``attention.json``, ``table4.md`` and the figures into ``out_dir``."""
     from ..data.prompts import PromptBuilder
     from ..model import load_pretrained
-    from ..train.pipeline import DataSpec
+    from ..data.data_spec import DataSpec
     from . import plots
 
     from ..model.config import ModelConfigError

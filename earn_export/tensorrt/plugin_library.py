@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..export.manifest import EngineDirError, sha256_file
+from ..engine.manifest import EngineDirError, attention_mode, sha256_file
 from ..ops import libraries
-from ..ops.attention_export import attention_mode
 from ..ops.contract import OP_DOMAIN, OP_NAME
 
 FIX_BUILD = ("build it with `make plugins` on a machine with nvcc and the TensorRT headers (plugins/README.md), "

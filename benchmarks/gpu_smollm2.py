@@ -1,7 +1,7 @@
 """SmolLM2-135M EARN vs dense on Beauty, on one GPU in a few minutes (the device run of issue 14).
 
 UNVERIFIED: written and smoke-run on the CPU with tiny budgets; no GPU was lent to the work that wrote it.
-``scripts/gpu_smollm2.sh`` stages the model file and runs this on the lent machine. Steps, one process:
+``benchmarks/gpu_smollm2.sh`` stages the model file and runs this on the lent machine. Steps, one process:
 1. convert the shipped SmolLM2-135M-Instruct GGUF to an EARN checkpoint on the Beauty catalog (once);
 2. fine-tune EARN (k = 7 ≈ N/4 of 30 layers) and dense (k = N) from it with the *same* wall-clock budget
    (``--max-minutes`` bounds loading, training, validation and saving), bf16 autocast;
@@ -18,14 +18,14 @@ import json
 import time
 from pathlib import Path
 
-PAPER = {  # earn-paper.md, Beauty, Llama-7B (README "Accuracy on Amazon Beauty")
+PAPER = {  # the EARN paper's Beauty rows with Llama-7B (README "Accuracy on Amazon Beauty")
     "paper Finetune (Llama-7B)": {"recall@10": .0145, "recall@20": .0225, "ndcg@10": .0084, "ndcg@20": .0108},
     "paper EARN (Llama-7B)": {"recall@10": .0167, "recall@20": .0265, "ndcg@10": .0095, "ndcg@20": .0124},
 }
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/gpu_smollm2.py", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/amazon-beauty", help="Beauty data dir")
     p.add_argument("--work", default="runs/gpu-smollm2", help="checkpoints go here")
     p.add_argument("--out", default="results/gpu-smollm2", help="results (json, md) go here")
@@ -43,9 +43,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from ..convert import convert
-    from ..convert.smollm2 import smollm2_gguf
-    from ..train.pipeline import DataSpec, evaluate_checkpoint, train
+    from earn_export.convert import convert
+    from earn_export.convert.smollm2 import smollm2_gguf
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.evaluate import evaluate_checkpoint
+    from earn_export.train.train_checkpoint import train
 
     t0 = time.perf_counter()
     cuda = args.device.startswith("cuda")

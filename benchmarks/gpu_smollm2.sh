@@ -3,10 +3,10 @@
 #
 # The device machine reaches no registry and a call carries at most 64 MiB, but the SmolLM2 GGUF is 94 MiB.
 # So the file travels in two halves, in two calls on the same warm machine (it stays warm ~30 s after a call):
-#   here:   bash scripts/gpu_smollm2.sh prepare          # .gpu/: Beauty data, gguf wheel, the GGUF in two parts
-#   call 1: run(command="bash scripts/gpu_smollm2.sh stage", carry=[".gpu/a", ".gpu/data", ".gpu/whl"], timeout_s=120)
-#   call 2: run(command="bash scripts/gpu_smollm2.sh run", carry=[".gpu/b"], timeout_s=600)   # right after call 1
-# call 2 re-joins the halves, installs the gguf wheel into /tmp/site and runs earn_export.bench.gpu_smollm2
+#   here:   bash benchmarks/gpu_smollm2.sh prepare          # .gpu/: Beauty data, gguf wheel, the GGUF in two parts
+#   call 1: run(command="bash benchmarks/gpu_smollm2.sh stage", carry=[".gpu/a", ".gpu/data", ".gpu/whl"], timeout_s=120)
+#   call 2: run(command="bash benchmarks/gpu_smollm2.sh run", carry=[".gpu/b"], timeout_s=600)   # right after call 1
+# call 2 re-joins the halves, installs the gguf wheel into /tmp/site and runs benchmarks/gpu_smollm2.py
 # (~2 min fine-tuning per model + convert + 2 evaluations of 3,553 users: about 7 minutes). Results come back
 # in $OUT (gpu_smollm2.md / .json, log.txt). The image has torch, transformers, onnx, onnxruntime, sklearn, tqdm.
 set -euo pipefail
@@ -34,7 +34,7 @@ case "${1:-}" in
     export PYTHONPATH=/tmp/site:$PWD EARN_SMOLLM2_GGUF=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf PYTHONUNBUFFERED=1
     export TOKENIZERS_PARALLELISM=false
     OUTDIR=${OUT:-results/gpu-smollm2}
-    python3 -m earn_export.bench.gpu_smollm2 --data /tmp/beauty --work /tmp/gpu-smollm2 --out "$OUTDIR" \
+    python3 benchmarks/gpu_smollm2.py --data /tmp/beauty --work /tmp/gpu-smollm2 --out "$OUTDIR" \
         --minutes "${MINUTES:-2.0}" 2>&1 | tee "$OUTDIR/log.txt"
     ;;
   *) echo "usage: $0 prepare|stage|run" >&2; exit 2 ;;

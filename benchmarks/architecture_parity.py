@@ -63,7 +63,7 @@ def qwen3_engines(users: int, root: Path) -> dict:
 
     from earn_export.convert import convert
     from earn_export.export import export_onnx
-    from earn_export.export.parity import check_engine
+    from earn_export.export.parity_check import check_engine
 
     src = _pretrained(root / "hf", (qwen3_06b, "qwen2", 512))
     ckpt = convert(src, root / "earn", DATA, split=1)

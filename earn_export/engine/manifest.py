@@ -65,6 +65,12 @@ def runtime_files(manifest: dict) -> list[str]:
             if name not in graph_files and not name.endswith((".data", ".onnx", ".ort"))]
 
 
+def attention_mode(manifest: dict) -> str:
+    """An engine's decode attention: ``"plugin"`` (``earn::CompactedAttention`` nodes, which need the compiled op
+    library) or ``"onnx"`` (standard ops; also manifests written before the option existed)."""
+    return (manifest.get("attention") or {}).get("mode", "onnx")
+
+
 def _identity(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]

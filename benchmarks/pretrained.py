@@ -1,4 +1,4 @@
-"""``earn-export bench --pretrained SOURCE``: the real-size pipeline timed stage by stage.
+"""``python benchmarks/pretrained.py SOURCE``: the real-size pipeline timed stage by stage.
 
 Stages (each a subprocess, so its wall time and peak RSS are its own: ``os.wait4`` returns the child's rusage):
 ``convert`` (SOURCE -> EARN checkpoint on the Beauty catalog), ``export`` (two fp32 ONNX graphs), ``check
@@ -20,26 +20,24 @@ import sys
 import time
 from pathlib import Path
 
-RANDOM = {"random:qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                                      num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                                      rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-                                      use_sliding_window=False, vocab_size=151936)}
+RANDOM = {"random:qwen2.5-0.5b": "qwen2.5-0.5b"}  # SOURCE -> a shape in earn_export.model.shapes
 
 
 def random_source(name: str, out: Path) -> Path:
     """A random-weight HF checkpoint of a real model's shape with SmolLM2's tokenizer (see module doc)."""
     import torch
-    from transformers import AutoTokenizer, Qwen2Config
+    from transformers import AutoTokenizer
 
-    from ..convert.smollm2 import smollm2_gguf
-    from ..model import EarnForCausalLM
+    from earn_export.convert.smollm2 import smollm2_gguf
+    from earn_export.model import EarnForCausalLM
+    from earn_export.model.shapes import hf_config
 
     if (out / "config.json").is_file():
         return out
     gguf = smollm2_gguf()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     torch.manual_seed(0)
-    model = EarnForCausalLM(Qwen2Config(**RANDOM[name]), init=False)
+    model = EarnForCausalLM(hf_config(RANDOM[name]), init=False)
     model.init_weights(seed=0)
     model.save_pretrained(out)
     tok.save_pretrained(str(out))
@@ -65,14 +63,14 @@ def throughput(ckpt: Path, engine: Path, users: int, batch_size: int = 64) -> di
     workers) and of the ONNX Runtime runtime's own ``Recommender.recommend``, on the same test users."""
     import numpy as np
 
-    from ..data.catalog import Trie
-    from ..data.prompts import PromptBuilder
-    from ..data.sequences import eval_examples
-    from ..model import load_pretrained
-    from ..runtime import Recommender
-    from ..runtime.backends import TorchBackend
-    from ..train.evaluate import evaluate
-    from ..train.pipeline import DataSpec, _item_head, eval_vocab
+    from earn_export.data.catalog import Trie
+    from earn_export.data.prompts import PromptBuilder
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.data.sequences import eval_examples
+    from earn_export.model import load_pretrained
+    from earn_export.runtime import Recommender
+    from earn_export.runtime.backends import TorchBackend
+    from earn_export.train.evaluate import _item_head, eval_vocab, evaluate
 
     ex = eval_examples(DataSpec.load_from(ckpt).load(), "test", max_history=20)
     ex = type(ex)(ex.users[:users], ex.histories[:users], ex.targets[:users])
@@ -89,7 +87,7 @@ def throughput(ckpt: Path, engine: Path, users: int, batch_size: int = 64) -> di
     trie, prompts = Trie.load(ckpt / "trie.npz"), PromptBuilder.load(ckpt)
     metrics = evaluate(backend, trie, prompts, ex, beam=20, batch_size=batch_size)
     torch_s = metrics["seconds"]
-    from ..search.metrics import evaluate_rankings
+    from earn_export.search.metrics import evaluate_rankings
 
     ranked = np.empty_like(ort_items)
     ranked[order] = ort_items
@@ -109,7 +107,7 @@ def run(source: str, data_dir: str, out_dir: str, check_users: int = 100, eval_u
         src = source
     ckpt, engine = out / "ckpt", out / "engine"
     rows = []
-    print(f"bench --pretrained {source}: {out}", flush=True)
+    print(f"benchmarks/pretrained.py {source}: {out}", flush=True)
     if not (reuse and (ckpt / "model.safetensors").is_file()):
         argv = ["convert", src, "--data", data_dir, "--out", str(ckpt)]
         if split:
@@ -142,3 +140,29 @@ def run(source: str, data_dir: str, out_dir: str, check_users: int = 100, eval_u
     (out / "bench_pretrained.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"  wrote {out / 'bench_pretrained.json'}")
     return result
+
+
+def main(argv=None) -> int:
+    from earn_export import cli_args as ca
+    from earn_export.cli import Parser
+
+    p = Parser(prog="python benchmarks/pretrained.py", description=__doc__.splitlines()[0])
+    p.add_argument("source", help="'smollm2' (the shipped GGUF), 'random:qwen2.5-0.5b', an HF dir or a .gguf file")
+    ca.add_data_source(p, default="../shared/data/amazon-beauty", csv=False)
+    ca.add_split_layer(p, default="auto")
+    p.add_argument("--check-users", type=ca.positive_int, default=100, help="users in the check stage")
+    p.add_argument("--eval-users", type=ca.positive_int, default=64, help="users in the throughput stage")
+    p.add_argument("--reuse", action="store_true", help="skip stages whose outputs exist under --out")
+    ca.add_out(p, "output folder (default results/pretrained-SOURCE)")
+    args = p.parse_args(argv)
+    out = args.out or f"results/pretrained-{args.source.replace(':', '-')}"
+    split = None if args.split_layer == "auto" else args.split_layer
+    run(args.source, args.data or "../shared/data/amazon-beauty", out, check_users=args.check_users,
+        eval_users=args.eval_users, split=split, reuse=args.reuse)
+    return 0
+
+
+if __name__ == "__main__":
+    from earn_export.cli import run_script
+
+    raise SystemExit(run_script(main))
