@@ -11,7 +11,6 @@ behaviour seen is Triton's own, without serve's instance watch.
 import collections
 import signal
 import socket
-import sys
 import threading
 import time
 import urllib.request
@@ -43,7 +42,18 @@ def load_in_thread(url, reqs, concurrency, max_seconds):
     return th, box
 
 
-def main(engine, mode):
+def main(argv=None):
+    from earn_export.cli import Parser
+
+    p = Parser(prog="python benchmarks/serve_faults.py", description=__doc__.splitlines()[0])
+    p.add_argument("engine_dir", help="exported engine directory")
+    p.add_argument("mode", choices=["crash", "sigterm"], help="crash: SIGKILL one of 2 stubs under load; sigterm: "
+                                                               "SIGINT to tritonserver at concurrency 16")
+    args = p.parse_args(argv)
+    run(args.engine_dir, args.mode)
+
+
+def run(engine, mode):
     crash = mode == "crash"
     opts = ServeOptions(engine_dir=engine, instances=2 if crash else 1, threads=1, max_batch=8 if crash else 4,
                         max_queue_delay_us=2000 if crash else 0, beam=10, default_top_k=5).validate()
@@ -86,4 +96,4 @@ def main(engine, mode):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main()
