@@ -45,6 +45,11 @@ def _model_options(p) -> None:
     p.add_argument("--max-batch", type=positive_int, default=32, help="largest dynamic batch, in users (default 32)")
     p.add_argument("--max-queue-delay-us", type=nonneg_int, default=2000,
                    help="how long the dynamic batcher waits to fill a batch, in microseconds (default 2000)")
+    p.add_argument("--max-queue-size", type=nonneg_int, default=0,
+                   help="requests the queue holds; more are refused at once with 'Exceeds maximum queue size' "
+                        "(busy, retry) (default 0 = 4 x --max-batch x --instances)")
+    p.add_argument("--queue-timeout-us", type=nonneg_int, default=0,
+                   help="refuse a request that waited this long in the queue, in microseconds (default 0: no limit)")
     ca.add_search(p, top_k=10, top_k_note="when a request does not send one; requests may ask for 1..--beam")
     ca.add_on_unknown(p, note="served: an error answer, or 'skipped' in the answer")
     p.add_argument("--max-request-items", type=positive_int, default=1000,
@@ -107,6 +112,10 @@ def _register_client(sub) -> None:
                         "reports; give it for a triton-repo server)")
     t.add_argument("--seed", type=nonneg_int, default=0, help="random seed of histories and request order (default 0)")
     ca.add_out(t, "also write the summary as JSON to this file")
+    t.add_argument("--duration", type=positive_float, default=None,
+                   help="hold the load for this many seconds at --rate requests/s (open loop; --concurrency is then "
+                        "the number of senders), report latency percentiles, errors by kind and server RSS over time")
+    t.add_argument("--rate", type=positive_float, default=10.0, help="requests/s with --duration (default 10)")
     t.set_defaults(func=_lazy("client", "run_loadtest", ("tritonclient",)))
 
 
@@ -151,4 +160,11 @@ def _register_batch(sub) -> None:
     ca.add_backend(b, note="batch: onnxruntime or cpp")
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     ca.add_quiet(b)
+    b.add_argument("--part-size", type=positive_int, default=None,
+                   help="write --out as a directory of parts of this many users, each committed on its own with a "
+                        "manifest; re-running the same command skips finished parts (see docs/batch_faults.md)")
+    b.add_argument("--max-restarts", type=nonneg_int, default=3,
+                   help="restarts of a crashed Recommender actor before the run fails (default 3)")
+    b.add_argument("--task-retries", type=nonneg_int, default=3,
+                   help="retries of a batch whose actor died, on the restarted actor (default 3)")
     b.set_defaults(func=_lazy("batch", "run_batch_cli", ("ray", "pyarrow")))

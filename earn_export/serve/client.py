@@ -34,6 +34,7 @@ ERROR_SIGNS = {
     "bad_dtype": ("data-type", "datatype", "must be INT64"),
     "bad_shape": ("shape",),
     "top_k_out_of_range": ("out of range",),
+    "busy": ("Exceeds maximum queue size", "Request timeout expired"),  # Triton's queue policy: retry later
 }
 
 
@@ -385,6 +386,16 @@ def run_loadtest(args) -> int:
                      if line.strip()]
     else:
         histories = sample_histories(engine, min(args.requests, 5000), seed=args.seed)
+    if getattr(args, "duration", None):  # open loop at a fixed rate (held_load.py)
+        from .held_load import print_held, run_held_load
+
+        held = run_held_load(args.url, histories, args.rate, args.duration, top_k=args.top_k,
+                             senders=args.concurrency, timeout_s=args.timeout)
+        print_held(held)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(held, f, indent=2)
+        return 0 if not held["errors"] else 1
     reqs = make_load(histories, args.requests, args.bad_fraction, opts, seed=args.seed, top_k=args.top_k)
     print(f"loadtest {args.url}: {args.requests} requests ({args.bad_fraction:.0%} bad), concurrency "
           f"{args.concurrency}, at most {args.max_seconds:.0f} s", flush=True)

@@ -41,6 +41,13 @@ class ServeOptions:
     on_unknown: str = "error"  # error | skip
     max_request_items: int = 1000  # longer histories are refused (the model keeps its last max_history items)
     allow_empty_history: bool = False
+    # bounded queue (overload answers "busy, retry" at once instead of queueing without limit); 0 = auto:
+    # four full batches per instance (docs/serve_overload.md)
+    max_queue_size: int = 0
+    queue_timeout_us: int = 0  # a request waiting longer in the queue is rejected; 0 = no limit
+
+    def queue_size(self) -> int:
+        return self.max_queue_size or 4 * self.max_batch * self.instances
 
     def validate(self) -> "ServeOptions":
         problems = []
@@ -58,6 +65,9 @@ class ServeOptions:
             problems.append(f"--max-batch must be >= 1, got {self.max_batch}")
         if self.max_queue_delay_us < 0:
             problems.append(f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}")
+        if self.max_queue_size < 0 or self.queue_timeout_us < 0:
+            problems.append(f"--max-queue-size and --queue-timeout-us must be >= 0, got {self.max_queue_size} and "
+                            f"{self.queue_timeout_us}")
         if self.max_request_items < 1:
             problems.append(f"--max-request-items must be >= 1, got {self.max_request_items}")
         if problems:
@@ -134,6 +144,11 @@ def model_config(opts: ServeOptions, warmup: bool = True):
     cfg.output.add(name="skipped", data_type=mc.TYPE_INT64, dims=[1])
     cfg.output.add(name="truncated", data_type=mc.TYPE_INT64, dims=[1])
     cfg.dynamic_batching.max_queue_delay_microseconds = opts.max_queue_delay_us
+    policy = cfg.dynamic_batching.default_queue_policy  # full queue or waited too long: UNAVAILABLE, retry later
+    policy.max_queue_size = opts.queue_size()
+    if opts.queue_timeout_us:
+        policy.timeout_action = mc.ModelQueuePolicy.REJECT
+        policy.default_timeout_microseconds = opts.queue_timeout_us
     cfg.instance_group.add(count=opts.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     cfg.parameters[OPTIONS_PARAMETER].string_value = opts.to_json()
     if warmup:  # a real request through execute() before the model (and so the server) reports ready

@@ -47,7 +47,8 @@ def options_from_args(args) -> ServeOptions:
                         threads=args.threads, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
                         beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
                         max_request_items=args.max_request_items,
-                        allow_empty_history=args.allow_empty_history).validate()
+                        allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
+                        queue_timeout_us=args.queue_timeout_us).validate()
 
 
 def run_serve(args) -> int:
@@ -74,10 +75,16 @@ def run_serve(args) -> int:
               + (f", metrics http://{args.host}:{args.metrics_port}/metrics" if args.metrics_port else ""), flush=True)
         print(f"try: earn-export query http://{server.http_url} --history '1 2 3'   (Ctrl-C or SIGTERM stops)",
               flush=True)
+        from .instance_watch import dead, stub_pids
+
+        stubs = stub_pids(server.process.pid)  # one per model instance, all loaded once the server is ready
         while not stop.is_set():
             if server.process.poll() is not None:
                 raise ServeError(f"tritonserver exited unexpectedly with code {server.process.returncode}; its log "
                                  f"ends:\n{server.log_tail()}")
+            if gone := dead(stubs):  # Triton would keep the dead instance and fail its share of requests forever
+                raise ServeError(f"model instance process(es) {sorted(gone)} died and Triton does not restart them; "
+                                 "stopping the server (exit 1) so that a supervisor restarts `earn-export serve`")
             stop.wait(0.5)
         print(f"{received[0] if received else 'stop'} received: stopping the server ...", flush=True)
         code = server.stop()

@@ -206,7 +206,8 @@ def run_triton_repo(args) -> int:
     opts = ServeOptions(engine_dir=args.engine_dir, backend="bls", instances=args.instances, max_batch=args.max_batch,
                         max_queue_delay_us=args.max_queue_delay_us, beam=args.beam, default_top_k=args.top_k,
                         on_unknown=args.on_unknown, max_request_items=args.max_request_items,
-                        allow_empty_history=args.allow_empty_history).validate()
+                        allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
+                        queue_timeout_us=args.queue_timeout_us).validate()
     report = write_triton_repo(args.engine_dir, args.out, opts, graphs=args.graphs, device=args.instance_kind,
                                graph_instances=args.graph_instances, overwrite=args.overwrite)
     for name, info in report["models"].items():

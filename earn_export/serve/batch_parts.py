@@ -1,0 +1,344 @@
+"""``earn-export batch --part-size N``: batch scoring that survives faults and resumes where it stopped.
+
+Why: a 10M-user job killed at 80% used to lose everything (the single-file output is all-or-nothing). Here
+``--out`` is a directory of parts: part ``i`` holds input rows ``[i*N, (i+1)*N)`` and is committed on its own
+(written to a hidden temporary file, fsynced, renamed), then recorded in ``_parts.json`` (rewritten atomically
+the same way). A re-run of the same command on the same directory skips the parts already recorded (counted in
+the summary) and scores only the rest; a manifest written for another users file, engine or options is refused
+with the difference named (``--overwrite`` starts over). A part file renamed in but not yet recorded (a kill
+between the two steps) is simply scored and written again (same bytes).
+
+Scoring is the same Ray Data pipeline as the single-file mode (``map_batches`` over ``RecommenderActor``), on the
+rows of the unfinished parts only. Actors restart after a crash (``max_restarts``) and the task that was running
+on a dead actor is retried (``max_task_retries``); both are bounded, so a deterministic crash fails the run
+instead of looping. The driver checks that every part receives exactly its own users in order before it commits
+the part, so a duplicated or lost row fails the run rather than reaching the output.
+
+Each actor tags its rows with its Ray node id and pid; the summary (and each part's record) says how many users
+each node scored, which shows whether a cluster run really spread over the nodes.
+
+Bad rows are reported per row in ``_bad_rows.parquet`` (``user``, ``row``, ``kind``, ``detail``, ``action``),
+never dropped silently: ``unknown_items`` (ids not in the engine's catalog; negative or malformed ids are unknown
+too) fail the run before any work under ``--on-unknown error`` and are dropped and counted under ``skip``;
+``empty_history`` rows are scored on the prompt alone; ``duplicate_user`` rows are all scored and flagged.
+
+Read the result with :func:`read_parts` (parts in order) or ``pyarrow.parquet.read_table(OUT)`` (pyarrow ignores
+the ``_``- and ``.``-prefixed bookkeeping files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data.errors import DataError
+from ..errors import UsageError
+from .batch import RecommenderActor, check_known, init_ray, output_schema, read_users
+
+PARTS_FORMAT = "earn-batch-parts/1"
+MANIFEST = "_parts.json"
+BAD_ROWS = "_bad_rows.parquet"
+LOCK = ".lock"
+
+
+class PartsDirError(UsageError):
+    """``--out`` cannot be used as a parts directory as it is; the message names the problem and the fix."""
+
+
+def part_name(i: int) -> str:
+    return f"part-{i:05d}.parquet"
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)``, fsync, rename over ``path``, fsync the directory: the file is whole or absent."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, sort_keys=True)))
+
+
+@contextlib.contextmanager
+def _locked(out: Path):
+    """One driver per output directory: a second concurrent run fails at once instead of interleaving parts."""
+    with open(out / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PartsDirError(f"{out} is being written by another batch run (lock {out / LOCK}); wait for it or "
+                                "choose another --out") from None
+        yield
+
+
+def _sha256(path) -> str:
+    from ..engine.manifest import sha256_file
+
+    return sha256_file(Path(path))
+
+
+def job_identity(engine_dir, users, n_users: int, part_size: int, options: dict) -> dict:
+    """What a parts directory was written for; a re-run must match it exactly to reuse finished parts."""
+    return {"format": PARTS_FORMAT, "users_sha256": _sha256(users), "n_users": int(n_users),
+            "engine_manifest_sha256": _sha256(Path(engine_dir) / "manifest.json"), "part_size": int(part_size),
+            "options": dict(sorted(options.items()))}
+
+
+def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict:
+    """The finished parts recorded in ``out`` for this very job ({} for a new or overwritten directory)."""
+    if out.exists() and not out.is_dir():
+        raise PartsDirError(f"{out} is a file; with --part-size, --out is a directory of parts — pass a directory "
+                            "path (or drop --part-size to write one Parquet file)")
+    out.mkdir(parents=True, exist_ok=True)
+    names = {p.name for p in out.iterdir()} - {LOCK}
+    if names and MANIFEST not in names:
+        raise PartsDirError(f"{out} holds {len(names)} entries but no {MANIFEST}; it is not a batch parts directory. "
+                            "Pass a new or empty directory to --out")
+    if not names:
+        return {}
+    if overwrite:
+        for p in out.iterdir():
+            if p.name != LOCK:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return {}
+    try:
+        old = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise PartsDirError(f"{out / MANIFEST} is unreadable ({exc}); pass --overwrite to start over") from None
+    diff = [k for k in sorted(set(identity) | set(old.get("job", {}))) if identity.get(k) != old.get("job", {}).get(k)]
+    if diff:
+        detail = "; ".join(f"{k}: was {old.get('job', {}).get(k)!r}, now {identity.get(k)!r}" for k in diff)
+        raise PartsDirError(f"{out} was written for another job ({detail}); re-run with the same users file, engine "
+                            "and options to resume, or pass --overwrite to start over")
+    done = {}
+    for key, rec in old.get("parts", {}).items():
+        f = out / rec["file"]
+        if f.is_file() and f.stat().st_size == rec["bytes"]:  # a recorded part that vanished is scored again
+            done[int(key)] = rec
+    for p in out.glob(".*.tmp-*"):  # leftovers of a killed run (a part or the manifest being written)
+        p.unlink()
+    return done
+
+
+def bad_rows(table, known_items, on_unknown: str):
+    """One row per problem found in the users table (see the module doc); ``None`` when there is none."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    hist = table.column("history").combine_chunks()
+    users = np.asarray(table.column("user"))
+    lengths = np.asarray(pc.list_value_length(hist).fill_null(0))
+    values = np.asarray(pc.list_flatten(hist))
+    parents = np.asarray(pc.list_parent_indices(hist))
+    rows, kinds, details, actions = [], [], [], []
+    bad = np.flatnonzero(~np.isin(values, np.fromiter(known_items, np.int64)))
+    owners = parents[bad]  # sorted: list_parent_indices is non-decreasing
+    cuts = np.flatnonzero(np.diff(owners)) + 1
+    for r, group in zip(owners[np.r_[0, cuts]] if len(owners) else [], np.split(values[bad], cuts)):
+        ids = np.unique(group)
+        rows.append(r), kinds.append("unknown_items")
+        details.append(f"{len(ids)} unknown item id(s) {ids[:10].tolist()}{' ...' if len(ids) > 10 else ''}")
+        actions.append("run refused (--on-unknown error)" if on_unknown == "error"
+                       else "ids dropped, rest scored (counted in 'skipped')")
+    for r in np.flatnonzero(lengths == 0):
+        rows.append(r), kinds.append("empty_history"), details.append("no items")
+        actions.append("scored on the prompt alone")
+    uniq, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+    for r in np.flatnonzero(counts[inverse] > 1):
+        rows.append(r), kinds.append("duplicate_user")
+        details.append(f"user id {users[r]} appears {counts[inverse][r]} times")
+        actions.append("every row scored")
+    if not rows:
+        return None
+    order = np.argsort(np.asarray(rows, np.int64), kind="stable")
+    rows = np.asarray(rows, np.int64)[order]
+    return pa.table({"user": users[rows], "row": rows, "kind": np.asarray(kinds, object)[order].tolist(),
+                     "detail": np.asarray(details, object)[order].tolist(),
+                     "action": np.asarray(actions, object)[order].tolist()})
+
+
+class PlacedRecommenderActor(RecommenderActor):
+    """``RecommenderActor`` whose rows also say which Ray node and process scored them (placement summary)."""
+
+    def __call__(self, batch):
+        import pyarrow as pa
+        import ray
+
+        out = super().__call__(batch)
+        n = out.num_rows
+        node = ray.get_runtime_context().get_node_id()
+        return out.append_column("node", pa.array([node] * n, pa.string())).append_column(
+            "pid", pa.array(np.full(n, os.getpid(), np.int64)))
+
+
+def node_labels() -> dict:
+    """Ray node id -> a readable label: its custom resources (how a cluster names its nodes) or its address."""
+    import ray
+
+    labels = {}
+    for n in ray.nodes():
+        custom = sorted(k for k in n.get("Resources", {}) if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                        and not k.startswith("node:") and not k.startswith("accelerator_type"))
+        labels[n["NodeID"]] = f"{n['NodeID'][:8]}" + (f" ({', '.join(custom)})" if custom else
+                                                     f" ({n.get('NodeManagerAddress', '?')})")
+    return labels
+
+
+def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None = None, actors: int | None = None,
+                    batch_size: int = 64, top_k: int = 20, beam: int = 20, on_unknown: str = "error",
+                    backend: str = "onnxruntime", threads: int = 1, progress: bool = True, overwrite: bool = False,
+                    max_restarts: int = 3, task_retries: int = 3) -> dict:
+    """Score the users of ``users`` into the parts directory ``out``, skipping parts a previous run finished."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..engine.manifest import load_manifest
+    from ..engine.trie_files import engine_trie
+
+    if not 1 <= top_k <= beam:
+        raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
+    if on_unknown not in ("error", "skip"):
+        raise ValueError(f"--on-unknown must be 'error' or 'skip', got {on_unknown!r}")
+    if part_size < 1:
+        raise ValueError(f"--part-size must be >= 1, got {part_size}")
+    out = Path(out)
+    engine_dir = str(Path(engine_dir).resolve())
+    manifest = load_manifest(engine_dir, verify=True)
+    table = read_users(users)
+    n = table.num_rows
+    known = engine_trie(engine_dir, manifest).item_paths().keys()
+    report = bad_rows(table, known, on_unknown)
+    if on_unknown == "error":
+        check_known(table, known, users)  # fails before any work, naming users and ids
+    options = {"top_k": top_k, "beam": beam, "on_unknown": on_unknown, "backend": backend}
+    identity = job_identity(engine_dir, users, n, part_size, options)
+    n_parts = -(-n // part_size)
+    if out.exists() and not out.is_dir():
+        raise PartsDirError(f"{out} is a file; with --part-size, --out is a directory of parts — pass a directory "
+                            "path (or drop --part-size to write one Parquet file)")
+    out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        done = _prepare_out(out, identity, overwrite)
+        if report is not None:
+            _atomic_write(out / BAD_ROWS, lambda tmp: pq.write_table(report, tmp))
+        state = {"job": identity, "n_parts": n_parts, "complete": False,
+                 "parts": {str(i): rec for i, rec in sorted(done.items())}}
+        _write_json(out / MANIFEST, state)
+        pending = [i for i in range(n_parts) if i not in done]
+        t0 = time.perf_counter()
+        placement: dict[str, dict] = {}
+        n_actors = 0
+        if pending:
+            ray = init_ray(address)
+            ctx = ray.data.DataContext.get_current()
+            ctx.execution_options.preserve_order = True  # rows come back in input order: parts are cut from them
+            ctx.enable_progress_bars = progress
+            n_actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // max(threads, 1))
+            n_actors = min(n_actors, len(pending))
+            blocks = [table.slice(i * part_size, part_size) for i in pending]
+            ds = ray.data.from_arrow(blocks).map_batches(
+                PlacedRecommenderActor,
+                fn_constructor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k, "beam": beam,
+                                       "on_unknown": on_unknown, "threads": threads, "batch_size": batch_size},
+                batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_actors),
+                num_cpus=threads, max_restarts=max_restarts, max_task_retries=task_retries)
+            labels = node_labels()
+            schema = output_schema()
+            buf: list = []
+            buffered = 0
+            k = 0  # index into pending: the part being filled
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                buf.append(batch)
+                buffered += batch.num_rows
+                while k < len(pending):
+                    i = pending[k]
+                    rows = min(part_size, n - i * part_size)
+                    if buffered < rows:
+                        break
+                    whole = pa.concat_tables(buf)
+                    part, rest = whole.slice(0, rows), whole.slice(rows)
+                    buf, buffered = [rest], rest.num_rows
+                    expect = table.column("user").slice(i * part_size, rows)
+                    if not np.array_equal(part.column("user").to_numpy(), expect.to_numpy()):
+                        raise RuntimeError(f"part {i}: the scored rows are not this part's users in input order "
+                                           "(a lost or duplicated row); nothing of this part was written")
+                    nodes = {}
+                    for node, cnt in zip(*np.unique(np.asarray(part.column("node")), return_counts=True)):
+                        nodes[labels.get(node, node[:8])] = int(cnt)
+                    for node, pid in set(zip(part.column("node").to_pylist(), part.column("pid").to_pylist())):
+                        p = placement.setdefault(labels.get(node, node[:8]), {"users": 0, "pids": set()})
+                        p["pids"].add(pid)
+                    for lab, cnt in nodes.items():
+                        placement[lab]["users"] += cnt
+                    data = part.select(schema.names).cast(schema)
+                    f = out / part_name(i)
+                    _atomic_write(f, lambda tmp: pq.write_table(data, tmp))
+                    state["parts"][str(i)] = {"file": f.name, "rows": rows, "bytes": f.stat().st_size,
+                                              "first_user": int(expect[0].as_py()), "nodes": nodes}
+                    _write_json(out / MANIFEST, state)  # the part counts as finished from here on
+                    k += 1
+            if k != len(pending) or buffered:
+                raise RuntimeError(f"scored {k} of {len(pending)} pending parts ({buffered} rows left over); the "
+                                   f"finished ones are kept in {out}, re-run the same command to finish")
+        state["complete"] = True
+        _write_json(out / MANIFEST, state)
+    seconds = time.perf_counter() - t0
+    scored = sum(min(part_size, n - i * part_size) for i in pending)
+    kinds = {}
+    if report is not None:
+        for kind in report.column("kind").to_pylist():
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return {"users": n, "scored_users": scored, "parts": n_parts, "parts_skipped": len(done),
+            "parts_scored": len(pending), "seconds": seconds, "users_per_s": scored / seconds if seconds else 0.0,
+            "actors": n_actors, "out": str(out), "bad_rows": kinds,
+            "placement": {k: {"users": v["users"], "actors": len(v["pids"])} for k, v in sorted(placement.items())}}
+
+
+def read_parts(out):
+    """The whole output of a parts directory as one table, parts in input order; refuses an unfinished run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    try:
+        state = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{out}: no readable {MANIFEST} ({exc}); is this a batch --part-size output?") from None
+    if not state.get("complete"):
+        raise DataError(f"{out}: the run is unfinished ({len(state['parts'])} of {state['n_parts']} parts); re-run "
+                        "the same batch command to finish it")
+    return pa.concat_tables([pq.read_table(out / part_name(i)) for i in range(state["n_parts"])])
+
+
+def print_summary(stats: dict) -> None:
+    print(f"scored {stats['scored_users']} of {stats['users']} users ({stats['parts_scored']} part(s) scored, "
+          f"{stats['parts_skipped']} finished part(s) skipped) with {stats['actors']} actor(s) in "
+          f"{stats['seconds']:.1f} s ({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
+    for node, p in stats["placement"].items():
+        print(f"  node {node}: {p['users']} users by {p['actors']} actor process(es)")
+    if stats["bad_rows"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats["bad_rows"].items()))
+        print(f"  bad rows: {kinds} (one row each in {Path(stats['out']) / BAD_ROWS})")

@@ -1,0 +1,47 @@
+"""Model-instance processes of a running ``tritonserver``, and which of them died.
+
+Why: Triton 2.51 does not restart a Python-backend stub process that died (OOM kill, segfault). The server and
+the model keep reporting READY while every request the scheduler hands to the dead instance fails with
+"Stub process '...' is not healthy" — a partial outage that no health check sees and that never ends
+(docs/serve_overload.md has the measurement). ``earn-export serve`` therefore watches the stubs and, when one
+dies, stops the server and exits non-zero, so a supervisor (systemd, Kubernetes) restarts it.
+
+Linux ``/proc`` only; elsewhere nothing is watched (the functions return empty sets).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STUB_NAME = "triton_python_backend_stub"
+
+
+def _stat(pid: int) -> tuple[str, str, int] | None:
+    """(comm, state, ppid) of a process from /proc/PID/stat, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = text[text.index("(") + 1: text.rindex(")")]
+    state, ppid = text[text.rindex(")") + 2:].split()[:2]
+    return comm, state, int(ppid)
+
+
+def stub_pids(server_pid: int) -> set[int]:
+    """Live stub processes whose parent is ``server_pid`` (the kernel cuts ``comm`` to 15 characters)."""
+    out = set()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return out
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        st = _stat(int(d.name))
+        if st and st[2] == server_pid and STUB_NAME.startswith(st[0]) and st[1] != "Z":
+            out.add(int(d.name))
+    return out
+
+
+def dead(pids: set[int]) -> set[int]:
+    """The pids of ``pids`` that exited (gone, or a zombie not yet reaped by the server)."""
+    return {p for p in pids if (st := _stat(p)) is None or st[1] == "Z"}

@@ -1,0 +1,177 @@
+"""Serving under overload: the bounded queue (Triton's queue policy) answers excess requests at once with a
+"busy, retry" error that the load test counts as ``busy``, and every request it does accept is answered
+correctly. Uses the tiny random-weight engine: the point is the queue, not the model."""
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed (pip install -e '.[serve]')")
+pytest.importorskip("pytriton", reason="the serve extra is not installed (pip install -e '.[serve]')")
+
+from earn_export.runtime import Recommender  # noqa: E402
+from earn_export.serve import client as sc  # noqa: E402
+from earn_export.serve.served_model import ServeOptions, model_config  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_queue_policy_in_config():
+    cfg = model_config(ServeOptions(engine_dir="-", max_batch=8, instances=2), warmup=False)
+    assert cfg.dynamic_batching.default_queue_policy.max_queue_size == 4 * 8 * 2  # auto: 4 batches per instance
+    cfg = model_config(ServeOptions(engine_dir="-", max_queue_size=5, queue_timeout_us=20000), warmup=False)
+    q = cfg.dynamic_batching.default_queue_policy
+    assert q.max_queue_size == 5 and q.default_timeout_microseconds == 20000
+    with pytest.raises(Exception, match="--max-queue-size and --queue-timeout-us must be >= 0"):
+        ServeOptions(engine_dir="-", max_queue_size=-1).validate()
+
+
+def test_overload_gets_busy_error_quickly(tiny_engine):
+    from earn_export.serve.server import start_server
+
+    opts = ServeOptions(engine_dir=str(tiny_engine), instances=1, threads=1, max_batch=2, max_queue_delay_us=0,
+                        beam=10, default_top_k=5, max_queue_size=2).validate()
+    port = free_port()
+    server = start_server(opts, http_port=port, grpc_port=free_port(), ready_timeout_s=240)
+    assert server is not None
+    try:
+        hs = sc.sample_histories(str(tiny_engine), 64, seed=5, max_len=5)
+        reqs = [sc.LoadRequest("good", np.asarray(hs[i % len(hs)], np.int64), top_k=5) for i in range(600)]
+        t0 = time.perf_counter()
+        records, wall = sc.run_load(f"http://127.0.0.1:{port}", reqs, concurrency=32, max_seconds=240,
+                                    request_timeout_s=60)
+        assert len(records) == len(reqs) and time.perf_counter() - t0 < 240
+        busy = [r for r in records if r.error is not None and r.error_kind == "busy"]
+        other = [r for r in records if r.error is not None and r.error_kind != "busy"]
+        ok = [r for r in records if r.error is None]
+        assert not other, other[0].error
+        assert busy, "32 clients against a queue of 2 never got a busy error"
+        assert ok, "nothing was answered"
+        busy_ms = np.percentile([r.latency_s for r in busy], 50) * 1e3
+        ok_ms = np.percentile([r.latency_s for r in ok], 50) * 1e3
+        assert busy_ms < 2000, f"busy answers took {busy_ms:.0f} ms (p50)"
+        s = sc.summarize(records, len(reqs), wall)
+        assert s.by_kind["good"]["errors"] == {"busy": len(busy)}  # what `loadtest` reports
+        # what was accepted is answered right
+        rec = Recommender.load(tiny_engine)
+        assert sc.verify(records, reqs, rec, beam=10, default_top_k=5) == []
+        print(f"overload: {len(ok)} answered (p50 {ok_ms:.1f} ms), {len(busy)} busy (p50 {busy_ms:.1f} ms) "
+              f"of {len(records)} at concurrency 32, queue 2, in {wall:.1f} s")
+    finally:
+        server.stop()
+
+
+def _start_serve(engine, *extra):
+    """`earn-export serve` as a subprocess on free ports; returns (process, http url) once it printed ready."""
+    import subprocess
+    import sys
+
+    http = free_port()
+    cmd = [sys.executable, "-m", "earn_export.cli", "serve", str(engine), "--http-port", str(http), "--grpc-port",
+           str(free_port()), "--metrics-port", "0", "--threads", "1", "--beam", "10", "--top-k", "5", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if line.startswith("ready:"):
+            return proc, f"http://127.0.0.1:{http}", lines
+    proc.kill()
+    pytest.fail("server did not become ready:\n" + "".join(lines))
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                text = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="the instance watch reads /proc (Linux)")
+def test_dead_model_instance_stops_serve_nonzero(tiny_engine):
+    """Triton keeps a dead stub's instance (READY, failing its share of requests forever); serve exits 1 instead."""
+    import os
+    import signal
+    import threading
+
+    from earn_export.serve.instance_watch import stub_pids
+
+    proc, url, _ = _start_serve(tiny_engine, "--instances", "2", "--max-batch", "8")
+    try:
+        triton = [p for p in _children(proc.pid)]
+        stubs = set().union(*(stub_pids(p) for p in triton))
+        assert len(stubs) == 2, f"expected 2 stub processes, found {stubs}"
+        hs = sc.sample_histories(str(tiny_engine), 32, seed=2, max_len=5)
+        reqs = [sc.LoadRequest("good", np.asarray(hs[i % 32], np.int64)) for i in range(100000)]
+        box = {}
+        load = threading.Thread(target=lambda: box.setdefault("r", sc.run_load(url, reqs, concurrency=4,
+                                                                                max_seconds=60, request_timeout_s=10)))
+        load.start()
+        time.sleep(2.0)
+        t_kill = time.monotonic()
+        os.kill(max(stubs), signal.SIGKILL)
+        code = proc.wait(timeout=120)
+        exited_s = time.monotonic() - t_kill
+        out = proc.stdout.read()
+        load.join(timeout=120)
+        assert not load.is_alive(), "the load test hung after the server stopped"
+        assert code == 1, out
+        assert "died and Triton does not restart them" in out and "supervisor" in out, out
+        assert exited_s < 60, f"serve took {exited_s:.1f} s to exit"
+        assert not [p for p in triton if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read()
+                    .split(")")[1].split()[0]], "tritonserver left running"
+        records, _ = box["r"]
+        failed = sum(1 for r in records if r.error)
+        print(f"instance killed: serve exited {code} after {exited_s:.1f} s; load: {len(records)} requests, "
+              f"{failed} failed (the dead instance's share, then the stopped server)")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def test_loadtest_holds_a_fixed_rate_and_samples_server_rss(tiny_engine, tmp_path):
+    """`loadtest --duration --rate`: open loop, every due request sent, latency percentiles, RSS of the server."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    proc, url, _ = _start_serve(tiny_engine, "--instances", "1")
+    try:
+        out = tmp_path / "held.json"
+        r = subprocess.run([sys.executable, "-m", "earn_export.cli", "loadtest", url, "--duration", "8", "--rate",
+                            "20", "--concurrency", "8", "--out", str(out)], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        s = json.loads(out.read_text())
+        assert s["sent"] == 160 and s["ok"] == 160 and s["errors"] == {}, s
+        assert 15 <= s["achieved_ok_per_s"] <= 21 and 7.9 <= s["wall_s"] < 40, s  # last request due at 7.95 s
+        assert set(s["latency_ms"]) == {"p50", "p95", "p99"} and s["latency_ms"]["p50"] > 0
+        assert s["server_pid"] in _children(proc.pid), "RSS sampled from another process than the server"
+        assert len(s["rss_mb"]) >= 2 and all(mb > 10 for _, mb in s["rss_mb"]), s["rss_mb"]
+        assert "held 20.0 req/s for 8 s: 160 of 160 answered" in r.stdout, r.stdout
+        print(r.stdout)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
