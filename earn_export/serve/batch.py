@@ -192,21 +192,3 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     return {"users": written, "seconds": seconds, "users_per_s": written / seconds if seconds else 0.0,
             "first_rows_s": first[0] if first else float("nan"),
             "actors": n_actors, "out": str(out)}
-
-
-def run_batch_cli(args) -> int:
-    if getattr(args, "part_size", None):  # a directory of parts that a re-run resumes (batch_parts.py)
-        from .batch_parts import print_summary, run_batch_parts
-
-        print_summary(run_batch_parts(
-            args.engine_dir, args.histories_file, args.out, args.part_size, address=args.address, actors=args.actors,
-            batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
-            backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite,
-            max_restarts=args.max_restarts, task_retries=args.task_retries))
-        return 0
-    stats = run_batch(args.engine_dir, args.histories_file, args.out, address=args.address, actors=args.actors,
-                      batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
-                      backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite)
-    print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "
-          f"({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
-    return 0

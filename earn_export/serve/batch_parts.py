@@ -40,7 +40,7 @@ import numpy as np
 
 from ..data.errors import DataError
 from ..errors import UsageError
-from .batch import RecommenderActor, check_known, init_ray, output_schema, read_users
+from .batch import RecommenderActor, check_known, init_ray, output_schema, read_users, run_batch
 
 PARTS_FORMAT = "earn-batch-parts/1"
 MANIFEST = "_parts.json"
@@ -342,3 +342,19 @@ def print_summary(stats: dict) -> None:
     if stats["bad_rows"]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats["bad_rows"].items()))
         print(f"  bad rows: {kinds} (one row each in {Path(stats['out']) / BAD_ROWS})")
+
+
+def run_batch_cli(args) -> int:
+    if getattr(args, "part_size", None):  # a directory of parts that a re-run resumes (batch_parts.py)
+        print_summary(run_batch_parts(
+            args.engine_dir, args.histories_file, args.out, args.part_size, address=args.address, actors=args.actors,
+            batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
+            backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite,
+            max_restarts=args.max_restarts, task_retries=args.task_retries))
+        return 0
+    stats = run_batch(args.engine_dir, args.histories_file, args.out, address=args.address, actors=args.actors,
+                      batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
+                      backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "
+          f"({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
+    return 0

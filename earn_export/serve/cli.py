@@ -116,7 +116,7 @@ def _register_client(sub) -> None:
                    help="hold the load for this many seconds at --rate requests/s (open loop; --concurrency is then "
                         "the number of senders), report latency percentiles, errors by kind and server RSS over time")
     t.add_argument("--rate", type=positive_float, default=10.0, help="requests/s with --duration (default 10)")
-    t.set_defaults(func=_lazy("client", "run_loadtest", ("tritonclient",)))
+    t.set_defaults(func=_lazy("held_load", "run_loadtest_cli", ("tritonclient",)))
 
 
 def _register_repo(sub) -> None:
@@ -167,4 +167,4 @@ def _register_batch(sub) -> None:
                    help="restarts of a crashed Recommender actor before the run fails (default 3)")
     b.add_argument("--task-retries", type=nonneg_int, default=3,
                    help="retries of a batch whose actor died, on the restarted actor (default 3)")
-    b.set_defaults(func=_lazy("batch", "run_batch_cli", ("ray", "pyarrow")))
+    b.set_defaults(func=_lazy("batch_parts", "run_batch_cli", ("ray", "pyarrow")))

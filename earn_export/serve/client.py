@@ -371,7 +371,9 @@ def run_query(args) -> int:
 
 
 @_server_reachable
-def run_loadtest(args) -> int:
+def run_loadtest(args, held_load=None) -> int:
+    """``loadtest``: closed-loop requests (``--requests``), or with ``--duration`` the open-loop held load of
+    ``held_load.py``, which passes its ``(run, print)`` pair here (it imports this module, not the reverse)."""
     require_loopback(args.url)
     if args.requests < 1:
         raise ClientError(f"--requests must be >= 1, got {args.requests} — pass a positive count")
@@ -387,8 +389,7 @@ def run_loadtest(args) -> int:
     else:
         histories = sample_histories(engine, min(args.requests, 5000), seed=args.seed)
     if getattr(args, "duration", None):  # open loop at a fixed rate (held_load.py)
-        from .held_load import print_held, run_held_load
-
+        run_held_load, print_held = held_load
         held = run_held_load(args.url, histories, args.rate, args.duration, top_k=args.top_k,
                              senders=args.concurrency, timeout_s=args.timeout)
         print_held(held)

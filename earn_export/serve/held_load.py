@@ -155,3 +155,8 @@ def print_held(s: dict) -> None:
               f"{len(s['rss_mb'])} samples")
     else:
         print("server RSS: not sampled (no local process found listening on the URL's port)")
+
+
+def run_loadtest_cli(args) -> int:
+    """The ``loadtest`` command: :func:`client.run_loadtest` with this module's held load for ``--duration``."""
+    return sc.run_loadtest(args, held_load=(run_held_load, print_held))
