@@ -28,9 +28,9 @@ from .prompts import build_encoder, engine_encoder
 class UnknownItemError(KeyError, UserError):
     """History item ids that the engine's catalog does not know."""
 
-    def __init__(self, unknown: dict[int, list[int]]):
-        self.unknown = unknown  # user index -> unknown ids
-        ids = sorted({i for v in unknown.values() for i in v})
+    def __init__(self, unknown: dict[int, list]):
+        self.unknown = unknown  # user index -> unknown ids (original ids as the caller spelled them, when mapped)
+        ids = sorted({i for v in unknown.values() for i in v}, key=lambda i: (isinstance(i, str), i))
         users = sorted(unknown)
         super().__init__(
             f"unknown item ids {ids[:20]}{' ...' if len(ids) > 20 else ''} in the histories of users {users[:20]}: "
@@ -49,6 +49,9 @@ class RecommendResult:
     scores: np.ndarray  # [U, top_k] float32: sum of the identifier's token log-probs (-inf for padding)
     skipped: np.ndarray = field(default=None)  # [U] int64 unknown ids dropped (on_unknown="skip")
     truncated: np.ndarray = field(default=None)  # [U] int64 oldest items dropped beyond max_history
+    index: np.ndarray = field(default=None)  # [U, top_k] int64 catalog indices (= items unless ids="original")
+    titles: np.ndarray = field(default=None)  # [U, top_k] object: item titles when the engine's id map has them
+    unknown: dict = field(default=None)  # ids="original", on_unknown="skip": user -> original ids dropped
 
 
 def engine_trie(engine_dir, manifest: dict):
@@ -67,8 +70,9 @@ class Recommender:
     """Top-K items per user from a search backend, the trie and a prompt encoder."""
 
     def __init__(self, backend, trie, encoder, known_items, max_history: int = 20, batch_size: int = 64,
-                 manifest: dict | None = None):
+                 manifest: dict | None = None, id_map=None):
         self.backend = backend
+        self.id_map = id_map  # earn_export.data.id_map.ItemIdMap: original item ids (None: catalog indices only)
         self.trie = trie
         self.encoder = encoder
         self.known_items = frozenset(int(i) for i in known_items)
@@ -120,10 +124,13 @@ class Recommender:
         """The engine's trie, prompt encoder and history rules around any search backend (ORT sessions, the
         torch reference, Triton BLS calls ...). ``manifest`` is the already-checked ``load_manifest`` result."""
         trie = trie if trie is not None else engine_trie(engine_dir, manifest)
+        from ..data.id_map import engine_id_map
+
         paths = trie.item_paths()
+        id_map = engine_id_map(engine_dir, manifest, n_items=max(paths) + 1 if paths else 0)
         return cls(backend, trie, engine_encoder(engine_dir, manifest), paths.keys(),
                    max_history=manifest["model"].get("max_history") or 20, batch_size=batch_size,
-                   manifest=manifest)
+                   manifest=manifest, id_map=id_map)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,
@@ -150,9 +157,12 @@ class Recommender:
             "id_length": earn.id_length if earn else None,
             "max_history": earn.max_history if earn else 20,
         }
+        from ..data.id_map import load_id_map
+
         encoder = build_encoder(ckpt_dir, info, paths)
+        id_map = load_id_map(ckpt_dir, n_items=max(paths) + 1 if paths else 0)
         return cls(TorchBackend(model, head_token_ids=head), trie_obj, encoder, paths.keys(),
-                   max_history=info["max_history"] or 20, batch_size=batch_size)
+                   max_history=info["max_history"] or 20, batch_size=batch_size, id_map=id_map)
 
     # -- inference -------------------------------------------------------------------------------------------
     def prepare(self, histories, on_unknown: str = "error"):
@@ -177,8 +187,17 @@ class Recommender:
             raise UnknownItemError(unknown)
         return clean, skipped, truncated
 
-    def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error") -> RecommendResult:
-        """Top-``top_k`` items for each history (a list of item-id lists, oldest first); see the module doc."""
+    def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error",
+                  ids: str | None = None) -> RecommendResult:
+        """Top-``top_k`` items for each history (a list of item-id lists, oldest first); see the module doc.
+
+        ``ids``: None (the engine's original item ids when it has an id map, else catalog indices), "original"
+        or "catalog" (indices 0..n-1); see ``earn_export.runtime.original_ids``."""
+        from .original_ids import recommend_with_ids
+
+        return recommend_with_ids(self.id_map, self._recommend_catalog, histories, top_k, beam, on_unknown, ids)
+
+    def _recommend_catalog(self, histories, top_k, beam, on_unknown) -> RecommendResult:
         if beam < 1 or not 1 <= top_k <= beam:
             raise ValueError(f"need 1 <= top_k <= beam, got top_k={top_k}, beam={beam}")
         histories = list(histories)

@@ -67,7 +67,10 @@ class DataSpec:
     @classmethod
     def load_from(cls, ckpt_dir) -> "DataSpec | None":
         path = Path(ckpt_dir) / "data.json"
-        return cls(**json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        fields = cls.__dataclass_fields__  # data.json also records what was loaded ("stats"), not an option
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in fields})
 
 
 def make_catalog(data, seed: int = 0):
@@ -126,8 +129,9 @@ def encode(prompts, histories, targets):
 
 
 @atomic_output("out_dir", "checkpoint")
-def save_checkpoint(out_dir, model, tokenizer, catalog, prompts, data_spec, log: dict) -> Path:
-    """Everything export and runtime need: weights, earn.json, tokenizer, items.json, trie.npz, prompt.json.
+def save_checkpoint(out_dir, model, tokenizer, catalog, prompts, data_spec, log: dict, data=None) -> Path:
+    """Everything export and runtime need: weights, earn.json, tokenizer, items.json, trie.npz, prompt.json,
+    and, given the loaded ``data``, its original item ids (item_ids.json) and counts (data.json "stats").
     Written atomically (``earn_export.atomic``): an interrupted save leaves the previous checkpoint as it was."""
     out = Path(out_dir)
     model.save_pretrained(out)
@@ -136,6 +140,10 @@ def save_checkpoint(out_dir, model, tokenizer, catalog, prompts, data_spec, log:
     catalog.trie(tokenizer).save(out / "trie.npz")
     prompts.save(out)
     data_spec.save(out)
+    if data is not None:
+        from ..data.id_map import write_data_files
+
+        write_data_files(out, data, log)
     (out / "train_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
     return out
 
@@ -238,7 +246,7 @@ def train(out_dir, data_spec: DataSpec, split="auto", paradigm="lcrec", model_pa
     if split_analysis is not None:
         log["split_analysis"] = split_analysis
     log["wall_s_before_save"] = time.perf_counter() - t0
-    out = save_checkpoint(out_dir, model, tok, catalog, prompts, data_spec, log)
+    out = save_checkpoint(out_dir, model, tok, catalog, prompts, data_spec, log, data=data)
     log["wall_s"] = time.perf_counter() - t0
     (Path(out) / "train_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
     return out
