@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from earn_export.runtime import Recommender
 from earn_export.runtime.recommender import UnknownItemError
 
 N_USERS, N_ITEMS = 160, 50
+BIN = Path(sys.executable).parent  # earn-recommend and the C++ tests are installed beside the interpreter
 
 
 def item_spelling(kind: str, i: int):
@@ -125,6 +129,32 @@ def test_python_cli_and_cpp_answer_in_the_same_original_ids(own, capsys):
         pytest.skip("C++ runtime not built")
     cc = Recommender.load(engine, backend="cpp").recommend(hist, top_k=5, beam=10)
     assert cc.items.tolist() == res.items.tolist()
+    # earn-recommend (C++ CLI) reads item_ids.json itself: the same JSON lines as `earn-export recommend`
+    bad = "sku-nope" if kind == "str" else "424242"
+    common = [str(engine), "--top-k", "5", "--beam", "10", "--skip-unknown"]
+    original = [x for h in hist + [[hist[0][0], bad]] for x in ("--history", " ".join(map(str, h)))]
+    for cli in (common + original, common + ["--catalog-ids", "--history", "3 4 5", "--history", "7"]):
+        assert main(["recommend", *cli]) == 0
+        want = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        out = subprocess.run([str(BIN / "earn-recommend"), *cli, "--threads", "2"], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert [json.loads(line) for line in out.stdout.splitlines()] == want
+    assert len(want) == 2 and f"1 unknown skipped ({bad})" in json.loads(
+        subprocess.run([str(BIN / "earn-recommend"), *common, *original], capture_output=True, text=True,
+                       timeout=120).stdout.splitlines()[3])["note"]
+    out = subprocess.run([str(BIN / "earn-recommend"), str(engine), "--history", f"{hist[0][0]} {bad}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and f"unknown item ids ['{bad}']" in out.stderr
+
+
+def test_cpp_id_map_unit(tmp_path):
+    """earn::IdMap's own checks (cpp/tests/id_map_tests.cpp): lookups, titles, JSON, every refusal by name."""
+    exe = BIN / "earn_id_map_tests"
+    if not exe.is_file():
+        pytest.skip("C++ runtime not built")
+    out = subprocess.run([str(exe), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "id map checks passed" in out.stdout, out.stdout + out.stderr
 
 
 def test_unknown_original_ids_are_named_as_spelled(own, capsys):
