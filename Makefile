@@ -59,7 +59,7 @@ cli-reference: install
 
 # wall time of `--help`, one `recommend` query and rejected bad flags, each in a fresh process
 bench-cli: install
-	$(PY) -m earn_export.bench.cli_startup $(ARGS)
+	$(PY) benchmarks/cli_startup.py $(ARGS)
 
 export: install
 	@test -n "$(MODEL)" || (echo "usage: make export MODEL=path/to/checkpoint [OUT=engines/name] [ARGS='--fp16']" && exit 2)

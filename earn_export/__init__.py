@@ -1,16 +1,14 @@
 """earn-export: compile EARN register-token LLM recommenders into two-graph deployments.
 
-Submodules (one direction of data flow): ``model`` (the one decoder definition), ``data`` (sequences,
-identifiers, trie, prompts), ``search`` (trie-constrained beam search, metrics), ``train``, ``export``
-(two ONNX graphs + manifest), ``runtime`` (``Recommender``), ``bench``, ``build`` (TensorRT).
+Packages, lowest floor first (each imports only from floors below it; tests/test_layout.py checks this):
+``errors``/``lazy_import`` and ``atomic``; ``data`` (sequences, catalog, trie, prompts) and ``search`` (beam
+search); ``engine`` (the engine directory format); ``ops`` (the custom attention op); ``model`` (the one decoder
+definition, checkpoints); ``cli_args``; ``analysis``, ``convert`` (pretrained → EARN), ``runtime``
+(``Recommender``); ``export`` (two ONNX graphs, parity check), ``serve`` (Triton), ``tensorrt``; ``train``;
+``workflow`` (train → eval → export → check → recommend, the demo), ``bench`` and ``cli``.
 """
 
+from .lazy_import import lazy_attributes
+
 __version__ = "0.1.0"
-
-
-def __getattr__(name):  # lazy: importing the package must not import torch/onnxruntime
-    if name == "Recommender":
-        from .runtime import Recommender
-
-        return Recommender
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, {"Recommender": ".runtime"})  # importing the package imports no torch

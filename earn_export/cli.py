@@ -7,7 +7,8 @@ library at module level (tests/test_cli.py checks this for every module in ``COM
 
 Errors: a problem the user can fix (the project's error types, all derived from
 :class:`earn_export.errors.UserError`, and ``OSError``/``ValueError`` from their input) is printed as one line,
-``earn-export: error: <what> — <fix>``, with exit status 2 for bad usage and 1 for a failed command; ``--debug``
+``earn-export: error: <what> — <fix>``, with exit status 2 for bad usage and 1 for a failed command; a missing
+optional extra is bad usage (exit 2) and the line names ``pip install 'earn-export[EXTRA]'``; ``--debug``
 (or ``EARN_EXPORT_DEBUG=1``) adds the traceback. Any other exception is a bug and keeps its traceback.
 """
 
@@ -35,15 +36,14 @@ COMMANDS = {
     "check": "earn_export.export.cli",
     "inspect": "earn_export.runtime.cli",
     "recommend": "earn_export.runtime.cli",
-    "demo": "earn_export.runtime.cli",
+    "demo": "earn_export.workflow",
     "bench": "earn_export.bench.cli",
-    "build": "earn_export.build.cli",
+    "build": "earn_export.tensorrt.cli",
     "serve": "earn_export.serve.cli",
     "query": "earn_export.serve.cli",
     "loadtest": "earn_export.serve.cli",
     "triton-repo": "earn_export.serve.cli",
     "batch": "earn_export.serve.cli",
-    "bench-serve": "earn_export.bench.serving",
     "analyze": "earn_export.analysis.cli",
 }
 
@@ -146,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(one_line(exc), file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+    except ImportError as exc:  # an optional extra missing where no command checked for it first
+        from .cli_args import EXTRAS, missing_extra_message
+
+        if (exc.name or "").split(".")[0] not in EXTRAS:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {missing_extra_message(exc.name, f'{PROG} {only or first}')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
@@ -154,6 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
+
+
+def run_script(func, argv=None) -> int:
+    """Run a ``benchmarks/`` script's ``main(argv)`` with the command line's error handling: a user error is one
+    ``earn-export: error:`` line and exit 2 (usage) or 1, not a traceback."""
+    try:
+        return int(func(argv) or 0)
+    except (UserError, OSError, ValueError) as exc:
+        print(one_line(exc), file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ and a traceback only for bugs. Each error type keeps its historical base (``Valu
 what the CLI catches. New commands get the one-line behaviour by raising any of these types.
 
 Why :func:`hint`: the same message is read by Python callers (who pass ``on_unknown="skip"``) and by CLI users
-(who pass ``--skip-unknown``); the CLI sets :data:`from_cli` while it runs a command, and library code names the
+(who pass ``--on-unknown skip``); the CLI sets :data:`from_cli` while it runs a command, and library code names the
 fix through ``hint(api, cli)``. Only the standard library is imported here (the CLI imports it before anything).
 """
 

@@ -4,10 +4,12 @@
 
 Needs a CUDA GPU, nvcc and a CUDA build of torch (the CPU-only torch of `make install` cannot run it). It
 1. binds plugins/src/cuda/compacted_attention.cu into PyTorch (torch.utils.cpp_extension, about 1-3 minutes);
-2. compares the kernels (fp32: CUDA cores; fp16: tensor cores, and the CUDA-core path too) with the PyTorch reference (earn_export.ops.compacted_attention_reference, the op the model's
-   decode calls) on Qwen2.5-0.5B (14:2 heads) and Llama-3.2-1B (32:8 heads) decode shapes, head_dim 64, prompt
-   128 and 1024, beam 20, plus edge shapes (register-only layers with S = 2, beam 1 and 40, head_dim 32 and 128,
-   left padding, 1-3 generated tokens): fp32 max abs error <= 1e-4, fp16 max error <= 2e-2 relative;
+2. compares the kernels (fp32: CUDA cores; fp16: tensor cores, and the CUDA-core path too) with the PyTorch
+   reference (earn_export.ops.compacted_attention_reference, the op the model's decode calls) on SmolLM2-135M (9:3
+   heads), Qwen2.5-0.5B (14:2) and Llama-3.2-1B (32:8) decode shapes, head_dim 64, prompt 128 and 1024, beam 20,
+   plus edge shapes (register-only layers with S = 2, beam 1 and 40, head_dim 32 and 128, left padding, mixed
+   prompts with heavy padding whose padded K/V rows are NaN, a 16384-token prompt that splits, 1-3 generated
+   tokens): fp32 max abs error <= 1e-4, fp16 max error <= 2e-2 relative; and that a misaligned view is refused;
 3. times, at beam 20 and 16 users: the kernel (fp16: both paths); (a) the two-MatMul reference on CUDA; (b) SDPA over per-beam
    expanded KV (what transformers does: the prompt KV copied per beam, enable_gqa); and reports the kernel's
    achieved memory bandwidth against a device-to-device copy and against the GPU's nominal peak.
@@ -31,7 +33,7 @@ NOMINAL_TBPS = {  # HBM bandwidth of common data-centre GPUs (vendor datasheets)
     "A100-SXM4-80GB": 2.039, "A100 80GB PCIe": 1.935, "A100-SXM4-40GB": 1.555, "A100-PCIE-40GB": 1.555,
     "L40S": 0.864, "L4": 0.3, "A10": 0.6,
 }
-MODELS = {"qwen2.5-0.5b": (14, 2, 64), "llama-3.2-1b": (32, 8, 64)}  # query heads, KV heads, head_dim
+MODELS = {"smollm2-135m": (9, 3, 64), "qwen2.5-0.5b": (14, 2, 64), "llama-3.2-1b": (32, 8, 64)}  # Hq, Hkv, D
 ALGO = {"auto": 0, "cuda-cores": 1, "tensor-cores": 2}  # earn::cuda::Algo
 
 
@@ -52,7 +54,7 @@ def build_extension(verbose: bool):
     return ext, time.perf_counter() - t
 
 
-def make_inputs(b, beam, hq, hkv, d, s, t, dtype, pad_rows=True, seed=0):
+def make_inputs(b, beam, hq, hkv, d, s, t, dtype, pad_rows=True, seed=0, heavy_pad=False):
     import torch
 
     g = torch.Generator(device="cuda").manual_seed(seed)
@@ -61,7 +63,14 @@ def make_inputs(b, beam, hq, hkv, d, s, t, dtype, pad_rows=True, seed=0):
     if pad_rows and s > 4:
         for i in range(1, b, 2):  # every other user left-padded by a different amount
             bias[i, : (i * s) // (2 * b)] = torch.finfo(torch.float32).min
-    return r(b, beam, hq, d), r(b, hkv, s, d), r(b, hkv, s, d), bias, r(b, beam, hkv, t, d), r(b, beam, hkv, t, d)
+    sk, sv = r(b, hkv, s, d), r(b, hkv, s, d)
+    if heavy_pad:  # mixed prompts: user i keeps the last 40, 7, s/2, s columns; the padded K/V rows are NaN (the
+        for i in range(b):  # kernel skips a padded prefix, so they must not reach the output)
+            pad = s - (40, 7, s // 2, s)[i % 4]
+            bias[i, :pad] = torch.finfo(torch.float32).min
+            sk[i, :, :pad] = float("nan")
+            sv[i, :, :pad] = float("nan")
+    return r(b, beam, hq, d), sk, sv, bias, r(b, beam, hkv, t, d), r(b, beam, hkv, t, d)
 
 
 def parity(ext, cases) -> list[dict]:
@@ -72,8 +81,12 @@ def parity(ext, cases) -> list[dict]:
     rows = []
     for name, (b, beam, hq, hkv, d, s, t) in cases:
         for dtype in (torch.float32, torch.float16):
-            ins = make_inputs(b, beam, hq, hkv, d, s, t, dtype)
-            ref = compacted_attention_reference(*ins, hq, hkv, d, d ** -0.5).reshape(b, beam, hq, d).float()
+            heavy = "heavy padding" in name
+            ins = make_inputs(b, beam, hq, hkv, d, s, t, dtype, heavy_pad=heavy)
+            clean = list(ins)
+            if heavy:  # the reference multiplies the masked rows by 0: give it zeros where the kernel sees NaN
+                clean[1], clean[2] = torch.nan_to_num(ins[1]), torch.nan_to_num(ins[2])
+            ref = compacted_attention_reference(*clean, hq, hkv, d, d ** -0.5).reshape(b, beam, hq, d).float()
             for algo in algos(dtype):
                 out = ext.compacted_attention(*ins, hq, hkv, d, d ** -0.5, ALGO[algo]).float()
                 err = float((out - ref).abs().max())
@@ -85,6 +98,25 @@ def parity(ext, cases) -> list[dict]:
                 print(f"  parity {name:30s} {rows[-1]['dtype']:8s} {algo:12s} max|err| {err:.2e} (rel {rel:.2e}) "
                       f"{'ok' if ok else 'FAIL'}", flush=True)
     return rows
+
+
+def misaligned_refused(ext) -> dict:
+    """A view with an odd storage offset (not 16-byte aligned) is refused with a clear error, before any load."""
+    import torch
+
+    q, sk, sv, bias, gk, gv = make_inputs(2, 4, 14, 2, 64, 100, 2, torch.float16)
+    flat = torch.empty(q.numel() + 1, dtype=q.dtype, device="cuda")
+    q_odd = flat[1:].view_as(q)
+    q_odd.copy_(q)
+    try:
+        ext.compacted_attention(q_odd, sk, sv, bias, gk, gv, 14, 2, 64, 0.125, 0)
+        ok, msg = False, "accepted"
+    except RuntimeError as exc:
+        msg = str(exc).splitlines()[0]
+        ok = "aligned" in msg
+    torch.cuda.synchronize()  # the context is still usable
+    print(f"  misaligned query view: {'refused' if ok else 'NOT refused'} ({msg})", flush=True)
+    return {"case": "misaligned query view refused", "ok": ok, "message": msg}
 
 
 def time_cuda(fn, warmup=5, iters=30) -> float:
@@ -181,9 +213,13 @@ def main(argv=None) -> int:
                   ("beam 40, S=300", (2, 40, 14, 2, 64, 300, 3)),
                   ("head_dim 128, MHA", (2, 20, 8, 8, 128, 200, 2)),
                   ("head_dim 32, G=4", (3, 20, 8, 2, 32, 129, 1)),
-                  ("long prompt S=4096", (2, 20, 14, 2, 64, 4096, 3))]
+                  ("long prompt S=4096", (2, 20, 14, 2, 64, 4096, 3)),
+                  ("long prompt S=16384, beam 1 (splits)", (2, 1, 14, 2, 64, 16384, 1)),
+                  ("heavy padding, mixed prompts S=512", (8, 20, 14, 2, 64, 512, 2)),
+                  ("GQA 8, head_dim 128, beam 40", (2, 40, 8, 1, 128, 300, 3))]
     print("parity against the PyTorch reference (fp32 <= 1e-4 abs, fp16 <= 2e-2 rel):", flush=True)
     par = parity(ext, cases)
+    par.append(misaligned_refused(ext))
 
     copy_tbps = copy_bandwidth_tbps()
     nominal = next((v for k, v in NOMINAL_TBPS.items() if k in props.name), None)

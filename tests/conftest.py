@@ -23,7 +23,8 @@ def beauty_ckpt(beauty_dir, tmp_path_factory):
     """An EARN checkpoint trained for about a minute on 3,000 real Beauty training examples (micro preset, k = 1
     of 4 layers). Shared by every test that needs a *trained* model on real data (parity, C++ runtime, serving):
     trained once per test session."""
-    from earn_export.train.pipeline import DataSpec, train
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import train
 
     out = tmp_path_factory.mktemp("beauty-ckpt")
     train(out, DataSpec.from_args(data=beauty_dir), split="auto", preset="micro", epochs=3, batch_size=64,
@@ -54,7 +55,7 @@ def tiny_checkpoint(tmp_path_factory):
     """A random-weight EARN checkpoint dir (tiny Llama, k = 2 of 4, TIGER prompts, max_history 5) with the trie of 60
     synthetic 3-token items as trie.npz: an exportable checkpoint in a second, for tests that need no training."""
     import numpy as np
-    from test_export_onnx import earn_model, synthetic_trie
+    from helpers import earn_model, synthetic_trie
 
     d = tmp_path_factory.mktemp("tiny-ckpt")
     earn_model("llama", 2).save_pretrained(d)
@@ -70,6 +71,23 @@ def tiny_engine(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-engine")
     export_onnx(tiny_checkpoint, out, vocab="items", exporter="torchscript")
     return out
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """``load(name)`` imports ``benchmarks/NAME.py`` (scripts, not a package: they run as ``python
+    benchmarks/NAME.py`` and are not installed with earn_export)."""
+    import importlib.util
+
+    def load(name):
+        mod_name = f"benchmarks_{name}"
+        if mod_name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(mod_name, REPO / "benchmarks" / f"{name}.py")
+            sys.modules[mod_name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(sys.modules[mod_name])
+        return sys.modules[mod_name]
+
+    return load
 
 
 def pytest_collection_modifyitems(config, items):

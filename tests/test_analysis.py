@@ -178,7 +178,8 @@ def test_prompt_groups_come_from_the_builder_pieces(synthetic_pair):
 def synthetic_pair(tmp_path_factory):
     """An EARN (k = 1 of 4) and a dense micro model trained the same way on the embedded synthetic data
     (800 examples, 2 epochs: a few seconds each on 2 idle cores)."""
-    from earn_export.train.pipeline import DataSpec, train
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import train
 
     spec = DataSpec(n_users=600, n_items=120)
     out = {}
@@ -204,10 +205,10 @@ def test_earn_late_layers_attend_to_the_registers_dense_does_not(synthetic_pair)
     the suffix row alone contributes, so the target rows must send a real share to the registers too. A capture
     that ignored EARN's pruning (the dense forward of the EARN model), counted padded or pruned keys, or
     mislabelled positions would fail it (the dense-forward value of the same EARN model is checked to be low)."""
-    from earn_export.analysis.run import analyze_model, sample_examples
+    from earn_export.analysis.run_analysis import analyze_model, sample_examples
     from earn_export.data.prompts import PromptBuilder
     from earn_export.model import load_pretrained
-    from earn_export.train.pipeline import DataSpec
+    from earn_export.data.data_spec import DataSpec
 
     def late_register_mass(path, forward):
         model, prompts = load_pretrained(path), PromptBuilder.load(path)
@@ -274,7 +275,8 @@ def test_train_split_layer_analyze(synthetic_pair, tmp_path):
     preset is refused with the fix."""
     from earn_export.model import load_pretrained
     from earn_export.model.config import ModelConfigError
-    from earn_export.train.pipeline import DataSpec, train
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import train
 
     spec = DataSpec(n_users=600, n_items=120)
     out = train(tmp_path / "k", spec, split="analyze", model_path=synthetic_pair["dense"], epochs=0.2,

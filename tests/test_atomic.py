@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from earn_export.atomic import OutputDirError, _remove_stale, atomic_output_dir, staged_files, staged_output
-from earn_export.export import EngineDirError, load_manifest
+from earn_export.engine.manifest import EngineDirError, load_manifest
 from earn_export.runtime import Recommender
 
 
@@ -88,7 +88,9 @@ def test_export_refuses_to_replace_its_input_or_user_files(tiny_checkpoint, tmp_
 def test_checkpoint_save_interrupted_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """save_checkpoint over an existing checkpoint, interrupted after the weights are written."""
     from earn_export.data.synthetic import make_synthetic
-    from earn_export.train.pipeline import DataSpec, build_model, make_catalog, save_checkpoint
+    from earn_export.data.data_spec import DataSpec, make_catalog
+    from earn_export.model.checkpoint_dir import save_checkpoint
+    from earn_export.train.train_checkpoint import build_model
 
     catalog = make_catalog(make_synthetic(n_users=60, n_items=30, seed=0))
     model, tok, prompts = build_model(catalog, "lcrec", "auto", preset="micro")

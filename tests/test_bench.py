@@ -79,16 +79,6 @@ def test_markdown_table(tiny_result):
     assert len(rows) >= 2 * 4  # speed, HF, 2 split rows, KV per prompt length
 
 
-def test_update_docs(tmp_path, tiny_result):
-    result, _ = tiny_result
-    doc = tmp_path / "B.md"
-    doc.write_text(f"# B\nbefore\n{report.BEGIN}\nold\n{report.END}\nafter\n")
-    assert report.update_docs(doc, report.markdown(result), command="earn-export bench")
-    text = doc.read_text()
-    assert "old" not in text and "before" in text and "after" in text and "EARN/dense ORT" in text
-    assert not report.update_docs(tmp_path / "missing.md", "x")
-
-
 def test_flop_model_dense_equals_earn_at_k_equals_n():
     shape = dict(hidden_size=512, intermediate_size=1408, num_attention_heads=8, n_kv_heads=2, head_dim=64,
                  num_layers=16, split_layer=16, n_registers=2)
@@ -125,9 +115,12 @@ def test_setup_shares_weights_between_earn_and_dense():
 def test_cli_registers_bench():
     from earn_export.cli import build_parser
 
-    args = build_parser("bench").parse_args(["bench", "--prompt-lens", "16,32", "--backends", "ort"])
+    args = build_parser("bench").parse_args(["bench", "--prompt-lens", "16,32", "--backends", "ort", "--shape",
+                                             "hidden_size=96,vocab_size=512", "--split-layer", "2", "--threads", "2"])
     assert args.prompt_lens == (16, 32) and callable(args.func)
     from earn_export.bench.cli import config_from_args
 
     cfg = config_from_args(args)
-    assert cfg.backends == ("ort",) and cfg.prompt_lens == (16, 32)
+    assert cfg.backends == ("ort",) and cfg.prompt_lens == (16, 32) and cfg.split_layer == 2
+    assert cfg.overrides == {"hidden_size": 96} and cfg.vocab_size == 512
+    assert cfg.ort_threads == 2 and cfg.torch_threads == 2

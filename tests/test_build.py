@@ -2,8 +2,8 @@
 
 import pytest
 
-from earn_export.build import ShapeRange, precision_plan, profiles, tensorrt_available
 from earn_export.cli import main
+from earn_export.tensorrt import ShapeRange, precision_plan, profiles, tensorrt_available
 
 MANIFEST = {"model": {"n_kv_heads": 2, "head_dim": 16, "num_layers": 4, "split_layer": 1, "n_registers": 2}}
 
@@ -34,6 +34,6 @@ def test_build_reports_missing_tensorrt(tmp_path, capsys):
     ok, reason = tensorrt_available()
     if ok:
         pytest.skip("TensorRT present: this test covers the missing-TensorRT path")
-    assert "TensorRT is not installed" in reason
-    assert main(["build", str(tmp_path), "--fp16"]) == 3
-    assert "TensorRT is not installed" in capsys.readouterr().err
+    assert "TensorRT, which is not installed" in reason
+    assert main(["build", str(tmp_path), "--fp16"]) == 2
+    assert "pip install 'earn-export[tensorrt]'" in capsys.readouterr().err

@@ -11,11 +11,11 @@ from model_configs import llama32_1b, qwen25_05b, tiny_llama
 
 from earn_export.cli import main
 from earn_export.convert import ConvertError, add_catalog_tokens, convert, load_source
+from earn_export.data.data_spec import DataSpec
 from earn_export.data.prompts import PromptBuilder
 from earn_export.export import export_onnx
-from earn_export.export.parity import check_engine
+from earn_export.export.parity_check import check_engine
 from earn_export.model import EarnForCausalLM, load_pretrained
-from earn_export.train.pipeline import DataSpec
 
 DATA = DataSpec(n_users=300, n_items=60)
 # Qwen2.5 pads its embedding matrix past the tokenizer (151,936 rows for 151,665 tokens): the new tokens then get

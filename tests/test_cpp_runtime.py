@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
-from earn_export.export import EngineDirError, export_onnx
-from earn_export.export.manifest import sha256_file
+from earn_export.engine.manifest import EngineDirError, sha256_file
+from earn_export.export import export_onnx
 from earn_export.runtime import Recommender, UnknownItemError
 from earn_export.runtime.backends import RecordingBackend
 from earn_export.search import constrained_beam_search
-from test_export_onnx import earn_model, synthetic_trie
+from helpers import REPO, earn_model, synthetic_trie
 
 HEADERS = [Path("/usr/include/onnxruntime"), REPO.parent / "shared/third_party/onnxruntime/1.27.1-include"]
 BIN = Path(sys.executable).parent
@@ -49,7 +48,8 @@ def small_engine(tmp_path_factory, cpp):
 def synthetic_engines(tmp_path_factory, cpp):
     """The embedded synthetic default: a checkpoint briefly trained on it (its real catalog, tokenizer and
     prompt template), exported with the items head and with the full vocabulary."""
-    from earn_export.train.pipeline import DataSpec, train
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import train
 
     root = tmp_path_factory.mktemp("cpp-synth")
     ckpt = train(root / "ckpt", DataSpec(), split="auto", preset="micro", epochs=1, batch_size=64, lr=3e-3,
@@ -98,6 +98,7 @@ class _TieBackend:
 
 def _record_case(path: Path, trie_arrays, beam, users, full_vocab, seed):
     from earn_export.data.catalog import Trie
+    from earn_export.engine.trie_files import save_trie_arrays
     from earn_export.search.beam import token_columns
 
     trie = Trie(**{k: np.asarray(v) for k, v in trie_arrays.items() if k != "depth"},
@@ -107,7 +108,7 @@ def _record_case(path: Path, trie_arrays, beam, users, full_vocab, seed):
     rec = RecordingBackend(_TieBackend(out_ids, vocab_out, seed))
     res = constrained_beam_search(rec, trie, np.zeros((users, 3), np.int64), np.ones((users, 3), np.int64), beam)
     path.mkdir()
-    trie.save_npy(path)
+    save_trie_arrays(trie, path)
     np.save(path / "params.npy", np.array([beam, vocab_out], np.int64))
     np.save(path / "columns.npy", token_columns(trie, out_ids))
     np.save(path / "first.npy", rec.calls[0]["logprobs"].astype(np.float32))
@@ -152,7 +153,7 @@ def test_beauty_1000_users_equal_python(cpp, beauty_engine, beauty_test_historie
 @pytest.mark.parametrize("vocab", ["items", "full"])
 def test_synthetic_default_equal_python(cpp, synthetic_engines, vocab):
     from earn_export.data.sequences import eval_examples
-    from earn_export.train.pipeline import DataSpec
+    from earn_export.data.data_spec import DataSpec
 
     d = synthetic_engines[vocab]
     py_rec, cc_rec = Recommender.load(d), Recommender.load(d, backend="cpp")

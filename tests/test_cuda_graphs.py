@@ -4,7 +4,7 @@ reorder), run eagerly on the CPU: same beams and log-probs as the plain backend;
 import numpy as np
 import pytest
 import torch
-from test_export_onnx import earn_model, synthetic_trie, token_prompts
+from helpers import earn_model, synthetic_trie, token_prompts
 
 from earn_export.data.catalog import Trie
 from earn_export.runtime.backends import TorchBackend

@@ -1,7 +1,4 @@
-"""Exporter: ORT graphs equal the torch model core (fp32/fp16, EARN/dense, dynamo/TorchScript), manifest checks.
-
-Helpers here (tiny models, a synthetic CSR trie, beam paths) are imported by the runtime tests too.
-"""
+"""Exporter: ORT graphs equal the torch model core (fp32/fp16, EARN/dense, dynamo/TorchScript), manifest checks."""
 
 import json
 import os
@@ -11,104 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from earn_export.export import EngineDirError, export_onnx, load_manifest
-from earn_export.model import EarnConfig
+from earn_export.engine.manifest import EngineDirError, load_manifest
+from earn_export.export import export_onnx
 from earn_export.runtime.backends import OrtBackend, TorchBackend
-from model_configs import tiny_llama, tiny_qwen
-from test_model_earn import P_ID, S_ID, make_model
-
-ITEM_TOKENS = list(range(10, 40))  # 3 levels x 10 codes: level l uses tokens 10 + 10 l .. 19 + 10 l
-L = 3
-
-
-def synthetic_trie(n_items=60, seed=0):
-    """CSR trie (CONTRACTS.md) over ``n_items`` distinct 3-token identifiers; returns (arrays, item -> tokens)."""
-    rng = np.random.default_rng(seed)
-    codes = set()
-    while len(codes) < n_items:
-        codes.add(tuple(int(10 + 10 * lvl + rng.integers(0, 10)) for lvl in range(L)))
-    paths = {item: list(c) for item, c in enumerate(sorted(codes, key=lambda c: rng.random()))}
-    nodes = [{}]  # node -> {token: child}
-    leaf = {}
-    for item, path in paths.items():
-        n = 0
-        for tok in path:
-            if tok not in nodes[n]:
-                nodes.append({})
-                nodes[n][tok] = len(nodes) - 1
-            n = nodes[n][tok]
-        leaf[n] = item
-    offsets, tokens, children = [0], [], []
-    for node in nodes:
-        for tok in sorted(node):
-            tokens.append(tok)
-            children.append(node[tok])
-        offsets.append(len(tokens))
-    leaf_item = np.full(len(nodes), -1, np.int64)
-    for n, item in leaf.items():
-        leaf_item[n] = item
-    arrays = {"offsets": np.array(offsets, np.int64), "tokens": np.array(tokens, np.int64),
-              "children": np.array(children, np.int64), "leaf_item": leaf_item, "depth": np.array(L, np.int64)}
-    return arrays, paths
-
-
-def earn_model(kind="llama", k=2, seed=0):
-    cfg = {"llama": tiny_llama, "qwen2": tiny_qwen}[kind]
-    m = make_model(cfg, k=k, seed=seed)
-    m.set_earn(EarnConfig(split_layer=k, prefix_token_ids=[P_ID], suffix_token_ids=[S_ID], id_length=L,
-                          paradigm="tiger", max_history=5))
-    return m
-
-
-def dense_model(seed=0):
-    """A plain dense checkpoint (no registers, no earn.json): k = N."""
-    m = make_model(tiny_llama, k=4, seed=seed)
-    m.set_earn(None)
-    return m
-
-
-def token_prompts(model, lens, seed=3):
-    """Left-padded prompts with the model's registers (if any) around random non-item body tokens."""
-    g = np.random.default_rng(seed)
-    earn = model.earn
-    pre = list(earn.prefix_token_ids) if earn else []
-    suf = list(earn.suffix_token_ids) if earn else []
-    s = max(lens)
-    ids = np.zeros((len(lens), s), np.int64)
-    mask = np.zeros_like(ids)
-    for i, n in enumerate(lens):
-        body = g.integers(40, 80, n - len(pre) - len(suf)).tolist()
-        ids[i, s - n:] = pre + body + suf
-        mask[i, s - n:] = 1
-    return ids, mask
-
-
-def random_path(b, beam, steps, vocab_out, seed=7):
-    """Per step: (tokens [b, beam] as column indices, parents [b, beam])."""
-    g = np.random.default_rng(seed)
-    out = []
-    for s in range(1, steps + 1):
-        parents = np.zeros((b, beam), np.int64) if s == 1 else g.integers(0, beam, (b, beam))
-        out.append((g.integers(0, vocab_out, (b, beam)), parents))
-    return out
-
-
-def compare_backends(a, b, ids, mask, beam, steps=L - 1):
-    """Run both backends along one random beam path; returns max |diff| per call (prefill, decode 1..)."""
-    la, sa = a.prefill(ids, mask)
-    lb, sb = b.prefill(ids, mask)
-    diffs = [float(np.abs(la - lb).max())]
-    outs = [(la, lb)]
-    cols = a.out_token_ids
-    for step, (col, parents) in enumerate(random_path(len(ids), beam, steps, la.shape[-1]), start=1):
-        tokens = col if cols is None else cols[col]
-        la, sa = a.decode(sa, tokens, parents, step)
-        lb, sb = b.decode(sb, tokens, parents, step)
-        assert la.shape == (len(ids), beam, lb.shape[-1])
-        diffs.append(float(np.abs(la - lb).max()))
-        outs.append((la, lb))
-    return diffs, outs
-
+from helpers import ITEM_TOKENS, compare_backends, dense_model, earn_model, synthetic_trie, token_prompts
 
 @pytest.fixture(scope="module")
 def trie_arrays():
@@ -275,7 +178,7 @@ def test_manifest_errors_are_clear(engines, tmp_path):
 def test_verify_fast_remembers_and_rechecks_changed_files(engines, tmp_path):
     """fast: files hashed once are remembered (by size, mtime, ctime, inode); a changed file is hashed again even
     when its size and mtime were put back; full always hashes; off only checks presence."""
-    from earn_export.export.manifest import STAMP, verify_files
+    from earn_export.engine.manifest import STAMP, verify_files
 
     src, _ = engines["llama_k2"]
     d = tmp_path / "eng"

@@ -6,9 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from earn_export.export import ExportError, export_onnx, load_manifest
+from earn_export.engine.manifest import load_manifest
+from earn_export.export import ExportError, export_onnx
 from earn_export.runtime.backends import OrtBackend, TorchBackend
-from test_export_onnx import ITEM_TOKENS, compare_backends, earn_model, token_prompts
+from helpers import ITEM_TOKENS, compare_backends, earn_model, token_prompts
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def fused_engines(tmp_path_factory, trie_arrays):
 
 @pytest.fixture(scope="module")
 def trie_arrays():
-    from test_export_onnx import synthetic_trie
+    from helpers import synthetic_trie
 
     return synthetic_trie()[0]
 
@@ -83,7 +84,7 @@ def test_form_choices_are_checked(tmp_path, trie_arrays):
 @pytest.mark.beauty
 def test_fused_beauty_engine_identical_top20(beauty_ckpt, beauty_test_histories, tmp_path):
     """The issue's parity bar for the fused form: 100% identical top-20 lists on 500 real Beauty test users."""
-    from earn_export.export.parity import check_engine
+    from earn_export.export.parity_check import check_engine
 
     eng = tmp_path / "fused"
     man = export_onnx(beauty_ckpt, eng)

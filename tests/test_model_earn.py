@@ -10,21 +10,8 @@ from transformers import AutoModelForCausalLM
 from earn_export.model import (CheckpointError, EarnConfig, EarnForCausalLM, KVShape,
                                ModelConfigError, UnsupportedArchitectureError, add_register_tokens, kv_bytes,
                                load_hf_config, load_pretrained, save_pretrained)
-from model_configs import tiny_llama, tiny_qwen
-
-P_ID, S_ID = 90, 91  # register token ids inside the tiny vocab
-
-
-def make_model(cfg_fn=tiny_llama, k=2, layers=4, seed=0, **kw):
-    torch.manual_seed(seed)
-    m = EarnForCausalLM(cfg_fn(layers=layers, **kw)).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.add_(torch.randn_like(p) * 0.1)
-    m.set_earn(EarnConfig(split_layer=k, prefix_token_ids=[P_ID], suffix_token_ids=[S_ID]))
-    return m
-
+from model_configs import tiny_llama, tiny_mistral, tiny_qwen, tiny_qwen3
+from helpers import P_ID, S_ID, make_model
 
 def prompts(lens, vocab=80, seed=3):
     """Left-padded prompts [reg_p, body..., reg_s] of the given total lengths."""
@@ -39,7 +26,8 @@ def prompts(lens, vocab=80, seed=3):
     return ids, mask
 
 
-@pytest.mark.parametrize("cfg_fn", [tiny_llama, tiny_qwen], ids=["llama", "qwen2"])
+@pytest.mark.parametrize("cfg_fn", [tiny_llama, tiny_qwen, tiny_qwen3, tiny_mistral],
+                         ids=["llama", "qwen2", "qwen3", "mistral"])
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_split_equals_masked_oracle(cfg_fn, k):
     m = make_model(cfg_fn, k=k)
@@ -72,7 +60,8 @@ def test_split_ignores_pruned_prompt_in_late_layers():
     assert (c - d).abs().max() > 0
 
 
-@pytest.mark.parametrize("cfg_fn,k", [(tiny_llama, 2), (tiny_qwen, 1), (tiny_llama, 4)])
+@pytest.mark.parametrize("cfg_fn,k", [(tiny_llama, 2), (tiny_qwen, 1), (tiny_llama, 4), (tiny_qwen3, 2),
+                                      (tiny_mistral, 1)])
 def test_prefill_decode_equals_full_forward(cfg_fn, k):
     """3 decode steps with beams and reordering == split forward over prompt + that beam's tokens."""
     m = make_model(cfg_fn, k=k)

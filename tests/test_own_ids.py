@@ -17,7 +17,7 @@ import pytest
 from earn_export.cli import main
 from earn_export.data import load_interactions
 from earn_export.data.id_map import ID_MAP_FILE, IdMapError, ItemIdMap, load_id_map
-from earn_export.export.manifest import EngineDirError
+from earn_export.engine.manifest import EngineDirError
 from earn_export.runtime import Recommender
 from earn_export.runtime.recommender import UnknownItemError
 
@@ -48,7 +48,8 @@ def write_log(path, kind: str, seed: int = 0) -> None:
 def own(request, tmp_path_factory):
     """(kind, csv, checkpoint, engine) for one id kind."""
     from earn_export.export import export_onnx
-    from earn_export.train.pipeline import DataSpec, train
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import train
 
     kind = request.param
     root = tmp_path_factory.mktemp(f"own-{kind}")
@@ -131,18 +132,18 @@ def test_python_cli_and_cpp_answer_in_the_same_original_ids(own, capsys):
     assert cc.items.tolist() == res.items.tolist()
     # earn-recommend (C++ CLI) reads item_ids.json itself: the same JSON lines as `earn-export recommend`
     bad = "sku-nope" if kind == "str" else "424242"
-    common = [str(engine), "--top-k", "5", "--beam", "10", "--skip-unknown"]
+    common = [str(engine), "--top-k", "5", "--beam", "10"]
     original = [x for h in hist + [[hist[0][0], bad]] for x in ("--history", " ".join(map(str, h)))]
     for cli in (common + original, common + ["--catalog-ids", "--history", "3 4 5", "--history", "7"]):
-        assert main(["recommend", *cli]) == 0
+        assert main(["recommend", *cli, "--on-unknown", "skip"]) == 0
         want = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        out = subprocess.run([str(BIN / "earn-recommend"), *cli, "--threads", "2"], capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run([str(BIN / "earn-recommend"), *cli, "--skip-unknown", "--threads", "2"],
+                             capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert [json.loads(line) for line in out.stdout.splitlines()] == want
-    assert len(want) == 2 and f"1 unknown skipped ({bad})" in json.loads(
-        subprocess.run([str(BIN / "earn-recommend"), *common, *original], capture_output=True, text=True,
-                       timeout=120).stdout.splitlines()[3])["note"]
+    out = subprocess.run([str(BIN / "earn-recommend"), *common, *original, "--skip-unknown"], capture_output=True,
+                         text=True, timeout=120)
+    assert len(want) == 2 and f"1 unknown skipped ({bad})" in json.loads(out.stdout.splitlines()[3])["note"]
     out = subprocess.run([str(BIN / "earn-recommend"), str(engine), "--history", f"{hist[0][0]} {bad}"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and f"unknown item ids ['{bad}']" in out.stderr
@@ -169,7 +170,7 @@ def test_unknown_original_ids_are_named_as_spelled(own, capsys):
     assert res.items[0].tolist() == res.items[1].tolist()
     assert main(["recommend", str(engine), "--history", f"{good} {bad}"]) == 1
     assert str(bad) in capsys.readouterr().err
-    assert main(["recommend", str(engine), "--history", f"{good} {bad}", "--skip-unknown"]) == 0
+    assert main(["recommend", str(engine), "--history", f"{good} {bad}", "--on-unknown", "skip"]) == 0
     assert f"1 unknown skipped ({bad})" in json.loads(capsys.readouterr().out)["note"]
 
 

@@ -4,11 +4,11 @@ refusal of plans whose plugin is missing or of another version. The TensorRT cal
 
 import pytest
 
-from earn_export.build.plugin_library import check_plan_plugins, embedded_in, plugin_metadata, resolve_for_build
 from earn_export.cli import main
-from earn_export.export import EngineDirError
-from earn_export.export.manifest import sha256_file
+from earn_export.engine.manifest import EngineDirError
+from earn_export.engine.manifest import sha256_file
 from earn_export.ops import libraries
+from earn_export.tensorrt.plugin_library import check_plan_plugins, embedded_in, plugin_metadata, resolve_for_build
 
 PLAIN = {"attention": {"mode": "onnx"}}
 PLUGIN = {"attention": {"mode": "plugin", "op": "earn::CompactedAttention", "op_version": "1"}}
@@ -70,7 +70,7 @@ def test_real_plugin_library_metadata():
 
 
 def test_build_cli_takes_plugins(tmp_path, capsys):
-    from earn_export.build import tensorrt_available
+    from earn_export.tensorrt import tensorrt_available
 
     if tensorrt_available()[0]:
         pytest.skip("TensorRT present: this test covers the missing-TensorRT path")

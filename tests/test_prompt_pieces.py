@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
+from earn_export.data.data_spec import DataSpec, make_catalog
 from earn_export.data.prompts import PromptBuilder, template_words
+from earn_export.data.tokenizer import REGISTERS
 from earn_export.data.tokenizer import build_tokenizer
-from earn_export.runtime.pieces import PIECES_FILE, PromptPieces, PromptPiecesError
-from earn_export.train.pipeline import REGISTERS, DataSpec, make_catalog
+from earn_export.engine.prompt_pieces import PIECES_FILE, PromptPieces, PromptPiecesError
 
 
 def _builder(catalog, paradigm):

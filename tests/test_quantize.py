@@ -1,14 +1,15 @@
-"""--quantize int8|int4: MatMulNBits projections, LM head kept fp32, weights shared, ORT runs them close to fp32,
+"""--quantize int8-nbits|int4: MatMulNBits projections, LM head kept fp32, weights shared, ORT runs them close to fp32,
 and `check` judges quantized engines on top-K overlap."""
 
 import numpy as np
 import onnx
 import pytest
 
-from earn_export.export import ExportError, export_onnx, load_manifest
-from earn_export.export.parity import check_engine
+from earn_export.engine.manifest import load_manifest
+from earn_export.export import ExportError, export_onnx
+from earn_export.export.parity_check import check_engine
 from earn_export.runtime.backends import OrtBackend, TorchBackend
-from test_export_onnx import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
+from helpers import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
 
 
 @pytest.fixture(scope="module")
@@ -16,20 +17,20 @@ def quantized(tmp_path_factory):
     trie = synthetic_trie()[0]
     m = earn_model("llama", 2)
     out = {}
-    for mode in ("int8", "int4"):
+    for mode in ("int8-nbits", "int4"):
         d = tmp_path_factory.mktemp(f"q_{mode}")
         export_onnx(m, d, trie=trie, exporter="torchscript", quantize=mode)
         out[mode] = d
     return out, m
 
 
-@pytest.mark.parametrize("mode,tol", [("int8", 0.05), ("int4", 0.5)])
+@pytest.mark.parametrize("mode,tol", [("int8-nbits", 0.05), ("int4", 0.5)])
 def test_quantized_graphs(quantized, mode, tol):
     engines, m = quantized
     d = engines[mode]
     man = load_manifest(d)
     q = man["quantization"]
-    assert q["mode"] == mode and q["bits"] == {"int8": 8, "int4": 4}[mode] and q["op"] == "com.microsoft.MatMulNBits"
+    assert q["mode"] == mode and q["bits"] == {"int8-nbits": 8, "int4": 4}[mode] and q["op"] == "com.microsoft.MatMulNBits"
     n = m.num_layers
     for graph in ("prefill", "decode"):
         proto = onnx.load(str(d / f"{graph}.onnx"), load_external_data=False)
@@ -49,8 +50,8 @@ def test_quantized_graphs(quantized, mode, tol):
 
 def test_check_uses_overlap_for_quantized_engines(quantized):
     engines, m = quantized
-    rep = check_engine(engines["int8"], reference_model=m, n=24, beam=10, top_k=10)
-    assert rep["quantization"] == "int8"
+    rep = check_engine(engines["int8-nbits"], reference_model=m, n=24, beam=10, top_k=10)
+    assert rep["quantization"] == "int8-nbits"
     assert 0.0 <= rep["topk_overlap_mean"] <= 1.0 and rep["topk_overlap_mean"] >= rep["topk_identical_fraction"]
 
 

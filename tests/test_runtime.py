@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from earn_export.cli import main
-from earn_export.data.catalog import Trie
-from earn_export.export import EngineDirError, export_onnx
+from earn_export.engine.manifest import EngineDirError
+from earn_export.engine.trie_files import load_trie_arrays
+from earn_export.export import export_onnx
 from earn_export.runtime import Recommender, UnknownItemError
 from earn_export.runtime.backends import TorchBackend
 from earn_export.search import constrained_beam_search
-from test_export_onnx import L, dense_model, earn_model, synthetic_trie
+from helpers import L, dense_model, earn_model, synthetic_trie
 
 HISTORIES = [[3, 17, 42], [5], [], [8, 9, 10, 11, 12, 13, 14], [59, 0]]  # mixed lengths, an empty one
 
@@ -103,7 +104,7 @@ def test_full_vocab_dense_engine_equals_transformers_generate(tmp_path, trie_pat
     res = constrained_beam_search(rec.backend, rec.trie, ids, mask, beam=beam)
 
     hf = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.float32).eval()
-    trie = Trie.load(tmp_path / "eng")  # the engine's trie.*.npy
+    trie = load_trie_arrays(tmp_path / "eng")  # the engine's trie.*.npy
     p_len = ids.shape[1]
     with torch.no_grad():
         out = hf.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), num_beams=beam,

@@ -7,7 +7,7 @@ import sys
 import textwrap
 
 from earn_export.runtime import Recommender
-from test_cli import REPO, blocker
+from helpers import REPO, blocker
 
 NOT_AT_RUN_TIME = ("torch", "transformers", "tokenizers", "safetensors", "sklearn", "scipy", "onnx", "accelerate")
 HISTORIES = [[3, 17, 42], [], [5, 5, 5, 9, 11, 30, 31, 2]]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from earn_export.data.catalog import Trie
-from earn_export.search import constrained_beam_search, evaluate_rankings
 from earn_export.runtime.backends import TorchBackend
-from test_export_onnx import L, dense_model, synthetic_trie, token_prompts
+from earn_export.search import constrained_beam_search, evaluate_rankings
+from helpers import L, dense_model, synthetic_trie, token_prompts
 
 V = 48
 

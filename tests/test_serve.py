@@ -56,7 +56,8 @@ def case(request, tmp_path_factory):
         pass
     from earn_export.data.sequences import eval_examples
     from earn_export.export import export_onnx
-    from earn_export.train.pipeline import DataSpec, train
+    from earn_export.data.data_spec import DataSpec
+    from earn_export.train.train_checkpoint import train
 
     out = tmp_path_factory.mktemp("syn")
     spec = DataSpec()
@@ -297,11 +298,15 @@ def test_triton_repo_configs_match_graphs(engine, tmp_path):
 
 
 def test_graph_backend_beam_loop_equals_recommender(engine, histories, rec):
+    """The BLS model's beam loop (GraphBackend over plain numpy runner calls, here ONNX Runtime sessions)."""
+    import onnxruntime as ort
+
     from earn_export.serve.bls_model import engine_recommender
-    from earn_export.serve.graph_backend import ort_runner
 
     man = json.loads((Path(engine) / "manifest.json").read_text())
-    bls = engine_recommender(engine, ort_runner(engine, man), batch_size=32)
+    sessions = {g: ort.InferenceSession(f"{engine}/{spec['file']}", providers=["CPUExecutionProvider"])
+                for g, spec in man["graphs"].items()}
+    bls = engine_recommender(engine, lambda graph, feeds, outputs: sessions[graph].run(outputs, feeds), batch_size=32)
     got = bls.recommend(histories[:200], top_k=20, beam=20)
     ref = rec.recommend(histories[:200], top_k=20, beam=20)
     np.testing.assert_array_equal(got.items, ref.items)

@@ -7,7 +7,7 @@ import re
 import torch
 
 from earn_export.cli import main
-from earn_export.train.pipeline import default_eval_users
+from earn_export.train.train_checkpoint import default_eval_users
 
 
 def test_tiny_budget_stops_training_and_validation_and_says_where(tmp_path, capsys):

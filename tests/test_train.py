@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from earn_export.cli import main
+from earn_export.data.data_spec import DataSpec, make_catalog
 from earn_export.data.sequences import eval_examples
 from earn_export.model import load_pretrained
-from earn_export.train.pipeline import DataSpec, build_model, evaluate_checkpoint, make_catalog, train
+from earn_export.train.evaluate import evaluate_checkpoint
+from earn_export.train.train_checkpoint import build_model, train
 from earn_export.train.trainer import LeftPadCollator, NextItemLoss
 
 SMALL = DataSpec(n_users=600, n_items=120)

@@ -52,7 +52,7 @@ NB_MODULE(earn_export_cpp, m) {
       nb::object exc = cls(unknown);
       PyErr_SetObject(cls.ptr(), exc.ptr());
     } catch (const earn::EngineDirError& e) {
-      nb::object cls = nb::module_::import_("earn_export.export.manifest").attr("EngineDirError");
+      nb::object cls = nb::module_::import_("earn_export.engine.manifest").attr("EngineDirError");
       PyErr_SetString(cls.ptr(), e.what());
     } catch (const earn::InvalidArgument& e) {
       PyErr_SetString(PyExc_ValueError, e.what());

@@ -18,8 +18,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr int64_t kFormatVersion = 2;       // earn_export/export/manifest.py FORMAT_VERSION
-constexpr int64_t kPiecesFormatVersion = 1;  // earn_export/runtime/pieces.py PIECES_FORMAT_VERSION
+constexpr int64_t kFormatVersion = 2;       // earn_export/engine/manifest.py FORMAT_VERSION
+constexpr int64_t kPiecesFormatVersion = 1;  // earn_export/engine/prompt_pieces.py PIECES_FORMAT_VERSION
 
 bool is_dir(const std::string& p) {
   struct stat st;
@@ -97,7 +97,7 @@ Trie load_trie(const std::string& dir, const std::string& prefix, int64_t manife
   for (const char* key : keys) {
     const std::string path = join(dir, prefix + "." + key + ".npy");
     if (!is_file(path))
-      throw EngineDirError(path + ": missing trie array; re-export the engine (Trie.save_npy writes all 5 arrays)");
+      throw EngineDirError(path + ": missing trie array; re-export the engine (save_trie_arrays writes all 5 arrays)");
     a.push_back(read_npy_int64(path));
   }
   const std::string where = join(dir, prefix + ".*.npy");

@@ -1,8 +1,8 @@
 // An engine directory read into plain structs: manifest checks, the trie (CSR) and the prompt pieces.
 //
 // Only engine.cpp sees the JSON library; everything else uses these structs. The checks and messages follow
-// earn_export/export/manifest.py (load_manifest), earn_export/runtime/recommender.py (Recommender.load),
-// earn_export/data/catalog.py (Trie) and earn_export/runtime/pieces.py (PromptPieces).
+// earn_export/engine/manifest.py (load_manifest), earn_export/runtime/recommender.py (Recommender.load),
+// earn_export/engine/trie_files.py (trie arrays) and earn_export/engine/prompt_pieces.py (PromptPieces).
 #pragma once
 
 #include <cstdint>

@@ -105,7 +105,7 @@ std::vector<std::string> session_names(Ort::Session& s, bool inputs) {
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------ sessions
-struct Recommender::Impl {
+struct EARN_HIDDEN Recommender::Impl {  // internal: not exported from libearn.so
   EngineSpec spec;
   Options options;
   std::vector<std::string> providers;

@@ -4,16 +4,10 @@ per-layer statistics, plotted, and turned into a split-layer recommendation (``e
 Names are imported lazily so that ``earn_export.analysis.cli`` (imported for ``earn-export --help``) does not
 load torch."""
 
-import importlib
+from ..lazy_import import lazy_attributes
 
-_NAMES = {"Corpus": "collect", "collect": "collect", "EPS": "metrics", "GROUPS": "metrics",
-          "AttentionStats": "metrics", "row_metrics": "metrics", "attention_probs": "probes",
-          "capture_attention": "probes", "analyze": "run", "analyze_model": "run", "recommend_split": "split_rule"}
-
+_NAMES = {"Corpus": ".collect", "collect": ".collect", "EPS": ".metrics", "GROUPS": ".metrics",
+          "AttentionStats": ".metrics", "row_metrics": ".metrics", "attention_probs": ".probes",
+          "capture_attention": ".probes", "analyze": ".run_analysis", "analyze_model": ".run_analysis", "recommend_split": ".split_rule"}
 __all__ = sorted(_NAMES)
-
-
-def __getattr__(name):
-    if name in _NAMES:
-        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, _NAMES)

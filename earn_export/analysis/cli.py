@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
+    from .. import cli_args as ca
     from ..cli_args import existing_dir, existing_file, fraction, nonneg_int, positive_int
 
     p = sub.add_parser("analyze", help="attention analysis (paper Fig. 2 / Table 4): per-layer sparsity, sinks, "
@@ -11,12 +12,10 @@ def register(sub) -> None:
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", type=existing_dir,
                    help="checkpoint dir(s) written by `earn-export train`; give the dense and the EARN checkpoint "
                         "together to draw them side by side")
-    p.add_argument("--data", type=existing_dir, help="dir with sequential_{train,valid,test}.txt + semantic-ID json (default: the data "
-                                  "each checkpoint was trained on, from its data.json; else the synthetic default)")
-    p.add_argument("--interactions", type=existing_file, help="your own CSV/TSV: user,item,timestamp[,title]")
-    p.add_argument("--k-core", type=positive_int, default=5, help="k-core filter for --interactions (default 5)")
-    p.add_argument("--users", type=nonneg_int, default=500,
-                   help="test users whose prompts are analysed, a seeded sample (default 500; 0 = all)")
+    ca.add_data_source(p, default="the data each checkpoint was trained on, from its data.json; else the "
+                                  "synthetic default")
+    ca.add_users(p, 500, "test users whose prompts are analysed, a seeded sample (default 500; a number above the "
+                         "test users: all)")
     p.add_argument("--heads", default="all",
                    help="heads averaged in curves, tables and maps: 'all' or indices like 0 (the paper's Fig. 2 "
                         "head) or 0,2; attention.json always keeps every head")
@@ -25,28 +24,35 @@ def register(sub) -> None:
     p.add_argument("--forward", default="dense", choices=["dense", "native"],
                    help="dense: every row through every layer, the paper's setting (default); native: the "
                         "checkpoint's own computation (EARN: layers >= k see only the registers)")
-    p.add_argument("--split-layer", type=positive_int,
-                   help="k for the table's early (< k) / latter (>= k) columns (default: the EARN checkpoint's k, "
-                        "else the recommended k)")
+    ca.add_split_layer(p, default=None, note="analyze: k for the table's early (< k) / latter (>= k) columns, an "
+                                              "integer or 'analyze' (default: the EARN checkpoint's k, else the "
+                                              "recommended k)")
     p.add_argument("--threshold", type=fraction, default=None,
                    help="split rule: the history-mass bar τ (default 0.1; see docs/analysis/README.md)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward (memory: one layer's "
                                                                "attention of a batch at a time)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the user sample")
-    p.add_argument("--out", required=True, help="directory for attention.json, table4.md and the PNG figures")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    ca.add_out(p, "directory for attention.json, table4.md and the PNG figures", required=True)
+    ca.add_quiet(p)
     p.set_defaults(func=run_analyze)
 
 
 def run_analyze(args) -> int:
-    from ..train.pipeline import DataSpec
-    from .run import analyze
+    if args.split_layer in ("auto", "dense"):
+        from ..errors import UsageError
+
+        raise UsageError(f"analyze --split-layer {args.split_layer}: the table needs one k — pass an integer or "
+                         "'analyze' (the recommended k)")
+    if args.split_layer == "analyze":
+        args.split_layer = None
+    from ..data.data_spec import DataSpec
+    from .run_analysis import analyze
     from .split_rule import THRESHOLD, format_evidence
 
     spec = None
     if args.data or args.interactions:
         spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core)
-    doc = analyze(args.checkpoints, args.out, data_spec=spec, users=args.users or None, heads=args.heads,
+    doc = analyze(args.checkpoints, args.out, data_spec=spec, users=args.users, heads=args.heads,
                   text=args.text, forward=args.forward, batch_size=args.batch_size, split_layer=args.split_layer,
                   threshold=THRESHOLD if args.threshold is None else args.threshold, seed=args.seed,
                   progress=not args.quiet)

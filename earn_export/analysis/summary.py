@@ -80,7 +80,7 @@ def table4_row(summary: dict, k: int, query_set: str = "all") -> dict:
     return row
 
 
-def _f(x, nd=3):
+def _decimals(x, nd=3):
     return "–" if x is None else f"{x:.{nd}f}"
 
 
@@ -91,10 +91,11 @@ def table4_markdown(entries: list[dict], topk: int) -> str:
     lines = [head]
     for e in entries:
         r = e["row"]
-        lines.append(f"| {e['label']} | {e['task']} | {r['k']} | {_f(r['sparsity_early'])} | "
-                     f"{_f(r['sparsity_latter'])} | {_f(r['sink_head_all'], 2)} | {_f(r['sink_tail_all'], 2)} | "
-                     f"{_f(r['entropy_early'], 2)} / {_f(r['entropy_latter'], 2)} | "
-                     f"{_f(r['topk_mass_early'], 2)} / {_f(r['topk_mass_latter'], 2)} |")
+        lines.append(f"| {e['label']} | {e['task']} | {r['k']} | {_decimals(r['sparsity_early'])} | "
+                     f"{_decimals(r['sparsity_latter'])} | {_decimals(r['sink_head_all'], 2)} | "
+                     f"{_decimals(r['sink_tail_all'], 2)} | "
+                     f"{_decimals(r['entropy_early'], 2)} / {_decimals(r['entropy_latter'], 2)} | "
+                     f"{_decimals(r['topk_mass_early'], 2)} / {_decimals(r['topk_mass_latter'], 2)} |")
     for p in PAPER_TABLE4:
         lines.append(f"| *paper: {p['model']}-7B* | *{p['task']}* | *?* | *{p['sp_early']:.3f}* | "
                      f"*{p['sp_latter']:.3f}* | *{p['sink_head']:.2f}* | *{p['sink_tail']:.2f}* | | |")

@@ -37,7 +37,7 @@ SCHEMA_VERSION = 1
 # --------------------------------------------------------------------------------------------------- config
 @dataclass
 class BenchConfig:
-    preset: str = "base"  # earn_export.train.presets name (base: hidden 512, 16 layers, k = 4)
+    preset: str = "base"  # earn_export.model.shapes preset (base: hidden 512, 16 layers, k = 4)
     split_layer: int | None = None  # EARN k (None: the preset's)
     overrides: dict = field(default_factory=dict)  # preset field overrides (hidden_size=..., num_hidden_layers=...)
     prompt_lens: tuple = (128, 512, 1024)
@@ -58,7 +58,7 @@ class BenchConfig:
     n_items: int = 12000
     seed: int = 0
     exporter: str = "auto"
-    form: str = "fused"  # graph form of the exported engines (earn_export.export.wrappers.FORMS)
+    form: str = "fused"  # graph form of the exported engines (earn_export.export.graph_modules.FORMS)
     quantize: str | None = None  # weight-only int8/int4 engines (ONNX Runtime CPU)
     vocab: str = "items"  # exported head: "items" (identifier tokens only) or "full"
     profile: bool = True
@@ -83,7 +83,7 @@ class BenchConfig:
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be cpu or cuda[:i], got {self.device!r}")
         if bool(self.earn_ckpt) != bool(self.dense_ckpt):
-            raise ValueError("the end-to-end row needs both --earn-ckpt and --dense-ckpt")
+            raise ValueError("the end-to-end comparison needs both checkpoints (--e2e EARN_CKPT DENSE_CKPT)")
 
 
 # --------------------------------------------------------------------------------------------- machine info
@@ -329,7 +329,7 @@ def load_hf_model(ckpt_dir, device: str):
 
 # --------------------------------------------------------------------------------------------- models
 def flop_model(shape: dict, prompt_len: int, beam: int, id_length: int, vocab_out: int, hf_vocab: int) -> dict:
-    """Matmul FLOPs per user of one recommendation (prefill + L-1 decode steps), DESIGN §3 / paper Eq. 8.
+    """Matmul FLOPs per user of one recommendation (prefill + L-1 decode steps), the EARN paper's Eq. 8.
 
     Linear layers: 2·(params) per row and layer; attention: 4·Hq·D per (query, key) pair (QK^T and PV).
     EARN: k layers over P rows, N-k layers over the R registers; decode: beam rows per step over the shared
@@ -644,7 +644,7 @@ def run_e2e_only(cfg: BenchConfig, log=print) -> dict:
 
     cfg.validate()
     if not cfg.earn_ckpt:
-        raise ValueError("--e2e-only needs --earn-ckpt and --dense-ckpt")
+        raise ValueError("the end-to-end comparison needs --e2e EARN_CKPT DENSE_CKPT")
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -687,9 +687,9 @@ def run_e2e(cfg: BenchConfig, say=print) -> dict:
         builder = PromptBuilder.load(ckpt)
         ids, mask = builder(histories)
         be = TimedBackend(_ort_backend(eng, cfg), "ort")
-        from ..data.catalog import Trie
+        from ..engine.trie_files import load_trie_arrays
 
-        trie = Trie.load(eng)
+        trie = load_trie_arrays(eng)
         b = min(max(cfg.batch_sizes), len(histories))
         recs = []
         for i in range(cfg.warmup + cfg.repeats):

@@ -1,7 +1,4 @@
 """Benchmark outputs: ``bench.json`` (everything), ``bench.md`` (tables) and ``speedup.png`` (speedup vs prompt length).
-
-``markdown(result)`` is also what ``docs/BENCHMARKS.md`` embeds between its ``<!-- bench:begin -->`` /
-``<!-- bench:end -->`` markers (``earn-export bench --docs docs/BENCHMARKS.md`` rewrites that block).
 """
 
 from __future__ import annotations
@@ -9,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 MB = 1024 * 1024
 
 
@@ -102,7 +98,7 @@ def markdown(result: dict) -> str:
                 f"{_ms(sl.get('search_bookkeeping_s'))} |")
     lines.append("")
     lines.append("**KV cache bytes** (whole batch, after the last decode step; measured = sum of `nbytes` of the cache "
-                 "tensors, formula = DESIGN.md §3 / `kv_cache.kv_report`)")
+                 "tensors, formula = `kv_cache_bytes.kv_report`)")
     lines.append("")
     lines.append("| prompt | batch | beam | EARN measured MB | EARN formula MB | dense measured MB | dense formula MB | "
                  "HF beam formula MB | EARN reduction vs dense | vs HF | measured = formula |")
@@ -257,18 +253,3 @@ def _json_default(o):
     if isinstance(o, tuple):
         return list(o)
     return str(o)
-
-
-def update_docs(doc_path, table_md: str, command: str | None = None) -> bool:
-    """Replace the block between the bench markers of ``doc_path`` with ``table_md``; False if no markers."""
-    p = Path(doc_path)
-    if not p.is_file():
-        return False
-    text = p.read_text()
-    if BEGIN not in text or END not in text:
-        return False
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    body = ("\nCommand: `" + command + "`\n\n" if command else "\n") + table_md
-    p.write_text(head + BEGIN + body + END + tail)
-    return True

@@ -162,13 +162,13 @@ def model_shape(model) -> dict:
 def build_setup(preset: str = "base", split_layer: int | None = None, vocab_size: int = 4096, id_length: int = 4,
                 codes: int = 256, n_items: int = 12000, seed: int = 0, max_prompt_len: int = 1024,
                 overrides: dict | None = None) -> SyntheticSetup:
-    """Random-weight model of a ``train.presets`` shape as EARN (k) and dense (k = N) sharing the weights."""
+    """Random-weight model of a ``model.shapes`` preset as EARN (k) and dense (k = N) sharing the weights."""
     import copy
 
     import torch
 
     from ..model import EarnConfig, EarnForCausalLM
-    from ..train.presets import preset_config
+    from ..model.shapes import preset_config
 
     layout = VocabLayout(vocab_size, id_length, codes)
     layout.validate()

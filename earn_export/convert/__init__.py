@@ -1,14 +1,9 @@
 """Pretrained LLM -> EARN checkpoint (``earn-export convert``): HF directories and GGUF files.
 
-Names are imported lazily so that ``earn_export.convert.cli`` (imported for ``earn-export --help``) does not load
+Names load on first use, so that ``earn_export.convert.cli`` (imported for ``earn-export --help``) does not load
 torch."""
 
-__all__ = ["ConvertError", "add_catalog_tokens", "convert", "load_source"]
+from ..lazy_import import lazy_attributes
 
-
-def __getattr__(name):
-    if name in __all__:
-        from . import pretrained
-
-        return getattr(pretrained, name)
-    raise AttributeError(name)
+__all__ = ["ConvertError", "add_catalog_tokens", "convert", "earnify", "load_earn_source", "load_source"]
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(__all__, ".pretrained"))

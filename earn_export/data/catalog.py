@@ -13,7 +13,7 @@ LC-Rec index has 9 colliding identifiers shared by 21 items) are repaired only w
 Trie layout (docs/CONTRACTS.md "Trie (CSR)"): nodes are numbered breadth first with children sorted by token,
 so node 0 is the root and the child of edge ``e`` is node ``e + 1``; the arrays ``offsets``, ``tokens``,
 ``children``, ``leaf_item`` and ``depth`` are stored as ``trie.npz`` in checkpoints and as one ``trie.<key>.npy``
-each in engine directories (read as-is by the Python and C++ runtimes).
+each in engine directories (``earn_export.engine.trie_files``; read as-is by the Python and C++ runtimes).
 """
 
 from __future__ import annotations
@@ -350,42 +350,19 @@ class Trie:
                      leaf_item=self.leaf_item, depth=np.int64(self.depth))
         return path
 
-    def save_npy(self, directory, prefix: str = "trie") -> list[str]:
-        """One int64 ``.npy`` per array (``{prefix}.offsets.npy`` ... ``{prefix}.depth.npy``, depth 0-d): the
-        engine format, read by the Python and the C++ runtime alike (a zip reader is not needed). Returns the
-        file names written into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        names = []
-        for key in self.KEYS:
-            name = f"{prefix}.{key}.npy"
-            value = np.int64(self.depth) if key == "depth" else getattr(self, key)
-            np.save(directory / name, np.asarray(value, dtype=np.int64))
-            names.append(name)
-        return names
-
     @classmethod
-    def load_npy(cls, directory, prefix: str = "trie") -> "Trie":
-        directory = Path(directory)
-        arrays = {}
-        for key in cls.KEYS:
-            path = directory / f"{prefix}.{key}.npy"
-            if not path.is_file():
-                raise DataError(f"{path}: missing trie array; re-export the engine (Trie.save_npy writes all "
-                                f"{len(cls.KEYS)} arrays)")
-            try:
-                arrays[key] = np.load(path, allow_pickle=False)
-            except Exception as e:  # noqa: BLE001 - truncated or foreign file
-                raise DataError(f"{path}: cannot read the trie array ({e}); re-export the engine") from e
-        return cls(arrays["offsets"], arrays["tokens"], arrays["children"], arrays["leaf_item"],
-                   int(np.asarray(arrays["depth"]).reshape(-1)[0]), source=f"{directory}/{prefix}.*.npy")
+    def from_arrays(cls, arrays: dict, source: str = "trie arrays") -> "Trie":
+        """From the CSR arrays by name (``KEYS``; ``depth`` 0-d or 1-element)."""
+        a = {k: np.asarray(arrays[k]) for k in cls.KEYS}
+        return cls(a["offsets"], a["tokens"], a["children"], a["leaf_item"], int(a["depth"].reshape(-1)[0]), source=source)
 
     @classmethod
     def load(cls, path) -> "Trie":
-        """From a ``trie.npz`` file (checkpoints) or a directory holding ``trie.*.npy`` (engines)."""
+        """From a ``trie.npz`` file (checkpoints; engines hold ``trie.*.npy``: ``earn_export.engine.trie_files``)."""
         path = Path(path)
         if path.is_dir():
-            return cls.load_npy(path)
+            raise DataError(f"{path} is a directory: an engine's trie.*.npy arrays are read by "
+                            "earn_export.engine.trie_files.load_trie_arrays")
         if not path.is_file():
             raise DataError(f"{path}: no such trie file; build it with ItemCatalog.trie(tokenizer).save(path)")
         try:
@@ -399,8 +376,7 @@ class Trie:
             raise
         except Exception as e:  # noqa: BLE001 - corrupt zip / pickle etc.
             raise DataError(f"{path}: cannot read the trie ({e}); re-create it with Trie.save")
-        return cls(arrays["offsets"], arrays["tokens"], arrays["children"], arrays["leaf_item"],
-                   int(np.asarray(arrays["depth"]).reshape(-1)[0]), source=str(path))
+        return cls.from_arrays(arrays, source=str(path))
 
     # -- checks --------------------------------------------------------------------------------------------
     def _validate(self, source: str):

@@ -20,6 +20,9 @@ from .errors import DataError
 PAD, UNK = "<pad>", "<unk>"
 
 
+REGISTERS = ("<reg_p>", "<reg_s>")  # the default registers: one prefix, one suffix (register_tokens(1, 1))
+
+
 def register_tokens(n_prefix: int = 1, n_suffix: int = 1) -> tuple[list[str], list[str]]:
     """Register strings: ``<reg_p>``/``<reg_s>`` for one each, ``<reg_p0>``, ``<reg_p1>``, ... for more."""
     def names(base, n):

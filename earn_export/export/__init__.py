@@ -1,20 +1,10 @@
-"""Two-graph ONNX export (prefill + decode), engine manifest, and parity checks against the torch reference.
+"""Two-graph ONNX export (prefill + decode) of a checkpoint into an engine directory (``earn_export.engine``), and
+the parity check of an engine against the torch reference (``earn-export check``).
 
-Only the manifest (json/hashlib) is imported eagerly: the runtime reads manifests without torch, so the exporter
-(torch, transformers, onnx) and the parity check (the runtime and the torch reference) load on first use.
-"""
+Names load on first use: the exporter imports torch, transformers and onnx."""
 
-from .manifest import FORMAT_VERSION, EngineDirError, load_manifest, sha256_file
+from ..lazy_import import lazy_attributes
 
-__all__ = ["FORMAT_VERSION", "EngineDirError", "ExportError", "check_engine", "export_onnx", "load_manifest",
-           "sha256_file"]
-
-_LAZY = {"ExportError": "onnx_export", "export_onnx": "onnx_export", "check_engine": "parity"}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(name)
+_LAZY = {"ExportError": ".errors", "export_onnx": ".onnx_export", "check_engine": ".parity_check"}
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_attributes(__name__, _LAZY)

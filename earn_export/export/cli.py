@@ -10,48 +10,38 @@ from pathlib import Path
 # quantized engines: minimum mean overlap of the top-K item sets with the fp32 reference (check --min-identical
 # overrides). On the trained Beauty EARN checkpoint the overlaps were 0.979 (int8) and 0.862 (int4) (README,
 # "Graph forms ...")
-QUANT_MIN_OVERLAP = {"int8": 0.90, "int4": 0.75}
+QUANT_MIN_OVERLAP = {"int8": 0.90, "int8-nbits": 0.90, "int4": 0.75}
 
 
 def register(sub) -> None:
+    from .. import cli_args as ca
     from ..cli_args import existing_dir, fraction, positive_int
 
     p = sub.add_parser("export", help="export prefill.onnx + decode.onnx + manifest.json from a checkpoint dir")
     p.add_argument("checkpoint", type=existing_dir,
                    help="HF checkpoint dir (config.json, model.safetensors, earn.json, items.json ...)")
-    p.add_argument("--out", required=True,
-                   help="engine directory to write, e.g. engines/NAME (replaced only when the export completes)")
+    ca.add_out(p, "engine directory to write, e.g. engines/NAME (replaced only when the export completes)",
+               required=True)
     p.add_argument("--fp16", action="store_true", help="fp16 weights/KV; norms, softmax and logits stay fp32")
-    p.add_argument("--vocab", default="items", choices=["items", "full"],
-                   help="items: LM head sliced to identifier tokens (fast); full: exact full-vocabulary scores")
-    p.add_argument("--form", choices=["fused", "reference"], default=None,
-                   help="graph form: fused (default: opset-23 RMSNormalization/RotaryEmbedding/Attention, packed "
-                        "QKV; ONNX Runtime >= 1.23, TensorRT >= 10.15; dynamo exporter) or reference (the model's "
-                        "own ops at opset 18 for older runtimes; default with --exporter torchscript)")
-    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
-                   help="weight-only quantization for ONNX Runtime CPU (MatMulNBits, block 32; LM head and "
-                        "embeddings stay fp32); check/eval then use the quantized-engine tolerance")
+    ca.add_vocab(p, default="items", note="export: items is fast, full gives exact full-vocabulary scores")
+    ca.add_engine_form(p)
     p.add_argument("--ort-optimize", action="store_true",
                    help="also save ONNX Runtime's offline-optimised CPU graphs (prefill.ort.onnx, decode.ort.onnx; "
                         "used when the onnxruntime version matches, weights shared)")
     p.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 23 fused, 18 reference)")
-    p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
-                   help="torch.onnx exporter (auto: dynamo, falling back to TorchScript for the reference form)")
     p.add_argument("--attention", default="onnx", choices=["onnx", "plugin"],
                    help="decode attention: onnx = standard ops (default); plugin = one earn::CompactedAttention node "
                         "per layer (ONNX Runtime: libearn_ort_ops.so from `make plugins`, loaded automatically; "
                         "TensorRT: earn-export build --plugins)")
-    p.add_argument("--quiet", action="store_true",
-                   help="machine-readable: stdout is a JSON summary only; no progress bar")
+    ca.add_quiet(p, note="machine-readable: stdout is a JSON summary only")
     p.set_defaults(func=run_export)
 
     c = sub.add_parser("check", help="parity of an engine dir with its torch reference checkpoint")
     c.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
     c.add_argument("--reference", type=existing_dir,
                    help="reference checkpoint dir (default: the manifest's source_checkpoint)")
-    c.add_argument("--users", type=positive_int, default=500, help="number of test users compared")
-    c.add_argument("--beam", type=positive_int, default=20, help="beam width of both searches")
-    c.add_argument("--top-k", type=positive_int, default=20, help="length of the compared lists; at most --beam")
+    ca.add_users(c, 500, "number of test users compared")
+    ca.add_search(c, top_k=20, beam=20, top_k_note="the length of the compared lists")
     c.add_argument("--batch-size", type=positive_int, default=32, help="users per search call")
     c.add_argument("--reference-dtype", choices=["float32", "float16"],
                    help="precision of the torch reference (default: the engine's dtype)")
@@ -59,8 +49,8 @@ def register(sub) -> None:
     c.add_argument("--min-identical", type=fraction, default=None,
                    help="exit 1 if the identical top-K fraction is below this, in [0, 1] (default: 0.999 fp32, 0.99 "
                         "fp16; for fp16 engines the tie-aware fraction is tested; for --quantize engines the mean "
-                        "top-K overlap, default 0.90 int8 / 0.75 int4; see README)")
-    c.add_argument("--out", help="write the parity report JSON here")
+                        "top-K overlap, default 0.90 int8 and int8-nbits / 0.75 int4; see docs/quantization.md)")
+    ca.add_out(c, "write the parity report JSON here")
     c.set_defaults(func=run_check)
 
 
@@ -86,6 +76,9 @@ def run_export(args) -> int:
 
         raise UsageError("--ort-optimize saves ONNX Runtime's optimised copy of standard-op graphs, and --attention "
                          "plugin puts earn::CompactedAttention nodes in decode.onnx — drop one of the two options")
+    from ..cli_args import auto_vocab
+
+    args.vocab = auto_vocab(args.vocab, args.checkpoint)
     preflight_export(args.checkpoint, args.out, args.vocab)
     from .onnx_export import export_onnx
     from .progress import StageBars
@@ -118,18 +111,20 @@ def run_export(args) -> int:
 
 
 def run_check(args) -> int:
-    from ..cli_args import check_top_k_beam
+    from ..cli_args import check_top_k_beam, require_extras
 
     check_top_k_beam(args.top_k, args.beam)
+    if args.polygraphy:
+        require_extras("polygraphy", what="earn-export check --polygraphy")
     if args.reference is None:
         from ..errors import UsageError
-        from .manifest import load_manifest
+        from ..engine.manifest import load_manifest
 
         source = load_manifest(args.engine_dir, verify=False).get("source_checkpoint")
         if not source or not Path(source).is_dir():
             raise UsageError(f"the engine's source checkpoint {source!r} (manifest.json) is not available — pass "
                              "--reference DIR, the checkpoint the engine was exported from")
-    from .parity import check_engine
+    from .parity_check import check_engine
 
     report = check_engine(args.engine_dir, args.reference, n=args.users, beam=args.beam, top_k=args.top_k,
                           batch_size=args.batch_size, polygraphy=args.polygraphy, progress=True,

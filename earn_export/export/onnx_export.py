@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -40,11 +39,13 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_output
-from ..errors import UserError, hint
 from ..data.id_map import manifest_entry as id_map_entry
-from .manifest import FORMAT_VERSION, MANIFEST, write_manifest
+from ..engine.manifest import FORMAT_VERSION, MANIFEST, write_manifest
+from ..engine.trie_files import resolve_trie, save_trie_arrays
+from ..errors import hint
+from .errors import ExportError
 from .weights import WEIGHTS_FILE, SharedWeights
-from .wrappers import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
+from .graph_modules import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
 
 DEFAULT_OPSET = 18  # the reference form; the fused form needs 23
 FUSED_OPSET = 23
@@ -59,10 +60,6 @@ SKIP_FILES = {"trainer_state.json", "training_args.bin", "optimizer.pt", "schedu
 AUX_MAX_BYTES = 64 << 20
 # sample sizes for tracing: distinct, all >= 2 (0/1 get specialised by torch.export)
 SAMPLE = {"batch": 2, "beam": 5, "prompt_len": 9, "t": 3}
-
-
-class ExportError(RuntimeError, UserError):
-    pass
 
 
 def _no_catalog() -> str:
@@ -102,45 +99,14 @@ def _sample_prompt(model, batch: int, prompt_len: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def resolve_trie(trie, ckpt_dir: Path | None = None):
-    """The ``Trie`` to export with: a Trie object, a ``trie.npz`` path or engine dir, a dict of CSR arrays, or None
-    (the checkpoint's trie.npz, else one built from its item catalog). None when there is none."""
-    from ..data.catalog import Trie
-
-    if trie is None and ckpt_dir is not None and (ckpt_dir / "trie.npz").is_file():
-        trie = ckpt_dir / "trie.npz"
-    if trie is None and ckpt_dir is not None:
-        trie = _trie_from_catalog(ckpt_dir)
-    if trie is None or isinstance(trie, Trie):
-        return trie
-    if isinstance(trie, (str, os.PathLike)):
-        return Trie.load(trie)
-    if isinstance(trie, dict):
-        a = {k: np.asarray(v) for k, v in trie.items()}
-        return Trie(a["offsets"], a["tokens"], a["children"], a["leaf_item"], int(np.asarray(a["depth"]).reshape(-1)[0]),
-                    source="trie arrays")
-    raise ExportError(f"trie must be a Trie, a trie.npz path or a dict of CSR arrays, got {type(trie).__name__}")
-
-
-def _trie_from_catalog(ckpt_dir: Path):
-    """The trie of a checkpoint that has an item catalog (items.json) and a tokenizer but no trie.npz."""
-    if not (ckpt_dir / "items.json").is_file():
-        return None
-    from transformers import AutoTokenizer
-
-    from ..data.catalog import ItemCatalog
-
-    return ItemCatalog.load(ckpt_dir).trie(AutoTokenizer.from_pretrained(str(ckpt_dir)))
-
-
 def _write_prompt(ckpt_dir: Path | None, model, trie, out_dir: Path) -> tuple[dict, list[str]]:
-    """Prompt pieces for a tokenizer-free runtime (``earn_export.runtime.pieces``) -> (manifest entry, files).
+    """Prompt pieces for a tokenizer-free runtime (``earn_export.engine.prompt_pieces``) -> (manifest entry, files).
 
     From the checkpoint's prompt builder (``prompt.json``) when its rows are concatenations of pieces; for a bare
     model, the history's identifier tokens between the registers (the TIGER layout the runtime has always used
     then). A builder whose tokenizer is context-dependent has no pieces: the engine keeps the tokenizer.
     """
-    from ..runtime.pieces import PIECES_FILE, PromptPieces
+    from ..engine.prompt_pieces import PIECES_FILE, PromptPieces
 
     paths = trie.item_paths()
     if ckpt_dir is not None and (ckpt_dir / "prompt.json").is_file():
@@ -312,11 +278,12 @@ def _op_counts(model) -> dict:
     return dict(sorted(Counter(node.op_type for node in model.graph).items()))
 
 
-def _check_form(counts: dict, form: str, graph: str, n_layers: int) -> None:
-    """The fused form must really be fused: every norm, RoPE and (prefill) attention as one standard op."""
+def _check_form(counts: dict, form: str, graph: str, n_layers: int, qk_norm: bool = False) -> None:
+    """The fused form must really be fused: every norm (with ``qk_norm``, Q's and K's too), RoPE and (prefill)
+    attention as one standard op."""
     if form != "fused":
         return
-    want = {"RMSNormalization": 2 * n_layers + 1, "RotaryEmbedding": 2 * n_layers}
+    want = {"RMSNormalization": (4 if qk_norm else 2) * n_layers + 1, "RotaryEmbedding": 2 * n_layers}
     if graph == "prefill":
         want["Attention"] = n_layers
     got = {op: counts.get(op, 0) for op in want}
@@ -345,17 +312,19 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     item catalog by ``earn_export.data``). Both graphs keep their weights in one shared
     ``weights.data`` (:mod:`.weights`). ``form``: ``"fused"`` (opset 23 ``RMSNormalization``, ``RotaryEmbedding``,
     ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
-    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` or
-    ``"int4"``: weight-only MatMulNBits for ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
+    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` (s8 per-channel
+    weights, dynamic u8 activations: MatMulInteger), ``"int8-nbits"`` or ``"int4"`` (weight-only MatMulNBits), for
+    ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
     ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``:
     callable ``(message)`` for CLI progress, or a :class:`.progress.StageBars`. ``attention``: ``"onnx"`` (decode
     attention as standard ops) or ``"plugin"`` (one ``earn::CompactedAttention`` node per decode layer,
     earn_export.ops). Returns the manifest (also written to ``out_dir/manifest.json``).
     ``out_dir`` is written atomically: a failed or interrupted export leaves the previous one (``earn_export.atomic``).
     """
-    from ..ops import attention_export
+    from ..model.architectures import architecture
+    from . import attention_mode
 
-    attention_export.check_mode(attention)
+    attention_mode.check_mode(attention)
     if attention == "plugin" and ort_optimize:
         raise ExportError("--ort-optimize saves ONNX Runtime's optimised copy of the standard-op graphs; with "
                           "--attention plugin the decode graph holds earn::CompactedAttention nodes: drop one of the "
@@ -370,8 +339,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         if quantize not in QUANT_MODES:
             raise ValueError(f"quantize must be one of {QUANT_MODES}, got {quantize!r}")
         if fp16:
-            raise ExportError("--quantize applies to fp32 engines (weight-only int8/int4 with fp32 activations for "
-                              "CPU); drop --fp16")
+            raise ExportError("--quantize applies to fp32 engines (int8/int4 projections with fp32 norms, "
+                              "attention and head for ONNX Runtime CPU); drop --fp16")
     if form is None:
         form = "reference" if exporter == "torchscript" else "fused"
     if form not in FORMS:
@@ -445,15 +414,15 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             for graph, module, args in (("prefill", prefill, (ids, mask)), ("decode", decode, decode_args)):
                 say(f"tracing {graph}.onnx ({'dynamo' if exporter != 'torchscript' else 'TorchScript'})")
                 spec = specs[graph]
-                plugin = attention_export.uses_plugin(attention, graph)
-                with attention_export.tracing(plugin):
+                plugin = attention_mode.uses_plugin(attention, graph)
+                with attention_mode.tracing(plugin):
                     graph_ir, used[graph] = _export_graph(
                         module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
                         [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
-                        opset, exporter, attention_export.exporter_kwargs if plugin else None)
+                        opset, exporter, attention_mode.exporter_kwargs if plugin else None)
                 if plugin:
-                    attention_export.finish_graph(graph_ir, spec, n, f"{graph}.onnx")
-                _check_form(_op_counts(graph_ir), form, graph, n)
+                    attention_mode.finish_graph(graph_ir, spec, n, f"{graph}.onnx")
+                _check_form(_op_counts(graph_ir), form, graph, n, architecture(model.config).qk_norm)
                 if quantize is not None:
                     from .quantize import quantize_ir
 
@@ -477,7 +446,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
 
     trie_files, prompt, prompt_files = [], None, []
     if trie is not None:
-        trie_files = trie.save_npy(out_dir)
+        trie_files = save_trie_arrays(trie, out_dir)
         prompt, prompt_files = _write_prompt(ckpt_dir, model, trie, out_dir)
     earn = model.earn
     cfg = model.config.to_dict()
@@ -486,6 +455,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "kind": "earn-export engine",
         "model": {
             "model_type": model.config.model_type,
+            "architecture": architecture(model.config).family,
             "num_layers": n, "split_layer": k, "dense": k == n,
             "n_kv_heads": hkv, "head_dim": d, "hidden_size": model.config.hidden_size,
             "vocab_size": model.config.vocab_size,
@@ -513,7 +483,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                  "fallback": "export with --form reference for runtimes without the opset-23 ops"
                  if form == "fused" else None},
         "exporter": used,
-        "attention": attention_export.manifest_entry(attention),
+        "attention": attention_mode.manifest_entry(attention),
         "graphs": {
             g: {"file": f"{g}.onnx", "nodes": sum(op_counts[g].values()), "op_types": op_counts[g],
                 "ort_optimized": ort_graphs.get(g),

@@ -1,25 +1,33 @@
-"""Weight-only quantization of an exported engine for CPU (``earn-export export --quantize int8|int4``).
+"""Quantization of an exported engine for ONNX Runtime (``earn-export export --quantize int8|int8-nbits|int4``).
 
-ONNX Runtime's own tool does the work: ``MatMulNBitsQuantizer`` turns every ``MatMul`` by a weight initializer
-into the ``com.microsoft.MatMulNBits`` contrib op with 8- or 4-bit blockwise weights (symmetric, block 32) and
-fp32 activations. What stays in full precision, because the ranking depends on it most:
+Two kernels families, picked by the mode (``docs/quantization.md`` says when to use which):
+- ``int8``: dynamic int8, the graph ``onnxruntime.quantization.quantize_dynamic`` writes: every projection's
+  ``MatMul`` by a weight initializer becomes ``DynamicQuantizeLinear`` (activations -> u8, one scale per tensor,
+  computed at run time) + ``MatMulInteger`` (s8 weights, one scale per output channel, zero point 0) + the
+  rescale. On CPUs with AVX-512 VNNI or AMX-int8 this is ONNX Runtime's fast int8 GEMM (u8 x s8 dot products);
+  without them it falls back to a slower exact kernel.
+- ``int8-nbits`` / ``int4``: weight-only ``com.microsoft.MatMulNBits`` (``MatMulNBitsQuantizer``: symmetric,
+  block 32, fp32 activations; ``accuracy_level`` 4 lets the CPU kernel quantize activations to int8 per block
+  inside the op). The right kernel where weight memory matters (int4) or on GPU; on CPU at 8 bits it is no faster
+  than fp32 (``docs/results/precision.md``).
+What stays in full precision in every mode, because the ranking depends on it most:
 - the LM head (the ``MatMul`` feeding the log-softmax): the scores the beam search compares;
 - the token embeddings, register tokens included (a ``Gather``, never quantized);
 - norms, RoPE, attention and the KV cache (activations).
-``accuracy_level`` 4 lets the CPU kernel quantize activations to int8 per block inside the op (the fast path
-onnxruntime-genai uses for int4 on CPU); ``accuracy_level=1`` keeps fp32 compute.
 
 Both graphs are quantized identically, so the shared weights file still holds each quantized tensor once.
-Quantized engines are ONNX Runtime engines (MatMulNBits is a contrib op: no TensorRT); the manifest records the
-method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity` / README).
+Quantized engines are ONNX Runtime engines (contrib/integer ops: no TensorRT); the manifest records the
+method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity`, ``docs/quantization.md``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-QUANT_MODES = ("int8", "int4")
-BITS = {"int8": 8, "int4": 4}
+QUANT_MODES = ("int8", "int8-nbits", "int4")
+BITS = {"int8": 8, "int8-nbits": 8, "int4": 4}
+# the op that carries each mode's weights
+QUANT_OPS = {"int8": "MatMulInteger", "int8-nbits": "com.microsoft.MatMulNBits", "int4": "com.microsoft.MatMulNBits"}
 BLOCK_SIZE = 32
 ACCURACY_LEVEL = 4
 
@@ -39,18 +47,46 @@ def _head_matmuls(graph) -> list[str]:
     return heads
 
 
-def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL, block_size: int = BLOCK_SIZE):
-    """Quantized copy of an ONNX ModelProto (weights loaded); returns (ModelProto, info)."""
+def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL, block_size: int = BLOCK_SIZE,
+                   keep_float: tuple[str, ...] = ()):
+    """Quantized copy of an ONNX ModelProto (weights loaded); returns (ModelProto, info). ``keep_float``: name
+    fragments of further MatMuls to leave in fp32 (e.g. ``"down_proj"``)."""
+    if mode not in QUANT_MODES:
+        raise ValueError(f"quantize must be one of {QUANT_MODES}, got {mode!r}")
+    for node in model_proto.graph.node:  # the quantizers match nodes by name: give every node one
+        if not node.name:
+            node.name = f"{node.op_type}_{id(node)}"
+    excluded = _head_matmuls(model_proto.graph)
+    extra = [n.name for n in model_proto.graph.node
+             if n.op_type == "MatMul" and any(f in n.name for f in keep_float) and n.name not in excluded]
+    excluded = excluded + extra
+    if mode == "int8":
+        out = _quantize_dynamic(model_proto, excluded)
+        n_q = sum(1 for node in out.graph.node if node.op_type == "MatMulInteger")
+        info = {"mode": mode, "bits": 8, "op": QUANT_OPS[mode], "weights": "s8, symmetric, one scale per output "
+                "channel", "activations": "u8, one scale per tensor, computed at run time (DynamicQuantizeLinear)",
+                "quantized_matmuls": n_q}
+    else:
+        out = _quantize_nbits(model_proto, mode, excluded, accuracy_level, block_size)
+        n_q = sum(1 for node in out.graph.node if node.op_type == "MatMulNBits")
+        info = {"mode": mode, "bits": BITS[mode], "block_size": block_size, "symmetric": True,
+                "accuracy_level": accuracy_level, "op": QUANT_OPS[mode], "quantized_matmuls": n_q}
+    info["kept_float"] = {"lm_head": [n for n in excluded if n not in extra],
+                          "embeddings": "Gather (token and register embeddings)"}
+    if keep_float:
+        info["kept_float"]["matmuls"] = {"fragments": list(keep_float), "count": len(extra)}
+    if n_q == 0:
+        from .errors import ExportError
+
+        raise ExportError("quantization found no MatMul with a weight initializer to quantize")
+    return out, info
+
+
+def _quantize_nbits(model_proto, mode: str, excluded: list, accuracy_level: int, block_size: int):
     import logging
 
     from onnxruntime.quantization import matmul_nbits_quantizer as mnq
 
-    if mode not in QUANT_MODES:
-        raise ValueError(f"quantize must be one of {QUANT_MODES}, got {mode!r}")
-    for node in model_proto.graph.node:  # the quantizer matches nodes by name: give every node one
-        if not node.name:
-            node.name = f"{node.op_type}_{id(node)}"
-    excluded = _head_matmuls(model_proto.graph)
     cfg = mnq.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
                                            accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",),
                                            bits=BITS[mode])
@@ -58,16 +94,30 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
     q = mnq.MatMulNBitsQuantizer(model_proto, bits=BITS[mode], block_size=block_size, is_symmetric=True,
                                  accuracy_level=accuracy_level, nodes_to_exclude=excluded, algo_config=cfg)
     q.process()
-    out = q.model.model
-    n_q = sum(1 for node in out.graph.node if node.op_type == "MatMulNBits")
-    info = {"mode": mode, "bits": BITS[mode], "block_size": block_size, "symmetric": True,
-            "accuracy_level": accuracy_level, "op": "com.microsoft.MatMulNBits", "quantized_matmuls": n_q,
-            "kept_float": {"lm_head": excluded, "embeddings": "Gather (token and register embeddings)"}}
-    if n_q == 0:
-        from .onnx_export import ExportError
+    return q.model.model
 
-        raise ExportError("quantization found no MatMul with a weight initializer to quantize")
-    return out, info
+
+def _quantize_dynamic(model_proto, excluded: list):
+    """``quantize_dynamic`` on MatMuls with a constant weight: s8 per-channel weights, u8 dynamic activations.
+    It reads and writes files (weights as external data, so models over 2 GB work); the result is loaded back."""
+    import logging
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" warning is about conv nets' shape inference
+    try:
+        with tempfile.TemporaryDirectory(prefix="earn-quant-") as tmp:
+            path = Path(tmp) / "model.int8.onnx"
+            quantize_dynamic(model_proto, path, op_types_to_quantize=["MatMul"], per_channel=True,
+                             reduce_range=False, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                             use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+            return onnx.load(str(path))
+    finally:
+        root.setLevel(level)
 
 
 def quantize_ir(model, mode: str, tmp_dir, name: str, accuracy_level: int = ACCURACY_LEVEL):
@@ -92,8 +142,11 @@ def manifest_entry(infos: dict) -> dict:
     entry = {k: v for k, v in infos["prefill"].items() if k not in ("quantized_matmuls", "kept_float")}
     entry["quantized_matmuls"] = {g: info["quantized_matmuls"] for g, info in infos.items()}
     entry["kept_float"] = infos["prefill"]["kept_float"] | {"decode_lm_head": infos["decode"]["kept_float"]["lm_head"]}
-    entry["tool"] = f"onnxruntime.quantization.matmul_nbits_quantizer (onnxruntime {onnxruntime.__version__})"
-    entry["runtime"] = "ONNX Runtime CPU (MatMulNBits is a com.microsoft contrib op; not for TensorRT)"
+    tool = "quantize_dynamic" if entry["mode"] == "int8" else "matmul_nbits_quantizer"
+    entry["tool"] = f"onnxruntime.quantization.{tool} (onnxruntime {onnxruntime.__version__})"
+    entry["runtime"] = ("ONNX Runtime CPU (MatMulInteger + DynamicQuantizeLinear; fast with AVX-512 VNNI or AMX-int8)"
+                        if entry["mode"] == "int8" else
+                        "ONNX Runtime CPU (MatMulNBits is a com.microsoft contrib op; not for TensorRT)")
     return entry
 
 

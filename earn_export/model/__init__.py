@@ -1,15 +1,16 @@
-"""The one model definition (training, export and reference inference all use it)."""
+"""The one model definition (training, export and reference inference all use it).
 
-from .checkpoint import CheckpointError, add_register_tokens, load_pretrained, save_pretrained
-from .config import EarnConfig, ModelConfigError, UnsupportedArchitectureError, load_hf_config
-from .decoder import EarnForCausalLM, GeneratedCache, PrefixCache, position_ids_from_mask
-from .kv_cache import KVShape, kv_bytes, kv_report
+Names load on first use, so the light modules (``presets``, ``config``, ``kv_cache_bytes``) import without torch.
+``EarnForCausalLM`` comes from ``checkpoint``, which gives it ``from_pretrained`` / ``save_pretrained``."""
 
-EarnForCausalLM.from_pretrained = staticmethod(load_pretrained)
-EarnForCausalLM.save_pretrained = save_pretrained
+from ..lazy_import import lazy_attributes
 
-__all__ = [
-    "CheckpointError", "EarnConfig", "EarnForCausalLM", "GeneratedCache", "KVShape", "ModelConfigError",
-    "PrefixCache", "UnsupportedArchitectureError", "add_register_tokens", "kv_bytes", "kv_report",
-    "load_hf_config", "load_pretrained", "position_ids_from_mask", "save_pretrained",
-]
+_LAZY = {
+    "CheckpointError": ".checkpoint", "EarnForCausalLM": ".checkpoint", "add_register_tokens": ".checkpoint",
+    "load_pretrained": ".checkpoint", "save_pretrained": ".checkpoint", "EarnConfig": ".config",
+    "ModelConfigError": ".config", "UnsupportedArchitectureError": ".config", "load_hf_config": ".config",
+    "GeneratedCache": ".decoder", "PrefixCache": ".decoder", "position_ids_from_mask": ".decoder",
+    "KVShape": ".kv_cache_bytes", "kv_bytes": ".kv_cache_bytes", "kv_report": ".kv_cache_bytes",
+}
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_attributes(__name__, _LAZY)

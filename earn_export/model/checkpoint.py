@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .architectures import architecture
 from .config import EarnConfig, ModelConfigError, load_hf_config
 from .decoder import EarnForCausalLM
 
@@ -88,7 +89,7 @@ def save_pretrained(model: EarnForCausalLM, path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    cfg.architectures = ["Qwen2ForCausalLM" if cfg.model_type == "qwen2" else "LlamaForCausalLM"]
+    cfg.architectures = [architecture(cfg).hf_class]
     cfg.save_pretrained(str(path))
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if cfg.tie_word_embeddings:
@@ -119,3 +120,7 @@ def add_register_tokens(model: EarnForCausalLM, n_prefix: int = 1, n_suffix: int
     )
     model.set_earn(earn)
     return earn
+
+
+EarnForCausalLM.from_pretrained = staticmethod(load_pretrained)
+EarnForCausalLM.save_pretrained = save_pretrained

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..errors import UserError
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 EARN_FORMAT_VERSION = 1
 
 
@@ -28,8 +27,8 @@ class UnsupportedArchitectureError(ModelConfigError):
 def load_hf_config(source):
     """Return a transformers config for a checkpoint dir, a config.json path, a dict or a config object.
 
-    Only the Llama family is supported (``LlamaForCausalLM``, ``Qwen2ForCausalLM``): these share the
-    decoder math our single model definition implements.
+    Supported are the families of the architecture table (``earn_export.model.architectures``): they share the
+    decoder math our single model definition implements; a config it does not compute is refused there.
     """
     from transformers import AutoConfig, PretrainedConfig
 
@@ -47,26 +46,24 @@ def load_hf_config(source):
         raw = json.loads(cfg_path.read_text())
         _check_model_type(raw.get("model_type"), str(cfg_path))
         cfg = AutoConfig.from_pretrained(str(cfg_path.parent))
-    _check_model_type(getattr(cfg, "model_type", None), "config")
-    if getattr(cfg, "use_sliding_window", False):
-        raise UnsupportedArchitectureError(
-            "config sets use_sliding_window=True; earn-export implements full causal attention only. "
-            "Set use_sliding_window=false (Qwen2 checkpoints are trained without it) or use another model."
-        )
+    from .architectures import check_config
+
+    check_config(cfg)
     return cfg
 
 
 def _check_model_type(model_type, where: str) -> None:
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedArchitectureError(
-            f"{where}: model_type={model_type!r} is not supported; earn-export supports "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (LlamaForCausalLM, Qwen2ForCausalLM). Convert the checkpoint "
-            "to one of these or add the architecture to earn_export.model."
-        )
+    from .architectures import lookup
+
+    lookup(model_type, where)
 
 
 def head_dim(cfg) -> int:
-    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    """The config's head_dim when its family honours it (architecture table), else hidden / heads."""
+    from .architectures import architecture
+
+    given = getattr(cfg, "head_dim", None) if architecture(cfg).head_dim == "config" else None
+    return given or cfg.hidden_size // cfg.num_attention_heads
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The one decoder definition: Llama-family layers, EARN split forward, compacted-cache inference.
 
-Module and parameter names mirror transformers' ``LlamaForCausalLM``/``Qwen2ForCausalLM`` (``model.layers.
-{i}.self_attn.q_proj`` ...), so a checkpoint's safetensors load with a plain ``load_state_dict``.
+Module and parameter names mirror transformers' ``*ForCausalLM`` of the families in the architecture table
+(``model.layers.{i}.self_attn.q_proj`` ...), so a checkpoint's safetensors load with a plain ``load_state_dict``.
+What differs between those families (biases, QK-norm, ...) is read from the table (:mod:`.architectures`), not
+tested for by name here.
 
 Three forwards over the same weights, which must agree:
 - ``dense``: the plain causal decoder over every row (what transformers computes);
@@ -23,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..ops.compacted_attention import compacted_attention
+from .architectures import architecture
 from .config import EarnConfig, ModelConfigError, head_dim, load_hf_config
 
 MODES = ("split", "masked", "dense")
@@ -113,19 +116,26 @@ class Attention(nn.Module):
         self.group = self.n_heads // self.n_kv
         self.head_dim = head_dim(cfg)
         self.scaling = self.head_dim**-0.5
-        qkv_bias = cfg.model_type == "qwen2" or bool(getattr(cfg, "attention_bias", False))
-        o_bias = cfg.model_type != "qwen2" and bool(getattr(cfg, "attention_bias", False))
+        arch = architecture(cfg)
+        qkv_bias, o_bias = arch.flag(arch.qkv_bias, cfg), arch.flag(arch.o_bias, cfg)
         h = cfg.hidden_size
         self.q_proj = nn.Linear(h, self.n_heads * self.head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=o_bias)
+        self.qk_norm = arch.qk_norm
+        if self.qk_norm:  # Qwen3: RMSNorm over each head's D channels of Q and K, before RoPE
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
 
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """x [..., T, H] -> q [..., Hq, T, D], k/v [..., Hkv, T, D] with RoPE applied to q and k."""
+        """x [..., T, H] -> q [..., Hq, T, D], k/v [..., Hkv, T, D] with RoPE (after the QK-norm) on q and k."""
         *lead, t, _ = x.shape
-        q = self.q_proj(x).view(*lead, t, self.n_heads, self.head_dim).transpose(-2, -3)
-        k = self.k_proj(x).view(*lead, t, self.n_kv, self.head_dim).transpose(-2, -3)
+        q = self.q_proj(x).view(*lead, t, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(*lead, t, self.n_kv, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(-2, -3), k.transpose(-2, -3)
         v = self.v_proj(x).view(*lead, t, self.n_kv, self.head_dim).transpose(-2, -3)
         cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
@@ -138,6 +148,12 @@ class Attention(nn.Module):
         accumulate; for fp32 models the casts are no-ops.
         """
         b, _, t, d = q.shape
+        if self.training and torch.is_autocast_enabled(q.device.type) and self.probs_hook is None:
+            # mixed-precision training: one fused kernel (flash attention on CPU and CUDA) in the autocast dtype,
+            # instead of casting every score tensor to fp32 and back (a third of a bf16 CPU step). The explicit
+            # fp32 form below is what export, inference and fp32 training run; the two agree to float rounding.
+            mask = None if bias is None else bias.to(q.dtype)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=True)
         f32 = torch.float32
         qg = q.reshape(b, self.n_kv, self.group, t, d).to(f32)
         scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2).to(f32)) * self.scaling  # [B,Hkv,G,T,S]
@@ -175,11 +191,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        bias = bool(getattr(cfg, "mlp_bias", False))
+        arch = architecture(cfg)  # its check_config refused any activation but silu
+        bias = arch.flag(arch.mlp_bias, cfg)
         h, i = cfg.hidden_size, cfg.intermediate_size
-        act = getattr(cfg, "hidden_act", "silu")
-        if act != "silu":
-            raise ModelConfigError(f"hidden_act={act!r} is not supported (Llama/Qwen2 use silu)")
         self.gate_proj = nn.Linear(h, i, bias=bias)
         self.up_proj = nn.Linear(h, i, bias=bias)
         self.down_proj = nn.Linear(i, h, bias=bias)
@@ -272,7 +286,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class EarnForCausalLM(nn.Module):
-    """Llama/Qwen2 decoder with EARN register tokens. ``earn`` None means a plain (dense) model."""
+    """Decoder of any family in the architecture table, with EARN register tokens. ``earn`` None: a plain model."""
 
     def __init__(self, config, earn: EarnConfig | None = None, init: bool = True):
         super().__init__()

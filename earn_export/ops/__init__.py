@@ -5,15 +5,10 @@ ONNX Runtime and TensorRT libraries in ``libraries``).
 The torch parts load lazily so the ONNX Runtime runtime path does not import torch.
 """
 
-import importlib
-
+from ..lazy_import import lazy_attributes
 from .contract import FIELDS, LOOKUP_ATTRIBUTES, OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, TORCH_OP
 
 __all__ = ["FIELDS", "LOOKUP_ATTRIBUTES", "OP_DOMAIN", "OP_NAME", "OP_VERSION", "PLUGIN_NAMESPACE", "TORCH_OP",
            "compacted_attention_reference", "emit_op"]
-
-
-def __getattr__(name):
-    if name in ("compacted_attention_reference", "emit_op"):
-        return getattr(importlib.import_module(f"{__name__}.compacted_attention"), name)
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, {"compacted_attention_reference": ".compacted_attention",
+                                         "emit_op": ".compacted_attention"})

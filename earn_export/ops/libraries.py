@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from .attention_export import attention_mode
+from ..engine.manifest import EngineDirError, attention_mode
 from .contract import OP_DOMAIN, OP_NAME, OP_VERSION
 
 REPO_BUILD = Path(__file__).resolve().parents[2] / "plugins" / "build"
@@ -96,8 +96,6 @@ def trt_plugin_info(path) -> dict:
 
 def require_ort_ops(manifest: dict, engine_dir) -> Path:
     """The library that runs this plugin engine's decode graph on ONNX Runtime, or an EngineDirError with the fix."""
-    from ..export.manifest import EngineDirError
-
     entry = manifest.get("attention") or {}
     want = entry.get("op_version", OP_VERSION)
     what = f"{engine_dir}: decode.onnx uses the custom op {OP_DOMAIN}::{OP_NAME} v{want} (exported with --attention plugin)"

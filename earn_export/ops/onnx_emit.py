@@ -77,8 +77,3 @@ def annotate_outputs(model, spec: dict) -> None:
 def plugin_nodes_ir(model) -> list:
     """The ``earn::CompactedAttention`` nodes of an ``onnx_ir.Model``."""
     return [n for n in model.graph if n.domain == OP_DOMAIN and n.op_type == OP_NAME]
-
-
-def plugin_nodes(model) -> list:
-    """The ``earn::CompactedAttention`` nodes of an ``onnx.ModelProto``."""
-    return [n for n in model.graph.node if n.domain == OP_DOMAIN and n.op_type == OP_NAME]

@@ -1,21 +1,17 @@
 """Python runtime: ``Recommender`` (histories → top-K items) over ONNX Runtime or the torch reference.
 
-Names load on first use (PEP 562), so ``earn-export recommend --help`` and the other command-line paths import
-neither numpy nor onnxruntime until they run; the ONNX Runtime path never imports torch or transformers.
+Names load on first use (``earn_export.lazy_import``), so ``earn-export recommend --help`` and the other
+command-line paths import neither numpy nor onnxruntime until they run; the ONNX Runtime path never imports torch
+or transformers.
 """
 
+from ..lazy_import import lazy_attributes
+
 _LAZY = {
-    "OrtBackend": "backends", "OrtState": "backends", "RecordingBackend": "backends", "TorchBackend": "backends",
-    "TorchState": "backends", "choose_providers": "backends",
-    "RecommendResult": "recommender", "Recommender": "recommender", "UnknownItemError": "recommender",
+    "OrtBackend": ".backends", "RecordingBackend": ".backends", "TorchBackend": ".backends",
+    "TorchState": ".backends", "choose_providers": ".backends", "GraphBackend": ".graph_backend",
+    "GraphState": ".graph_backend", "RecommendResult": ".results", "Recommender": ".recommender",
+    "UnknownItemError": ".recommender",
 }
-
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .graph_backend import GraphBackend
+
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -26,48 +28,21 @@ def choose_providers(providers=None) -> list:
     return chosen + ["CPUExecutionProvider"]
 
 
-def decode_step_inputs(state, tokens: np.ndarray, parents, step: int, n_gen: int, n_kv_heads: int, head_dim: int,
-                       kv_dtype) -> tuple[list, np.ndarray]:
-    """What every backend feeding ``decode.onnx`` computes per step: the per-beam ``generated.*`` KV reordered by
-    the beam parents (zero-length before the first generated token) and ``position_ids`` [B, beam, 1]. The prompt
-    KV is not touched: it is fed as it is at every step."""
-    b, nb = tokens.shape
-    if state.generated is None:
-        gen = [np.zeros((b, nb, n_kv_heads, 0, head_dim), kv_dtype)] * n_gen
-    else:
-        idx = np.asarray(parents, dtype=np.int64).reshape(b, nb, 1, 1, 1)
-        gen = [np.take_along_axis(g, idx, axis=1) for g in state.generated]
-    pos = np.broadcast_to((state.last_position + step)[:, None, None], (b, nb, 1)).astype(np.int64)
-    return gen, np.ascontiguousarray(pos)
-
-
-@dataclass
-class OrtState:
-    """Per-search state of :class:`OrtBackend`. ``past``: OrtValues (stay where the EP put them)."""
-
-    past: list  # prefill's present.* in graph order (layer-major key, value)
-    attention_mask: np.ndarray  # [B, P] int64
-    last_position: np.ndarray  # [B] int64: position id of the last prompt row
-    generated: list | None  # numpy [B, beam, Hkv, t, D] per layer key/value, or None before the first decode
-
-
-class OrtBackend:
+class OrtBackend(GraphBackend):
     """prefill.onnx / decode.onnx in ONNX Runtime sessions (thread-safe ``run``; no per-call state on self)."""
 
     def __init__(self, engine_dir, providers=None, manifest: dict | None = None, session_options=None,
                  verify="fast", provider_options=None):
         import onnxruntime as ort
 
-        from ..export.manifest import load_manifest
+        from ..engine.manifest import load_manifest
 
         self.engine_dir = Path(engine_dir)
         self.manifest = manifest if manifest is not None else load_manifest(self.engine_dir, verify=verify)
-        m = self.manifest["model"]
-        self.num_layers, self.n_kv_heads, self.head_dim = m["num_layers"], m["n_kv_heads"], m["head_dim"]
-        ids = self.manifest["vocab"]["vocab_out_token_ids"]
-        self.out_token_ids = None if ids is None else np.asarray(ids, dtype=np.int64)
-        self.kv_dtype = np.float16 if self.manifest["dtype"] == "float16" else np.float32
         self.providers = choose_providers(providers)
+        from .machine import note_int8_kernel
+
+        note_int8_kernel(self.manifest, self.providers)  # one line where --quantize int8 has no VNNI/AMX here
         opts = session_options or ort.SessionOptions()
         from ..ops.libraries import prepare_session_options
 
@@ -87,47 +62,26 @@ class OrtBackend:
                                                     providers=self.providers, **kw)
         self.decode_session = ort.InferenceSession(str(self.engine_dir / files["decode"]), opts,
                                                    providers=self.providers, **kw)
-        self.prefill_outputs = [o.name for o in self.prefill_session.get_outputs()]
-        self.decode_outputs = [o.name for o in self.decode_session.get_outputs()]
-        self.past_names = [i.name for i in self.decode_session.get_inputs() if i.name.startswith("past_key_values.")]
-        self.gen_names = [i.name for i in self.decode_session.get_inputs() if i.name.startswith("generated.")]
-        expected = 2 * self.num_layers
-        if len(self.past_names) != expected or len(self.gen_names) != expected:
-            from ..export.manifest import EngineDirError
+        super().__init__(self._run_session, self.manifest, to_numpy=lambda value: value.numpy())
+        self.num_layers = self.manifest["model"]["num_layers"]
+        self._ortvalue = ort.OrtValue
+        names = {i.name for i in self.decode_session.get_inputs()}
+        if names != {"input_ids", "position_ids", "attention_mask", *self.past_names, *self.gen_names}:
+            from ..engine.manifest import EngineDirError
 
-            raise EngineDirError(f"{self.engine_dir}: decode.onnx has {len(self.past_names)} past / "
-                                 f"{len(self.gen_names)} generated inputs, manifest says {expected} each; re-export")
+            raise EngineDirError(f"{self.engine_dir}: the inputs of {files['decode']} differ from the manifest's "
+                                 "decode inputs; re-export")
 
     @property
     def device_providers(self) -> list:
         return self.prefill_session.get_providers()
 
-    def prefill(self, input_ids, attention_mask):
-        import onnxruntime as ort
-
-        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
-        feeds = {"input_ids": ort.OrtValue.ortvalue_from_numpy(ids),
-                 "attention_mask": ort.OrtValue.ortvalue_from_numpy(mask)}
-        outs = self.prefill_session.run_with_ort_values(self.prefill_outputs, feeds)
-        logprobs = outs[0].numpy()
-        last = np.maximum(mask.sum(-1) - 1, 0).astype(np.int64)
-        return logprobs, OrtState(past=list(outs[1:]), attention_mask=mask, last_position=last, generated=None)
-
-    def decode(self, state: OrtState, tokens, parents, step: int):
-        import onnxruntime as ort
-
-        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        gen, pos = decode_step_inputs(state, tokens, parents, step, len(self.gen_names), self.n_kv_heads,
-                                      self.head_dim, self.kv_dtype)
-        feeds = {"input_ids": ort.OrtValue.ortvalue_from_numpy(tokens[..., None]),
-                 "position_ids": ort.OrtValue.ortvalue_from_numpy(pos),
-                 "attention_mask": ort.OrtValue.ortvalue_from_numpy(state.attention_mask)}
-        feeds.update(zip(self.past_names, state.past))  # shared prompt KV: fed as is, never copied per beam
-        feeds.update((n, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(g))) for n, g in zip(self.gen_names, gen))
-        outs = self.decode_session.run_with_ort_values(self.decode_outputs, feeds)
-        new_state = OrtState(state.past, state.attention_mask, state.last_position, [o.numpy() for o in outs[1:]])
-        return outs[0].numpy(), new_state
+    def _run_session(self, graph: str, feeds: dict, outputs: list) -> list:
+        """The sessions as ``GraphBackend``'s runner: numpy feeds become OrtValues, the prompt KV already is one."""
+        session = self.prefill_session if graph == "prefill" else self.decode_session
+        value = self._ortvalue
+        feeds = {k: v if isinstance(v, value) else value.ortvalue_from_numpy(v) for k, v in feeds.items()}
+        return session.run_with_ort_values(outputs, feeds)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .results import RecommendResult
+
 _MODULE = None
 
 
@@ -81,7 +83,7 @@ class CppRecommender:
         """The catalog's item ids (read once from the engine's trie arrays): servers check requests against it
         before they reach libearn, as for the Python ``Recommender``."""
         if self._known_items is None:
-            from .recommender import engine_trie
+            from ..engine.trie_files import engine_trie
 
             trie = engine_trie(self.engine_dir, self.manifest)
             self._known_items = frozenset(int(i) for i in trie.item_paths())
@@ -91,16 +93,16 @@ class CppRecommender:
     def load(cls, engine_dir, providers=None, verify="full", batch_size: int = 64,
              custom_op_libraries=(), intra_op_threads: int = 0) -> "CppRecommender":
         """``verify``: ``"full"``/True (libearn hashes every file), ``"fast"`` (Python's remembered check,
-        ``earn_export.export.manifest``, hashes only files not verified before; libearn then checks presence only)
+        ``earn_export.engine.manifest``, hashes only files not verified before; libearn then checks presence only)
         or ``"off"``/False (presence only)."""
         if verify == "fast":
-            from ..export.manifest import load_manifest
+            from ..engine.manifest import load_manifest
 
             load_manifest(engine_dir, verify="fast")
         native_verify = verify in (True, "full")
         man_path = Path(engine_dir) / "manifest.json"
         if not custom_op_libraries and man_path.is_file():  # --attention plugin: the op library Python registers
-            from ..ops.attention_export import attention_mode
+            from ..engine.manifest import attention_mode
 
             manifest = json.loads(man_path.read_text())
             if attention_mode(manifest) == "plugin":
@@ -120,15 +122,11 @@ class CppRecommender:
         return recommend_with_ids(self.id_map, self._recommend_catalog, histories, top_k, beam, on_unknown, ids)
 
     def _recommend_catalog(self, histories, top_k, beam, on_unknown):
-        from .recommender import RecommendResult
-
         items, scores, skipped, truncated = self.native.recommend(_lists(histories), top_k, beam, on_unknown)
         return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated)
 
     def recommend_timed(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error"):
         """``(RecommendResult, timings)``: timings splits the call into graph time and bookkeeping + copies."""
-        from .recommender import RecommendResult
-
         (items, scores, skipped, truncated), times = self.native.recommend_timed(_lists(histories), top_k, beam,
                                                                                  on_unknown)
         return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated), times

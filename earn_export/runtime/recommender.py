@@ -15,14 +15,15 @@ are only read, so concurrent calls from threads are safe and give the sequential
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError, hint
 from ..search.beam import constrained_beam_search, token_columns
-from .prompts import build_encoder, engine_encoder
+from ..engine.trie_files import engine_trie
+from .prompt_encoders import build_encoder, engine_encoder
+from .results import RecommendResult
 
 
 class UnknownItemError(KeyError, UserError):
@@ -36,34 +37,11 @@ class UnknownItemError(KeyError, UserError):
             f"unknown item ids {ids[:20]}{' ...' if len(ids) > 20 else ''} in the histories of users {users[:20]}: "
             "the engine's catalog has no such items — map them to catalog ids, or "
             + hint("pass on_unknown='skip' to drop them (counted in RecommendResult.skipped)",
-                   "pass --skip-unknown to drop them (the output notes how many)")
+                   "pass --on-unknown skip to drop them (the output notes how many)")
         )
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
-
-
-@dataclass
-class RecommendResult:
-    items: np.ndarray  # [U, top_k] int64, best first, -1 = fewer valid items
-    scores: np.ndarray  # [U, top_k] float32: sum of the identifier's token log-probs (-inf for padding)
-    skipped: np.ndarray = field(default=None)  # [U] int64 unknown ids dropped (on_unknown="skip")
-    truncated: np.ndarray = field(default=None)  # [U] int64 oldest items dropped beyond max_history
-    index: np.ndarray = field(default=None)  # [U, top_k] int64 catalog indices (= items unless ids="original")
-    titles: np.ndarray = field(default=None)  # [U, top_k] object: item titles when the engine's id map has them
-    unknown: dict = field(default=None)  # ids="original", on_unknown="skip": user -> original ids dropped
-
-
-def engine_trie(engine_dir, manifest: dict):
-    """The item-identifier trie of an engine directory (``trie.*.npy``, named by the manifest)."""
-    from ..data.catalog import Trie
-    from ..export.manifest import EngineDirError
-
-    if not manifest.get("trie"):
-        raise EngineDirError(f"{engine_dir}: the engine has no trie — re-export with a trie ("
-                             + hint("export_onnx(..., trie=...) or ", "")
-                             + "a checkpoint with items.json / trie.npz)")
-    return Trie.load_npy(engine_dir, manifest["trie"]["prefix"])
 
 
 class Recommender:
@@ -90,8 +68,8 @@ class Recommender:
         engine was exported from (``checkpoint=`` or the manifest's ``source_checkpoint``) with the engine's
         trie, prompts and output vocabulary. ``backend="cpp"`` returns the C++ runtime
         (``cpp_runtime.CppRecommender``, same ``recommend``). ``verify``: ``"fast"`` (hash only files not verified
-        before), ``"full"`` or ``"off"`` (see ``earn_export.export.manifest``)."""
-        from ..export.manifest import EngineDirError, load_manifest
+        before), ``"full"`` or ``"off"`` (see ``earn_export.engine.manifest``)."""
+        from ..engine.manifest import EngineDirError, load_manifest
         from .backends import OrtBackend, TorchBackend
 
         if backend == "cpp":  # libearn (cpp/): same checks, prompts and search, in C++
@@ -136,7 +114,7 @@ class Recommender:
     def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,
                         dtype=None) -> "Recommender":
         """Torch backend straight from a training checkpoint (trie.npz beside it, or ``trie=`` path/arrays)."""
-        from ..export.onnx_export import resolve_trie
+        from ..engine.trie_files import resolve_trie
         from ..model import load_pretrained
         from .backends import TorchBackend
 

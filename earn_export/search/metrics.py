@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def evaluate_rankings(ranked, targets, ks=(10, 20)) -> dict:
-    """``ranked [U, >= max(ks)]`` item ids best first; ``targets``: one non-empty set of item ids per user."""
+def per_user_metrics(ranked, targets, ks=(10, 20)) -> dict[str, np.ndarray]:
+    """Recall@K and NDCG@K of each user (``[U]`` arrays): what paired comparisons and bootstrap intervals of two
+    models on the same users need. ``ranked [U, >= max(ks)]`` item ids best first; ``targets``: one non-empty
+    set of item ids per user."""
     ranked = np.asarray(ranked)
     if ranked.ndim != 2 or ranked.shape[0] != len(targets):
         raise ValueError(f"ranked must be [U, K] with U = len(targets) = {len(targets)}, got {ranked.shape}")
@@ -20,13 +22,38 @@ def evaluate_rankings(ranked, targets, ks=(10, 20)) -> dict:
     if any(len(t) == 0 for t in targets):
         raise ValueError("every user needs at least one target item (leave out users without targets)")
     kmax = max(ks)
-    hits = np.array([[int(i) in t and i >= 0 for i in row[:kmax]] for row, t in zip(ranked, targets)], dtype=float)
+    hits = np.array([[int(i) in t and i >= 0 for i in row[:kmax]] for row, t in zip(ranked, targets)],
+                    dtype=float).reshape(len(targets), kmax)
     n_t = np.array([len(t) for t in targets], dtype=float)
     discount = 1.0 / np.log2(np.arange(2, kmax + 2))
-    out = {"users": len(targets)}
+    out = {}
     for k in ks:
         dcg = (hits[:, :k] * discount[:k]).sum(1)
         ideal = np.array([discount[: int(min(n, k))].sum() for n in n_t])
-        out[f"recall@{k}"] = float((hits[:, :k].sum(1) / n_t).mean()) if len(targets) else 0.0
-        out[f"ndcg@{k}"] = float((dcg / ideal).mean()) if len(targets) else 0.0
+        out[f"recall@{k}"] = hits[:, :k].sum(1) / n_t
+        out[f"ndcg@{k}"] = dcg / ideal
     return out
+
+
+def evaluate_rankings(ranked, targets, ks=(10, 20)) -> dict:
+    """Mean of :func:`per_user_metrics` over users (equal weight), plus the user count."""
+    per_user = per_user_metrics(ranked, targets, ks)
+    out = {"users": len(targets)}
+    for name, values in per_user.items():
+        out[name] = float(values.mean()) if len(targets) else 0.0
+    return out
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Mean of ``a - b`` over the same users and its percentile bootstrap interval (users resampled with
+    replacement, the pair kept together), plus the share of resamples where ``a`` is not below ``b``."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired_bootstrap needs two equal-length 1-D arrays, got {a.shape} and {b.shape}")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(resamples)])
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": float(d.mean()), "low": float(lo), "high": float(hi), "level": level,
+            "p_not_below": float((means >= 0).mean()), "users": len(d), "resamples": resamples}

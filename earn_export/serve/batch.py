@@ -29,7 +29,7 @@ def read_users(path):
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file; give --users a Parquet file with a 'history' column")
+        raise DataError(f"{path}: no such file; give --histories-file a Parquet file with a 'history' column")
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -141,8 +141,8 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     """Score every user of ``users`` (Parquet) into ``out`` (Parquet); returns {"users", "seconds", "users_per_s"}."""
     import pyarrow.parquet as pq
 
-    from ..export.manifest import load_manifest
-    from ..runtime.recommender import engine_trie
+    from ..engine.manifest import load_manifest
+    from ..engine.trie_files import engine_trie
 
     if not 1 <= top_k <= beam:
         raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
@@ -195,7 +195,7 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
 
 
 def run_batch_cli(args) -> int:
-    stats = run_batch(args.engine_dir, args.users, args.out, address=args.address, actors=args.actors,
+    stats = run_batch(args.engine_dir, args.histories_file, args.out, address=args.address, actors=args.actors,
                       batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
                       backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite)
     print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "

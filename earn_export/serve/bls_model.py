@@ -16,7 +16,7 @@ from .python_model import TritonPythonModel as _ServedModel
 
 
 def bls_runner(pb_utils):
-    """``run(graph, feeds, outputs)`` for :class:`~earn_export.serve.graph_backend.GraphBackend` over BLS calls.
+    """``run(graph, feeds, outputs)`` for :class:`~earn_export.runtime.graph_backend.GraphBackend` over BLS calls.
     Outputs are requested in CPU memory: the beam search reorders the per-beam KV in numpy."""
     kwargs = {}
     if hasattr(pb_utils, "PreferredMemory"):
@@ -37,7 +37,7 @@ def engine_recommender(engine_dir, run, batch_size: int):
     """A ``Recommender`` over ``GraphBackend(run)`` from an engine directory's small files (manifest, trie,
     tokenizer/prompt files); the graphs themselves live in the repository's prefill/decode models."""
     from ..runtime.recommender import Recommender
-    from .graph_backend import GraphBackend
+    from ..runtime.graph_backend import GraphBackend
 
     engine_dir = Path(engine_dir)
     manifest = json.loads((engine_dir / "manifest.json").read_text())

@@ -1,4 +1,4 @@
-"""CLI of the serving package: ``serve``, ``query``, ``loadtest``, ``triton-repo``, ``batch``, ``bench-serve``.
+"""CLI of the serving package: ``serve``, ``query``, ``loadtest``, ``triton-repo``, ``batch``.
 
 Only argparse at import time (``earn-export --help`` stays fast and works without the ``serve`` extra); each
 command imports its module when it runs.
@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import importlib
 
-from ..cli_args import existing_dir, existing_file, fraction, nonneg_int, positive_float, positive_int
+from .. import cli_args as ca
+from ..cli_args import existing_dir, fraction, nonneg_int, positive_float, positive_int
 
 
-def _lazy(module: str, func: str):
+def _lazy(module: str, func: str, needs: tuple):
+    """The command's function, imported when it runs; its optional packages (extra ``serve``) are checked first,
+    so a plain install answers with one line naming the extra instead of a traceback."""
     def run(args):
+        command = func.removeprefix("run_").removesuffix("_cli").replace("_", "-")
+        ca.require_extras(*needs, what=f"earn-export {command}")
+        if getattr(args, "backend", None) == "torch":
+            from ..errors import UsageError
+
+            raise UsageError(f"{command} --backend torch: the torch reference is for `recommend` and `check` — "
+                             "serve the graphs with --backend onnxruntime or cpp")
+        if hasattr(args, "threads") and args.threads is None:
+            args.threads = 0  # serve: CPU cores / instances
         return getattr(importlib.import_module(f"earn_export.serve.{module}"), func)(args)
 
     run.__name__ = func
@@ -33,10 +45,8 @@ def _model_options(p) -> None:
     p.add_argument("--max-batch", type=positive_int, default=32, help="largest dynamic batch, in users (default 32)")
     p.add_argument("--max-queue-delay-us", type=nonneg_int, default=2000,
                    help="how long the dynamic batcher waits to fill a batch, in microseconds (default 2000)")
-    p.add_argument("--beam", type=positive_int, default=20, help="beam width; top_k may be 1..beam (default 20)")
-    p.add_argument("--top-k", type=positive_int, default=10, help="top_k when a request does not send one (default 10)")
-    p.add_argument("--on-unknown", default="error", choices=["error", "skip"],
-                   help="unknown item ids: answer with an error (default) or drop them and count them in 'skipped'")
+    ca.add_search(p, top_k=10, top_k_note="when a request does not send one; requests may ask for 1..--beam")
+    ca.add_on_unknown(p, note="served: an error answer, or 'skipped' in the answer")
     p.add_argument("--max-request-items", type=positive_int, default=1000,
                    help="refuse histories longer than this (default 1000; the model reads the last max_history)")
     p.add_argument("--allow-empty-history", action="store_true",
@@ -57,24 +67,22 @@ def _register_serve(sub) -> None:
     p.add_argument("--metrics-port", type=nonneg_int, default=8002,
                    help="Prometheus metrics port (default 8002; 0 disables metrics)")
     _model_options(p)
-    p.add_argument("--threads", type=nonneg_int, default=0,
-                   help="ONNX Runtime threads per instance (default 0: CPU cores / instances)")
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "cpp"],
-                   help="Recommender backend (default onnxruntime; cpp needs the C++ runtime built)")
+    ca.add_threads(p, note="per server instance (default: CPU cores / instances)")
+    ca.add_backend(p, note="serve: onnxruntime or cpp")
     p.add_argument("--ready-timeout", type=positive_float, default=180.0,
                    help="seconds to wait for the server to load and warm up (default 180)")
     p.add_argument("--log-verbose", type=nonneg_int, default=0, help="Triton's --log-verbose level (default 0)")
-    p.set_defaults(func=_lazy("server", "run_serve"))
+    p.set_defaults(func=_lazy("server", "run_serve", ("pytriton", "tritonclient")))
 
 
 def _register_client(sub) -> None:
     q = sub.add_parser("query", help="ask a running `earn-export serve` for top-K items (tritonclient)")
     q.add_argument("url", help="server URL: http://HOST:PORT (default scheme) or grpc://HOST:PORT")
-    q.add_argument("--history", action="append", default=[], required=True,
-                   help="space- or comma-separated item ids, oldest first (repeat for more users)")
-    q.add_argument("--top-k", type=positive_int, default=None, help="items to return (default: the server's --top-k)")
+    ca.add_history(q, required=True)
+    q.add_argument("--top-k", type=positive_int, default=None,
+                   help="items per user; at most --beam (default: the server's --top-k)")
     q.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request (default 30)")
-    q.set_defaults(func=_lazy("client", "run_query"))
+    q.set_defaults(func=_lazy("client", "run_query", ("tritonclient",)))
 
     t = sub.add_parser("loadtest", help="bounded load test of a local `earn-export serve` (throughput, latency "
                                         "percentiles, errors by kind)")
@@ -87,19 +95,19 @@ def _register_client(sub) -> None:
     t.add_argument("--max-seconds", type=positive_float, default=300.0,
                    help="stop sending new requests after this many seconds (default 300)")
     t.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (default 60)")
-    t.add_argument("--histories", default=None,
-                   help="file with one history per line (item ids); default: random catalog items of the served "
-                        "engine")
-    t.add_argument("--top-k", type=positive_int, default=None, help="top_k sent with good requests (default: server's)")
-    t.add_argument("--verify", action="store_true",
+    ca.add_histories_file(t, file_format="one history per line (item ids); default: random catalog items of the "
+                                         "served engine")
+    t.add_argument("--top-k", type=positive_int, default=None,
+                   help="items per user; at most --beam (sent with good requests; default: the server's)")
+    t.add_argument("--check-answers", action="store_true",
                    help="after the run, compare every good answer with the in-process Recommender on the served "
                         "engine")
     t.add_argument("--engine", default=None,
-                   help="engine directory for sampling histories and --verify (default: the engine the server "
+                   help="engine directory for sampling histories and --check-answers (default: the engine the server "
                         "reports; give it for a triton-repo server)")
     t.add_argument("--seed", type=nonneg_int, default=0, help="random seed of histories and request order (default 0)")
-    t.add_argument("--json", default=None, help="also write the summary as JSON to this file")
-    t.set_defaults(func=_lazy("client", "run_loadtest"))
+    ca.add_out(t, "also write the summary as JSON to this file")
+    t.set_defaults(func=_lazy("client", "run_loadtest", ("tritonclient",)))
 
 
 def _register_repo(sub) -> None:
@@ -112,37 +120,35 @@ def _register_repo(sub) -> None:
                                    "the ONNX graphs. --graphs onnxruntime/tensorrt are unverified here (no such "
                                    "backend in PyTriton's server); python-onnxruntime is served in the tests.")
     r.add_argument("engine_dir", type=existing_dir, help="exported engine directory")
-    r.add_argument("--out", required=True, help="repository directory to write")
+    ca.add_out(r, "repository directory to write", required=True)
     r.add_argument("--graphs", default="onnxruntime", choices=["onnxruntime", "tensorrt", "python-onnxruntime"],
                    help="backend of prefill/decode (default onnxruntime; tensorrt needs `earn-export build` plans; "
                         "python-onnxruntime runs ONNX Runtime inside the Python backend)")
-    r.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
+    r.add_argument("--instance-kind", default="gpu", choices=["gpu", "cpu"],
                    help="instance kind of prefill/decode (default gpu; python-onnxruntime is always cpu)")
     r.add_argument("--graph-instances", type=positive_int, default=1, help="instances of prefill and decode (default 1)")
     _model_options(r)
     r.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    r.set_defaults(func=_lazy("triton_repo", "run_triton_repo"))
+    r.set_defaults(func=_lazy("triton_repo", "run_triton_repo", ("tritonclient",)))
 
 
 def _register_batch(sub) -> None:
     b = sub.add_parser("batch", help="score every user of a Parquet file on Ray Data (local Ray, or a cluster with "
                                      "--address) into a Parquet file",
-                       description="Offline top-K for every user: --users is a Parquet file with a 'history' column "
+                       description="Offline top-K for every user: --histories-file is a Parquet file with a 'history' column "
                                    "(list of item ids, oldest first) and optionally 'user'; --out gets user, items, "
                                    "scores, skipped, truncated in input order, written all-or-nothing.")
     b.add_argument("engine_dir", type=existing_dir, help="exported engine directory (at the same path on every Ray node)")
-    b.add_argument("--users", required=True, type=existing_file, help="input Parquet file (columns history [, user])")
-    b.add_argument("--out", required=True, help="output Parquet file")
+    ca.add_histories_file(b, required=True, file_format="a Parquet file, columns history [, user]")
+    ca.add_out(b, "output Parquet file", required=True)
     b.add_argument("--address", default=None, help="Ray cluster address (ray://HOST:10001 or auto); default: a "
                                                    "local Ray started for this run")
     b.add_argument("--actors", type=positive_int, default=None, help="Recommender actors (default: CPUs / --threads)")
-    b.add_argument("--threads", type=positive_int, default=1, help="CPUs (ONNX Runtime threads) per actor (default 1)")
+    ca.add_threads(b, default=1, note="per Ray actor (its CPUs)")
     b.add_argument("--batch-size", type=positive_int, default=64, help="users per map_batches call (default 64)")
-    b.add_argument("--top-k", type=positive_int, default=20, help="items per user (default 20)")
-    b.add_argument("--beam", type=positive_int, default=20, help="beam width (default 20)")
-    b.add_argument("--on-unknown", default="error", choices=["error", "skip"],
-                   help="unknown item ids: fail before any work (default) or drop them (counted in 'skipped')")
-    b.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "cpp"], help="Recommender backend")
+    ca.add_search(b, top_k=20)
+    ca.add_on_unknown(b, note="batch: error fails before any work")
+    ca.add_backend(b, note="batch: onnxruntime or cpp")
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    b.add_argument("--quiet", action="store_true", help="no progress bars")
-    b.set_defaults(func=_lazy("batch", "run_batch_cli"))
+    ca.add_quiet(b)
+    b.set_defaults(func=_lazy("batch", "run_batch_cli", ("ray", "pyarrow")))

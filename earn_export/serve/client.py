@@ -160,8 +160,8 @@ def classify_error(text: str) -> str:
 
 def sample_histories(engine_dir: str, n: int, seed: int = 0, max_len: int = 20) -> list[list[int]]:
     """``n`` histories of 1..max_len random catalog items (the catalog of the engine being served)."""
-    from ..export.manifest import load_manifest
-    from ..runtime.recommender import engine_trie
+    from ..engine.manifest import load_manifest
+    from ..engine.trie_files import engine_trie
 
     man = load_manifest(engine_dir, verify=False)
     items = np.array(sorted(engine_trie(engine_dir, man).item_paths()), np.int64)
@@ -350,8 +350,7 @@ def run_query(args) -> int:
     protocol, tc, client = connect(args.url, timeout_s=args.timeout)
     code = 0
     try:
-        for text in args.history:
-            hist = _parse_history(text)
+        for hist in args.history:  # parsed by cli_args.parse_history
             try:
                 out = infer(tc, client, protocol, np.asarray(hist, np.int64), args.top_k, timeout_s=args.timeout)
             except InferenceServerException as exc:
@@ -377,11 +376,13 @@ def run_loadtest(args) -> int:
         raise ClientError(f"--requests must be >= 1, got {args.requests} — pass a positive count")
     opts = server_options(args.url)
     engine = args.engine or opts["engine_dir"]
-    if (not args.histories or args.verify) and not (Path(engine) / "manifest.json").is_file():
+    if (not args.histories_file or args.check_answers) and not (Path(engine) / "manifest.json").is_file():
         raise ClientError(f"the server's engine directory {engine!r} is not readable here; pass --engine DIR (the "
-                          "engine the repository was written from), or --histories FILE without --verify")
-    if args.histories:
-        histories = [_parse_history(line) for line in Path(args.histories).read_text().splitlines() if line.strip()]
+                          "engine the repository was written from), or --histories-file FILE without "
+                          "--check-answers")
+    if args.histories_file:
+        histories = [_parse_history(line) for line in Path(args.histories_file).read_text().splitlines()
+                     if line.strip()]
     else:
         histories = sample_histories(engine, min(args.requests, 5000), seed=args.seed)
     reqs = make_load(histories, args.requests, args.bad_fraction, opts, seed=args.seed, top_k=args.top_k)
@@ -389,7 +390,7 @@ def run_loadtest(args) -> int:
           f"{args.concurrency}, at most {args.max_seconds:.0f} s", flush=True)
     records, wall = run_load(args.url, reqs, args.concurrency, args.max_seconds, args.timeout)
     summary = summarize(records, len(reqs), wall)
-    if args.verify:
+    if args.check_answers:
         from ..runtime import Recommender
 
         backend = opts.get("backend", "onnxruntime")
@@ -403,12 +404,12 @@ def run_loadtest(args) -> int:
         print(f"latency of good requests (ms): p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}  "
               f"mean {lat['mean']:.1f}")
     print(f"good: {summary.good_ok} answered, {summary.good_failed} failed"
-          + (f", {summary.mismatches} differ from in-process" if args.verify else ""))
+          + (f", {summary.mismatches} differ from in-process" if args.check_answers else ""))
     print(f"bad: {summary.bad_answered} answered with their error, {summary.bad_wrong} not")
     for kind, k in sorted(summary.by_kind.items()):
         errs = ", ".join(f"{e} {n}" for e, n in sorted(k["errors"].items())) or "none"
         print(f"  {kind:20s} sent {k['sent']:5d}  ok {k['ok']:5d}  errors: {errs}")
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.out:
+        with open(args.out, "w") as f:
             json.dump(d, f, indent=2)
     return 0 if summary.clean else 1

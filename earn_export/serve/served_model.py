@@ -158,8 +158,8 @@ def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
     """``repo_dir/earn_recommender/{config.pbtxt, 1/model.py, warmup/history}``; returns the repository path."""
     from google.protobuf import text_format
 
-    from ..export.manifest import load_manifest
-    from ..runtime.recommender import engine_trie
+    from ..engine.manifest import load_manifest
+    from ..engine.trie_files import engine_trie
 
     opts.validate()
     engine = Path(opts.engine_dir).resolve()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import MODEL_NAME
-from ..export.manifest import runtime_files
+from ..engine.manifest import runtime_files
 from .served_model import OPTIONS_PARAMETER, ServeOptions, model_config
 
 GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python-onnxruntime")
@@ -92,12 +92,12 @@ def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxru
     """Write the repository (see module doc), validate it, and return the validation report."""
     from google.protobuf import text_format
 
-    from ..export.manifest import load_manifest
+    from ..engine.manifest import load_manifest
 
     if graphs not in GRAPH_BACKENDS:
         raise TritonRepoError(f"--graphs must be one of {GRAPH_BACKENDS}, got {graphs!r}")
     if device not in ("gpu", "cpu"):
-        raise TritonRepoError(f"--device must be gpu or cpu, got {device!r}")
+        raise TritonRepoError(f"--instance-kind must be gpu or cpu, got {device!r}")
     if graphs == "python-onnxruntime" and device == "gpu":
         device = "cpu"  # the Python-backend graphs run ONNX Runtime's CPU provider
     engine_dir = Path(engine_dir).resolve()
@@ -207,7 +207,7 @@ def run_triton_repo(args) -> int:
                         max_queue_delay_us=args.max_queue_delay_us, beam=args.beam, default_top_k=args.top_k,
                         on_unknown=args.on_unknown, max_request_items=args.max_request_items,
                         allow_empty_history=args.allow_empty_history).validate()
-    report = write_triton_repo(args.engine_dir, args.out, opts, graphs=args.graphs, device=args.device,
+    report = write_triton_repo(args.engine_dir, args.out, opts, graphs=args.graphs, device=args.instance_kind,
                                graph_instances=args.graph_instances, overwrite=args.overwrite)
     for name, info in report["models"].items():
         print(f"{name:18s} {json.dumps(info)}")

@@ -11,10 +11,13 @@ served recommendations come from one code path. Baselines of the paper's table t
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import UsageError, hint
 from ..search.beam import constrained_beam_search
 from ..search.metrics import evaluate_rankings
 
@@ -83,8 +86,9 @@ def rank_users(backend, trie, encode, histories: list, beam: int = 20, batch_siz
 
 
 def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 64,
-             ks=(10, 20), progress: bool = False, workers: int | None = None) -> dict:
-    """Metrics over ``examples`` plus timing; users are ranked in length-sorted batches (less padding)."""
+             ks=(10, 20), progress: bool = False, workers: int | None = None, return_ranked: bool = False):
+    """Metrics over ``examples`` plus timing; users are ranked in length-sorted batches (less padding).
+    ``return_ranked``: also return the ranked item ids ``[U, beam]`` in the order of ``examples``."""
     order = np.argsort([len(h) for h in examples.histories], kind="stable")
     hist = [examples.histories[i] for i in order]
     t0 = time.perf_counter()
@@ -96,7 +100,7 @@ def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 
     metrics = evaluate_rankings(ranked, examples.targets, ks=ks)
     metrics["seconds"] = seconds
     metrics["beam"] = beam
-    return metrics
+    return (metrics, ranked) if return_ranked else metrics
 
 
 def popularity_metrics(train_sequences, examples, num_items: int, ks=(10, 20)) -> dict:
@@ -107,3 +111,111 @@ def popularity_metrics(train_sequences, examples, num_items: int, ks=(10, 20)) -
     top = np.argsort(-counts, kind="stable")[: max(ks)]
     ranked = np.tile(top, (len(examples.targets), 1))
     return evaluate_rankings(ranked, examples.targets, ks=ks)
+
+
+def _item_head(ckpt) -> np.ndarray | None:
+    """The identifier tokens (what a ``vocab="items"`` engine outputs): beam search only ever reads these
+    columns, and restricting the LM head to them skips a [rows, vocab] matmul per step (49k columns for SmolLM2,
+    151k for Qwen2.5, against ~1k identifier tokens). Log-probs are then normalised over identifier tokens,
+    exactly as vocab="items" engines do; ``None`` when the checkpoint has no trie."""
+    from ..data.catalog import Trie
+
+    path = Path(ckpt) / "trie.npz"
+    return np.unique(Trie.load(path).tokens) if path.is_file() else None
+
+
+def eval_vocab(model, vocab: str = "auto") -> str:
+    """``auto``: ``items`` for pretrained-size vocabularies (> 8,192 tokens: SmolLM2 has 49k, Qwen2.5 151k, and
+    the full LM head is then a large share of every decode step), ``full`` for the small from-scratch ones."""
+    if vocab not in ("auto", "full", "items"):
+        raise ValueError(f"--vocab {vocab!r}: choose auto, full or items")
+    if vocab != "auto":
+        return vocab
+    return "items" if model.config.vocab_size > 8192 else "full"
+
+
+def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=64, baseline=None,
+                        data_spec=None, seed=0, progress=True, window=8, n_sink=4,
+                        keep=5, device="cpu", dtype=None, vocab="auto", rankings_out=None) -> dict:
+    """Recall/NDCG@10/20 with trie-constrained beam search: a checkpoint dir runs the torch reference, an engine
+    dir (``manifest.json``) runs its ONNX graphs on ONNX Runtime (e.g. to measure what fp16 costs in accuracy).
+
+    ``baseline``: None (the model as trained), ``"streaming"`` (keep the first ``n_sink`` and last ``window``
+    prompt tokens in every layer's cache after prefill), ``"truncate"`` (prompts hold only the last ``keep``
+    history items), ``"popularity"`` (most frequent training items).
+    ``rankings_out``: also write each user's ranked list (``.npz``: users, ranked, targets) for paired
+    comparisons of two models on the same users (``earn_export.search.metrics.paired_bootstrap``).
+    """
+    from ..data.catalog import Trie
+    from ..data.data_spec import DataSpec
+    from ..data.prompts import PromptBuilder
+    from ..data.sequences import eval_examples
+    from ..engine.trie_files import load_trie_arrays
+    from ..model import load_pretrained
+    from ..runtime.backends import TorchBackend
+
+    ckpt = Path(ckpt_dir)
+    spec = data_spec or DataSpec.load_from(ckpt)
+    if spec is None:
+        raise UsageError(f"{ckpt}: no data.json saying which data it was trained on — "
+                         + hint("pass data_spec=", "pass --data DIR or --interactions FILE"))
+    data = spec.load()
+    is_engine = (ckpt / "manifest.json").is_file()
+    if is_engine:
+        from ..runtime.backends import OrtBackend
+
+        backend = OrtBackend(ckpt)
+        m = backend.manifest["model"]
+        n_layers, k = m["num_layers"], m["split_layer"]
+    else:
+        from .trainer import resolve_device
+
+        model = load_pretrained(ckpt, dtype=getattr(torch, dtype) if dtype else None)
+        vocab = eval_vocab(model, vocab)
+        head = _item_head(ckpt) if vocab == "items" else None
+        dev = resolve_device(device)
+        # CUDA: decode steps as CUDA graphs (eval searches batch after batch, one at a time)
+        backend = TorchBackend(model.to(dev), head_token_ids=head, cuda_graphs=dev.startswith("cuda"))
+        n_layers, k = model.num_layers, model.split_layer
+    prompts = PromptBuilder.load(ckpt)
+    max_history = prompts.max_history
+    if baseline == "truncate":
+        max_history = keep
+        prompts.max_history = keep
+    ex = eval_examples(data, split, max_history=max_history)
+    if users and users < len(ex.users):
+        pick = np.sort(np.random.default_rng(seed).choice(len(ex.users), users, replace=False))
+        ex = type(ex)([ex.users[i] for i in pick], [ex.histories[i] for i in pick], [ex.targets[i] for i in pick])
+    result = {"checkpoint": str(ckpt), "split": split, "baseline": baseline or "none",
+              "split_layer": k, "num_layers": n_layers, "data": asdict(spec),
+              "backend": f"onnxruntime ({backend.manifest['dtype']})" if is_engine else "torch",
+              "vocab": backend.manifest["vocab"]["mode"] if is_engine else vocab}
+    if baseline == "popularity":
+        result.update(popularity_metrics(list(data.train.values()), ex, data.num_items))
+        return result
+    if baseline == "streaming":
+        if is_engine or k != n_layers:
+            raise UsageError("the streaming baseline compresses a dense model's torch cache; pass the dense checkpoint "
+                             "(not an EARN checkpoint or an engine dir)")
+        backend = StreamingCacheBackend(backend, n_sink=n_sink, window=window)
+        result.update(n_sink=n_sink, window=window)
+    if baseline == "truncate":
+        result["keep_items"] = keep
+    elif baseline not in (None, "streaming"):
+        raise UsageError(f"unknown baseline {baseline!r}; choose streaming, truncate or popularity")
+    trie = load_trie_arrays(ckpt) if is_engine else Trie.load(ckpt / "trie.npz")
+    with torch.no_grad():
+        metrics, ranked = evaluate(backend, trie, prompts, ex, beam=beam, batch_size=batch_size, progress=progress,
+                                   return_ranked=True)
+    result.update(metrics)
+    if rankings_out:
+        save_rankings(rankings_out, ex, ranked)
+    return result
+
+
+def save_rankings(path, examples, ranked) -> None:
+    """Per-user ranked lists with their users and held-out targets (flattened with offsets: ragged sets)."""
+    targets = [sorted(int(t) for t in ts) for ts in examples.targets]
+    np.savez(path, users=np.asarray(examples.users), ranked=np.asarray(ranked),
+             targets=np.fromiter((t for ts in targets for t in ts), dtype=np.int64),
+             target_offsets=np.cumsum([0] + [len(ts) for ts in targets]))

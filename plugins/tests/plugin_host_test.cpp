@@ -302,6 +302,63 @@ void test_output_shapes(IPluginCreatorV3One& creator)
     DataType type_out = DataType::kFLOAT;
     check(build->getOutputDataTypes(&type_out, 1, types_in, 6) == 0 && type_out == DataType::kHALF,
         "output type is the query's type");
+    DataType bf16_in[6] = {DataType::kBF16, DataType::kBF16, DataType::kBF16, DataType::kFLOAT, DataType::kBF16,
+        DataType::kBF16};
+    check(build->getOutputDataTypes(&type_out, 1, bf16_in, 6) != 0 && contains(earn::trt::last_error(), "query is bf16")
+            && contains(earn::trt::last_error(), "fp32 or fp16"),
+        "bf16 inputs are refused by name in getOutputDataTypes");
+    types_in[3] = DataType::kHALF;
+    check(build->getOutputDataTypes(&type_out, 1, types_in, 6) != 0
+            && contains(earn::trt::last_error(), "key_bias is fp16 but must be fp32"),
+        "an fp16 key_bias is refused by name");
+}
+
+// Tactics (CUDA cores / tensor cores, TensorRT times them), the timing-cache ID, and the tactic surviving clone.
+void test_tactics(IPluginCreatorV3One& creator)
+{
+    Fields f;
+    std::unique_ptr<IPluginV3> plugin(creator.createPlugin("attn", f.collection(), TensorRTPhase::kBUILD));
+    auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    auto configure = [&](DataType t) {
+        Dims const d[6] = {dims({2, 20, 14, 64}), dims({2, 2, 100, 64}), dims({2, 2, 100, 64}), dims({2, 100}),
+            dims({2, 20, 2, 3, 64}), dims({2, 20, 2, 3, 64})};
+        DynamicPluginTensorDesc in[6]{};
+        DynamicPluginTensorDesc out{};
+        for (int32_t i = 0; i < 6; ++i)
+        {
+            in[i].desc.dims = in[i].min = in[i].opt = in[i].max = d[i];
+            in[i].desc.type = i == 3 ? DataType::kFLOAT : t;
+        }
+        out.desc.dims = d[0];
+        out.desc.type = t;
+        return build->configurePlugin(in, 6, &out, 1);
+    };
+    int32_t tactics[2] = {0, 0};
+    check(configure(DataType::kHALF) == 0 && build->getNbTactics() == 2 && build->getValidTactics(tactics, 2) == 0
+            && tactics[0] == 1 && tactics[1] == 2,
+        "fp16: two tactics, 1 (CUDA cores) and 2 (tensor cores)");
+    check(configure(DataType::kFLOAT) == 0 && build->getNbTactics() == 1 && build->getValidTactics(tactics, 1) == 0
+            && tactics[0] == 1,
+        "fp32: one tactic, CUDA cores");
+    check(build->getValidTactics(tactics, 0) != 0, "getValidTactics refuses a buffer too small");
+    check(runtime->setTactic(2) == 0 && runtime->setTactic(0) == 0 && runtime->setTactic(7) != 0
+            && contains(earn::trt::last_error(), "unknown tactic 7"),
+        "setTactic takes 0, 1, 2 and refuses others");
+    runtime->setTactic(2);
+    std::unique_ptr<IPluginV3> cloned(plugin->clone());
+    check(cloned && as_plugin(cloned.get())->tactic() == 2, "clone keeps the tactic");
+    char const* id = build->getTimingCacheID();
+    Fields other;
+    other.num_heads = 28;
+    std::unique_ptr<IPluginV3> p2(creator.createPlugin("attn", other.collection(), TensorRTPhase::kBUILD));
+    auto* build2 = static_cast<IPluginV3OneBuild*>(p2->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    check(id != nullptr && contains(id, "h14") && contains(id, "kv2") && contains(id, "d64") && build2 != nullptr
+            && std::strcmp(id, build2->getTimingCacheID()) != 0,
+        std::string("getTimingCacheID names the fields (timing cache on): ") + (id ? id : "null"));
+    PluginFieldCollection const* a = runtime->getFieldsToSerialize();
+    PluginFieldCollection const* b = runtime->getFieldsToSerialize();
+    check(a == b && a->fields == b->fields && a->nbFields == 4, "getFieldsToSerialize reuses its storage (no allocation)");
 }
 
 void test_formats(IPluginCreatorV3One& creator)
@@ -433,9 +490,13 @@ void test_shapes_at_runtime(IPluginCreatorV3One& creator)
     dyn[1].max.d[2] = 1024;
     check(build->configurePlugin(dyn, 6, &dyn_out, 1) == 0, "configurePlugin accepts dynamic dims");
     size_t const ws = build->getWorkspaceSize(dyn, 6, &dyn_out, 1);
-    // 64 users x 2 KV heads x 40 beams x 7 group queries x 16 splits x (64 + 2) floats
-    size_t const expect = size_t{64} * 2 * 40 * 7 * 16 * 66 * sizeof(float);
+    // splits are planned from bytes: the partials of a split cost <= 1/20 of the K/V it reads, so per (user, KV head)
+    // queries x splits <= S * D * elem / (20 * 4 * (D + 2)) = 1024 * 64 * 4 / (80 * 66) = 49 rows of (64 + 2) floats
+    // (fp32, the larger; any beam <= 40, any device), not 40 beams x 7 queries x 16 splits
+    size_t const expect = size_t{64} * 2 * 49 * 66 * sizeof(float);
     check(ws >= expect && ws < expect + 4096, "workspace covers the split-K partials at the profile's max shapes");
+    dyn[0].max.d[1] = 1; // beam 1: a single query per KV head could split, still within the same bound
+    check(build->getWorkspaceSize(dyn, 6, &dyn_out, 1) <= ws, "a smaller beam needs no more workspace");
 }
 
 } // namespace
@@ -462,6 +523,7 @@ int main(int argc, char** argv)
     test_round_trip(*creator);
     test_output_shapes(*creator);
     test_formats(*creator);
+    test_tactics(*creator);
     test_wrong_fields(*creator);
     test_shapes_at_runtime(*creator);
     std::printf("%d checks, %d failed (TensorRT headers %d.%d)\n", g_checks, g_failed, NV_TENSORRT_MAJOR,

@@ -19,12 +19,12 @@
 namespace earn {
 
 /// An item_ids.json that cannot be used (missing, partial, repeated or mistyped ids); names the file and the fix.
-class IdMapError : public Error {
+class EARN_API IdMapError : public Error {
  public:
   using Error::Error;
 };
 
-class IdMap {
+class EARN_API IdMap {
  public:
   /// engine_dir/item_ids.json when the engine's manifest.json names an id map ("id_map"), else nullopt; the map
   /// must have the manifest's n_items ids.

@@ -19,28 +19,30 @@
 #include <string>
 #include <vector>
 
+#include "earn/visibility.h"
+
 namespace earn {
 
 /// Base of every libearn error; messages name the problem and the fix.
-class Error : public std::runtime_error {
+class EARN_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 /// An engine directory that cannot be used as it is (missing/changed files, other format version, ...).
-class EngineDirError : public Error {
+class EARN_API EngineDirError : public Error {
  public:
   using Error::Error;
 };
 
 /// A bad argument (top_k/beam out of range, unknown provider, ...).
-class InvalidArgument : public Error {
+class EARN_API InvalidArgument : public Error {
  public:
   using Error::Error;
 };
 
 /// History item ids the engine's catalog does not know (on_unknown = Error).
-class UnknownItemError : public Error {
+class EARN_API UnknownItemError : public Error {
  public:
   explicit UnknownItemError(std::map<int64_t, std::vector<int64_t>> unknown);
   /// user index -> unknown item ids (in history order)
@@ -51,7 +53,7 @@ class UnknownItemError : public Error {
 };
 
 /// The ONNX Runtime library could not be loaded or is too old for the headers libearn was built with.
-class RuntimeLibraryError : public Error {
+class EARN_API RuntimeLibraryError : public Error {
  public:
   using Error::Error;
 };
@@ -59,10 +61,10 @@ class RuntimeLibraryError : public Error {
 /// Load libonnxruntime from `path` ("" = $EARN_ORT_LIBRARY, then the library found at build time, then
 /// "libonnxruntime.so.1" from the loader's search path). Called by Recommender::load when not called before;
 /// a second call with another path throws. Returns the path that was loaded.
-std::string load_onnxruntime(const std::string& path = "");
+EARN_API std::string load_onnxruntime(const std::string& path = "");
 
 /// Execution providers this ONNX Runtime library has (e.g. {"CPUExecutionProvider"}).
-std::vector<std::string> available_providers();
+EARN_API std::vector<std::string> available_providers();
 
 enum class OnUnknown { kError, kSkip };
 
@@ -102,7 +104,7 @@ struct Timings {
   double bookkeeping_s() const { return total_s - prefill_graph_s - decode_graph_s; }
 };
 
-class Recommender {
+class EARN_API Recommender {
  public:
   /// Open an engine directory; throws EngineDirError (with the fix) for a directory that cannot be used.
   static std::shared_ptr<Recommender> load(const std::string& engine_dir, const Options& options = {});

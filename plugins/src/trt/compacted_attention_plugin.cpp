@@ -5,6 +5,7 @@
 #include "compacted_attention_plugin.h"
 
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -30,15 +31,22 @@ namespace
 
 std::mutex g_mutex;
 ILoggerFinder* g_logger_finder = nullptr;
-std::string g_last_error;
+char g_last_error[1024] = {0};
 
-void report(std::string const& msg)
+// Reports a failure to TensorRT's logger (else stderr) and keeps it for last_error(). printf-style into fixed
+// buffers: the noexcept methods that call it must not allocate (an allocation failure would terminate).
+__attribute__((format(printf, 1, 2))) void report(char const* fmt, ...) noexcept
 {
-    std::string const full = std::string("earn::CompactedAttention: ") + msg;
+    char msg[sizeof g_last_error];
+    int const head = std::snprintf(msg, sizeof msg, "earn::CompactedAttention: ");
+    va_list args;
+    va_start(args, fmt);
+    std::vsnprintf(msg + head, sizeof msg - static_cast<size_t>(head), fmt, args);
+    va_end(args);
     ILogger* logger = nullptr;
     {
         std::lock_guard<std::mutex> lock(g_mutex);
-        g_last_error = full;
+        std::memcpy(g_last_error, msg, sizeof msg);
         if (g_logger_finder != nullptr)
         {
             logger = g_logger_finder->findLogger();
@@ -46,11 +54,11 @@ void report(std::string const& msg)
     }
     if (logger != nullptr)
     {
-        logger->log(ILogger::Severity::kERROR, full.c_str());
+        logger->log(ILogger::Severity::kERROR, msg);
     }
     else
     {
-        std::fprintf(stderr, "%s\n", full.c_str());
+        std::fprintf(stderr, "%s\n", msg);
     }
 }
 
@@ -89,24 +97,48 @@ bool read_int(PluginField const& f, int32_t& out, std::string& error)
     return false;
 }
 
-std::string dims_str(Dims const& d)
+// "[a, b, c]" into a fixed buffer (no allocation: used from noexcept methods).
+struct DimsText
 {
-    std::ostringstream os;
-    os << "[";
-    for (int32_t i = 0; i < d.nbDims; ++i)
+    char text[160];
+    explicit DimsText(Dims const& d) noexcept
     {
-        os << (i ? ", " : "") << d.d[i];
+        size_t n = 0;
+        text[n++] = '[';
+        for (int32_t i = 0; i < d.nbDims && i < Dims::MAX_DIMS && n + 24 < sizeof text; ++i)
+        {
+            n += static_cast<size_t>(std::snprintf(text + n, sizeof text - n, "%s%lld", i ? ", " : "",
+                static_cast<long long>(d.d[i])));
+        }
+        std::snprintf(text + n, sizeof text - n, "]");
     }
-    os << "]";
-    return os.str();
+};
+
+char const* data_type_name(DataType t) noexcept
+{
+    switch (t)
+    {
+    case DataType::kFLOAT: return "fp32";
+    case DataType::kHALF: return "fp16";
+    case DataType::kBF16: return "bf16";
+    case DataType::kINT8: return "int8";
+    case DataType::kFP8: return "fp8";
+    case DataType::kINT32: return "int32";
+    case DataType::kINT64: return "int64";
+    case DataType::kBOOL: return "bool";
+    default: return "another type";
+    }
 }
+
+char const* const kInputNames[kNumInputs + 1]
+    = {"query", "shared_key", "shared_value", "key_bias", "gen_key", "gen_value", "out"};
 
 } // namespace
 
 std::string last_error()
 {
     std::lock_guard<std::mutex> lock(g_mutex);
-    return g_last_error;
+    return std::string(g_last_error);
 }
 
 bool parse_fields(PluginFieldCollection const* fc, PluginConfig& out, std::string& error)
@@ -199,6 +231,10 @@ bool parse_fields(PluginFieldCollection const* fc, PluginConfig& out, std::strin
 CompactedAttentionPlugin::CompactedAttentionPlugin(PluginConfig const& config)
     : mConfig(config)
 {
+    // the creation state that decides the kernels: what TensorRT's timing cache may key on (besides shapes/formats)
+    std::snprintf(mTimingCacheId, sizeof mTimingCacheId, "earn::CompactedAttention/v%s/h%d/kv%d/d%d/s%.9g",
+        kPluginVersion, static_cast<int>(config.num_heads), static_cast<int>(config.num_kv_heads),
+        static_cast<int>(config.head_dim), static_cast<double>(config.scale));
 }
 
 IPluginCapability* CompactedAttentionPlugin::getCapabilityInterface(PluginCapabilityType type) noexcept
@@ -216,11 +252,14 @@ IPluginV3* CompactedAttentionPlugin::clone() noexcept
 {
     try
     {
-        return new CompactedAttentionPlugin(mConfig);
+        auto* p = new CompactedAttentionPlugin(mConfig);
+        p->mType = mType;
+        p->mTactic = mTactic;
+        return p;
     }
     catch (std::exception const& e)
     {
-        report(std::string("clone failed: ") + e.what());
+        report("clone failed: %s", e.what());
         return nullptr;
     }
 }
@@ -250,10 +289,27 @@ int32_t CompactedAttentionPlugin::getOutputDataTypes(
 {
     if (nbInputs != kNumInputs || nbOutputs != kNumOutputs)
     {
-        report("expects 6 inputs and 1 output, got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
+        report("expects 6 inputs and 1 output, got %d and %d", nbInputs, nbOutputs);
         return -1;
     }
-    outputTypes[0] = inputTypes[kQuery];
+    DataType const t = inputTypes[kQuery];
+    if (t != DataType::kFLOAT && t != DataType::kHALF)
+    {
+        report("query is %s; the plugin runs fp32 or fp16 (fp32 accumulation): export the graph in fp32 or with "
+               "--fp16, and build without bf16/int8/fp8 for this layer", data_type_name(t));
+        return -1;
+    }
+    for (int32_t i = 1; i < kNumInputs; ++i)
+    {
+        DataType const want = i == kKeyBias ? DataType::kFLOAT : t;
+        if (inputTypes[i] != want)
+        {
+            report("%s is %s but must be %s (key_bias fp32; keys and values in the query's type)", kInputNames[i],
+                data_type_name(inputTypes[i]), data_type_name(want));
+            return -1;
+        }
+    }
+    outputTypes[0] = t;
     return 0;
 }
 
@@ -263,17 +319,15 @@ int32_t CompactedAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32
 {
     if (nbInputs != kNumInputs || nbOutputs != kNumOutputs)
     {
-        report("expects 6 inputs and 1 output, got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs));
+        report("expects 6 inputs and 1 output, got %d and %d", nbInputs, nbOutputs);
         return -1;
     }
     int32_t const ranks[kNumInputs] = {4, 4, 4, 2, 5, 5};
-    char const* names[kNumInputs] = {"query", "shared_key", "shared_value", "key_bias", "gen_key", "gen_value"};
     for (int32_t i = 0; i < kNumInputs; ++i)
     {
         if (inputs[i].nbDims != ranks[i])
         {
-            report(std::string(names[i]) + " must have rank " + std::to_string(ranks[i]) + ", got "
-                + std::to_string(inputs[i].nbDims));
+            report("%s must have rank %d, got %d", kInputNames[i], ranks[i], inputs[i].nbDims);
             return -1;
         }
     }
@@ -282,15 +336,13 @@ int32_t CompactedAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int32
     };
     if (known_mismatch(inputs[kQuery].d[2], mConfig.num_heads) || known_mismatch(inputs[kQuery].d[3], mConfig.head_dim))
     {
-        report("query must be [B, beam, num_heads=" + std::to_string(mConfig.num_heads) + ", head_dim="
-            + std::to_string(mConfig.head_dim) + "]");
+        report("query must be [B, beam, num_heads=%d, head_dim=%d]", mConfig.num_heads, mConfig.head_dim);
         return -1;
     }
     if (known_mismatch(inputs[kSharedKey].d[1], mConfig.num_kv_heads)
         || known_mismatch(inputs[kSharedKey].d[3], mConfig.head_dim))
     {
-        report("shared_key must be [B, num_kv_heads=" + std::to_string(mConfig.num_kv_heads) + ", S, head_dim="
-            + std::to_string(mConfig.head_dim) + "]");
+        report("shared_key must be [B, num_kv_heads=%d, S, head_dim=%d]", mConfig.num_kv_heads, mConfig.head_dim);
         return -1;
     }
     outputs[0].nbDims = 4;
@@ -328,7 +380,7 @@ bool CompactedAttentionPlugin::checkShapes(Dims const* dims, int32_t nbInputs, c
 {
     if (nbInputs != kNumInputs)
     {
-        report(std::string(what) + ": expects 6 inputs, got " + std::to_string(nbInputs));
+        report("%s: expects 6 inputs, got %d", what, nbInputs);
         return false;
     }
     Dims const& q = dims[kQuery];
@@ -354,16 +406,15 @@ bool CompactedAttentionPlugin::checkShapes(Dims const* dims, int32_t nbInputs, c
     }
     if (!ok)
     {
-        report(std::string(what) + ": inconsistent shapes query " + dims_str(q) + ", shared_key " + dims_str(sk)
-            + ", shared_value " + dims_str(sv) + ", key_bias " + dims_str(kb) + ", gen_key " + dims_str(gk)
-            + ", gen_value " + dims_str(gv) + " for num_heads=" + std::to_string(mConfig.num_heads)
-            + ", num_kv_heads=" + std::to_string(mConfig.num_kv_heads) + ", head_dim="
-            + std::to_string(mConfig.head_dim) + " (contract: docs/CONTRACTS.md)");
+        report("%s: inconsistent shapes query %s, shared_key %s, shared_value %s, key_bias %s, gen_key %s, "
+               "gen_value %s for num_heads=%d, num_kv_heads=%d, head_dim=%d (contract: docs/CONTRACTS.md)",
+            what, DimsText(q).text, DimsText(sk).text, DimsText(sv).text, DimsText(kb).text, DimsText(gk).text,
+            DimsText(gv).text, mConfig.num_heads, mConfig.num_kv_heads, mConfig.head_dim);
         return false;
     }
     if (gk.d[3] == 0)
     {
-        report(std::string(what) + ": gen_key must hold at least the current token (T >= 1)");
+        report("%s: gen_key must hold at least the current token (T >= 1)", what);
         return false;
     }
     return true;
@@ -374,7 +425,7 @@ int32_t CompactedAttentionPlugin::configurePlugin(
 {
     if (nbOutputs != kNumOutputs || nbInputs != kNumInputs)
     {
-        report("configurePlugin: expects 6 inputs and 1 output");
+        report("configurePlugin: expects 6 inputs and 1 output, got %d and %d", nbInputs, nbOutputs);
         return -1;
     }
     Dims dims[kNumInputs];
@@ -382,7 +433,47 @@ int32_t CompactedAttentionPlugin::configurePlugin(
     {
         dims[i] = in[i].desc.dims;
     }
+    mType = in[kQuery].desc.type; // decides the tactics (tensor cores for fp16 only)
     return checkShapes(dims, nbInputs, "configurePlugin") ? 0 : -1;
+}
+
+int32_t CompactedAttentionPlugin::getNbTactics() noexcept
+{
+    return mType == DataType::kHALF ? 2 : 1;
+}
+
+int32_t CompactedAttentionPlugin::getValidTactics(int32_t* tactics, int32_t nbTactics) noexcept
+{
+    // TensorRT times each and keeps the faster: CUDA cores (fp32 math) or tensor cores (WMMA, fp16 only)
+    int32_t const n = getNbTactics();
+    if (tactics == nullptr || nbTactics < n)
+    {
+        report("getValidTactics: room for %d tactics, %d needed", nbTactics, n);
+        return -1;
+    }
+    tactics[0] = static_cast<int32_t>(cuda::Algo::kCudaCores);
+    if (n == 2)
+    {
+        tactics[1] = static_cast<int32_t>(cuda::Algo::kTensorCores);
+    }
+    return 0;
+}
+
+char const* CompactedAttentionPlugin::getTimingCacheID() noexcept
+{
+    return mTimingCacheId;
+}
+
+int32_t CompactedAttentionPlugin::setTactic(int32_t tactic) noexcept
+{
+    if (tactic != 0 && tactic != static_cast<int32_t>(cuda::Algo::kCudaCores)
+        && tactic != static_cast<int32_t>(cuda::Algo::kTensorCores))
+    {
+        report("setTactic: unknown tactic %d (0 default, 1 CUDA cores, 2 tensor cores)", tactic);
+        return -1;
+    }
+    mTactic = tactic;
+    return 0;
 }
 
 size_t CompactedAttentionPlugin::getWorkspaceSize(
@@ -401,7 +492,9 @@ size_t CompactedAttentionPlugin::getWorkspaceSize(
     sh.head_dim = mConfig.head_dim;
     sh.shared_len = inputs[kSharedKey].max.d[2];
     sh.gen_len = inputs[kGenKey].max.d[3];
-    return cuda::workspace_bytes(sh);
+    // any runtime shape within the profile, any device (0 when no plan of these shapes splits the shared keys)
+    return cuda::workspace_bytes(sh, inputs[kQuery].desc.type == DataType::kHALF ? cuda::DType::kFloat16
+                                                                                 : cuda::DType::kFloat32);
 }
 
 int32_t CompactedAttentionPlugin::onShapeChange(
@@ -409,7 +502,7 @@ int32_t CompactedAttentionPlugin::onShapeChange(
 {
     if (nbInputs != kNumInputs)
     {
-        report("onShapeChange: expects 6 inputs");
+        report("onShapeChange: expects 6 inputs, got %d", nbInputs);
         return -1;
     }
     Dims dims[kNumInputs];
@@ -435,10 +528,24 @@ int32_t CompactedAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, Plu
     cuda::Pointers p{inputs[kQuery], inputs[kSharedKey], inputs[kSharedValue],
         static_cast<float const*>(inputs[kKeyBias]), inputs[kGenKey], inputs[kGenValue], outputs[0]};
     cuda::DType const dtype = inputDesc[kQuery].type == DataType::kHALF ? cuda::DType::kFloat16 : cuda::DType::kFloat32;
-    cudaError_t const err = cuda::launch_compacted_attention(sh, dtype, p, workspace, cuda::workspace_bytes(sh), stream);
+    int const misaligned = cuda::misaligned_pointer(p);
+    if (misaligned >= 0)
+    {
+        report("enqueue: %s is not %d-byte aligned (the kernels load 16-byte vectors); pass buffers from TensorRT's "
+               "allocator or cudaMalloc", kInputNames[misaligned], misaligned == kKeyBias ? 4 : 16);
+        return -1;
+    }
+    cuda::Algo const algo = mTactic == static_cast<int32_t>(cuda::Algo::kTensorCores) && dtype == cuda::DType::kFloat16
+        ? cuda::Algo::kTensorCores
+        : (mTactic == static_cast<int32_t>(cuda::Algo::kCudaCores) ? cuda::Algo::kCudaCores : cuda::Algo::kAuto);
+    // the workspace TensorRT allocated is getWorkspaceSize at the profile's max shapes >= this shape's bound
+    cudaError_t const err
+        = cuda::launch_compacted_attention(sh, dtype, p, workspace, cuda::workspace_bytes(sh, dtype), stream, algo);
     if (err != cudaSuccess)
     {
-        report("enqueue: CUDA launch failed (cudaError " + std::to_string(static_cast<int>(err)) + ")");
+        report("enqueue: CUDA launch failed (cudaError_t %d%s)", static_cast<int>(err),
+            err == cudaErrorInvalidConfiguration ? ": the kernel's shared memory exceeds this device's opt-in limit"
+                                                 : "");
         return -1;
     }
     return 0;
@@ -451,11 +558,11 @@ IPluginV3* CompactedAttentionPlugin::attachToContext(IPluginResourceContext* /*c
 
 PluginFieldCollection const* CompactedAttentionPlugin::getFieldsToSerialize() noexcept
 {
-    mFields.clear();
-    mFields.emplace_back("num_heads", &mConfig.num_heads, PluginFieldType::kINT32, 1);
-    mFields.emplace_back("num_kv_heads", &mConfig.num_kv_heads, PluginFieldType::kINT32, 1);
-    mFields.emplace_back("head_dim", &mConfig.head_dim, PluginFieldType::kINT32, 1);
-    mFields.emplace_back("scale", &mConfig.scale, PluginFieldType::kFLOAT32, 1);
+    // a fixed array: nothing here allocates
+    mFields[0] = PluginField("num_heads", &mConfig.num_heads, PluginFieldType::kINT32, 1);
+    mFields[1] = PluginField("num_kv_heads", &mConfig.num_kv_heads, PluginFieldType::kINT32, 1);
+    mFields[2] = PluginField("head_dim", &mConfig.head_dim, PluginFieldType::kINT32, 1);
+    mFields[3] = PluginField("scale", &mConfig.scale, PluginFieldType::kFLOAT32, 1);
     mFieldCollection.nbFields = static_cast<int32_t>(mFields.size());
     mFieldCollection.fields = mFields.data();
     return &mFieldCollection;
@@ -481,14 +588,14 @@ IPluginV3* CompactedAttentionCreator::createPlugin(
         std::string error;
         if (!parse_fields(fc, config, error))
         {
-            report("createPlugin: " + error);
+            report("createPlugin: %s", error.c_str());
             return nullptr;
         }
         return new CompactedAttentionPlugin(config);
     }
     catch (std::exception const& e)
     {
-        report(std::string("createPlugin failed: ") + e.what());
+        report("createPlugin failed: %s", e.what());
         return nullptr;
     }
 }
@@ -524,7 +631,13 @@ std::string creator_info_json(IPluginCreatorV3One& creator)
         os << (i ? ", " : "") << "{\"name\": \"" << fc->fields[i].name << "\", \"type\": \""
            << type_name(fc->fields[i].type) << "\"}";
     }
-    os << "], \"tensorrt_headers\": \"" << NV_TENSORRT_MAJOR << "." << NV_TENSORRT_MINOR << "\"}";
+    os << "], \"tensorrt_headers\": \"" << NV_TENSORRT_MAJOR << "." << NV_TENSORRT_MINOR << "\"";
+#if defined(CUDART_VERSION) && defined(EARN_CUDART_LINKAGE)
+    // the CUDA runtime the library was built with and how it is linked (static: no libcudart.so.N needed at load)
+    os << ", \"cuda_runtime\": \"" << CUDART_VERSION / 1000 << "." << (CUDART_VERSION % 1000) / 10
+       << "\", \"cuda_runtime_linkage\": \"" << EARN_CUDART_LINKAGE << "\"";
+#endif
+    os << "}";
     return os.str();
 }
 

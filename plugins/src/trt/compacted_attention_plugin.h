@@ -8,6 +8,7 @@
 
 #include <NvInferRuntime.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -78,12 +79,27 @@ public:
     nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
     nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
+    // tactics: 1 = CUDA cores, 2 = tensor cores (fp16 only), as earn::cuda::Algo; TensorRT times them
+    int32_t getNbTactics() noexcept override;
+    int32_t getValidTactics(int32_t* tactics, int32_t nbTactics) noexcept override;
+    int32_t setTactic(int32_t tactic) noexcept override;
+    // the fields (version, heads, head_dim, scale): TensorRT's timing cache may reuse this plugin's timings
+    char const* getTimingCacheID() noexcept override;
+
+    int32_t tactic() const
+    {
+        return mTactic;
+    }
+
 private:
     // Checks the six input shapes against the fields; `what` says where the shapes come from.
     bool checkShapes(nvinfer1::Dims const* dims, int32_t nbInputs, char const* what) const;
 
     PluginConfig mConfig;
-    std::vector<nvinfer1::PluginField> mFields;
+    nvinfer1::DataType mType = nvinfer1::DataType::kFLOAT; // the query's type (configurePlugin)
+    int32_t mTactic = 0;                                    // 0: default (fp16 on tensor cores where they fit)
+    char mTimingCacheId[160] = {0};
+    std::array<nvinfer1::PluginField, 4> mFields{};
     nvinfer1::PluginFieldCollection mFieldCollection{};
 };
 

@@ -62,6 +62,11 @@ struct alignas(16) uint4
     unsigned x, y, z, w;
 };
 
+struct alignas(8) uint2
+{
+    unsigned x, y;
+};
+
 inline float2 make_float2(float x, float y)
 {
     return float2{x, y};
@@ -76,12 +81,15 @@ inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w)
 typedef int cudaError_t;
 constexpr cudaError_t cudaSuccess = 0;
 constexpr cudaError_t cudaErrorInvalidValue = 1;
+constexpr cudaError_t cudaErrorInvalidConfiguration = 9;
+constexpr cudaError_t cudaErrorInvalidDevice = 101;
 constexpr cudaError_t cudaErrorNotSupported = 801;
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUevent_st* cudaEvent_t;
 enum cudaDeviceAttr
 {
-    cudaDevAttrMultiProcessorCount = 16
+    cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
 };
 enum cudaFuncAttribute
 {
@@ -95,6 +103,32 @@ inline int& sm_count()
     static int n = 8; // the emulated device's multiprocessors (the tests vary it to vary the split count)
     return n;
 }
+
+inline int& smem_optin()
+{
+    static int n = 232448; // the emulated device's per-block shared-memory opt-in limit (H100/H200; A10: 101376)
+    return n;
+}
+
+// What the kernels asked of the runtime (tests check that the launcher caches per device).
+struct Counters
+{
+    int attribute_reads = 0;
+    int func_attribute_sets = 0;
+    int launches = 0;
+};
+
+inline Counters& counters()
+{
+    static Counters c;
+    return c;
+}
+
+inline cudaError_t& sticky_error()
+{
+    static cudaError_t e = 0; // an error "someone else" left: cudaPeekAtLastError must report, not clear it
+    return e;
+}
 } // namespace earn_emu
 
 inline cudaError_t cudaGetDevice(int* d)
@@ -103,21 +137,30 @@ inline cudaError_t cudaGetDevice(int* d)
     return cudaSuccess;
 }
 
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int)
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int)
 {
-    *v = earn_emu::sm_count();
+    ++earn_emu::counters().attribute_reads;
+    *v = attr == cudaDevAttrMaxSharedMemoryPerBlockOptin ? earn_emu::smem_optin() : earn_emu::sm_count();
     return cudaSuccess;
 }
 
 template <typename F>
 inline cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int bytes)
 {
-    return bytes <= 227 * 1024 ? cudaSuccess : cudaErrorInvalidValue; // an H100's per-block limit
+    ++earn_emu::counters().func_attribute_sets;
+    return bytes <= earn_emu::smem_optin() ? cudaSuccess : cudaErrorInvalidValue;
 }
 
 inline cudaError_t cudaGetLastError()
 {
-    return cudaSuccess;
+    cudaError_t const e = earn_emu::sticky_error();
+    earn_emu::sticky_error() = cudaSuccess;
+    return e;
+}
+
+inline cudaError_t cudaPeekAtLastError()
+{
+    return earn_emu::sticky_error();
 }
 
 inline char const* cudaGetErrorString(cudaError_t e)
@@ -154,6 +197,11 @@ inline float2 __half22float2(__half2 h)
 inline __half __ushort_as_half(unsigned short bits)
 {
     return __half{bits};
+}
+
+inline unsigned short __half_as_ushort(__half h)
+{
+    return h.bits;
 }
 
 // --- execution model --------------------------------------------------------------------------------------------
@@ -300,6 +348,12 @@ __attribute__((noinline)) inline void init_fiber(Fiber& f, uint3 tid)
 // Runs `body` as grid x block threads; blocks one after the other, threads of a block as fibers.
 inline void launch(dim3 grid, dim3 block, size_t smem_bytes, std::function<void()> body)
 {
+    ++counters().launches;
+    if (smem_bytes > static_cast<size_t>(smem_optin()))
+    {
+        sticky_error() = 9; // cudaErrorInvalidConfiguration: more dynamic shared memory than the device has
+        return;
+    }
     unsigned const n = block.x * block.y * block.z;
     for (unsigned bz = 0; bz < grid.z; ++bz)
     {
@@ -354,6 +408,14 @@ inline float earn_emu_shuffle(float v, int src_lane)
     float const out = s->shuffle_slots[w * 32 + (src_lane & 31)];
     __syncwarp(); // nobody overwrites a slot before every lane has read
     return out;
+}
+
+// Fibers of a block run one at a time: a read-modify-write is atomic.
+inline int atomicMin(int* address, int v)
+{
+    int const old = *address;
+    *address = v < old ? v : old;
+    return old;
 }
 
 inline float __shfl_xor_sync(unsigned, float v, int lane_mask)

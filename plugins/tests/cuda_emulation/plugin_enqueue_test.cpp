@@ -42,7 +42,8 @@ struct Shape
     int64_t b, beams, s, t;
 };
 
-void run(IPluginV3* plugin, char const* what, earn::trt::PluginConfig const& cfg, Shape rt, bool f16, std::mt19937& rng)
+void run(IPluginV3* plugin, char const* what, earn::trt::PluginConfig const& cfg, Shape rt, bool f16, std::mt19937& rng,
+    int32_t tactic = 0)
 {
     auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
     auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
@@ -89,6 +90,7 @@ void run(IPluginV3* plugin, char const* what, earn::trt::PluginConfig const& cfg
     out_desc.dims = rt_dims[0];
     out_desc.type = t;
     ok = ok && runtime->onShapeChange(in_desc, 6, &out_desc, 1) == 0;
+    ok = ok && runtime->setTactic(tactic) == 0; // what TensorRT chose when it timed the tactics (0: default)
 
     std::vector<uint16_t> qh, skh, svh, gkh, gvh, outh;
     std::vector<float> out(in.q.size(), NAN);
@@ -126,8 +128,9 @@ void run(IPluginV3* plugin, char const* what, earn::trt::PluginConfig const& cfg
     double const tol = f16 ? 5e-3 * (ref_max > 1 ? ref_max : 1) : 2e-5;
     ok = ok && err_max <= tol;
     g_failed += ok ? 0 : 1;
-    std::printf("%s enqueue %-28s %s B=%lld beam=%lld S=%lld T=%lld: max|err| %.2e (tol %.1e), workspace %zu bytes\n",
-        ok ? "PASS" : "FAIL", what, f16 ? "fp16" : "fp32", static_cast<long long>(rt.b),
+    std::printf("%s enqueue %-28s %s tactic %d B=%lld beam=%lld S=%lld T=%lld: max|err| %.2e (tol %.1e), workspace %zu "
+                "bytes\n",
+        ok ? "PASS" : "FAIL", what, f16 ? "fp16" : "fp32", tactic, static_cast<long long>(rt.b),
         static_cast<long long>(rt.beams), static_cast<long long>(rt.s), static_cast<long long>(rt.t), err_max, tol,
         ws_size);
 }
@@ -162,6 +165,11 @@ int main()
         {
             run(built.get(), m.name, cfg, Shape{3, 20, 130, 3}, f16, rng);
             run(restored.get(), m.name, cfg, Shape{2, 5, 33, 1}, f16, rng);
+            run(restored.get(), m.name, cfg, Shape{2, 3, 700, 2}, f16, rng, 1); // CUDA cores, long prompt: splits
+            if (f16)
+            {
+                run(restored.get(), m.name, cfg, Shape{2, 3, 700, 2}, f16, rng, 2); // tensor cores
+            }
         }
     }
     std::printf("%d failed\n", g_failed);

@@ -1,0 +1,197 @@
+package earn;
+
+import java.lang.ref.Cleaner;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+
+/**
+ * Top-K item recommendation from an earn-export engine directory, through libearn's C API (JNI).
+ *
+ * <pre>
+ * try (Recommender rec = Recommender.load("engines/beauty")) {
+ *   Result r = rec.recommend(new long[][] {{12, 873, 4051}, {}}, 10, 20);
+ * }
+ * </pre>
+ *
+ * <p>Thread-safe: any number of threads may call {@link #recommend} on one instance; {@link #close} waits for
+ * running calls and later calls throw IllegalStateException. Errors of libearn are {@link EarnException}s
+ * carrying the C API's status and message. The native library is libearn_jni.so: from the system property
+ * {@code earn.jni.library} (a path) when set, else from {@code java.library.path}.
+ */
+public final class Recommender implements AutoCloseable {
+  static {
+    String path = System.getProperty("earn.jni.library");
+    if (path != null && !path.isEmpty()) {
+      System.load(path);
+    } else {
+      System.loadLibrary("earn_jni");
+    }
+  }
+
+  private static final Cleaner CLEANER = Cleaner.create();
+
+  /** Load options; the defaults are those of earn/c_api.h. */
+  public static final class Options {
+    final List<String> providers = new ArrayList<>();
+    final List<String> customOpLibraries = new ArrayList<>();
+    String ortLibrary = "";
+    boolean verify = true;
+    long batchSize = 64;
+    int intraOpThreads = 0;
+
+    /** An execution provider, in order of preference (e.g. "CPUExecutionProvider"). */
+    public Options provider(String name) {
+      providers.add(name);
+      return this;
+    }
+
+    /** A custom-op library (engines exported with --attention plugin). */
+    public Options customOpLibrary(String path) {
+      customOpLibraries.add(path);
+      return this;
+    }
+
+    /** The libonnxruntime to load (default: $EARN_ORT_LIBRARY, then the system's). */
+    public Options ortLibrary(String path) {
+      ortLibrary = path;
+      return this;
+    }
+
+    /** Re-hash every engine file at load (default true). */
+    public Options verify(boolean v) {
+      verify = v;
+      return this;
+    }
+
+    /** Users per graph call (default 64). */
+    public Options batchSize(long n) {
+      batchSize = n;
+      return this;
+    }
+
+    /** ONNX Runtime threads per session (default 0: ONNX Runtime's choice). */
+    public Options intraOpThreads(int n) {
+      intraOpThreads = n;
+      return this;
+    }
+  }
+
+  /** Frees the native recommender once: on close, or when an unclosed Recommender is collected. */
+  private static final class Handle implements Runnable {
+    long ptr;
+
+    Handle(long ptr) {
+      this.ptr = ptr;
+    }
+
+    @Override
+    public void run() {
+      if (ptr != 0) {
+        nativeFree(ptr);
+        ptr = 0;
+      }
+    }
+  }
+
+  private final Handle handle;
+  private final Cleaner.Cleanable cleanable;
+  private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+
+  private Recommender(long ptr) {
+    handle = new Handle(ptr);
+    cleanable = CLEANER.register(this, handle);
+  }
+
+  /** Open an engine directory with the default options. */
+  public static Recommender load(String engineDir) {
+    return load(engineDir, new Options());
+  }
+
+  /** Open an engine directory; throws EarnException (ENGINE_DIR, RUNTIME_LIBRARY, ...) when it cannot. */
+  public static Recommender load(String engineDir, Options options) {
+    if (engineDir == null || options == null) {
+      throw new NullPointerException("engineDir and options must not be null");
+    }
+    long ptr = nativeLoad(engineDir, options.providers.toArray(new String[0]),
+        options.customOpLibraries.toArray(new String[0]), options.ortLibrary, options.verify,
+        options.batchSize, options.intraOpThreads);
+    return new Recommender(ptr);
+  }
+
+  /** Top-{@code topK} items per history (item ids, oldest first); unknown ids throw (UNKNOWN_ITEM). */
+  public Result recommend(long[][] histories, int topK, int beam) {
+    return recommend(histories, topK, beam, false);
+  }
+
+  /** As above; with skipUnknown, unknown ids are dropped and counted in {@link Result#skipped}. */
+  public Result recommend(long[][] histories, int topK, int beam, boolean skipUnknown) {
+    int total = 0;
+    long[] offsets = new long[histories.length + 1];
+    for (int u = 0; u < histories.length; u++) {
+      total += histories[u].length;
+      offsets[u + 1] = total;
+    }
+    long[] flat = new long[total];
+    for (int u = 0; u < histories.length; u++) {
+      System.arraycopy(histories[u], 0, flat, (int) offsets[u], histories[u].length);
+    }
+    lock.readLock().lock();
+    try {
+      return nativeRecommend(live(), flat, offsets, topK, beam, skipUnknown);
+    } finally {
+      lock.readLock().unlock();
+    }
+  }
+
+  /** The engine's max_history (longer histories keep their most recent items). */
+  public long maxHistory() {
+    lock.readLock().lock();
+    try {
+      return nativeMaxHistory(live());
+    } finally {
+      lock.readLock().unlock();
+    }
+  }
+
+  /** The C API version of the loaded libearn (earn_c_api_version). */
+  public static int cApiVersion() {
+    return nativeCApiVersion();
+  }
+
+  /** The libearn release (earn_version_string). */
+  public static String libraryVersion() {
+    return nativeVersionString();
+  }
+
+  @Override
+  public void close() {
+    lock.writeLock().lock();
+    try {
+      cleanable.clean();
+    } finally {
+      lock.writeLock().unlock();
+    }
+  }
+
+  private long live() {
+    if (handle.ptr == 0) {
+      throw new IllegalStateException("this Recommender is closed; load the engine again");
+    }
+    return handle.ptr;
+  }
+
+  private static native long nativeLoad(String engineDir, String[] providers, String[] customOpLibraries,
+      String ortLibrary, boolean verify, long batchSize, int intraOpThreads);
+
+  private static native Result nativeRecommend(long ptr, long[] items, long[] offsets, int topK, int beam,
+      boolean skipUnknown);
+
+  private static native long nativeMaxHistory(long ptr);
+
+  private static native void nativeFree(long ptr);
+
+  private static native int nativeCApiVersion();
+
+  private static native String nativeVersionString();
+}

@@ -1,0 +1,136 @@
+// libearn_jni: the JNI side of the Java binding (package earn). It calls only the C API (earn/c_api.h); a
+// failed call becomes an earn.EarnException with the C status and message.
+#include <jni.h>
+
+#include <string>
+#include <vector>
+
+#include "earn/c_api.h"
+
+namespace {
+
+void throw_earn(JNIEnv* env, int code, const char* message) {
+  jclass cls = env->FindClass("earn/EarnException");
+  if (!cls) return;  // NoClassDefFoundError is pending
+  jmethodID ctor = env->GetMethodID(cls, "<init>", "(ILjava/lang/String;)V");
+  jstring msg = env->NewStringUTF(message);
+  if (!ctor || !msg) return;
+  auto* exc = static_cast<jthrowable>(env->NewObject(cls, ctor, static_cast<jint>(code), msg));
+  if (exc) env->Throw(exc);
+}
+
+// true when the call succeeded; otherwise the Java exception is pending
+bool check(JNIEnv* env, earn_status status) {
+  if (status == EARN_OK) return true;
+  throw_earn(env, status, earn_last_error_message());
+  return false;
+}
+
+bool utf(JNIEnv* env, jstring s, std::string* out) {
+  if (!s) {
+    out->clear();
+    return true;
+  }
+  const char* chars = env->GetStringUTFChars(s, nullptr);
+  if (!chars) return false;  // OutOfMemoryError pending
+  *out = chars;
+  env->ReleaseStringUTFChars(s, chars);
+  return true;
+}
+
+bool utf_array(JNIEnv* env, jobjectArray arr, std::vector<std::string>* out) {
+  const jsize n = arr ? env->GetArrayLength(arr) : 0;
+  for (jsize i = 0; i < n; ++i) {
+    auto s = static_cast<jstring>(env->GetObjectArrayElement(arr, i));
+    std::string v;
+    if (!utf(env, s, &v)) return false;
+    out->push_back(v);
+    env->DeleteLocalRef(s);
+  }
+  return true;
+}
+
+struct Options {
+  earn_options* p = nullptr;
+  ~Options() { earn_options_free(p); }
+};
+
+}  // namespace
+
+extern "C" {
+
+JNIEXPORT jlong JNICALL Java_earn_Recommender_nativeLoad(JNIEnv* env, jclass, jstring engine_dir,
+                                                         jobjectArray providers, jobjectArray custom_op_libraries,
+                                                         jstring ort_library, jboolean verify, jlong batch_size,
+                                                         jint intra_op_threads) {
+  std::string dir, ort;
+  std::vector<std::string> provs, libs;
+  if (!utf(env, engine_dir, &dir) || !utf(env, ort_library, &ort) || !utf_array(env, providers, &provs) ||
+      !utf_array(env, custom_op_libraries, &libs))
+    return 0;
+  Options o;
+  if (!check(env, earn_options_create(&o.p))) return 0;
+  for (const auto& p : provs)
+    if (!check(env, earn_options_add_provider(o.p, p.c_str()))) return 0;
+  for (const auto& l : libs)
+    if (!check(env, earn_options_add_custom_op_library(o.p, l.c_str()))) return 0;
+  if (!ort.empty() && !check(env, earn_options_set_ort_library(o.p, ort.c_str()))) return 0;
+  if (!check(env, earn_options_set_verify(o.p, verify ? 1 : 0)) ||
+      !check(env, earn_options_set_batch_size(o.p, batch_size)) ||
+      !check(env, earn_options_set_intra_op_threads(o.p, intra_op_threads)))
+    return 0;
+  earn_recommender* rec = nullptr;
+  if (!check(env, earn_recommender_load(dir.c_str(), o.p, &rec))) return 0;
+  return reinterpret_cast<jlong>(rec);
+}
+
+JNIEXPORT jobject JNICALL Java_earn_Recommender_nativeRecommend(JNIEnv* env, jclass, jlong ptr, jlongArray items,
+                                                                jlongArray offsets, jint top_k, jint beam,
+                                                                jboolean skip_unknown) {
+  const jsize n_items = env->GetArrayLength(items), n_off = env->GetArrayLength(offsets);
+  std::vector<int64_t> flat(static_cast<size_t>(n_items)), off(static_cast<size_t>(n_off));
+  if (n_items) env->GetLongArrayRegion(items, 0, n_items, reinterpret_cast<jlong*>(flat.data()));
+  if (n_off) env->GetLongArrayRegion(offsets, 0, n_off, reinterpret_cast<jlong*>(off.data()));
+  earn_result* res = nullptr;
+  if (!check(env, earn_recommender_recommend(reinterpret_cast<const earn_recommender*>(ptr), flat.data(),
+                                             off.data(), n_off - 1, top_k, beam,
+                                             skip_unknown ? EARN_UNKNOWN_SKIP : EARN_UNKNOWN_ERROR, &res)))
+    return nullptr;
+  const jsize users = static_cast<jsize>(earn_result_users(res)), k = static_cast<jsize>(earn_result_top_k(res));
+  jlongArray j_items = env->NewLongArray(users * k);
+  jfloatArray j_scores = env->NewFloatArray(users * k);
+  jlongArray j_skipped = env->NewLongArray(users);
+  jlongArray j_truncated = env->NewLongArray(users);
+  jobject out = nullptr;
+  if (j_items && j_scores && j_skipped && j_truncated) {
+    env->SetLongArrayRegion(j_items, 0, users * k, reinterpret_cast<const jlong*>(earn_result_items(res)));
+    env->SetFloatArrayRegion(j_scores, 0, users * k, earn_result_scores(res));
+    env->SetLongArrayRegion(j_skipped, 0, users, reinterpret_cast<const jlong*>(earn_result_skipped(res)));
+    env->SetLongArrayRegion(j_truncated, 0, users, reinterpret_cast<const jlong*>(earn_result_truncated(res)));
+    jclass cls = env->FindClass("earn/Result");
+    jmethodID ctor = cls ? env->GetMethodID(cls, "<init>", "(II[J[F[J[J)V") : nullptr;
+    if (ctor) out = env->NewObject(cls, ctor, users, k, j_items, j_scores, j_skipped, j_truncated);
+  }
+  earn_result_free(res);
+  return out;
+}
+
+JNIEXPORT jlong JNICALL Java_earn_Recommender_nativeMaxHistory(JNIEnv* env, jclass, jlong ptr) {
+  int64_t v = 0;
+  if (!check(env, earn_recommender_max_history(reinterpret_cast<const earn_recommender*>(ptr), &v))) return 0;
+  return v;
+}
+
+JNIEXPORT void JNICALL Java_earn_Recommender_nativeFree(JNIEnv*, jclass, jlong ptr) {
+  earn_recommender_free(reinterpret_cast<earn_recommender*>(ptr));
+}
+
+JNIEXPORT jint JNICALL Java_earn_Recommender_nativeCApiVersion(JNIEnv*, jclass) {
+  return static_cast<jint>(earn_c_api_version());
+}
+
+JNIEXPORT jstring JNICALL Java_earn_Recommender_nativeVersionString(JNIEnv* env, jclass) {
+  return env->NewStringUTF(earn_version_string());
+}
+
+}  // extern "C"

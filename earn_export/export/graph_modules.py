@@ -1,0 +1,221 @@
+"""Flat-tensor ``nn.Module`` wrappers around the model core: what the two ONNX graphs compute.
+
+They hold no math of their own: prefill calls ``EarnForCausalLM.forward(..., kv_sink=...)`` (the split
+forward, the same code training and the torch reference run) and decode calls ``decode_tensors`` (the flat
+decode step behind ``decode_step``). The only additions are the graph's calling convention: flat KV inputs and
+outputs, ``[batch, beam, 1]`` token/position inputs, and a log-softmax in fp32 over the output vocabulary.
+
+``head_token_ids`` (``vocab="items"``): the LM-head rows to keep. The wrapper runs the core through a shallow
+view of the model whose ``lm_head`` is a ``Linear`` holding only those rows (sharing every other module and
+parameter with the model), so the exported graph bakes a ``[vocab_out, hidden]`` matrix and has no runtime
+Gather over the full head.
+
+The same view (:func:`export_view`) holds the graph *forms*, none of which changes what is computed:
+- every projection is a ``MatMul`` by its transposed weight, given to the exporter as a transposed *view* of the
+  parameter. The exporters would otherwise emit ``Transpose(W)`` and fold it into a second copy of every weight
+  in memory (the main reason a 2 GB checkpoint took 8 GB to export); the view is copied one tensor at a time
+  when the weights file is written.
+- ``form="fused"`` (opset 23): Q, K and V come from one packed ``MatMul``; RoPE is the standard
+  ``RotaryEmbedding`` op and prefill attention the standard ``Attention`` op (``torch.onnx.ops``, whose eager
+  implementations are the ONNX reference semantics); RMSNorm is ``RMSNormalization`` over the fp32 residual
+  with an fp32 scale (``stash_type`` 1), cast to the model dtype after the scale: for fp16 models one rounding
+  instead of the reference's two (ONNX Runtime 1.32 rejects a float16 scale on a float32 input); a family with
+  QK-norm (Qwen3) gets one more ``RMSNormalization`` each for Q and K, over the head dim, before the
+  ``RotaryEmbedding``. Scores, softmax and P·V stay fp32 as in the model
+  (Q/K/V are cast to fp32 before ``Attention``). Decode attention is left to the model's ``Attention.decode``
+  (the compacted-cache plugin op replaces it with ``--attention plugin``), which reuses the fused Q/K/V + RoPE.
+- ``form="reference"``: the model's own ops (opset 18 by default), for runtimes without the opset-23 ops.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def kv_names(prefix: str, num_layers: int) -> list[str]:
+    """``prefix.{l}.key``, ``prefix.{l}.value`` for every layer, layer-major (the graph I/O order)."""
+    return [f"{prefix}.{layer}.{kind}" for layer in range(num_layers) for kind in ("key", "value")]
+
+
+FORMS = ("fused", "reference")
+
+
+class TransposedLinear(nn.Module):
+    """``x @ weight_t (+ bias)``: ``nn.Linear`` with the weight stored as ``[in, out]`` (a view of the original)."""
+
+    def __init__(self, weight_t: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.weight_t = nn.Parameter(weight_t, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x):
+        y = torch.matmul(x, self.weight_t)
+        return y if self.bias is None else y + self.bias
+
+
+def _transposed(linear: nn.Linear) -> TransposedLinear:
+    return TransposedLinear(linear.weight.detach().t(), None if linear.bias is None else linear.bias.detach())
+
+
+def _packed_qkv(attn) -> TransposedLinear:
+    """One ``[hidden, (Hq + 2 Hkv) D]`` projection for Q, K and V (a new tensor: the export's only weight copy)."""
+    w = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach().t()
+    biases = [attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]
+    b = None if biases[0] is None else torch.cat([x.detach() for x in biases])
+    return TransposedLinear(w, b)
+
+
+def _fused_attention_class():
+    from ..model.decoder import Attention
+
+    class FusedAttention(Attention):
+        """Export form of ``Attention`` (``form="fused"``): packed QKV, opset-23 ``RotaryEmbedding`` and (prefill)
+        ``Attention``. Same results as the base class to rounding; the base class stays the reference path."""
+
+        def qkv(self, x, cos, sin):
+            *lead, t, _ = x.shape
+            hq, hkv, d = self.n_heads, self.n_kv, self.head_dim
+            q, k, v = self.qkv_proj(x).split([hq * d, hkv * d, hkv * d], dim=-1)
+            if self.qk_norm:  # per head over D: RMSNormalization on [..., T, H, D] (axis -1), then packed again
+                q = self.q_norm(q.reshape(*lead, t, hq, d)).reshape(*lead, t, hq * d)
+                k = self.k_norm(k.reshape(*lead, t, hkv, d)).reshape(*lead, t, hkv * d)
+
+            def rows(z):  # [..., T, C] -> [N, T, C]: RotaryEmbedding's 3-D form (heads packed in C)
+                return z.reshape(-1, t, z.shape[-1])
+
+            half_cos, half_sin = rows(cos[..., : d // 2]), rows(sin[..., : d // 2])
+            q = torch.onnx.ops.rotary_embedding(rows(q), half_cos, half_sin, num_heads=hq)
+            k = torch.onnx.ops.rotary_embedding(rows(k), half_cos, half_sin, num_heads=hkv)
+
+            def heads(z, h):
+                return z.reshape(*lead, t, h, d).transpose(-2, -3)
+
+            return heads(q, hq), heads(k, hkv), heads(v, hkv)
+
+        def attend(self, q, k, v, bias):
+            f32 = torch.float32
+            out = torch.onnx.ops.attention(q.to(f32), k.to(f32), v.to(f32), attn_mask=bias, scale=self.scaling)[0]
+            return out.to(q.dtype)
+
+    return FusedAttention
+
+
+def _fused_rmsnorm_class():
+    from ..model.decoder import RMSNorm
+
+    class FusedRMSNorm(RMSNorm):
+        """Export form of ``RMSNorm``: one opset-23 ``RMSNormalization`` (eager runs keep the reference math)."""
+
+        def forward(self, x, out_dtype=None):
+            dtype = out_dtype or self.weight.dtype
+            if not torch.onnx.is_in_onnx_export():
+                return super().forward(x, out_dtype)
+            f32 = torch.float32
+            y = torch.onnx.ops.symbolic(
+                "RMSNormalization", (x.to(f32), self.weight.to(f32)),
+                {"axis": -1, "epsilon": float(self.variance_epsilon), "stash_type": 1},
+                dtype=f32, shape=x.shape, version=23)
+            return y.to(dtype)
+
+    return FusedRMSNorm
+
+
+def _own_tree(module: nn.Module) -> nn.Module:
+    """Shallow copy of a module tree: every module copied with its own child/parameter tables, tensors shared."""
+    view = copy.copy(module)
+    view._parameters = dict(module._parameters)
+    view._buffers = dict(module._buffers)
+    view._modules = {name: (None if child is None else _own_tree(child)) for name, child in module._modules.items()}
+    return view
+
+
+def export_view(model, head_token_ids=None, form: str = "reference"):
+    """The module tree the exporter traces: ``sliced_view`` + transposed projections (+ the fused form).
+
+    The model itself is not modified; the view shares its parameters (``form="fused"`` adds the packed QKV)."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    view = _own_tree(sliced_view(model, head_token_ids))
+    fused_cls = _fused_attention_class() if form == "fused" else None
+    if form == "fused":
+        norm_cls = _fused_rmsnorm_class()
+        for norm in [view.model.norm] + [n for layer in view.model.layers
+                                         for n in (layer.input_layernorm, layer.post_attention_layernorm)]:
+            norm.__class__ = norm_cls
+        for layer in view.model.layers:  # QK-norm (architecture table): RMSNormalization too
+            if layer.self_attn.qk_norm:
+                layer.self_attn.q_norm.__class__ = layer.self_attn.k_norm.__class__ = norm_cls
+    for layer in view.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        if fused_cls is not None:
+            attn.__class__ = fused_cls
+            attn.qkv_proj = _packed_qkv(attn)
+            del attn.q_proj, attn.k_proj, attn.v_proj
+        else:
+            attn.q_proj, attn.k_proj, attn.v_proj = (_transposed(attn.q_proj), _transposed(attn.k_proj),
+                                                     _transposed(attn.v_proj))
+        attn.o_proj = _transposed(attn.o_proj)
+        mlp.gate_proj, mlp.up_proj, mlp.down_proj = (_transposed(mlp.gate_proj), _transposed(mlp.up_proj),
+                                                     _transposed(mlp.down_proj))
+    return view
+
+
+def sliced_view(model, head_token_ids=None):
+    """The model itself, or a shallow view whose LM head keeps only rows ``head_token_ids`` (in that order)."""
+    if head_token_ids is None:
+        return model
+    ids = torch.as_tensor(head_token_ids, dtype=torch.long)
+    w = model.lm_head.weight.detach()[ids].clone()
+    head = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
+    head.weight = nn.Parameter(w, requires_grad=False)
+    view = copy.copy(model)
+    view._modules = dict(model._modules)  # own module table: replacing lm_head leaves `model` untouched
+    view._parameters = dict(model._parameters)
+    view._buffers = dict(model._buffers)
+    view.lm_head = head
+    return view
+
+
+class PrefillGraph(nn.Module):
+    """prefill.onnx: ``(input_ids, attention_mask) -> (logits [B, V_out], present.{l}.key, present.{l}.value ...)``.
+
+    ``present.{l}`` is ``[B, Hkv, P, D]`` for l < k (prompt KV) and ``[B, Hkv, R, D]`` for l >= k (registers).
+    """
+
+    def __init__(self, model=None, head_token_ids=None, form: str = "reference", view=None):
+        super().__init__()
+        self.core = view if view is not None else export_view(model, head_token_ids, form)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        sink: list = []
+        logits = self.core(input_ids, attention_mask, n_target=0, mode="split", kv_sink=sink)[:, 0]
+        logprobs = torch.log_softmax(logits.to(torch.float32), dim=-1)
+        return (logprobs, *[t for kv in sink for t in kv])
+
+
+class DecodeGraph(nn.Module):
+    """decode.onnx: one step for all beams over the shared prefix KV and the per-beam generated KV.
+
+    Inputs: ``input_ids [B, beam, 1]``, ``position_ids [B, beam, 1]``, ``attention_mask [B, P]``, then
+    ``past_key_values.{l}.key/value`` (2N tensors, layer-major), then ``generated.{l}.key/value`` (2N tensors).
+    Outputs: ``logits [B, beam, V_out]`` (fp32 log-softmax), ``generated_present.{l}.key/value`` (t + 1).
+    """
+
+    def __init__(self, model=None, head_token_ids=None, form: str = "reference", view=None):
+        super().__init__()
+        self.core = view if view is not None else export_view(model, head_token_ids, form)
+
+    def forward(self, input_ids, position_ids, attention_mask, *kv):
+        n = self.core.num_layers
+        if len(kv) != 4 * n:
+            raise ValueError(f"decode expects {4 * n} KV tensors (past + generated, key + value per layer)")
+        past, gen = kv[: 2 * n], kv[2 * n:]
+        logits, new = self.core.decode_tensors(
+            input_ids[..., 0], position_ids[..., 0], attention_mask,
+            list(past[0::2]), list(past[1::2]), list(gen[0::2]), list(gen[1::2]),
+        )
+        logprobs = torch.log_softmax(logits.to(torch.float32), dim=-1)
+        return (logprobs, *[t for pair in zip(new.keys, new.values) for t in pair])

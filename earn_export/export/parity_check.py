@@ -1,0 +1,240 @@
+"""Parity of an exported engine with the torch reference checkpoint, over real prompts.
+
+:func:`check_engine` runs the ONNX Runtime engine and the torch model core on the same users:
+- prefill log-probs compared on the real (left-padded, mixed-length) prompts;
+- decode log-probs compared along the torch beam path: every decode call of both searches is recorded
+  (tokens, parents, step); where the paths agree the recorded log-probs are compared, else the torch path is
+  replayed on ONNX Runtime, so both always see exactly the same inputs;
+- top-K item lists: an independent torch beam search per user, compared list-for-list with ORT's.
+Optionally (``polygraphy=True``) polygraphy's ``OnnxrtRunner`` (plus ``TrtRunner`` when TensorRT is
+installed) runs prefill.onnx on the same prompts and its ``Comparator`` checks them against the torch
+outputs; polygraphy is an optional dependency (``pip install earn-export[parity]``) and is skipped cleanly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def engine_histories(engine_dir, n: int, max_history: int) -> list[list[int]] | None:
+    """Test-split histories of the data the engine's checkpoint was trained on (``data.json``), if known."""
+    from ..data.sequences import eval_examples
+    from ..data.data_spec import DataSpec
+
+    spec = DataSpec.load_from(engine_dir)
+    if spec is None:
+        return None
+    return eval_examples(spec.load(), "test", max_history=max_history).histories[:n]
+
+
+def synthetic_histories(known_items, n: int, max_len: int, seed: int = 0) -> list[list[int]]:
+    """``n`` random histories over the catalog, lengths 0..max_len (mixed lengths on purpose)."""
+    rng = np.random.default_rng(seed)
+    items = np.array(sorted(known_items))
+    return [rng.choice(items, size=int(rng.integers(0, max_len + 1))).tolist() for _ in range(n)]
+
+
+def _replay(backend, prefill_call: dict, decode_calls: list) -> list:
+    """Decode log-probs of ``backend`` along a recorded beam path (prefill inputs + decode calls)."""
+    _, state = backend.prefill(prefill_call["input_ids"], prefill_call["attention_mask"])
+    out = []
+    for call in decode_calls:
+        lp, state = backend.decode(state, call["tokens"], call["parents"], call["step"])
+        out.append(lp)
+    return out
+
+
+def _same_path(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        x["step"] == y["step"] and np.array_equal(x["tokens"], y["tokens"]) and np.array_equal(x["parents"], y["parents"])
+        for x, y in zip(a, b))
+
+
+def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam: int = 20, top_k: int = 20,
+                 batch_size: int = 32, providers=None, polygraphy: bool = False,
+                 progress: bool = False, reference_model=None, seed: int = 0, max_mismatches: int = 50,
+                 reference_dtype: str | None = None, tie_tolerance: float | None = None,
+                 workers: int | None = None, session_options=None) -> dict:
+    """Compare an engine with its reference. ``users``: list of histories (item ids) or None; then histories
+    are the test users of the engine's training data (``data.json``), else sampled from the catalog; ``n`` caps
+    the count.
+    ``reference_model``: an ``EarnForCausalLM`` instead of ``reference_ckpt`` (tests). Returns a dict with
+    ``prefill_max_abs_diff``, ``decode_max_abs_diff``, ``topk_identical_fraction`` (same items in the same
+    order), ``topk_identical_up_to_ties_fraction`` (identical, or every rank's score within ``tie_tolerance`` of
+    the reference's: the lists differ only by items whose scores the dtype cannot order; default 1e-4 fp32,
+    2e-2 fp16), ``mismatches`` ...
+
+    How: per batch, one ONNX Runtime search and one independent torch search, both recorded. Prefill
+    log-probs are compared directly (same prompts). Decode log-probs are compared along the torch beam path:
+    where the ORT search took the same path (tokens and parents at every step: the usual case) its recorded
+    log-probs are compared as they are, else the torch path is replayed on ONNX Runtime (cheap). So the torch
+    model runs once per batch (it ran twice before: a replay plus the search), and on the CPU the searches run
+    as single-threaded jobs, one per core (``workers``; see ``runtime/cpu_workers.py``).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..runtime.backends import RecordingBackend, TorchBackend
+    from ..runtime.cpu_workers import cpu_cores, ort_single_threaded_options, torch_single_threaded
+    from ..runtime.recommender import Recommender
+    from ..search.beam import constrained_beam_search
+
+    import torch
+
+    on_cpu = reference_model is None or next(reference_model.parameters()).device.type == "cpu"
+    if workers is None:
+        workers = cpu_cores() if on_cpu and not providers else 1
+    opts = session_options if session_options is not None else ort_single_threaded_options() if workers > 1 else None
+    rec = Recommender.load(engine_dir, backend="onnxruntime", providers=providers, session_options=opts)
+    manifest = rec.manifest
+    if reference_model is None:
+        from ..model import load_pretrained
+
+        if reference_ckpt is None:
+            reference_ckpt = manifest.get("source_checkpoint")
+        if reference_ckpt is None:
+            raise ValueError("check_engine needs reference_ckpt (or reference_model)")
+        reference_model = load_pretrained(reference_ckpt, dtype=None)
+
+    # the reference runs at the engine's precision by default: parity then measures the export (graph,
+    # kernels), not fp16 rounding of the weights, which is a model-quality question (compare Recall instead)
+    reference_dtype = reference_dtype or manifest["dtype"]
+    reference_model = reference_model.to(getattr(torch, reference_dtype)).eval()
+    ref = TorchBackend(reference_model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
+
+    if users is None:
+        users = engine_histories(engine_dir, n, rec.max_history)
+    if users is None:
+        users = synthetic_histories(rec.known_items, n, rec.max_history, seed=seed)
+    users = list(users)[:n]
+    clean, skipped, _ = rec.prepare(users, on_unknown="skip")
+
+    pre_diff, dec_diff, pre_rel = 0.0, 0.0, 0.0
+    identical = tie_equal = replayed = 0
+    overlap = 0.0  # mean fraction of the reference's top-K items also in the engine's top-K (quantized engines)
+    tol = tie_tolerance if tie_tolerance is not None else (2e-2 if manifest["dtype"] == "float16" else 1e-4)
+    mismatches = []
+    starts = list(range(0, len(clean), batch_size))
+    poly_prompts = []
+    prompts = {s: rec.encoder(clean[s: s + batch_size]) for s in starts}
+
+    def search(job):
+        backend, s = job
+        recorder = RecordingBackend(backend)
+        with torch.no_grad():
+            res = constrained_beam_search(recorder, rec.trie, *prompts[s], beam=beam, columns=rec.columns)
+        return res, recorder.calls
+
+    jobs = [(b, s) for s in starts for b in (rec.backend, ref)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(clean), desc="parity", unit="user")
+    with torch_single_threaded(workers > 1), ThreadPoolExecutor(max(1, workers)) as pool:
+        results = pool.map(search, jobs)  # in job order: (ORT, torch) per batch
+        for s in starts:
+            (ort_res, ort_calls), (ref_res, ref_calls) = next(results), next(results)
+            chunk = clean[s: s + batch_size]
+            ids, mask = prompts[s]
+            if len(poly_prompts) < 2:
+                poly_prompts.append((ids, mask))
+            lp_ref, lp_ort = ref_calls[0]["logprobs"], ort_calls[0]["logprobs"]
+            d = np.abs(lp_ref - lp_ort)
+            pre_diff = max(pre_diff, float(d.max()))
+            pre_rel = max(pre_rel, float(d.max() / max(np.abs(lp_ref).max(), 1e-12)))
+            ref_dec, ort_dec = ref_calls[1:], ort_calls[1:]
+            if _same_path(ref_dec, ort_dec):
+                ort_lps = [c["logprobs"] for c in ort_dec]
+            else:  # the ORT search went elsewhere: score the torch path on ONNX Runtime
+                replayed += 1
+                with torch.no_grad():
+                    ort_lps = _replay(rec.backend, ref_calls[0], ref_dec)
+            for call, lp in zip(ref_dec, ort_lps):
+                dec_diff = max(dec_diff, float(np.abs(call["logprobs"] - lp).max()))
+            a = np.asarray(ort_res.items)[:, :top_k]
+            b = np.asarray(ref_res.items)[:, :top_k]
+            sa = np.asarray(ort_res.scores)[:, :top_k]
+            sb = np.asarray(ref_res.scores)[:, :top_k]
+            # rank-wise score agreement: lists that differ only by swapping items scored within `tol` of each other
+            close = np.where(np.isfinite(sb), np.abs(np.nan_to_num(sa - sb, nan=np.inf)), 0.0).max(1) <= tol
+            for i in range(len(chunk)):
+                ref_set = {int(x) for x in b[i] if x >= 0}
+                overlap += len(ref_set & {int(x) for x in a[i] if x >= 0}) / max(len(ref_set), 1)
+                if np.array_equal(a[i], b[i]):
+                    identical += 1
+                    tie_equal += 1
+                    continue
+                tie_equal += int(close[i])
+                if len(mismatches) < max_mismatches:
+                    diff = np.nonzero(a[i] != b[i])[0]
+                    mismatches.append({
+                        "user": s + i, "history": chunk[i], "first_diff_rank": int(diff[0]),
+                        "n_diff": int(len(diff)), "same_set": bool(set(a[i].tolist()) == set(b[i].tolist())),
+                        "onnxruntime": a[i].tolist(), "torch": b[i].tolist(),
+                        "onnxruntime_scores": np.asarray(ort_res.scores)[i, :top_k].round(5).tolist(),
+                        "torch_scores": np.asarray(ref_res.scores)[i, :top_k].round(5).tolist(),
+                    })
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    u = len(clean)
+    report = {
+        "engine_dir": str(engine_dir), "users": u, "beam": beam, "top_k": top_k,
+        "dtype": manifest["dtype"], "reference_dtype": reference_dtype, "vocab": manifest["vocab"]["mode"],
+        "providers": list(getattr(rec.backend, "device_providers", [])),
+        "prefill_max_abs_diff": pre_diff, "prefill_max_rel_diff": pre_rel, "decode_max_abs_diff": dec_diff,
+        "topk_identical_fraction": identical / u if u else 1.0,
+        "tie_tolerance": tol,
+        "topk_identical_up_to_ties_fraction": tie_equal / u if u else 1.0,
+        "topk_overlap_mean": overlap / u if u else 1.0,
+        "quantization": (manifest.get("quantization") or {}).get("mode"),
+        "users_with_unknown_items_skipped": int((skipped > 0).sum()),
+        "batches_replayed_on_torch_path": replayed, "workers": workers,
+        "mismatches": mismatches,
+    }
+    if polygraphy:
+        report["polygraphy"] = polygraphy_prefill(engine_dir, poly_prompts, ref)
+    return report
+
+
+def polygraphy_prefill(engine_dir, prompts, reference_backend, atol: float | None = None) -> dict:
+    """``polygraphy run prefill.onnx --onnxrt [--trt]`` on real prompts, compared with the torch outputs."""
+    try:
+        from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+        from polygraphy.comparator import Comparator, CompareFunc, IterationResult
+    except ImportError:
+        return {"skipped": "polygraphy is not installed (pip install 'earn-export[parity]')"}
+    from ..engine.manifest import load_manifest
+
+    engine_dir = Path(engine_dir)
+    manifest = load_manifest(engine_dir, verify=False)
+    if atol is None:
+        atol = 2e-2 if manifest["dtype"] == "float16" else 1e-4
+    feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in prompts]
+    runners = [OnnxrtRunner(SessionFromOnnx(str(engine_dir / "prefill.onnx"), providers=["CPUExecutionProvider"]))]
+    try:
+        import tensorrt  # noqa: F401
+        from polygraphy.backend.trt import EngineFromNetwork, NetworkFromOnnxPath, TrtRunner
+
+        runners.append(TrtRunner(EngineFromNetwork(NetworkFromOnnxPath(str(engine_dir / "prefill.onnx")))))
+    except Exception:
+        pass
+    results = Comparator.run(runners, data_loader=feeds)
+    torch_iters = []
+    for f in feeds:
+        lp, state = reference_backend.prefill(f["input_ids"], f["attention_mask"])
+        outs = {"logits": lp}
+        for layer, (k, v) in enumerate(zip(state.prefix.keys, state.prefix.values)):
+            outs[f"present.{layer}.key"] = k.float().numpy()
+            outs[f"present.{layer}.value"] = v.float().numpy()
+        torch_iters.append(IterationResult(outputs=outs, runner_name="torch-reference"))
+    results.append(("torch-reference", torch_iters))
+    # compare every polygraphy runner against the torch reference (its logits output only: KV dtype may differ)
+    func = CompareFunc.simple(atol=atol, rtol=0.0, check_shapes=True,
+                              find_output_func=lambda name, idx, res: [name] if name == "logits" else [])
+    comparisons = [(i, len(results) - 1) for i in range(len(results) - 1)]
+    acc = Comparator.compare_accuracy(results, compare_func=func, comparisons=comparisons)
+    return {"runners": [r.name for r in runners] + ["torch-reference"], "atol": atol, "passed": bool(acc)}

@@ -1,0 +1,143 @@
+"""The architecture table: per model family, the Hugging Face ``model_type``s it accepts and the facts that differ.
+
+Every family here is a pre-norm decoder with RMSNorm, rotary position embeddings, grouped-query attention and a
+gated SiLU MLP; the one implementation in :mod:`.decoder` (and its export forms in ``earn_export.export``) covers
+all of them. What differs between families is a handful of facts, and those live only here: the model reads
+them to build its layers, the exporter to check the fused graph, ``convert`` and the CLI to name what is
+supported. Adding a family whose checkpoints fit these facts is one :class:`Architecture` entry plus its parity
+test against transformers (docs/architectures.md).
+
+The facts are taken from the family's transformers implementation (``modeling_<family>.py``), not guessed:
+a fact that a config can switch (``attention_bias``) is named by its config key, one the family fixes is a bool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import UnsupportedArchitectureError
+
+# RoPE kinds evaluated by transformers' own init functions (RotaryEmbedding in decoder.py); ``dynamic`` once at
+# init, which equals transformers up to max_position_embeddings
+ROPE_COMMON = ("default", "linear", "dynamic", "yarn")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What one family's checkpoints need from the shared decoder.
+
+    ``qkv_bias`` / ``o_bias`` / ``mlp_bias``: True or False when the family fixes it, or the name of the config
+    key that switches it (Llama's ``attention_bias``). ``qk_norm``: per-head RMSNorm on Q and K (weights
+    ``q_norm``/``k_norm`` of size head_dim) after the projections and before RoPE (Qwen3). ``head_dim``:
+    ``"config"`` when the config's ``head_dim`` is used as given (it may differ from hidden / heads: Qwen3-0.6B has
+    1024 / 16 heads but head_dim 128), ``"derived"`` when it is always hidden / heads. ``tied_embeddings``: read
+    from ``tie_word_embeddings`` (both settings work for every family). ``sliding_window``: how the family's config
+    turns on windowed attention, which earn-export does not implement (``None``: the family has none); used in the
+    refusal's fix.
+    """
+
+    family: str
+    model_types: tuple[str, ...]
+    hf_class: str
+    qkv_bias: bool | str = False
+    o_bias: bool | str = False
+    mlp_bias: bool | str = False
+    qk_norm: bool = False
+    head_dim: str = "config"
+    tied_embeddings: str = "config"
+    norm: str = "rmsnorm"
+    activations: tuple[str, ...] = ("silu",)
+    rope_types: tuple[str, ...] = ROPE_COMMON
+    sliding_window: str | None = None
+
+    def flag(self, fact: bool | str, cfg) -> bool:
+        """A bool fact, or the value of the config key that names it."""
+        return fact if isinstance(fact, bool) else bool(getattr(cfg, fact, False))
+
+
+ARCHITECTURES = (
+    Architecture("llama", ("llama",), "LlamaForCausalLM", qkv_bias="attention_bias", o_bias="attention_bias",
+                 mlp_bias="mlp_bias", rope_types=ROPE_COMMON + ("llama3", "longrope")),
+    Architecture("qwen2", ("qwen2",), "Qwen2ForCausalLM", qkv_bias=True,
+                 sliding_window="set use_sliding_window=false"),
+    Architecture("qwen3", ("qwen3",), "Qwen3ForCausalLM", qkv_bias="attention_bias", o_bias="attention_bias",
+                 qk_norm=True, sliding_window="set use_sliding_window=false"),
+    Architecture("mistral", ("mistral",), "MistralForCausalLM", sliding_window='set "sliding_window": null'),
+)
+
+BY_MODEL_TYPE = {t: a for a in ARCHITECTURES for t in a.model_types}
+SUPPORTED_MODEL_TYPES = tuple(BY_MODEL_TYPE)
+
+
+def supported() -> str:
+    """One phrase for error messages: ``llama (LlamaForCausalLM), qwen2 (Qwen2ForCausalLM), ...``."""
+    return ", ".join(f"{t} ({BY_MODEL_TYPE[t].hf_class})" for t in SUPPORTED_MODEL_TYPES)
+
+
+def lookup(model_type, where: str = "config") -> Architecture:
+    """The entry for ``model_type``; an unknown one is a one-line error listing the supported ones."""
+    arch = BY_MODEL_TYPE.get(model_type)
+    if arch is None:
+        raise UnsupportedArchitectureError(
+            f"{where}: model_type={model_type!r} is not supported; earn-export supports {supported()}. Convert the "
+            "checkpoint to one of these or add its family to earn_export/model/architectures.py "
+            "(docs/architectures.md)."
+        )
+    return arch
+
+
+def architecture(cfg) -> Architecture:
+    return lookup(getattr(cfg, "model_type", None))
+
+
+def rope_type(cfg) -> str:
+    params = getattr(cfg, "rope_parameters", None) or {}
+    scaling = getattr(cfg, "rope_scaling", None) or {}
+    return params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+
+
+def check_config(cfg) -> Architecture:
+    """Refuse, with the reason and the fix, a config whose family is known but whose settings the shared decoder
+    does not compute: a RoPE kind, activation or sliding window outside the family's entry."""
+    arch = architecture(cfg)
+    kind = rope_type(cfg)
+    if kind not in arch.rope_types:
+        raise UnsupportedArchitectureError(
+            f"config: rope_type {kind!r} is not supported for {arch.family}; supported: {', '.join(arch.rope_types)}."
+            " Use a checkpoint with one of these or add the kind to its entry in earn_export/model/architectures.py"
+            " with a parity test"
+        )
+    act = getattr(cfg, "hidden_act", "silu")
+    if act not in arch.activations:
+        raise UnsupportedArchitectureError(
+            f"config: hidden_act={act!r} is not supported for {arch.family} (the MLP is gated "
+            f"{'/'.join(arch.activations)}); use a checkpoint with hidden_act={arch.activations[0]!r}"
+        )
+    window = _binding_window(cfg)
+    if window is not None:
+        fix = arch.sliding_window or 'remove "sliding_window"'
+        raise UnsupportedArchitectureError(
+            f"config: sliding_window={window} is smaller than max_position_embeddings="
+            f"{cfg.max_position_embeddings}, so sequences longer than {window} tokens would attend over a window; "
+            f"earn-export implements full causal attention only. If prompts plus identifiers stay under {window} "
+            f"tokens (recommendation prompts do) the window never applies: {fix} in config.json"
+        )
+    return arch
+
+
+def _binding_window(cfg) -> int | None:
+    """The attention window of a config when it can bind (some layer slides and the window is shorter than the
+    longest position), else None. transformers' Qwen configs already clear ``sliding_window`` when
+    ``use_sliding_window`` is false; ``layer_types`` says which layers slide when the config has it."""
+    window = getattr(cfg, "sliding_window", None)
+    if getattr(cfg, "use_sliding_window", None) is False:
+        return None
+    if not window:
+        return None
+    types = getattr(cfg, "layer_types", None)
+    if types is not None and "sliding_attention" not in types:
+        return None
+    max_pos = getattr(cfg, "max_position_embeddings", None)
+    if max_pos is not None and window >= max_pos:
+        return None
+    return int(window)

@@ -1,0 +1,250 @@
+"""What this CPU's matrix units can do: ``earn-export inspect --machine``.
+
+Why: every speed figure of the project (users/s, GFLOP/s of a graph) means little without the machine's own
+limit for the same kind of matmul. This module reads which vector/matrix extensions the CPU has (AVX2,
+AVX-512F, AVX-512 VNNI, AVX-512 BF16, AMX tile/int8/bf16) and measures the peak GFLOP/s of each compute path
+the engines can take, on one thread, for a decode-shaped and a prefill-shaped matmul:
+
+- torch ``matmul`` in fp32 and bf16 (oneDNN; bf16 uses AVX-512 BF16 or AMX when present);
+- ONNX Runtime fp32 ``MatMul`` (MLAS SGEMM);
+- ONNX Runtime dynamic int8: ``DynamicQuantizeLinear`` + ``MatMulInteger`` with s8 per-channel weights, the graph
+  ``onnxruntime.quantization.quantize_dynamic`` writes and ``export --quantize int8`` uses (VNNI/AMX kernels);
+- ONNX Runtime ``MatMulNBits`` with 8- and 4-bit weights (``export --quantize int8-nbits|int4``).
+
+Timings are per thread CPU second (``time.thread_time``), so a shared, loaded machine reports what the core does
+when it runs, not how often it was scheduled; each path runs about ``seconds`` of CPU time per shape.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+# (M, K, N): decode = 4 users x beam 20 rows through a 1024 -> 4096 projection (the issue's shape); prefill =
+# 4 users x 128 prompt tokens through the same projection
+SHAPES = {"decode": (80, 1024, 4096), "prefill": (512, 1024, 4096)}
+FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+PATHS = ("torch_fp32", "torch_bf16", "ort_fp32", "ort_int8_dynamic", "ort_nbits8", "ort_nbits4")
+# which CPU extension makes each path fast (None: plain AVX2/AVX-512 FMA)
+PATH_UNITS = {"torch_fp32": None, "torch_bf16": ("avx512_bf16", "amx_bf16"), "ort_fp32": None,
+              "ort_int8_dynamic": ("avx512_vnni", "amx_int8"), "ort_nbits8": ("avx512_vnni",),
+              "ort_nbits4": ("avx512_vnni",)}
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where that file does not exist."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return None
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def cpu_features(flags: set[str] | None = None) -> dict:
+    """``{feature: True/False/None}`` for :data:`FEATURES` plus ``source``. None = unknown: without
+    /proc/cpuinfo only torch's dispatch level (AVX2 / AVX-512) is known, not VNNI/BF16/AMX."""
+    flags = cpu_flags() if flags is None else flags
+    if flags is not None:
+        out = {f: f in flags for f in FEATURES}
+        out["source"] = "/proc/cpuinfo"
+        return out
+    out = dict.fromkeys(FEATURES)
+    try:
+        import torch
+
+        cap = torch.backends.cpu.get_cpu_capability()  # "DEFAULT", "AVX2", "AVX512", "ZVECTOR", ...
+        out["avx2"] = cap in ("AVX2", "AVX512")
+        out["avx512f"] = cap == "AVX512"
+        out["source"] = f"torch.backends.cpu.get_cpu_capability() = {cap} (no /proc/cpuinfo: VNNI/BF16/AMX unknown)"
+    except Exception:  # noqa: BLE001 - any failure leaves every feature unknown
+        out["source"] = "unknown (no /proc/cpuinfo, no torch)"
+    return out
+
+
+def cpu_model() -> str:
+    path = Path("/proc/cpuinfo")
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def int8_note(features: dict) -> str | None:
+    """One line when the dynamic-int8 path has no int8 dot-product unit here (it still computes correctly)."""
+    if features.get("avx512_vnni") or features.get("amx_int8") or features.get("avx_vnni"):
+        return None
+    known = features.get("avx512_vnni") is not None
+    what = "no AVX-512 VNNI or AMX-int8" if known else "VNNI/AMX unknown (no /proc/cpuinfo)"
+    return (f"int8: this CPU has {what}; ONNX Runtime's MatMulInteger falls back to a slower, exact kernel "
+            "(results are correct, the speed-up over fp32 is smaller or none)")
+
+
+def _weights(K: int, N: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((K, N)) * 0.02).astype(np.float32)
+
+
+def _matmul_model(W):
+    """A one-MatMul ONNX model ``y = x @ W`` with W as an initializer (what the exporter's projections are)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    K, N = W.shape
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="proj")], "probe",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", K])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", N])],
+                          [numpy_helper.from_array(W, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model
+
+
+def _ort_models(W) -> dict:
+    """Serialized ONNX models of the ORT paths, all from the same fp32 weights."""
+    from ..export.quantize import quantize_graph
+
+    fp32 = _matmul_model(W)
+    out = {"ort_fp32": fp32.SerializeToString()}
+    for path, mode in (("ort_int8_dynamic", "int8"), ("ort_nbits8", "int8-nbits"), ("ort_nbits4", "int4")):
+        q, _ = quantize_graph(_matmul_model(W), mode)
+        out[path] = q.SerializeToString()
+    return out
+
+
+def _time(fn, seconds: float) -> float:
+    """Seconds of this thread's CPU time per call (best of a few rounds, after a warm-up call)."""
+    fn()
+    best, rounds = float("inf"), 3
+    for _ in range(rounds):
+        n, t0 = 0, time.thread_time()
+        while True:
+            fn()
+            n += 1
+            dt = time.thread_time() - t0
+            if dt >= seconds / rounds:
+                break
+        best = min(best, dt / n)
+    return best
+
+
+def measure_peaks(shapes: dict | None = None, seconds: float = 0.15, paths=PATHS) -> dict:
+    """``{shape: {path: GFLOP/s}}`` on one thread (see module doc). ``seconds``: CPU time per path and shape."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from .cpu_workers import ort_single_threaded_options, torch_single_threaded
+
+    shapes = shapes or SHAPES
+    out = {}
+    models_by_kn = {}
+    with torch_single_threaded():
+        for name, (M, K, N) in shapes.items():
+            flop = 2.0 * M * K * N
+            W = _weights(K, N)
+            x = np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)
+            row = {}
+            for dt, path in ((torch.float32, "torch_fp32"), (torch.bfloat16, "torch_bf16")):
+                if path in paths:
+                    a, b = torch.from_numpy(x).to(dt), torch.from_numpy(W).to(dt)
+                    row[path] = flop / _time(lambda a=a, b=b: torch.matmul(a, b), seconds) / 1e9
+            ort_paths = [p for p in paths if p.startswith("ort_")]
+            if ort_paths:
+                if (K, N) not in models_by_kn:
+                    models_by_kn[(K, N)] = _ort_models(W)
+                for path in ort_paths:
+                    sess = ort.InferenceSession(models_by_kn[(K, N)][path], ort_single_threaded_options(),
+                                                providers=["CPUExecutionProvider"])
+                    feed = {"x": x}
+                    row[path] = flop / _time(lambda s=sess, f=feed: s.run(None, f), seconds) / 1e9
+            out[name] = {p: round(row[p], 1) for p in paths if p in row}
+    return out
+
+
+def ort_bf16_matmul() -> str | None:
+    """None when ONNX Runtime's CPU provider runs a bf16 ``MatMul`` here, else its one-line reason (x86 builds have
+    no bf16 MatMul kernel: a bf16 graph would not load, so engines stay fp32/int8 on ORT CPU)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("W", TensorProto.BFLOAT16, [8, 8], bytes(128), raw=True)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "bf16",
+                          [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 8])], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - NOT_IMPLEMENTED is the expected answer on x86
+        return str(exc).strip().splitlines()[0][:200]
+    return None
+
+
+def machine_report(seconds: float = 0.15, measure: bool = True) -> dict:
+    """Everything ``inspect --machine`` prints: CPU, features, library versions, peaks per path and shape."""
+    import onnxruntime
+    import torch
+
+    feats = cpu_features()
+    rep = {"cpu": cpu_model(), "machine": platform.machine(), "cores": os.cpu_count(),
+           "features": feats, "int8_note": int8_note(feats),
+           "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+           "shapes": {k: {"M": m, "K": kk, "N": n} for k, (m, kk, n) in SHAPES.items()},
+           "threads": 1, "timing": "GFLOP per thread CPU second (time.thread_time), best of 3 rounds"}
+    reason = ort_bf16_matmul()
+    rep["ort_bf16_matmul"] = {"supported": reason is None, "error": reason}
+    if measure:
+        rep["peak_gflops"] = measure_peaks(seconds=seconds)
+    return rep
+
+
+def format_report(rep: dict) -> str:
+    feats = rep["features"]
+    yn = {True: "yes", False: "no", None: "unknown"}
+    lines = [f"CPU: {rep['cpu']} ({rep['machine']}, {rep['cores']} logical cores)",
+             "features: " + ", ".join(f"{f} {yn[feats[f]]}" for f in FEATURES) + f"  [{feats['source']}]",
+             f"torch {rep['versions']['torch']}, onnxruntime {rep['versions']['onnxruntime']}"]
+    if rep.get("int8_note"):
+        lines.append(rep["int8_note"])
+    bf = rep.get("ort_bf16_matmul")
+    if bf:
+        lines.append("ONNX Runtime CPU bf16 MatMul: " + ("supported" if bf["supported"] else
+                                                          f"not available ({bf['error']})"))
+    peaks = rep.get("peak_gflops")
+    if peaks:
+        names = list(peaks)
+        lines.append(f"\npeak GFLOP/s, one thread ({rep['timing']}):")
+        lines.append(f"  {'path':18s}" + "".join(
+            f"{n + ' ' + 'x'.join(str(rep['shapes'][n][d]) for d in 'MKN'):>24s}" for n in names))
+        for p in PATHS:
+            vals = [peaks[n].get(p) for n in names]
+            ratio = [f"{v:8.1f} ({v / peaks[n]['ort_fp32']:.1f}x)" if v is not None and peaks[n].get("ort_fp32")
+                     else "-" for v, n in zip(vals, names)]
+            lines.append(f"  {p:18s}" + "".join(f"{r:>24s}" for r in ratio))
+        lines.append("  (x: against ort_fp32 on the same shape)")
+    return "\n".join(lines)
+
+
+_NOTED = set()
+
+
+def note_int8_kernel(manifest: dict, providers=None, stream=None) -> str | None:
+    """Print :func:`int8_note` once per process when an ``--quantize int8`` engine runs on the CPU of a machine
+    without an int8 dot-product unit (the engine still runs, on ONNX Runtime's slower exact kernel)."""
+    import sys
+
+    if (manifest.get("quantization") or {}).get("mode") != "int8":
+        return None
+    if providers is not None and "CPUExecutionProvider" not in list(providers)[:1]:
+        return None
+    note = int8_note(cpu_features())
+    if note and note not in _NOTED:
+        _NOTED.add(note)
+        print(note, file=stream or sys.stderr)
+    return note

@@ -1,0 +1,154 @@
+"""One process-wide record of the TensorRT plugin libraries this process put into TensorRT's plugin registry.
+
+Why: ``IPluginRegistry::loadLibrary`` "will fail and return nullptr if any of the plugins are already registered"
+(NvInferRuntimeCommon.h, TensorRT 10 and 11), and deserialising a plan that embeds a library whose creator is
+already registered fails the same way. A build followed by a check, a server with two engines, a reload: each
+registers the same creator a second time unless something remembers it is there. So, per process:
+
+- the registry is asked first (``get_creator(name, version, namespace)``); a library is loaded only when its creator
+  is absent, and the handle is kept here (:func:`ensure_loaded`);
+- a build loads what it needs and deregisters what *it* loaded when it ends (:func:`loaded_for_build`), so a plan
+  built here that embeds the library can be deserialised here afterwards;
+- a plan either embeds the library or has it loaded, never both: before a plan that embeds a library is
+  deserialised, its creator must be absent (:func:`check_embedded_absent`), else the load is refused with the fix
+  instead of TensorRT's generic failure.
+
+UNVERIFIED against TensorRT (not installable here): tested with a fake registry that refuses a second registration
+as documented (tests/test_plugin_registration.py). Builder, runtime and ``trt.get_plugin_registry()`` all hand out
+the process's one registry in standard TensorRT; the registry stays the authority (an entry here whose creator the
+registry no longer has is dropped).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ..engine.manifest import EngineDirError
+
+_LOCK = threading.RLock()
+
+
+@dataclass
+class Entry:
+    """How a creator got into the registry: ``loaded`` (load_library here, ``handle`` kept), ``embedded`` (a plan
+    deserialised here carried it) or ``found`` (already there: the application or another library put it there)."""
+
+    key: tuple[str, str, str]
+    path: str
+    how: str
+    handle: object = None
+
+
+_RECORD: dict[tuple[str, str, str], Entry] = {}
+
+
+def reset() -> None:
+    """Forget everything (tests: a fresh registry stands for a fresh process)."""
+    with _LOCK:
+        _RECORD.clear()
+
+
+def record() -> dict[tuple[str, str, str], Entry]:
+    """A copy of the record: creator key (name, version, namespace) -> Entry."""
+    with _LOCK:
+        return dict(_RECORD)
+
+
+def creator_key(info: dict) -> tuple[str, str, str]:
+    """(name, version, namespace) of a library's creator from its ``earnPluginInfo``."""
+    return (str(info.get("name")), str(info.get("version")), str(info.get("namespace") or ""))
+
+
+def registered(registry, key) -> bool:
+    """Whether ``registry`` holds a creator of this (name, version, namespace): TensorRT 10+ ``get_creator``,
+    older ``get_plugin_creator``."""
+    get = getattr(registry, "get_creator", None) or getattr(registry, "get_plugin_creator")
+    return get(*key) is not None
+
+
+def _info(path) -> dict:
+    from ..ops import libraries
+
+    return libraries.trt_plugin_info(path)
+
+
+def ensure_loaded(registry, path, info: dict | None = None) -> Entry:
+    """The creator of the library at ``path`` in ``registry``: loaded now if absent, else left as it is."""
+    return _ensure(registry, path, info)[0]
+
+
+def _ensure(registry, path, info) -> tuple[Entry, bool]:
+    """(entry, whether this call loaded the library)."""
+    info = info if info is not None else _info(path)
+    key = creator_key(info)
+    with _LOCK:
+        if registered(registry, key):
+            entry = _RECORD.get(key)
+            if entry is None:
+                entry = _RECORD[key] = Entry(key, str(path), "found")
+            return entry, False
+        _RECORD.pop(key, None)  # stale: the registry no longer has it
+        handle = registry.load_library(str(path))
+        if handle is None:
+            raise RuntimeError(f"TensorRT could not load the plugin library {path} (creator {key[0]} v{key[1]} in "
+                               f"namespace {key[2]!r} was absent, so: a CUDA/TensorRT version mismatch or a missing "
+                               f"dependency of the library; see the TensorRT log above)")
+        entry = _RECORD[key] = Entry(key, str(path), "loaded", handle)
+        return entry, True
+
+
+def release(registry, entry: Entry) -> None:
+    """Deregister a library this process loaded (``how == "loaded"``); anything else is left in place."""
+    with _LOCK:
+        if entry.how != "loaded" or _RECORD.get(entry.key) is not entry:
+            return
+        registry.deregister_library(entry.handle)
+        del _RECORD[entry.key]
+
+
+@contextmanager
+def loaded_for_build(registry, paths, infos=None):
+    """Creators of ``paths`` registered for the parser and the builder; what this call loaded is deregistered at the
+    end (also on failure), what was there before stays."""
+    entries, mine = [], []
+    try:
+        for i, p in enumerate(paths):
+            entry, loaded_now = _ensure(registry, p, infos[i] if infos else None)
+            entries.append(entry)
+            if loaded_now:
+                mine.append(entry)
+        yield entries
+    finally:
+        for entry in reversed(mine):
+            release(registry, entry)
+
+
+def check_embedded_absent(registry, entries: list[dict], graph: str, engine_dir) -> list[tuple[str, str, str]]:
+    """Before deserialising ``graph``'s plan whose engine.json ``entries`` say it embeds a library: its creator must
+    not be registered (TensorRT refuses to register it twice). Returns the keys the plan will register."""
+    keys = []
+    for e in entries:
+        if graph not in (e.get("embedded_in") or []):
+            continue
+        key = (str(e.get("plugin_name")), str(e.get("plugin_version")), str(e.get("plugin_namespace") or ""))
+        if registered(registry, key):
+            how = record().get(key)
+            by = {"loaded": f"loaded from {how.path}", "embedded": f"carried by a plan from {how.path}",
+                  "found": "registered by the application"}.get(how.how if how else "found")
+            raise EngineDirError(
+                f"{engine_dir}/{graph}.plan embeds the TensorRT plugin {key[0]} v{key[1]}, which is already "
+                f"registered in this process ({by}); TensorRT refuses to register it twice: rebuild the engine with "
+                f"`earn-export build {engine_dir}` without --embed-plugins (the library is then loaded once per "
+                f"process), or deserialise it in a process of its own")
+        keys.append(key)
+    return keys
+
+
+def note_embedded(keys, plan_path) -> None:
+    """After a plan that embeds libraries was deserialised: TensorRT registered their creators."""
+    with _LOCK:
+        for key in keys:
+            _RECORD[key] = Entry(key, str(plan_path), "embedded")
+
