@@ -49,13 +49,13 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests $(ARGS)
 
-# the quick subset: no Beauty-trained fixtures, subprocess kills or long fuzzing (see README "Tests")
+# the quick subset: no Beauty-trained fixtures, subprocess kills or long fuzzing (the `slow` and `beauty` markers of pyproject.toml)
 test-fast: install
 	$(PY) -m pytest -q tests -m "not slow and not beauty" $(ARGS)
 
-# rewrite README's generated CLI reference from the parsers (re-run after adding or changing a flag)
+# rewrite the generated CLI reference in docs/cli.md from the parsers (re-run after adding or changing a flag)
 cli-reference: install
-	$(PY) -m earn_export.cli_reference README.md
+	$(PY) -m earn_export.cli_reference docs/cli.md
 
 # wall time of `--help`, one `recommend` query and rejected bad flags, each in a fresh process
 bench-cli: install

@@ -83,7 +83,8 @@ def qwen3_engines(users: int, root: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python benchmarks/architecture_parity.py",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=100)
     ap.add_argument("--skip-engines", action="store_true")
     args = ap.parse_args(argv)

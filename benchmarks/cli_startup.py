@@ -3,7 +3,7 @@ process (what a user waits for). ``make bench-cli`` / ``python benchmarks/cli_st
 
 Why a benchmark and not a test: times on a shared machine vary by the load; the tests check the structural
 reasons instead (no torch/transformers/onnxruntime import before a bad flag is rejected, no torch or transformers
-in the ONNX Runtime recommender), and this prints the figures for the README.
+in the ONNX Runtime recommender), and this prints the figures of docs/results/startup.md.
 """
 
 from __future__ import annotations

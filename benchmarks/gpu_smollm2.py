@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-PAPER = {  # the EARN paper's Beauty rows with Llama-7B (README "Accuracy on Amazon Beauty")
+PAPER = {  # EARN paper (arXiv 2507.00715), Table 1, Beauty, Llama-7B (docs/results/accuracy.md)
     "paper Finetune (Llama-7B)": {"recall@10": .0145, "recall@20": .0225, "ndcg@10": .0084, "ndcg@20": .0108},
     "paper EARN (Llama-7B)": {"recall@10": .0167, "recall@20": .0265, "ndcg@10": .0095, "ndcg@20": .0124},
 }

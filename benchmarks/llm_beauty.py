@@ -43,7 +43,7 @@ METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/llm_beauty.py", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default="smollm2", help="what `earn-export convert` starts from")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "amazon-beauty"),

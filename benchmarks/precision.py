@@ -237,7 +237,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python benchmarks/precision.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="runs/precision-bench", help="checkpoints and engines (reused when present)")
     ap.add_argument("--models", default="smollm2", help="comma list of smollm2, qwen0.5b")
     ap.add_argument("--splits", default="earn,dense", help="comma list of earn, dense")

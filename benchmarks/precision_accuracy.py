@@ -32,7 +32,8 @@ def rankings(backend_rec, histories, batch: int):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python benchmarks/precision_accuracy.py",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="runs/precision-accuracy")
     ap.add_argument("--checkpoint", help="an EARN checkpoint trained on Beauty (default: train the micro recipe)")
     ap.add_argument("--users", type=int, default=None, help="first N test users (default: all)")

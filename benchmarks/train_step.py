@@ -19,7 +19,7 @@ import torch
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/train_step.py", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", help="converted or trained checkpoint dir")
     p.add_argument("--data", default=None, help="data dir (default: the checkpoint's data.json)")
     p.add_argument("--batch-size", type=int, default=16)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model_configs import tiny_llama, tiny_qwen
+from model_configs import llama32_1b, qwen25_05b, tiny_llama, tiny_qwen
+
+from earn_export.data.data_spec import DataSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,3 +137,82 @@ def blocker(names) -> str:
                     raise ImportError(f"blocked heavy import: {{name}}")
         sys.meta_path.insert(0, Blocked())
     """)
+
+
+# ---- pretrained-shaped checkpoints with BPE tokenizers (convert tests and the architecture table)
+CONVERT_DATA = DataSpec(n_users=300, n_items=60)
+# Qwen2.5 pads its embedding matrix past the tokenizer (151,936 rows for 151,665 tokens): the new tokens then get
+# ids inside the padded rows and no resize happens. Llama-3.2 has no spare rows: convert resizes.
+SHAPES = {"qwen2.5-0.5b": (qwen25_05b, "qwen2", 512), "llama-3.2-1b": (llama32_1b, "llama3", 0)}
+
+
+def pretrained_checkpoint(path, shape, layers=2):
+    """A random-weight "pretrained" checkpoint + BPE tokenizer. Weights are drawn with std 0.1 (not 0.02): with
+    the small init, a 2-layer random model's next-token distribution is nearly uniform, and its top-20 lists
+    are then decided by log-prob gaps far below fp32 resolution (a trained model's are not)."""
+    from bpe_tokenizers import bpe_tokenizer
+
+    from earn_export.model import EarnForCausalLM
+
+    cfg_fn, kind, spare = SHAPES[shape] if shape in SHAPES else shape
+    tok = bpe_tokenizer(kind)
+    cfg = cfg_fn(layers=layers, vocab=len(tok) + spare)
+    cfg.initializer_range = 0.1
+    model = EarnForCausalLM(cfg, init=False)
+    model.init_weights(seed=0)
+    model.save_pretrained(path)
+    tok.save_pretrained(str(path))
+    return path
+
+
+# ---- model = transformers
+def hf_and_ours(cfg, tmp_path, seed=0):
+    """transformers' model with non-trivial norm weights and biases, and ours loaded from its saved weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from earn_export.model import load_pretrained
+
+    torch.manual_seed(seed)
+    cfg._attn_implementation = "eager"
+    hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    with torch.no_grad():  # non-trivial norm weights and biases, so a missed term shows up
+        for name, p in hf.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    hf.save_pretrained(tmp_path)
+    ours = load_pretrained(tmp_path).eval()
+    return hf, ours
+
+
+def hf_batch(vocab, lens, seed=1):
+    """Random left-padded ids and mask of the given lengths."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    s = max(lens)
+    ids = torch.randint(0, vocab, (len(lens), s), generator=g)
+    mask = torch.zeros(len(lens), s, dtype=torch.long)
+    for i, n in enumerate(lens):
+        mask[i, s - n:] = 1
+    return ids, mask
+
+
+# ---- the C++ runtime
+HEADERS = [Path("/usr/include/onnxruntime"), REPO.parent / "shared/third_party/onnxruntime/1.27.1-include"]
+
+
+def assert_same(cpp_res, py_res):
+    assert cpp_res.items.shape == py_res.items.shape
+    assert (cpp_res.items == py_res.items).all()
+    np.testing.assert_allclose(cpp_res.scores, py_res.scores, atol=1e-5, rtol=0)
+    assert (np.isneginf(cpp_res.scores) == np.isneginf(py_res.scores)).all()
+    assert (cpp_res.skipped == py_res.skipped).all() and (cpp_res.truncated == py_res.truncated).all()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from model_configs import mistral_7b, qwen3_06b, tiny_llama, tiny_mistral, tiny_qwen, tiny_qwen3
-from test_convert import DATA, _pretrained
-from test_model_hf_parity import _batch, _hf_and_ours
+from helpers import CONVERT_DATA as DATA, pretrained_checkpoint as _pretrained
+from helpers import hf_and_ours as _hf_and_ours, hf_batch as _batch
 
 from earn_export.model import EarnForCausalLM, UnsupportedArchitectureError, load_hf_config
 from earn_export.model.architectures import ARCHITECTURES, SUPPORTED_MODEL_TYPES
@@ -149,7 +149,7 @@ def test_qwen3_fp16_engine_within_fp16_tolerance(qwen3_ckpt, tmp_path):
 
 
 def test_qwen3_cpp_runtime_equals_python(qwen3_engines):
-    from test_cpp_runtime import HEADERS, assert_same
+    from helpers import HEADERS, assert_same
 
     from earn_export.runtime import Recommender
 
@@ -166,7 +166,7 @@ def test_qwen3_cpp_runtime_equals_python(qwen3_engines):
 
 def test_qwen3_served_equals_in_process(qwen3_engines):
     pytest.importorskip("pytriton", reason="the serve extra is not installed (pip install -e '.[serve]')")
-    from test_serve import free_port
+    from helpers import free_port
 
     from earn_export.runtime import Recommender
     from earn_export.serve import client as sc

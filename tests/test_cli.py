@@ -1,5 +1,5 @@
 """The command line as a user meets it: one-line errors with exit codes, arguments checked before heavy work, every
-flag documented with its default, command modules light to import, README's CLI reference current, --quiet.
+flag documented with its default, command modules light to import, docs/cli.md's CLI reference current, --quiet.
 
 The bad-invocation table (BAD) covers every command. Rows marked ``light`` must be rejected before torch,
 transformers or onnxruntime is imported: they run in one fresh interpreter where importing those raises (so a
@@ -313,12 +313,12 @@ def test_command_modules_import_light():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
-def test_readme_cli_reference_is_current():
-    from earn_export.cli_reference import current_block, reference
+def test_cli_reference_is_current():
+    from earn_export.cli_reference import DEFAULT_PATH, current_block, reference
 
-    block = current_block((REPO / "README.md").read_text(encoding="utf-8"))
-    assert block is not None, "README.md has no generated CLI reference block"
-    assert block == reference(), "README's CLI reference is stale: run `make cli-reference`"
+    block = current_block((REPO / DEFAULT_PATH).read_text(encoding="utf-8"))
+    assert block is not None, f"{DEFAULT_PATH} has no generated CLI reference block"
+    assert block == reference(), f"the CLI reference in {DEFAULT_PATH} is stale: run `make cli-reference`"
 
 
 @pytest.mark.slow

@@ -6,42 +6,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from bpe_tokenizers import bpe_tokenizer
-from model_configs import llama32_1b, qwen25_05b, tiny_llama
+from helpers import CONVERT_DATA, SHAPES, pretrained_checkpoint
+from model_configs import tiny_llama
 
 from earn_export.cli import main
 from earn_export.convert import ConvertError, add_catalog_tokens, convert, load_source
-from earn_export.data.data_spec import DataSpec
 from earn_export.data.prompts import PromptBuilder
 from earn_export.export import export_onnx
 from earn_export.export.parity_check import check_engine
-from earn_export.model import EarnForCausalLM, load_pretrained
-
-DATA = DataSpec(n_users=300, n_items=60)
-# Qwen2.5 pads its embedding matrix past the tokenizer (151,936 rows for 151,665 tokens): the new tokens then get
-# ids inside the padded rows and no resize happens. Llama-3.2 has no spare rows: convert resizes.
-SHAPES = {"qwen2.5-0.5b": (qwen25_05b, "qwen2", 512), "llama-3.2-1b": (llama32_1b, "llama3", 0)}
-
-
-def _pretrained(path, shape, layers=2):
-    """A random-weight "pretrained" checkpoint + BPE tokenizer. Weights are drawn with std 0.1 (not 0.02): with
-    the small init, a 2-layer random model's next-token distribution is nearly uniform, and its top-20 lists
-    are then decided by log-prob gaps far below fp32 resolution (a trained model's are not)."""
-    cfg_fn, kind, spare = SHAPES[shape] if shape in SHAPES else shape
-    tok = bpe_tokenizer(kind)
-    cfg = cfg_fn(layers=layers, vocab=len(tok) + spare)
-    cfg.initializer_range = 0.1
-    model = EarnForCausalLM(cfg, init=False)
-    model.init_weights(seed=0)
-    model.save_pretrained(path)
-    tok.save_pretrained(str(path))
-    return path
-
+from earn_export.model import load_pretrained
 
 @pytest.fixture(scope="module", params=list(SHAPES))
 def converted(request, tmp_path_factory):
-    src = _pretrained(tmp_path_factory.mktemp("hf"), request.param)
-    out = convert(src, tmp_path_factory.mktemp("earn"), DATA, split=1)
+    src = pretrained_checkpoint(tmp_path_factory.mktemp("hf"), request.param)
+    out = convert(src, tmp_path_factory.mktemp("earn"), CONVERT_DATA, split=1)
     return request.param, src, out
 
 
@@ -49,8 +27,8 @@ def test_prompts_tokens_and_bos_match_the_tokenizer(converted):
     shape, src, ckpt = converted
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(ckpt))
-    orig = AutoTokenizer.from_pretrained(str(src))
+    tok = AutoTokenizer.frompretrained_checkpoint(str(ckpt))
+    orig = AutoTokenizer.frompretrained_checkpoint(str(src))
     prompts = PromptBuilder.load(ckpt)
     earn = json.loads((ckpt / "earn.json").read_text())
     reg_p, reg_s = earn["prefix_token_ids"][0], earn["suffix_token_ids"][0]
@@ -83,7 +61,7 @@ def test_prompts_tokens_and_bos_match_the_tokenizer(converted):
 
 def test_pieces_init_breaks_permutation_ties(tmp_path):
     """<a_12> and <a_21> split into the same pieces in another order: a plain mean would make them identical."""
-    src = _pretrained(tmp_path / "hf", (tiny_llama, "llama3", 0), layers=2)
+    src = pretrained_checkpoint(tmp_path / "hf", (tiny_llama, "llama3", 0), layers=2)
     model, tok = load_source(src)
     pieces = [tok(c, add_special_tokens=False)["input_ids"] for c in ("<a_12>", "<a_21>")]
     assert sorted(pieces[0]) == sorted(pieces[1]) and pieces[0] != pieces[1]
@@ -106,7 +84,7 @@ def test_converted_engine_matches_reference_fp32(converted, tmp_path):
 
 
 def test_convert_cli_then_train_and_eval_accept_it(tmp_path, capsys):
-    src = _pretrained(tmp_path / "hf", (tiny_llama, "llama3", 0), layers=4)
+    src = pretrained_checkpoint(tmp_path / "hf", (tiny_llama, "llama3", 0), layers=4)
     out = tmp_path / "earn"
     assert main(["convert", str(src), "--synthetic-users", "300", "--synthetic-items", "60", "--out", str(out)]) == 0
     assert json.loads((out / "earn.json").read_text())["split_layer"] == 1  # auto: N/4
@@ -125,11 +103,11 @@ def test_convert_cli_then_train_and_eval_accept_it(tmp_path, capsys):
 
 def test_convert_errors_name_the_fix(tmp_path):
     with pytest.raises(ConvertError, match="neither a checkpoint directory nor a .gguf"):
-        convert(tmp_path / "nope", tmp_path / "out", DATA)
+        convert(tmp_path / "nope", tmp_path / "out", CONVERT_DATA)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConvertError, match="no config.json"):
-        convert(tmp_path / "empty", tmp_path / "out", DATA)
-    src = _pretrained(tmp_path / "hf", (tiny_llama, "llama3", 0), layers=4)
+        convert(tmp_path / "empty", tmp_path / "out", CONVERT_DATA)
+    src = pretrained_checkpoint(tmp_path / "hf", (tiny_llama, "llama3", 0), layers=4)
     with pytest.raises(ConvertError, match="out of range"):
-        convert(src, tmp_path / "out", DATA, split=9)
+        convert(src, tmp_path / "out", CONVERT_DATA, split=9)
     np.testing.assert_equal(sorted(p.name for p in tmp_path.iterdir()), ["empty", "hf"])

@@ -20,9 +20,8 @@ from earn_export.export import export_onnx
 from earn_export.runtime import Recommender, UnknownItemError
 from earn_export.runtime.backends import RecordingBackend
 from earn_export.search import constrained_beam_search
-from helpers import REPO, earn_model, synthetic_trie
+from helpers import HEADERS, assert_same, earn_model, synthetic_trie
 
-HEADERS = [Path("/usr/include/onnxruntime"), REPO.parent / "shared/third_party/onnxruntime/1.27.1-include"]
 BIN = Path(sys.executable).parent
 HISTORIES = [[3, 17, 42], [5], [], [8, 9, 10, 11, 12, 13, 14], [59, 0], list(range(30))]
 
@@ -32,7 +31,7 @@ def cpp():
     from earn_export.runtime import cpp_runtime
 
     if not any((h / "onnxruntime_cxx_api.h").is_file() for h in HEADERS):
-        pytest.skip("no ONNX Runtime C++ headers here: the C++ runtime is not built (README 'C++ runtime')")
+        pytest.skip("no ONNX Runtime C++ headers here: the C++ runtime is not built (docs/cpp-runtime.md)")
     return cpp_runtime.module()  # fails (not skips) when the headers exist but the build is missing
 
 
@@ -59,14 +58,6 @@ def synthetic_engines(tmp_path_factory, cpp):
         export_onnx(ckpt, root / vocab, vocab=vocab, exporter="torchscript")
         out[vocab] = root / vocab
     return out
-
-
-def assert_same(cpp_res, py_res):
-    assert cpp_res.items.shape == py_res.items.shape
-    assert (cpp_res.items == py_res.items).all()
-    np.testing.assert_allclose(cpp_res.scores, py_res.scores, atol=1e-5, rtol=0)
-    assert (np.isneginf(cpp_res.scores) == np.isneginf(py_res.scores)).all()
-    assert (cpp_res.skipped == py_res.skipped).all() and (cpp_res.truncated == py_res.truncated).all()
 
 
 # ------------------------------------------------------------------------------------------- C++ executable

@@ -10,7 +10,7 @@ import pytest
 from earn_export.export import export_onnx, load_manifest
 from earn_export.runtime import Recommender, machine
 from earn_export.runtime.backends import OrtBackend, TorchBackend
-from test_export_onnx import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
+from helpers import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
 
 HISTORIES = [[3, 17, 42], [5], [], [8, 9, 10, 11, 12, 13, 14], [59, 0], list(range(30))]
 
@@ -81,7 +81,7 @@ def test_int8_note_without_vnni(int8_engines, monkeypatch, capsys):
 
 
 def test_cpp_runtime_runs_int8_engine(int8_engines):
-    from test_cpp_runtime import HEADERS, assert_same
+    from helpers import HEADERS, assert_same
 
     if not any((h / "onnxruntime_cxx_api.h").is_file() for h in HEADERS):
         pytest.skip("no ONNX Runtime C++ headers here: the C++ runtime is not built")

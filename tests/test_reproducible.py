@@ -1,7 +1,7 @@
 """CPU training is bit-reproducible for a fixed thread count: the same command twice writes identical weights.
 
-(Between thread counts the weights differ in the last bits: the count fixes how float sums are split. README,
-"Reproducibility", gives the measurements; ``earn-export demo`` pins one thread for that reason.)
+(Between thread counts the weights differ in the last bits: the count fixes how float sums are split.
+docs/results/reproducibility.md gives the measurements; ``earn-export demo`` pins one thread for that reason.)
 """
 
 import pytest

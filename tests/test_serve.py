@@ -24,15 +24,10 @@ pytest.importorskip("pytriton", reason="the serve extra is not installed (pip in
 from earn_export.runtime import Recommender  # noqa: E402
 from earn_export.serve import client as sc  # noqa: E402
 from earn_export.serve.served_model import BadRequest, ServeOptions, parse_request  # noqa: E402
+from helpers import free_port  # noqa: E402
 
 N_USERS = 240  # >= 200 users per protocol
 TOL = 1e-5  # scores: float noise from the batch's padding; items must be identical
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_free(port: int) -> bool:

@@ -1,8 +1,8 @@
 """Per-row attention statistics, reduced per batch into running sums (never storing the attention itself).
 
-Definitions (earn-paper.md §2.2, App. A.1), for one query row whose attention over its n *valid* keys is
-p_1..p_n (valid: causal, not padding, and not masked out by the forward; padded or masked keys never count,
-even if a caller hands in probability mass on them):
+Definitions (EARN paper, arXiv 2507.00715, App. A.1; docs/analysis/README.md), for one query row whose
+attention over its n *valid* keys is p_1..p_n (valid: causal, not padding, and not masked out by the forward;
+padded or masked keys never count, even if a caller hands in probability mass on them):
 - ``sparsity``  = (1/n) Σ_i 1(p_i > ε), ε = 0.05 (the paper's "Sparsity": the share of keys above ε; larger
   means *more* keys get a large weight, so it is not monotone in concentration, hence the next two);
 - ``sink_head`` = Σ of p over the first 3 valid keys; ``sink_tail`` = Σ over the last 3 valid keys (for a

@@ -9,7 +9,7 @@ import numpy as np
 
 from .metrics import GROUPS, QUERY_SETS, ROW_METRICS
 
-# earn-paper.md §2.2, Table 4 (averages over tasks, datasets and backbones; k not stated)
+# EARN paper (arXiv 2507.00715), Table 4 (averages over tasks, datasets and backbones; k not stated)
 PAPER_TABLE4 = [
     {"model": "Llama", "task": "NLP", "sp_early": 0.064, "sp_latter": 0.026, "sink_head": 0.73, "sink_tail": 0.07},
     {"model": "Llama", "task": "LLMRec", "sp_early": 0.025, "sp_latter": 0.048, "sink_head": 0.56, "sink_tail": 0.09},

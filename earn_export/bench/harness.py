@@ -329,7 +329,7 @@ def load_hf_model(ckpt_dir, device: str):
 
 # --------------------------------------------------------------------------------------------- models
 def flop_model(shape: dict, prompt_len: int, beam: int, id_length: int, vocab_out: int, hf_vocab: int) -> dict:
-    """Matmul FLOPs per user of one recommendation (prefill + L-1 decode steps), the EARN paper's Eq. 8.
+    """Matmul FLOPs per user of one recommendation (prefill + L-1 decode steps), docs/design.md §3 / the EARN paper's Eq. 8.
 
     Linear layers: 2·(params) per row and layer; attention: 4·Hq·D per (query, key) pair (QK^T and PV).
     EARN: k layers over P rows, N-k layers over the R registers; decode: beam rows per step over the shared

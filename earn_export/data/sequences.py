@@ -1,4 +1,4 @@
-"""User interaction sequences split by global time, and the examples built from them (DESIGN.md §6).
+"""User interaction sequences split by global time, and the examples built from them (docs/design.md §6).
 
 ``load_sequential`` reads the Beauty release format: ``sequential_{train,valid,test}.txt`` (one line per user,
 ``user_id item item ...``, chronological) plus a ``*.json`` semantic-ID index ``{"item_id": [codes...]}``.

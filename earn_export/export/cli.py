@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 # quantized engines: minimum mean overlap of the top-K item sets with the fp32 reference (check --min-identical
-# overrides). On the trained Beauty EARN checkpoint the overlaps were 0.979 (int8) and 0.862 (int4) (README,
-# "Graph forms ...")
+# overrides). On the trained Beauty EARN checkpoint the overlaps were 0.979 (int8-nbits) and 0.862 (int4)
+# (docs/results/graph-forms.md)
 QUANT_MIN_OVERLAP = {"int8": 0.90, "int8-nbits": 0.90, "int4": 0.75}
 
 
@@ -133,7 +133,7 @@ def run_check(args) -> int:
     quant = report.get("quantization")
     if quant:
         # weight-only int8/int4 moves scores by more than any tie tolerance: identical lists are not the bar; the
-        # engine must keep most of the reference's top-K set (accuracy cost: `earn-export eval`, README)
+        # engine must keep most of the reference's top-K set (accuracy cost: `earn-export eval`, docs/export.md)
         key = "topk_overlap_mean"
         if threshold is None:
             threshold = QUANT_MIN_OVERLAP[quant]

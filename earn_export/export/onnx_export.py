@@ -1,6 +1,6 @@
 """Export an EARN (or dense) checkpoint to two ONNX graphs: ``prefill.onnx`` and ``decode.onnx``.
 
-Graph I/O follows DESIGN.md §4 exactly (names after optimum / onnxruntime-genai): prefill
+Graph I/O follows docs/design.md §4 exactly (names after optimum / onnxruntime-genai): prefill
 ``(input_ids, attention_mask) -> (logits, present.{l}.key/value)``; decode ``(input_ids, position_ids,
 attention_mask, past_key_values.{l}.*, generated.{l}.*) -> (logits, generated_present.{l}.*)``. ``logits`` are
 a log-softmax over ``vocab_out`` computed in fp32 (manifest: ``"logits": "log_softmax"``).

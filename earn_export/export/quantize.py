@@ -17,12 +17,14 @@ What stays in full precision in every mode, because the ranking depends on it mo
 
 Both graphs are quantized identically, so the shared weights file still holds each quantized tensor once.
 Quantized engines are ONNX Runtime engines (contrib/integer ops: no TensorRT); the manifest records the
-method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity`, ``docs/quantization.md``).
+method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity_check`, ``docs/quantization.md``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
 
 QUANT_MODES = ("int8", "int8-nbits", "int4")
 BITS = {"int8": 8, "int8-nbits": 8, "int4": 4}
@@ -61,13 +63,13 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
              if n.op_type == "MatMul" and any(f in n.name for f in keep_float) and n.name not in excluded]
     excluded = excluded + extra
     if mode == "int8":
-        out = _quantize_dynamic(model_proto, excluded)
+        out = matmul_integer_s8(model_proto, excluded)
         n_q = sum(1 for node in out.graph.node if node.op_type == "MatMulInteger")
         info = {"mode": mode, "bits": 8, "op": QUANT_OPS[mode], "weights": "s8, symmetric, one scale per output "
                 "channel", "activations": "u8, one scale per tensor, computed at run time (DynamicQuantizeLinear)",
                 "quantized_matmuls": n_q}
     else:
-        out = _quantize_nbits(model_proto, mode, excluded, accuracy_level, block_size)
+        out = matmul_nbits(model_proto, BITS[mode], excluded, accuracy_level, block_size)
         n_q = sum(1 for node in out.graph.node if node.op_type == "MatMulNBits")
         info = {"mode": mode, "bits": BITS[mode], "block_size": block_size, "symmetric": True,
                 "accuracy_level": accuracy_level, "op": QUANT_OPS[mode], "quantized_matmuls": n_q}
@@ -80,44 +82,6 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
 
         raise ExportError("quantization found no MatMul with a weight initializer to quantize")
     return out, info
-
-
-def _quantize_nbits(model_proto, mode: str, excluded: list, accuracy_level: int, block_size: int):
-    import logging
-
-    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
-
-    cfg = mnq.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
-                                           accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",),
-                                           bits=BITS[mode])
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
-    q = mnq.MatMulNBitsQuantizer(model_proto, bits=BITS[mode], block_size=block_size, is_symmetric=True,
-                                 accuracy_level=accuracy_level, nodes_to_exclude=excluded, algo_config=cfg)
-    q.process()
-    return q.model.model
-
-
-def _quantize_dynamic(model_proto, excluded: list):
-    """``quantize_dynamic`` on MatMuls with a constant weight: s8 per-channel weights, u8 dynamic activations.
-    It reads and writes files (weights as external data, so models over 2 GB work); the result is loaded back."""
-    import logging
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # its "consider pre-processing" warning is about conv nets' shape inference
-    try:
-        with tempfile.TemporaryDirectory(prefix="earn-quant-") as tmp:
-            path = Path(tmp) / "model.int8.onnx"
-            quantize_dynamic(model_proto, path, op_types_to_quantize=["MatMul"], per_channel=True,
-                             reduce_range=False, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                             use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
-            return onnx.load(str(path))
-    finally:
-        root.setLevel(level)
 
 
 def quantize_ir(model, mode: str, tmp_dir, name: str, accuracy_level: int = ACCURACY_LEVEL):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import UnsupportedArchitectureError
+from .errors import UnsupportedArchitectureError
 
 # RoPE kinds evaluated by transformers' own init functions (RotaryEmbedding in decoder.py); ``dynamic`` once at
 # init, which equals transformers up to max_position_embeddings

@@ -11,17 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from .errors import ModelConfigError, UnsupportedArchitectureError  # noqa: F401 (raised and re-exported here)
 
 EARN_FORMAT_VERSION = 1
-
-
-class ModelConfigError(ValueError, UserError):
-    """A checkpoint or configuration that earn-export cannot use, with the reason and the fix."""
-
-
-class UnsupportedArchitectureError(ModelConfigError):
-    pass
 
 
 def load_hf_config(source):

@@ -12,7 +12,7 @@ Three forwards over the same weights, which must agree:
 - ``masked``: every row in every layer, but in layers >= k the prompt keys are masked out (the test oracle).
 
 Incremental inference (``prefill`` / ``decode_step``) keeps the prompt/register KV once per user, shared by
-all beams, and only the generated tokens' KV per beam (DESIGN.md §3). The export wrappers call the same
+all beams, and only the generated tokens' KV per beam (docs/design.md §3). The export wrappers call the same
 layer code, so ONNX graphs and this reference cannot drift apart.
 """
 

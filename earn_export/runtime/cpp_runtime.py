@@ -47,7 +47,7 @@ def module():
             raise CppRuntimeUnavailable(
                 f"the C++ runtime is not built ({exc}); it is built by `make install` / `pip install -e .` when the "
                 "ONNX Runtime C++ headers are found (ORT_INCLUDE_DIR, /usr/include/onnxruntime or "
-                "../shared/third_party/onnxruntime/1.27.1-include; README 'C++ runtime'). "
+                "../shared/third_party/onnxruntime/1.27.1-include; docs/cpp-runtime.md). "
                 "Use backend='onnxruntime' meanwhile.") from exc
         earn_export_cpp.load_onnxruntime(str(onnxruntime_library()))
         _MODULE = earn_export_cpp

@@ -107,13 +107,13 @@ def _matmul_model(W):
 
 def _ort_models(W) -> dict:
     """Serialized ONNX models of the ORT paths, all from the same fp32 weights."""
-    from ..export.quantize import quantize_graph
+    from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
 
     fp32 = _matmul_model(W)
-    out = {"ort_fp32": fp32.SerializeToString()}
-    for path, mode in (("ort_int8_dynamic", "int8"), ("ort_nbits8", "int8-nbits"), ("ort_nbits4", "int4")):
-        q, _ = quantize_graph(_matmul_model(W), mode)
-        out[path] = q.SerializeToString()
+    out = {"ort_fp32": fp32.SerializeToString(),
+           "ort_int8_dynamic": matmul_integer_s8(_matmul_model(W), []).SerializeToString()}
+    for path, bits in (("ort_nbits8", 8), ("ort_nbits4", 4)):  # what --quantize int8-nbits / int4 write
+        out[path] = matmul_nbits(_matmul_model(W), bits, []).SerializeToString()
     return out
 
 

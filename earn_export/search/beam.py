@@ -1,4 +1,4 @@
-"""Trie-constrained beam search over item identifiers (DESIGN.md §5), vectorised in numpy.
+"""Trie-constrained beam search over item identifiers (docs/design.md §5), vectorised in numpy.
 
 Step 0 expands each user's single prefill row into ``beam`` beams; steps 1..L-1 call the backend's decode
 graph once for all beams of all users. At every step only the children of a beam's trie node are candidates

@@ -1,4 +1,4 @@
-"""Recall@K and NDCG@K with several targets per user (the protocol of the paper's group, DESIGN.md §6).
+"""Recall@K and NDCG@K with several targets per user (the protocol of the paper's group, docs/design.md §6).
 
 Recall@K = hits in the top K / number of targets; NDCG@K = DCG / IDCG with binary gains, IDCG over
 min(|targets|, K) ideal hits. Users are averaged with equal weight. Ranked slots of -1 (fewer valid items

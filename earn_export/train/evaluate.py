@@ -1,4 +1,4 @@
-"""Recall/NDCG evaluation with trie-constrained beam search (the protocol of DESIGN.md §6).
+"""Recall/NDCG evaluation with trie-constrained beam search (the protocol of docs/design.md §6).
 
 The same beam search and backend protocol as the deployed runtime are used, so evaluation numbers and
 served recommendations come from one code path. Baselines of the paper's table that are cheap here:
