@@ -36,7 +36,7 @@ def resolve_mode(id_map, ids) -> str:
 
 def to_catalog(id_map, histories, on_unknown: str):
     """Original-id histories -> (catalog-index histories, unknown ids dropped per user [U], {user: unknown ids})."""
-    from .recommender import UnknownItemError
+    from .results import UnknownItemError
 
     if on_unknown not in ("error", "skip"):
         raise ValueError(f"on_unknown must be 'error' or 'skip', got {on_unknown!r}")

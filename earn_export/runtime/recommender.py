@@ -19,29 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, hint
+from ..errors import hint
 from ..search.beam import constrained_beam_search, token_columns
 from ..engine.trie_files import engine_trie
 from .prompt_encoders import build_encoder, engine_encoder
-from .results import RecommendResult
-
-
-class UnknownItemError(KeyError, UserError):
-    """History item ids that the engine's catalog does not know."""
-
-    def __init__(self, unknown: dict[int, list]):
-        self.unknown = unknown  # user index -> unknown ids (original ids as the caller spelled them, when mapped)
-        ids = sorted({i for v in unknown.values() for i in v}, key=lambda i: (isinstance(i, str), i))
-        users = sorted(unknown)
-        super().__init__(
-            f"unknown item ids {ids[:20]}{' ...' if len(ids) > 20 else ''} in the histories of users {users[:20]}: "
-            "the engine's catalog has no such items — map them to catalog ids, or "
-            + hint("pass on_unknown='skip' to drop them (counted in RecommendResult.skipped)",
-                   "pass --on-unknown skip to drop them (the output notes how many)")
-        )
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
+from .results import RecommendResult, UnknownItemError  # noqa: F401 (UnknownItemError: imported from here)
 
 
 class Recommender:
