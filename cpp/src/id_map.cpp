@@ -12,7 +12,8 @@ using nlohmann::json;
 constexpr const char* kFile = "item_ids.json";  // earn_export/data/id_map.py ID_MAP_FILE
 constexpr const char* kFormat = "earn-item-ids";
 constexpr int64_t kVersion = 1;
-constexpr const char* kFix = "re-export the engine from its checkpoint (`earn-export export CKPT --out DIR`), or retrain it";
+constexpr const char* kFix =
+    "re-export the engine from its checkpoint (`earn-export export CKPT --out DIR`), or retrain it";
 
 std::string join(const std::string& dir, const std::string& name) {
   return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
