@@ -11,13 +11,16 @@ from earn_export.bench.synthetic import TrieWalker, VocabLayout, build_setup, sy
 from earn_export.data.catalog import Trie
 
 
+def _tiny_config(out, **kw):
+    return BenchConfig(preset="micro", split_layer=1, prompt_lens=(16, 32), batch_sizes=(2,), beams=(4,), warmup=0,
+                       repeats=1, torch_warmup=0, hf_batch=1, n_items=200, vocab_size=512, codes=16, out=str(out),
+                       exporter="torchscript", form="reference", **kw)  # fast to export; fused form: test_graph_forms
+
+
 @pytest.fixture(scope="module")
 def tiny_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    cfg = BenchConfig(preset="micro", split_layer=1, prompt_lens=(16, 32), batch_sizes=(2,), beams=(4,), warmup=0,
-                      repeats=1, torch_warmup=0, hf_batch=1, n_items=200, vocab_size=512, codes=16, out=str(out),
-                      exporter="torchscript", form="reference")  # fast to export; the fused form: test_graph_forms
-    return run_bench(cfg, progress=False, log=None), out
+    return run_bench(_tiny_config(out), progress=False, log=None), out
 
 
 def test_json_fields_and_files(tiny_result):
@@ -25,7 +28,7 @@ def test_json_fields_and_files(tiny_result):
     assert (out / "bench.json").is_file() and (out / "bench.md").is_file() and (out / "speedup.png").is_file()
     assert (out / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((out / "bench.json").read_text())
-    for key in ("machine", "model", "config", "settings", "profiles", "timings", "catalog"):
+    for key in ("machine", "model", "config", "settings", "timings", "catalog"):
         assert key in data
     for key in ("cpu_count", "torch_threads", "onnxruntime", "torch", "transformers", "loadavg_start"):
         assert key in data["machine"]
@@ -44,9 +47,15 @@ def test_json_fields_and_files(tiny_result):
         assert {"ort", "torch", "ort_earn_vs_hf", "ort_dense_vs_hf"} <= set(s["speedup"])
         assert s["fraction_of_bound"]["ort"] == pytest.approx(s["speedup"]["ort"] / 4)
         assert s["flop_model"]["speedup_dense_over_earn"] > 1
-    prof = data["profiles"]["earn_P16"]
+
+
+def test_op_profile_splits_kernel_time(tiny_result, benchmark_script):
+    _, out = tiny_result  # benchmarks/op_profile.py on the bench's own engines
+    profiles = benchmark_script("op_profile").run_profiles(_tiny_config(out, reuse_engines=True), progress=False)
+    prof = profiles["earn_P16"]
     assert prof["prefill"]["runs"] == 1 and prof["decode"]["runs"] == 3
     assert sum(prof["share_by_group"].values()) == pytest.approx(1.0)
+    assert "MLP (gate/up/down + SiLU)" in (out / "profile.md").read_text()
 
 
 def test_measured_kv_equals_formula(tiny_result):

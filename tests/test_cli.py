@@ -109,7 +109,7 @@ BAD = [
      "the torch reference is for `recommend` and `check`", True),
     ("bench-split-layer-dense", "bench --split-layer dense", 2, "the bench builds the dense twin itself", True),
     ("bench-shape-unknown-key", "bench --shape layers=8", 2, "expected KEY=INT pairs", True),
-    ("bench-e2e-one-checkpoint", "bench --e2e {ckpt}", 2, "--e2e: expected 2 arguments", True),
+    ("bench-zero-repeats", "bench --repeats 0", 2, "--repeats: must be >= 1", True),
     ("demo-model-path", "demo --model {ckpt}", 2, "the demo runs the shipped 'smollm2' only", True),
     ("demo-data-without-model", "demo --data {empty}", 2, "demo --data is read by the SmolLM2 demo only", True),
     ("recommend-bad-on-unknown", "recommend {engine} --history 1 --on-unknown drop", 2, "invalid choice: 'drop'",

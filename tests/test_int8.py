@@ -7,7 +7,8 @@ import json
 import onnx
 import pytest
 
-from earn_export.export import export_onnx, load_manifest
+from earn_export.engine.manifest import load_manifest
+from earn_export.export import export_onnx
 from earn_export.runtime import Recommender, machine
 from earn_export.runtime.backends import OrtBackend, TorchBackend
 from helpers import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts

@@ -1,8 +1,9 @@
 """``earn-export bench``: EARN vs dense vs HF generate — speedup, throughput, KV bytes, against the bound N/k.
 
 The one benchmark a user runs; the lab instruments (export cost, onnxruntime-genai, pretrained stages, C++
-runtime, CLI start-up, serving, the attention custom op, the GPU run) are scripts in the repository's
-``benchmarks/`` folder, which import this package (and reuse :func:`add_bench_options` / :func:`config_from_args`).
+runtime, CLI start-up, serving, the attention custom op, the GPU run, the ONNX Runtime kernel profile, trained
+checkpoints) are scripts in the repository's ``benchmarks/`` folder, which import this package (and reuse
+:func:`add_bench_options` / :func:`config_from_args`).
 """
 
 from __future__ import annotations
@@ -49,11 +50,6 @@ def add_bench_options(p) -> None:
     ca.add_threads(p, note="bench: default ONNX Runtime's and torch's own choice")
     ca.add_out(p, "output folder (bench.json, bench.md, speedup.png, engines/)", default="results/bench")
     p.add_argument("--reuse-engines", action="store_true", help="reuse engines in OUT/engines if built for this config")
-    p.add_argument("--e2e", nargs=2, metavar=("EARN_CKPT", "DENSE_CKPT"), default=None,
-                   help="instead of the random-weight models: EARN vs dense (ORT) vs HF generate on two trained "
-                        "checkpoints with real prompts of --users test users (writes e2e.json / e2e.md)")
-    ca.add_data_source(p, default="../shared/data/amazon-beauty", csv=False)
-    ca.add_users(p, 64, "--e2e: test users timed")
     ca.add_quiet(p, note="the tables still print to stdout")
 
 
@@ -65,7 +61,7 @@ def register(subparsers) -> None:
             "end-to-end recommendation (prefill + decode + trie-constrained beam search) on ONNX Runtime, the "
             "PyTorch reference and Hugging Face generate. Writes bench.json, bench.md and speedup.png under --out. "
             "Defaults: the 'base' preset (hidden 512, 16 layers, k=4), prompts 128/512/1024, batch 4, beam 20 "
-            "(about 5-7 minutes on 2 CPU cores). With --e2e: the same comparison on two trained checkpoints."))
+            "(about 5-7 minutes on 2 CPU cores)."))
     add_bench_options(p)
     p.set_defaults(func=main)
 
@@ -89,9 +85,7 @@ def config_from_args(args):
         backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
         device=resolve_device(args.device), vocab_size=vocab_size, exporter=args.exporter, form=args.form,
         quantize=args.quantize, vocab=vocab, out=args.out, reuse_engines=args.reuse_engines,
-        ort_threads=args.threads or 0, torch_threads=args.threads,
-        earn_ckpt=args.e2e[0] if args.e2e else None, dense_ckpt=args.e2e[1] if args.e2e else None,
-        data_dir=args.data, e2e_users=args.users)
+        ort_threads=args.threads or 0, torch_threads=args.threads)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -104,17 +98,12 @@ def main(args) -> int:
     import warnings
 
     from . import report
-    from .harness import run_bench, run_e2e_only
+    from .harness import run_bench
 
     cfg = config_from_args(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for category in (UserWarning, FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
-    if args.e2e:
-        result = run_e2e_only(cfg)
-        print()
-        print(report.e2e_markdown(result["e2e"], result["machine"]))
-        return 0
     result = run_bench(cfg, progress=not args.quiet)
     print()
     print(report.markdown(result))

@@ -61,16 +61,10 @@ class BenchConfig:
     form: str = "fused"  # graph form of the exported engines (earn_export.export.graph_modules.FORMS)
     quantize: str | None = None  # weight-only int8/int4 engines (ONNX Runtime CPU)
     vocab: str = "items"  # exported head: "items" (identifier tokens only) or "full"
-    profile: bool = True
     out: str = "results/bench"
     reuse_engines: bool = False
     ort_threads: int = 0  # ORT intra-op threads (0: ORT's default, one per physical core)
     torch_threads: int | None = None  # torch.set_num_threads (None: leave torch's default)
-    # optional end-to-end row on trained checkpoints (e.g. the Beauty models)
-    earn_ckpt: str | None = None
-    dense_ckpt: str | None = None
-    data_dir: str | None = None
-    e2e_users: int = 64
 
     def validate(self) -> None:
         bad = set(self.backends) - {"ort", "torch", "hf"}
@@ -82,8 +76,6 @@ class BenchConfig:
             raise ValueError("prompt lengths must be >= 3 (two registers + one word)")
         if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be cpu or cuda[:i], got {self.device!r}")
-        if bool(self.earn_ckpt) != bool(self.dense_ckpt):
-            raise ValueError("the end-to-end comparison needs both checkpoints (--e2e EARN_CKPT DENSE_CKPT)")
 
 
 # --------------------------------------------------------------------------------------------- machine info
@@ -92,21 +84,15 @@ def machine_info(cfg: BenchConfig) -> dict:
     import torch
     import transformers
 
-    cpu_model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from ..runtime.machine import cpu_model
+
     mem = None
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         pass
     info = {
-        "platform": platform.platform(), "python": platform.python_version(), "cpu_model": cpu_model,
+        "platform": platform.platform(), "python": platform.python_version(), "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_bytes": mem,
@@ -211,14 +197,9 @@ class TimedBackend:
         return {"prefix_bytes": prefix, "generated_bytes": gen, "total_bytes": prefix + gen}
 
 
-def _search_fn():
-    from ..search.beam import constrained_beam_search
-
-    return constrained_beam_search
-
-
 def _run_search(tb: TimedBackend, trie, ids, mask, beam: int):
-    search = _search_fn()
+    from ..search.beam import constrained_beam_search as search
+
     tb.reset()
     gc.collect()
     t = time.perf_counter()
@@ -597,23 +578,6 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
         })
     bar.close()
 
-    profiles = {}
-    if cfg.profile and "ort" in cfg.backends:
-        from .profiling import profile_search
-
-        search = _search_fn()
-        b0, bm0 = cfg.batch_sizes[0], cfg.beams[0]
-        for p in tqdm(cfg.prompt_lens, desc="profile", disable=not progress):
-            ids, mask = setup.prompts(p, b0, seed=cfg.seed)
-            for name in ("earn", "dense"):
-                profiles[f"{name}_P{p}"] = profile_search(engines_dir / name, setup.trie, ids, mask, bm0,
-                                                          out / "profiles", search)
-
-    e2e = None
-    if cfg.earn_ckpt:
-        say("end-to-end row on trained checkpoints")
-        e2e = run_e2e(cfg, say)
-
     info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     info["busy_warning"] = busy_warning(info)
     if info["busy_warning"]:
@@ -628,111 +592,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
                     "trie_nodes": int(len(np.asarray(setup.trie.leaf_item))), "vocab_out": vocab_out},
         "timings": {"build_s": build_s, "export_s": export_s, "hf_load_and_warmup_s": hf_load_s},
         "settings": settings,
-        "profiles": profiles,
-        "e2e": e2e,
     }
     result["timings"]["total_s"] = time.perf_counter() - t_start
     report.write_all(result, out)
     say(f"done in {result['timings']['total_s']:.0f}s; wrote {out / 'bench.json'}, {out / 'bench.md'}, "
         f"{out / 'speedup.png'}")
     return result
-
-
-def run_e2e_only(cfg: BenchConfig, log=print) -> dict:
-    """Only the end-to-end row (trained checkpoints): writes ``e2e.json`` and ``e2e.md`` under ``cfg.out``."""
-    from . import report
-
-    cfg.validate()
-    if not cfg.earn_ckpt:
-        raise ValueError("the end-to-end comparison needs --e2e EARN_CKPT DENSE_CKPT")
-    t0 = time.perf_counter()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = machine_info(cfg)
-    say = (lambda msg: log(f"[bench e2e {time.perf_counter() - t0:6.1f}s] {msg}")) if log else (lambda msg: None)
-    e2e = run_e2e(cfg, say)
-    info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    info["busy_warning"] = busy_warning(info)
-    result = {"schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "config": asdict(cfg), "machine": info, "e2e": e2e, "total_s": time.perf_counter() - t0}
-    (out / "e2e.json").write_text(json.dumps(result, indent=1, default=report._json_default) + "\n")
-    (out / "e2e.md").write_text(report.e2e_markdown(e2e, info))
-    say(f"done; wrote {out / 'e2e.json'}, {out / 'e2e.md'}")
-    return result
-
-
-# --------------------------------------------------------------------------------- end-to-end (trained)
-def run_e2e(cfg: BenchConfig, say=print) -> dict:
-    """EARN vs dense on trained checkpoints with real prompts (test users of ``data_dir``), ORT + HF.
-
-    Needs ``earn_export.data`` (sequences + prompts) and checkpoints written by ``earn-export train``.
-    """
-    from ..data.prompts import PromptBuilder
-    from ..data.sequences import eval_examples, load_sequential
-    from ..export import export_onnx
-    from ..model import KVShape, kv_report, load_pretrained
-
-    out = Path(cfg.out) / "e2e"
-    earn_ckpt, dense_ckpt = Path(cfg.earn_ckpt), Path(cfg.dense_ckpt)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else Path(__file__).resolve().parents[3] / "shared" / "data" / "amazon-beauty"
-    data = load_sequential(data_dir)
-    ex = eval_examples(data, "test")
-    histories = list(ex.histories)[: cfg.e2e_users]
-    rows = {}
-    for name, ckpt in (("earn", earn_ckpt), ("dense", dense_ckpt)):
-        eng = out / name
-        t = time.perf_counter()
-        export_onnx(ckpt, eng, vocab=cfg.vocab, exporter=cfg.exporter, form=cfg.form, quantize=cfg.quantize)
-        exp_s = time.perf_counter() - t
-        builder = PromptBuilder.load(ckpt)
-        ids, mask = builder(histories)
-        be = TimedBackend(_ort_backend(eng, cfg), "ort")
-        from ..engine.trie_files import load_trie_arrays
-
-        trie = load_trie_arrays(eng)
-        b = min(max(cfg.batch_sizes), len(histories))
-        recs = []
-        for i in range(cfg.warmup + cfg.repeats):
-            tot = defaultdict(float)
-            for s in range(0, len(histories), b):
-                rec, _ = _run_search(be, trie, ids[s:s + b], mask[s:s + b], max(cfg.beams))
-                for kk, v in rec.items():
-                    tot[kk] += v
-            if i >= cfg.warmup:
-                recs.append(dict(tot))
-        model = load_pretrained(ckpt)
-        kshape = KVShape.of(model)
-        rows[name] = {
-            "checkpoint": str(ckpt), "export_s": exp_s, "users": len(histories), "batch": b,
-            "prompt_len_mean": float(mask.sum(1).mean()), "prompt_len_padded": int(ids.shape[1]),
-            "stats": _stats(recs, cfg.warmup, len(histories), max(cfg.beams), model.earn.id_length if model.earn else cfg.id_length),
-            "kv_formula": kv_report(kshape, batch=len(histories), beam=max(cfg.beams), prompt_len=int(ids.shape[1]),
-                                    steps=(model.earn.id_length if model.earn else cfg.id_length) - 1,
-                                    split_layer=model.split_layer,
-                                    n_registers=model.earn.n_registers if model.earn else 0),
-            "split_layer": model.split_layer, "num_layers": model.num_layers,
-            "id_length": model.earn.id_length if model.earn else cfg.id_length,
-        }
-    rows["speedup_ort"] = rows["dense"]["stats"]["median_s"] / rows["earn"]["stats"]["median_s"]
-    rows["bound_N_over_k"] = rows["earn"]["num_layers"] / rows["earn"]["split_layer"]
-    if "hf" in cfg.backends:
-        from .synthetic import TrieWalker
-
-        hf = load_hf_model(dense_ckpt, cfg.device)
-        walker = TrieWalker(trie, 0)
-        builder = PromptBuilder.load(dense_ckpt)
-        n_hf = min(len(histories), max(cfg.hf_batch, 8))
-        beam = max(cfg.beams)
-        ids, mask = builder(histories[:n_hf])
-        hf_generate(hf, ids[:1], mask[:1], beam, rows["dense"]["id_length"], walker, cfg.device)  # warm-up
-        t = time.perf_counter()
-        valid = []
-        for s in range(0, n_hf, cfg.hf_batch):
-            _, items, _ = hf_generate(hf, ids[s:s + cfg.hf_batch], mask[s:s + cfg.hf_batch], beam,
-                                      rows["dense"]["id_length"], walker, cfg.device)
-            valid.append((items >= 0).mean())
-        per_user = (time.perf_counter() - t) / n_hf
-        rows["hf_dense"] = {"users": n_hf, "batch": cfg.hf_batch, "per_user_s": per_user,
-                            "valid_item_fraction": float(np.mean(valid))}
-        rows["speedup_ort_earn_vs_hf"] = per_user / rows["earn"]["stats"]["per_user_s"]
-    return rows

@@ -24,7 +24,7 @@ def _run(s, name):
 
 
 def markdown(result: dict) -> str:
-    """The result tables (speed, vs HF, time split, KV bytes, profile) as GitHub markdown."""
+    """The result tables (speed, vs HF, time split, KV bytes) as GitHub markdown."""
     m, mach, cfg = result["model"], result["machine"], result["config"]
     n, k = m["num_layers"], m["split_layer"]
     lines = []
@@ -114,51 +114,6 @@ def markdown(result: dict) -> str:
             f"{_f(dm and dm / MB, 2)} | {f['dense_bytes'] / MB:.2f} | {f['hf_beam_bytes'] / MB:.2f} | "
             f"{100 * f['reduction_vs_dense']:.1f}% | {100 * f['reduction_vs_hf']:.1f}% | "
             f"{'yes' if ok and all(ok.values()) else ('no: ' + str(ok) if ok else '–')} |")
-    if result.get("profiles"):
-        lines.append("")
-        lines.append("**ORT kernel time by part of the model** (onnxruntime profiler, one search at the first batch/beam; "
-                     "share of kernel time, prefill + decode)")
-        lines.append("")
-        names = list(result["profiles"])
-        groups = []
-        for prof in result["profiles"].values():
-            for g in prof["share_by_group"]:
-                if g not in groups:
-                    groups.append(g)
-        lines.append("| part | " + " | ".join(names) + " |")
-        lines.append("|---|" + "---:|" * len(names))
-        from .profiling import GROUP_LABELS
-
-        for g in groups:
-            cells = [f"{100 * result['profiles'][nm]['share_by_group'].get(g, 0.0):.1f}%" for nm in names]
-            lines.append(f"| {GROUP_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
-        cells = [f"{result['profiles'][nm]['prefill']['kernel_ms']:.0f} / {result['profiles'][nm]['decode']['kernel_ms']:.0f}"
-                 for nm in names]
-        lines.append("| kernel ms prefill / decode | " + " | ".join(cells) + " |")
-    if result.get("e2e"):
-        lines.append("")
-        lines.append(e2e_markdown(result["e2e"]))
-    return "\n".join(lines) + "\n"
-
-
-def e2e_markdown(e2e: dict, machine: dict | None = None) -> str:
-    """Table of the end-to-end row (trained EARN and dense checkpoints, real prompts)."""
-    lines = []
-    if machine and machine.get("busy_warning"):
-        lines += [f"> **Warning:** {machine['busy_warning']}", ""]
-    lines.append("**End-to-end on trained checkpoints** (real prompts of test users; ORT time for all users)")
-    lines.append("")
-    lines.append("| model | users | mean prompt | batch | ORT s | users/s | k/N |")
-    lines.append("|---|---:|---:|---:|---:|---:|---|")
-    for name in ("earn", "dense"):
-        r = e2e[name]
-        lines.append(f"| {name} | {r['users']} | {r['prompt_len_mean']:.0f} | {r['batch']} | "
-                     f"{r['stats']['median_s']:.3f} | {r['stats']['users_per_s']:.1f} | {r['split_layer']}/{r['num_layers']} |")
-    lines.append(f"| **EARN/dense** | | | | **{e2e['speedup_ort']:.2f}×** | | bound {e2e['bound_N_over_k']:g} |")
-    if e2e.get("hf_dense"):
-        h = e2e["hf_dense"]
-        lines.append(f"| HF generate (dense), per user | {h['users']} | | {h['batch']} | {h['per_user_s']:.3f} / user | "
-                     f"{1 / h['per_user_s']:.1f} | EARN ORT vs HF **{e2e['speedup_ort_earn_vs_hf']:.1f}×** |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,9 @@
-"""Where the time of one exported search goes: ONNX Runtime's node profiler, grouped by what each node does.
+"""``python benchmarks/op_profile.py``: where the time of one exported search goes — ONNX Runtime's node
+profiler, grouped by what each node does.
+
+It takes the options of ``earn-export bench`` and profiles the same random-weight EARN and dense engines
+(``--reuse-engines`` reuses those of a bench run with the same ``--out``): one search per prompt length at the
+first batch size and beam, after two warm-up searches. Writes ``profile.json`` and ``profile.md`` under ``--out``.
 
 ``onnxruntime.SessionOptions.enable_profiling`` writes a Chrome-trace JSON per session with one ``Node`` event
 per kernel run (``<node name>_kernel_time``, ``args.op_name``) and one ``model_run`` event per ``Run``. Node
@@ -99,7 +104,7 @@ def profile_search(engine_dir, trie, input_ids, attention_mask, beam: int, work_
     """
     import onnxruntime as ort
 
-    from ..runtime.backends import OrtBackend
+    from earn_export.runtime.backends import OrtBackend
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -123,3 +128,65 @@ def profile_search(engine_dir, trie, input_ids, attention_mask, beam: int, work_
         "kernel_ms": total,
         "share_by_group": {g: (ms / total if total else 0.0) for g, ms in sorted(groups.items(), key=lambda kv: -kv[1])},
     }
+
+
+def markdown(profiles: dict) -> str:
+    """Share of kernel time per part of the model (columns: ``earn_P128``, ``dense_P128``, ...)."""
+    names = list(profiles)
+    groups = []
+    for prof in profiles.values():
+        for g in prof["share_by_group"]:
+            if g not in groups:
+                groups.append(g)
+    lines = ["**ORT kernel time by part of the model** (onnxruntime profiler, one search at the first batch/beam; "
+             "share of kernel time, prefill + decode)", "",
+             "| part | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for g in groups:
+        cells = [f"{100 * profiles[nm]['share_by_group'].get(g, 0.0):.1f}%" for nm in names]
+        lines.append(f"| {GROUP_LABELS.get(g, g)} | " + " | ".join(cells) + " |")
+    cells = [f"{profiles[nm]['prefill']['kernel_ms']:.0f} / {profiles[nm]['decode']['kernel_ms']:.0f}" for nm in names]
+    lines.append("| kernel ms prefill / decode | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_profiles(cfg, progress: bool = True, log=print) -> dict:
+    """Export (or reuse) the bench's engine pair and profile one search per prompt length of ``cfg``."""
+    from tqdm.auto import tqdm
+
+    from earn_export.bench.harness import _export_pair
+    from earn_export.bench.synthetic import build_setup
+    from earn_export.search.beam import constrained_beam_search
+
+    out = Path(cfg.out)
+    say = log or (lambda msg: None)
+    setup = build_setup(cfg.preset, cfg.split_layer, cfg.vocab_size, cfg.id_length, cfg.codes, cfg.n_items,
+                        cfg.seed, max(cfg.prompt_lens), cfg.overrides)
+    _export_pair(setup, cfg, out / "engines", say)
+    profiles = {}
+    b0, bm0 = cfg.batch_sizes[0], cfg.beams[0]
+    for p in tqdm(cfg.prompt_lens, desc="profile", disable=not progress):
+        ids, mask = setup.prompts(p, b0, seed=cfg.seed)
+        for name in ("earn", "dense"):
+            profiles[f"{name}_P{p}"] = profile_search(out / "engines" / name, setup.trie, ids, mask, bm0,
+                                                      out / "profiles", constrained_beam_search)
+    (out / "profile.json").write_text(json.dumps(profiles, indent=1) + "\n")
+    (out / "profile.md").write_text(markdown(profiles))
+    return profiles
+
+
+def main(argv=None) -> int:
+    from earn_export.bench.cli import add_bench_options, config_from_args
+    from earn_export.cli import Parser
+
+    p = Parser(prog="python benchmarks/op_profile.py", description=__doc__.splitlines()[0])
+    add_bench_options(p)
+    args = p.parse_args(argv)
+    profiles = run_profiles(config_from_args(args), progress=not args.quiet)
+    print(markdown(profiles))
+    return 0
+
+
+if __name__ == "__main__":
+    from earn_export.cli import run_script
+
+    raise SystemExit(run_script(main))
