@@ -330,10 +330,14 @@ def add_split_layer(p, default, note: str | None = None) -> None:
                               "'analyze' (k from the attention of a pretrained --model)", note))
 
 
-def add_history(p, required: bool = False) -> None:
-    """``--history IDS`` (repeatable): one user's item ids."""
-    p.add_argument("--history", action="append", default=[], type=parse_history, metavar="IDS", required=required,
-                   help="space- or comma-separated item ids, oldest first (repeat for more users; '' = empty)")
+def add_history(p, required: bool = False, original_ids: bool = False) -> None:
+    """``--history IDS`` (repeatable): one user's item ids. ``original_ids``: kept as spelled (``split_history``),
+    for commands that read the engine's item id map before parsing them (docs/own-ids.md)."""
+    p.add_argument("--history", action="append", default=[], type=split_history if original_ids else parse_history,
+                   metavar="IDS", required=required,
+                   help="space- or comma-separated item ids, oldest first (repeat for more users; '' = empty)"
+                        + ("; the catalog's original ids when the engine has an id map (trained with --interactions)"
+                           if original_ids else ""))
 
 
 def add_histories_file(p, required: bool = False,
@@ -341,6 +345,11 @@ def add_histories_file(p, required: bool = False,
     """``--histories-file FILE``: many users' histories."""
     p.add_argument("--histories-file", type=existing_file, metavar="FILE", required=required,
                    help=f"users' histories: {file_format}")
+
+
+def split_history(text: str) -> list[str]:
+    """``"sku-12 sku-873, 4051"`` -> ``["sku-12", "sku-873", "4051"]``: item ids as spelled."""
+    return text.replace(",", " ").split()
 
 
 def parse_history(text: str) -> list[int]:

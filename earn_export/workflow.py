@@ -77,7 +77,7 @@ def run_workflow(data_spec, checkpoint, engine, train_kwargs: dict, train_note: 
     print(f"{next(step)} recommendations (ONNX Runtime)", flush=True)
     rec = Recommender.load(engine, session_options=session_options)
     ex = eval_examples(data_spec.load(), "test", max_history=rec.max_history)
-    res = rec.recommend(ex.histories[:3], top_k=5)
+    res = rec.recommend(ex.histories[:3], top_k=5, ids="catalog")  # eval histories are catalog indices
     for h, t, items in zip(ex.histories[:3], ex.targets[:3], res.items):
         print(f"      history {h[-6:]} -> top-5 {items.tolist()}  (held-out next items: {sorted(t)})")
     print(f"done in {time.perf_counter() - t0:.0f}s. Try: earn-export recommend {engine} --history '1 2 3'")

@@ -3,7 +3,9 @@
 //   earn-recommend ENGINE_DIR --history "12 873 4051" [--history ...] [--histories-file F] [--top-k 10]
 //                  [--beam 20] [--threads 1] [--skip-unknown] [--bench]
 //
-// Prints one JSON line per user, like `earn-export recommend`. --bench reads the histories from
+// Prints one JSON line per user, like `earn-export recommend`. An engine with an item id map (item_ids.json,
+// trained on the user's own log) takes and prints the catalog's original ids, with titles when it has them;
+// --catalog-ids uses catalog indices 0..n-1 instead. --bench reads the histories from
 // --histories-file, sends them in requests of --request-users users from --threads threads (one shared
 // Recommender) and prints users/s and the per-batch time split (graphs vs bookkeeping + copies).
 #include <algorithm>
@@ -15,18 +17,20 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "earn/id_map.hpp"
 #include "earn/recommender.hpp"
 
 namespace {
 
 const char* kUsage =
     "usage: earn-recommend ENGINE_DIR [--history \"ID ID ...\"]... [--histories-file FILE] [--top-k N] [--beam N]\n"
-    "                      [--threads N] [--skip-unknown] [--batch-size N] [--intra-op-threads N]\n"
+    "                      [--threads N] [--skip-unknown] [--catalog-ids] [--batch-size N] [--intra-op-threads N]\n"
     "                      [--providers P,P] [--op-library PATH]... [--ort-library PATH] [--no-verify]\n"
     "                      [--bench [--request-users N] [--repeat N]]\n"
     "\n"
@@ -37,6 +41,8 @@ const char* kUsage =
     "  --beam N               beam width (default 20)\n"
     "  --threads N            threads calling the shared Recommender (default 1)\n"
     "  --skip-unknown         drop unknown item ids (counted) instead of failing\n"
+    "  --catalog-ids          histories and answers in catalog indices 0..n-1 instead of the engine's original\n"
+    "                         item ids (engines with an item id map, item_ids.json)\n"
     "  --batch-size N         users per graph call (default 64)\n"
     "  --intra-op-threads N   ONNX Runtime threads per graph call (default 0: ONNX Runtime's choice)\n"
     "  --providers LIST       execution providers, e.g. CUDAExecutionProvider,CPUExecutionProvider (default: "
@@ -51,16 +57,29 @@ const char* kUsage =
 
 struct Args {
   std::string engine;
-  std::vector<std::vector<int64_t>> histories;
+  std::vector<std::vector<std::string>> tokens;  // histories as written (ids are parsed once the engine is open)
+  std::vector<std::vector<int64_t>> histories;   // catalog indices
   int64_t top_k = 10, beam = 20, request_users = 4;
   int threads = 1, repeat = 3;
-  bool skip_unknown = false, bench = false;
+  bool skip_unknown = false, bench = false, catalog_ids = false;
   earn::Options options;
 };
+
+// Per user (original ids): ids dropped as unknown (--skip-unknown), as written.
+using Unknown = std::map<int64_t, std::vector<std::string>>;
 
 [[noreturn]] void usage_error(const std::string& msg) {
   std::cerr << "earn-recommend: " << msg << "\n(see earn-recommend --help)\n";
   std::exit(2);
+}
+
+std::vector<std::string> split_history(const std::string& text) {
+  std::string t = text;
+  std::replace(t.begin(), t.end(), ',', ' ');
+  std::istringstream in(t);
+  std::vector<std::string> out;
+  for (std::string tok; in >> tok;) out.push_back(tok);
+  return out;
 }
 
 std::vector<int64_t> parse_history(const std::string& text) {
@@ -109,7 +128,7 @@ Args parse(int argc, char** argv) {
       std::cout << kUsage;
       std::exit(0);
     } else if (arg == "--history") {
-      a.histories.push_back(parse_history(value()));
+      a.tokens.push_back(split_history(value()));
     } else if (arg == "--histories-file") {
       file = value();
     } else if (arg == "--top-k") {
@@ -120,6 +139,8 @@ Args parse(int argc, char** argv) {
       a.threads = static_cast<int>(parse_int(arg, value(), 1));
     } else if (arg == "--skip-unknown") {
       a.skip_unknown = true;
+    } else if (arg == "--catalog-ids") {
+      a.catalog_ids = true;
     } else if (arg == "--batch-size") {
       a.options.batch_size = parse_int(arg, value(), 1);
     } else if (arg == "--intra-op-threads") {
@@ -153,34 +174,116 @@ Args parse(int argc, char** argv) {
   if (!file.empty()) {
     std::ifstream in(file);
     if (!in) usage_error("--histories-file " + file + ": cannot open");
-    for (std::string line; std::getline(in, line);) a.histories.push_back(parse_history(line));
+    for (std::string line; std::getline(in, line);) a.tokens.push_back(split_history(line));
   }
-  if (a.histories.empty()) usage_error("give at least one --history or --histories-file");
+  if (a.tokens.empty()) usage_error("give at least one --history or --histories-file");
   if (a.top_k > a.beam) usage_error("--top-k must be <= --beam");
   return a;
 }
 
-void print_results(const std::vector<std::vector<int64_t>>& histories, const earn::Result& r) {
+// Histories as catalog indices: through the id map (original ids, unknown ones named as written) or parsed as
+// integers (--catalog-ids, or an engine without a map).
+void resolve_histories(Args& a, const earn::IdMap* map, Unknown* dropped) {
+  a.histories.clear();
+  Unknown unknown;
+  for (size_t u = 0; u < a.tokens.size(); ++u) {
+    std::vector<int64_t> row;
+    for (const std::string& t : a.tokens[u]) {
+      if (!map) {
+        const auto v = parse_history(t);
+        row.insert(row.end(), v.begin(), v.end());
+        continue;
+      }
+      std::string spelling = t;  // an int map's ids are looked up as the integers they spell ("007" -> 7)
+      if (map->int_ids()) {
+        size_t used = 0;
+        try {
+          const long long v = std::stoll(t, &used);
+          if (used == t.size()) spelling = std::to_string(v);
+        } catch (const std::exception&) {
+        }
+      }
+      const auto n = map->lookup(spelling);
+      if (n) row.push_back(*n);
+      else unknown[static_cast<int64_t>(u)].push_back(spelling);
+    }
+    a.histories.push_back(std::move(row));
+  }
+  if (!unknown.empty() && !a.skip_unknown) {
+    std::vector<std::string> ids;
+    std::string users;
+    for (const auto& [u, v] : unknown) {
+      for (const auto& t : v)
+        if (std::find(ids.begin(), ids.end(), t) == ids.end()) ids.push_back(t);
+      users += (users.empty() ? "" : ", ") + std::to_string(u);
+    }
+    std::string list;
+    for (size_t i = 0; i < ids.size() && i < 20; ++i) list += (i ? ", '" : "'") + ids[i] + "'";
+    throw earn::Error("unknown item ids [" + list + (ids.size() > 20 ? "] ..." : "]") + " in the histories of users [" +
+                      users + "]: the engine's catalog has no such items — check the ids, or pass --skip-unknown to "
+                      "drop them (the output notes which)");
+  }
+  *dropped = std::move(unknown);
+}
+
+// `map`: print original ids (else catalog indices); `names`: the engine's id map, for titles (in either mode).
+void print_results(const Args& a, size_t offset, const earn::Result& r, const earn::IdMap* map,
+                   const earn::IdMap* names, const Unknown& dropped) {
   for (int64_t u = 0; u < r.users; ++u) {
+    const size_t user = offset + static_cast<size_t>(u);
     std::string line = "{\"history\": [";
-    for (size_t i = 0; i < histories[u].size(); ++i) line += (i ? ", " : "") + std::to_string(histories[u][i]);
+    const auto& hist = a.tokens[user];
+    if (map) {
+      for (size_t i = 0; i < hist.size(); ++i) {
+        std::string v = hist[i];
+        if (map->int_ids()) {  // as the Python CLI: integers as numbers, anything else as a string
+          size_t used = 0;
+          try {
+            const long long x = std::stoll(v, &used);
+            v = used == v.size() ? std::to_string(x) : earn::IdMap::json_string(v);
+          } catch (const std::exception&) {
+            v = earn::IdMap::json_string(v);
+          }
+        } else {
+          v = earn::IdMap::json_string(v);
+        }
+        line += (i ? ", " : "") + v;
+      }
+    } else {
+      const auto& ids = a.histories[user];
+      for (size_t i = 0; i < ids.size(); ++i) line += (i ? ", " : "") + std::to_string(ids[i]);
+    }
     line += "], \"items\": [";
     std::string scores = "], \"scores\": [";
+    std::string titles = "], \"titles\": [";
     int n = 0;
     for (int64_t k = 0; k < r.top_k; ++k) {
       const int64_t item = r.items[u * r.top_k + k];
       if (item < 0) continue;
       char buf[32];
       std::snprintf(buf, sizeof(buf), "%.4f", static_cast<double>(r.scores[u * r.top_k + k]));
-      line += (n ? ", " : "") + std::to_string(item);
+      line += (n ? ", " : "") + (map ? map->json_value(map->original(item)) : std::to_string(item));
       scores += (n ? ", " : "") + std::string(buf);
+      if (names && names->has_titles()) {
+        const std::string* t = names->title(item);
+        titles += (n ? ", " : "") + (t ? earn::IdMap::json_string(*t) : std::string("null"));
+      }
       ++n;
     }
-    line += scores + "]";
+    line += scores + (names && names->has_titles() ? titles : std::string()) + "]";
     std::string note;
-    if (r.skipped[u]) note += std::to_string(r.skipped[u]) + " unknown skipped";
+    const auto named = dropped.find(static_cast<int64_t>(user));
+    const int64_t skipped = r.skipped[u] + (named == dropped.end() ? 0 : static_cast<int64_t>(named->second.size()));
+    if (skipped) {
+      note += std::to_string(skipped) + " unknown skipped";
+      if (named != dropped.end()) {
+        note += " (";
+        for (size_t i = 0; i < named->second.size(); ++i) note += (i ? ", " : "") + named->second[i];
+        note += ")";
+      }
+    }
     if (r.truncated[u]) note += (note.empty() ? "" : ", ") + std::to_string(r.truncated[u]) + " oldest dropped";
-    if (!note.empty()) line += ", \"note\": \"" + note + "\"";
+    if (!note.empty()) line += ", \"note\": " + earn::IdMap::json_string(note);
     std::cout << line << "}\n";
   }
 }
@@ -238,13 +341,18 @@ int bench(const Args& a, const earn::Recommender& rec) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Args a = parse(argc, argv);
+  Args a = parse(argc, argv);
   try {
     auto rec = earn::Recommender::load(a.engine, a.options);
+    std::optional<earn::IdMap> id_map = earn::IdMap::load_engine(a.engine);  // its sha256 was checked by load
+    const earn::IdMap* names = id_map ? &*id_map : nullptr;
+    const earn::IdMap* map = a.catalog_ids ? nullptr : names;
+    Unknown dropped;
+    resolve_histories(a, map, &dropped);
     if (a.bench) return bench(a, *rec);
     const auto on_unknown = a.skip_unknown ? earn::OnUnknown::kSkip : earn::OnUnknown::kError;
     if (a.threads == 1) {
-      print_results(a.histories, rec->recommend(a.histories, a.top_k, a.beam, on_unknown));
+      print_results(a, 0, rec->recommend(a.histories, a.top_k, a.beam, on_unknown), map, names, dropped);
       return 0;
     }
     // --threads N: users split into N contiguous parts, recommended concurrently, printed in input order;
@@ -275,7 +383,7 @@ int main(int argc, char** argv) {
     for (auto& th : pool) th.join();
     for (auto& e : errors)
       if (e) std::rethrow_exception(e);
-    for (int t = 0; t < a.threads; ++t) print_results(inputs[t], parts[t]);
+    for (int t = 0; t < a.threads; ++t) print_results(a, t * per, parts[t], map, names, dropped);
     return 0;
   } catch (const earn::Error& e) {
     std::cerr << "earn-recommend: " << e.what() << "\n";

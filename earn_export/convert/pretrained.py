@@ -207,7 +207,7 @@ def convert(source, out_dir, data_spec=None, split="auto", paradigm: str = "lcre
            "bos_ids": prompts.special_prefix, "prompt_cache": prompts.cached,
            "parameters": sum(p.numel() for p in model.parameters()), "items": len(catalog),
            "data": json.loads(json.dumps(spec.__dict__)), "wall_s": None}
-    out = save_checkpoint(out_dir, model, tok, catalog, prompts, spec, log)
+    out = save_checkpoint(out_dir, model, tok, catalog, prompts, spec, log, data=data)
     log["wall_s"] = time.perf_counter() - t0
     (Path(out) / "train_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
     return Path(out)

@@ -54,7 +54,10 @@ class DataSpec:
     @classmethod
     def load_from(cls, ckpt_dir) -> "DataSpec | None":
         path = Path(ckpt_dir) / "data.json"
-        return cls(**json.loads(path.read_text())) if path.is_file() else None
+        if not path.is_file():
+            return None
+        fields = cls.__dataclass_fields__  # data.json also records what was loaded ("stats"), not an option
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in fields})
 
 
 def make_catalog(data, seed: int = 0):

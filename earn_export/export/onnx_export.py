@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_output
+from ..data.id_map import manifest_entry as id_map_entry
 from ..engine.manifest import FORMAT_VERSION, MANIFEST, write_manifest
 from ..engine.trie_files import resolve_trie, save_trie_arrays
 from ..errors import hint
@@ -498,6 +499,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "quantization": _quant_entry(quant_infos) if quant_infos else None,
         "trie": {"format": "npy", "prefix": "trie", "depth": trie.depth} if trie is not None else None,
         "prompt": prompt,
+        "id_map": id_map_entry(out_dir, trie),  # item_ids.json (copied with aux): original item ids
         "source_checkpoint": str(ckpt_dir.resolve()) if ckpt_dir is not None else None,
         "aux_files": aux,
         "versions": _versions(),

@@ -32,8 +32,10 @@ def register(sub) -> None:
                        description="Prints one JSON line per history: the history, the top-K item ids (best "
                                    "first) and their scores (sums of identifier-token log-probs).")
     r.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
-    ca.add_history(r)
+    ca.add_history(r, original_ids=True)
     ca.add_histories_file(r)
+    r.add_argument("--catalog-ids", action="store_true",
+                   help="histories and answers in catalog indices 0..n-1 instead of the engine's original item ids")
     ca.add_search(r, top_k=10)
     ca.add_backend(r)
     r.add_argument("--checkpoint", type=existing_dir,
@@ -89,34 +91,60 @@ def run_inspect(args) -> int:
 def run_recommend(args) -> int:
     import argparse
 
-    from ..cli_args import check_top_k_beam, parse_history
+    from ..cli_args import check_top_k_beam, parse_history, split_history
     from ..errors import UsageError
 
     check_top_k_beam(args.top_k, args.beam)
     if args.checkpoint and args.backend != "torch":
         raise UsageError("--checkpoint is read only by --backend torch — add --backend torch or drop --checkpoint")
-    histories = list(args.history)
+    lines = [(f"--history {' '.join(h)!r}", h) for h in args.history]
     if args.histories_file:
-        for n, line in enumerate(Path(args.histories_file).read_text().splitlines(), 1):
-            try:
-                histories.append(parse_history(line))
-            except argparse.ArgumentTypeError as exc:
-                raise UsageError(f"{args.histories_file}:{n}: {exc} — write one history per line, item ids "
-                                 "separated by spaces or commas") from None
-    if not histories:
+        lines += [(f"{args.histories_file}:{n}", split_history(line))
+                  for n, line in enumerate(Path(args.histories_file).read_text().splitlines(), 1)]
+    if not lines:
         raise UsageError("no histories given — pass --history '12 873 4051' (repeatable) or --histories-file FILE")
+    id_map = engine_id_map_entry(args.engine_dir)  # read before loading graphs: bad histories fail fast
+    original = id_map is not None and not args.catalog_ids
+    histories = []
+    for where, tokens in lines:
+        if original:  # looked up by spelling; unknown ones are reported by the recommender as written
+            histories.append([int(t) if id_map.get("id_type") == "int" and t.lstrip("-").isdigit() else t
+                              for t in tokens])
+            continue
+        try:
+            histories.append(parse_history(" ".join(tokens)))
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{where}: {exc} — the engine has no item id map, so histories are catalog indices "
+                             "0..n-1 (one history per line in a file, ids separated by spaces or commas)"
+                             if id_map is None else f"{where}: {exc} — --catalog-ids takes catalog indices "
+                             "0..n-1; drop it to give the catalog's original ids") from None
     from . import Recommender
 
     rec = Recommender.load(args.engine_dir, backend=args.backend, checkpoint=args.checkpoint, verify=args.verify)
-    res = rec.recommend(histories, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown)
+    original = original and rec.id_map is not None
+    res = rec.recommend(histories, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
+                        ids="original" if original else "catalog")
     for u, hist in enumerate(histories):
-        items = [int(i) for i in res.items[u] if i >= 0]
+        found = [j for j, n in enumerate(res.index[u]) if n >= 0]
+        items = [res.items[u][j] if original else int(res.items[u][j]) for j in found]
+        titles = [res.titles[u][j] for j in found] if rec.id_map is not None and rec.id_map.titles else None
         note = []
         if res.skipped[u]:
-            note.append(f"{res.skipped[u]} unknown skipped")
+            named = (res.unknown or {}).get(u)
+            note.append(f"{res.skipped[u]} unknown skipped" + (f" ({', '.join(map(str, named))})" if named else ""))
         if res.truncated[u]:
             note.append(f"{res.truncated[u]} oldest dropped")
         print(json.dumps({"history": hist, "items": items,
                           "scores": [round(float(s), 4) for s in res.scores[u][: len(items)]],
-                          **({"note": ", ".join(note)} if note else {})}))
+                          **({"titles": titles} if titles is not None else {}),
+                          **({"note": ", ".join(note)} if note else {})}, ensure_ascii=False))
     return 0
+
+
+def engine_id_map_entry(engine_dir) -> dict | None:
+    """``manifest["id_map"]`` read without checks (they run when the engine loads), None if absent/unreadable."""
+    try:
+        entry = json.loads((Path(engine_dir) / "manifest.json").read_text()).get("id_map")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return entry if isinstance(entry, dict) else None

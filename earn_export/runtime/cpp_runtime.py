@@ -73,6 +73,10 @@ class CppRecommender:
         self.batch_size = native.batch_size
         self.providers = list(native.providers)
         self._known_items = None
+        from ..data.id_map import engine_id_map
+
+        # original item ids: translated here, around libearn (which works on catalog indices)
+        self.id_map = engine_id_map(self.engine_dir, self.manifest)
 
     @property
     def known_items(self) -> frozenset:
@@ -111,7 +115,13 @@ class CppRecommender:
                                            intra_op_threads=intra_op_threads)
         return cls(native, engine_dir)
 
-    def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error"):
+    def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error", ids=None):
+        """As ``Recommender.recommend`` (``ids``: original ids by default when the engine has an id map)."""
+        from .original_ids import recommend_with_ids
+
+        return recommend_with_ids(self.id_map, self._recommend_catalog, histories, top_k, beam, on_unknown, ids)
+
+    def _recommend_catalog(self, histories, top_k, beam, on_unknown):
         items, scores, skipped, truncated = self.native.recommend(_lists(histories), top_k, beam, on_unknown)
         return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated)
 

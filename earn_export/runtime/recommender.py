@@ -19,37 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, hint
+from ..errors import hint
 from ..search.beam import constrained_beam_search, token_columns
 from ..engine.trie_files import engine_trie
 from .prompt_encoders import build_encoder, engine_encoder
-from .results import RecommendResult
-
-
-class UnknownItemError(KeyError, UserError):
-    """History item ids that the engine's catalog does not know."""
-
-    def __init__(self, unknown: dict[int, list[int]]):
-        self.unknown = unknown  # user index -> unknown ids
-        ids = sorted({i for v in unknown.values() for i in v})
-        users = sorted(unknown)
-        super().__init__(
-            f"unknown item ids {ids[:20]}{' ...' if len(ids) > 20 else ''} in the histories of users {users[:20]}: "
-            "the engine's catalog has no such items — map them to catalog ids, or "
-            + hint("pass on_unknown='skip' to drop them (counted in RecommendResult.skipped)",
-                   "pass --on-unknown skip to drop them (the output notes how many)")
-        )
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
+from .results import RecommendResult, UnknownItemError  # noqa: F401 (UnknownItemError: imported from here)
 
 
 class Recommender:
     """Top-K items per user from a search backend, the trie and a prompt encoder."""
 
     def __init__(self, backend, trie, encoder, known_items, max_history: int = 20, batch_size: int = 64,
-                 manifest: dict | None = None):
+                 manifest: dict | None = None, id_map=None):
         self.backend = backend
+        self.id_map = id_map  # earn_export.data.id_map.ItemIdMap: original item ids (None: catalog indices only)
         self.trie = trie
         self.encoder = encoder
         self.known_items = frozenset(int(i) for i in known_items)
@@ -101,10 +84,13 @@ class Recommender:
         """The engine's trie, prompt encoder and history rules around any search backend (ORT sessions, the
         torch reference, Triton BLS calls ...). ``manifest`` is the already-checked ``load_manifest`` result."""
         trie = trie if trie is not None else engine_trie(engine_dir, manifest)
+        from ..data.id_map import engine_id_map
+
         paths = trie.item_paths()
+        id_map = engine_id_map(engine_dir, manifest, n_items=max(paths) + 1 if paths else 0)
         return cls(backend, trie, engine_encoder(engine_dir, manifest), paths.keys(),
                    max_history=manifest["model"].get("max_history") or 20, batch_size=batch_size,
-                   manifest=manifest)
+                   manifest=manifest, id_map=id_map)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,
@@ -131,9 +117,12 @@ class Recommender:
             "id_length": earn.id_length if earn else None,
             "max_history": earn.max_history if earn else 20,
         }
+        from ..data.id_map import load_id_map
+
         encoder = build_encoder(ckpt_dir, info, paths)
+        id_map = load_id_map(ckpt_dir, n_items=max(paths) + 1 if paths else 0)
         return cls(TorchBackend(model, head_token_ids=head), trie_obj, encoder, paths.keys(),
-                   max_history=info["max_history"] or 20, batch_size=batch_size)
+                   max_history=info["max_history"] or 20, batch_size=batch_size, id_map=id_map)
 
     # -- inference -------------------------------------------------------------------------------------------
     def prepare(self, histories, on_unknown: str = "error"):
@@ -158,8 +147,17 @@ class Recommender:
             raise UnknownItemError(unknown)
         return clean, skipped, truncated
 
-    def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error") -> RecommendResult:
-        """Top-``top_k`` items for each history (a list of item-id lists, oldest first); see the module doc."""
+    def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error",
+                  ids: str | None = None) -> RecommendResult:
+        """Top-``top_k`` items for each history (a list of item-id lists, oldest first); see the module doc.
+
+        ``ids``: None (the engine's original item ids when it has an id map, else catalog indices), "original"
+        or "catalog" (indices 0..n-1); see ``earn_export.runtime.original_ids``."""
+        from .original_ids import recommend_with_ids
+
+        return recommend_with_ids(self.id_map, self._recommend_catalog, histories, top_k, beam, on_unknown, ids)
+
+    def _recommend_catalog(self, histories, top_k, beam, on_unknown) -> RecommendResult:
         if beam < 1 or not 1 <= top_k <= beam:
             raise ValueError(f"need 1 <= top_k <= beam, got top_k={top_k}, beam={beam}")
         histories = list(histories)

@@ -104,7 +104,7 @@ class RecommenderActor:
         import pyarrow as pa
 
         res = self.rec.recommend(batch.column("history").to_pylist(), top_k=self.top_k, beam=self.beam,
-                                 on_unknown=self.on_unknown)
+                                 on_unknown=self.on_unknown, ids="catalog")
         return pa.table({
             "user": batch.column("user"),
             "items": pa.array(list(res.items), type=pa.list_(pa.int64())),

@@ -312,7 +312,7 @@ def verify(records: list[LoadRecord], reqs: list[LoadRequest], rec, beam: int, d
     good = [r for r in records if r.kind == "good" and r.error is None]
     if not good:
         return []
-    res = rec.recommend([reqs[r.index].history.tolist() for r in good], top_k=beam, beam=beam)
+    res = rec.recommend([reqs[r.index].history.tolist() for r in good], top_k=beam, beam=beam, ids="catalog")
     bad = []
     for row, r in enumerate(good):
         k = reqs[r.index].top_k or default_top_k

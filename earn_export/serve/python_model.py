@@ -45,7 +45,8 @@ def answer(rec, opts: ServeOptions, requests: list[tuple]) -> list:
     if good:
         max_k = max(k for _, _, k in good)
         try:
-            res = rec.recommend([h for _, h, _ in good], top_k=max_k, beam=opts.beam, on_unknown=opts.on_unknown)
+            res = rec.recommend([h for _, h, _ in good], top_k=max_k, beam=opts.beam, on_unknown=opts.on_unknown,
+                                ids="catalog")  # requests carry catalog indices (checked against known_items)
         except Exception as exc:  # noqa: BLE001 - answered to these requests; the instance stays up
             for i, _, _ in good:
                 out[i] = exc
@@ -77,7 +78,7 @@ class TritonPythonModel:
         """The instance's Recommender; a failed test recommendation fails the load (the server never reports
         ready with an engine that cannot answer)."""
         rec = load_recommender(self.opts)
-        rec.recommend([[min(rec.known_items)]], top_k=1, beam=self.opts.beam)
+        rec.recommend([[min(rec.known_items)]], top_k=1, beam=self.opts.beam, ids="catalog")
         return rec
 
     def _error(self, exc):

@@ -166,7 +166,7 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
     if split_analysis is not None:
         log["split_analysis"] = split_analysis
     log["wall_s_before_save"] = time.perf_counter() - t0
-    out = save_checkpoint(out_dir, model, tok, catalog, prompts, data_spec, log)
+    out = save_checkpoint(out_dir, model, tok, catalog, prompts, data_spec, log, data=data)
     log["wall_s"] = time.perf_counter() - t0
     (Path(out) / "train_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
     return out

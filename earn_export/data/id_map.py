@@ -1,0 +1,209 @@
+"""The catalog's original item ids (and titles): ``item_ids.json`` in a checkpoint and in its engine directory.
+
+Why: training remaps a user's own ids (``sku-528``, or integers that are not 0..n-1) to catalog indices
+0..n-1 (``load_interactions``). Without the map a trained model can be queried and read only in those
+internal indices. The map is written with the checkpoint, copied by ``export`` like every small checkpoint file
+(listed and hashed in ``manifest.json``), and read by the runtimes to speak the original ids.
+
+File format (JSON)::
+
+    {"format": "earn-item-ids", "version": 1, "n_items": N, "id_type": "int" | "str",
+     "ids": [original id of catalog index 0, 1, ..., N-1],
+     "titles": {"<catalog index>": "title", ...}  # optional, only items that have one}
+
+``id_type`` is ``"int"`` when every original id is the canonical spelling of an integer (``"7"``, not ``"007"``):
+ids are then JSON integers and the runtimes return Python ints; otherwise strings. Lookups go through the id's
+spelling, so ``7`` and ``"7"`` name the same item of an int map.
+
+:func:`load_id_map` refuses, naming the file, a map that is not valid JSON, lacks a field, has a length other
+than ``n_items`` (partial), repeats an id, mixes types or does not cover the engine's catalog.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import DataError
+
+ID_MAP_FILE = "item_ids.json"
+FORMAT = "earn-item-ids"
+VERSION = 1
+
+
+class IdMapError(DataError):
+    """An ``item_ids.json`` that cannot be used; the message names the file, the problem and the fix."""
+
+
+def _canonical_int(s: str) -> bool:
+    try:
+        return str(int(s)) == s
+    except ValueError:
+        return False
+
+
+class ItemIdMap:
+    """Original item id <-> catalog index, plus optional titles (module doc)."""
+
+    def __init__(self, ids: list, titles: dict[int, str] | None = None, id_type: str | None = None):
+        spellings = [str(i) for i in ids]
+        if id_type is None:
+            id_type = "int" if spellings and all(_canonical_int(s) for s in spellings) else "str"
+        if id_type not in ("int", "str"):
+            raise IdMapError(f"id_type must be 'int' or 'str', got {id_type!r}")
+        self.id_type = id_type
+        self.ids = [int(s) for s in spellings] if id_type == "int" else spellings
+        self.titles = {int(k): str(v) for k, v in (titles or {}).items()}
+        self.index = {s: n for n, s in enumerate(spellings)}
+        if len(self.index) != len(spellings):
+            seen, dup = set(), []
+            for s in spellings:
+                if s in seen:
+                    dup.append(s)
+                seen.add(s)
+            raise IdMapError(f"item id map: original ids {dup[:5]} appear more than once; every catalog item needs "
+                             "its own id")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def from_data(cls, data) -> "ItemIdMap | None":
+        """The map of a :class:`SequentialData` that carries original ids (``load_interactions``), else None."""
+        names = getattr(data, "item_names", None)
+        if not names:
+            return None
+        if len(names) != data.num_items:
+            raise IdMapError(f"{data.source}: {len(names)} original item ids for {data.num_items} catalog items")
+        return cls(list(names), titles=data.titles)
+
+    # -- original <-> catalog ------------------------------------------------------------------------------------
+    def lookup(self, original) -> int | None:
+        """Catalog index of an original id (int or str), None when the catalog has no such item."""
+        if isinstance(original, bool):
+            return None
+        if isinstance(original, float) and original.is_integer():
+            original = int(original)
+        return self.index.get(str(original).strip() if isinstance(original, str) else str(original))
+
+    def original(self, index: int):
+        return self.ids[int(index)]
+
+    def title(self, index: int) -> str | None:
+        return self.titles.get(int(index))
+
+    # -- file ----------------------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        out = {"format": FORMAT, "version": VERSION, "n_items": len(self.ids), "id_type": self.id_type,
+               "ids": self.ids}
+        if self.titles:
+            out["titles"] = {str(k): v for k, v in sorted(self.titles.items())}
+        return out
+
+    def save(self, directory) -> Path:
+        path = Path(directory) / ID_MAP_FILE
+        path.write_text(json.dumps(self.to_json(), ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+
+def load_id_map(directory, n_items: int | None = None, required: bool = False) -> ItemIdMap | None:
+    """``directory/item_ids.json`` checked in full (module doc); None when absent and not ``required``.
+
+    ``n_items``: the number of items of the catalog the map must cover (the engine's trie), when known."""
+    path = Path(directory) / ID_MAP_FILE
+    fix = "re-export the engine from its checkpoint (`earn-export export CKPT --out DIR`), or retrain it"
+    if not path.is_file():
+        if required:
+            raise IdMapError(f"{path}: missing — the engine's manifest lists an item id map; copy the file again or "
+                             f"{fix}")
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IdMapError(f"{path}: not valid JSON ({exc}) — {fix}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise IdMapError(f"{path}: not an item id map (format {FORMAT!r} expected) — {fix}")
+    if doc.get("version") != VERSION:
+        raise IdMapError(f"{path}: id map version {doc.get('version')!r}, this earn-export reads {VERSION} — {fix}")
+    missing = [k for k in ("n_items", "id_type", "ids") if k not in doc]
+    if missing:
+        raise IdMapError(f"{path}: fields {missing} missing (partial file) — {fix}")
+    ids, n, id_type = doc["ids"], doc["n_items"], doc["id_type"]
+    if not isinstance(ids, list) or not isinstance(n, int) or len(ids) != n:
+        raise IdMapError(f"{path}: partial map, {len(ids) if isinstance(ids, list) else 'no'} ids for n_items={n!r} "
+                         f"— {fix}")
+    want = int if id_type == "int" else str
+    bad = [i for i in ids if not isinstance(i, want) or isinstance(i, bool) or (want is str and not i.strip())]
+    if id_type not in ("int", "str") or bad:
+        raise IdMapError(f"{path}: id_type {id_type!r} but ids such as {bad[:3]} are not of that type — {fix}")
+    if n_items is not None and n != n_items:
+        raise IdMapError(f"{path}: {n} ids for a catalog of {n_items} items (a map of another catalog, or partial) "
+                         f"— {fix}")
+    titles = doc.get("titles") or {}
+    if not isinstance(titles, dict) or any(not str(k).isdigit() or int(k) >= n for k in titles):
+        raise IdMapError(f"{path}: titles must map catalog indices 0..{n - 1} to text — {fix}")
+    try:
+        return ItemIdMap(ids, titles=titles, id_type=id_type)
+    except IdMapError as exc:
+        raise IdMapError(f"{path}: {exc} — {fix}") from None
+
+
+def data_stats(data) -> dict:
+    """What the data actually held after loading (users, items, interactions kept per split, skipped counts):
+    recorded in ``data.json`` and ``train_log.json`` next to the options that produced it."""
+    st = data.stats()
+    kept = sum(st[f"{s}_interactions"] for s in ("train", "valid", "test"))
+    return {"users": st["users"], "items": st["items"], "interactions_kept": kept,
+            **{k: v for k, v in st.items() if k not in ("users", "items")},
+            "skipped": dict(getattr(data, "skipped", {}) or {}),
+            "original_ids": bool(getattr(data, "item_names", None))}
+
+
+def write_data_files(ckpt_dir, data, log: dict | None = None) -> ItemIdMap | None:
+    """Checkpoint side of the loaded data: ``item_ids.json`` (when the data has original ids) and the actual
+    counts in ``data.json`` (``stats``; for non-synthetic data ``n_users``/``n_items`` become the counts kept,
+    not the synthetic generator's defaults) and in ``log`` (``data_stats``, ``data``)."""
+    ckpt_dir = Path(ckpt_dir)
+    id_map = ItemIdMap.from_data(data)
+    if id_map is not None:
+        id_map.save(ckpt_dir)
+    stats = data_stats(data)
+    path = ckpt_dir / "data.json"
+    spec = json.loads(path.read_text()) if path.is_file() else {}
+    if spec.get("kind") not in (None, "synthetic"):
+        spec.update(n_users=stats["users"], n_items=stats["items"])
+    spec["stats"] = stats
+    path.write_text(json.dumps(spec, indent=2) + "\n")
+    if log is not None:
+        log["data_stats"] = stats
+        if isinstance(log.get("data"), dict):
+            log["data"] = {k: v for k, v in spec.items() if k != "stats"}
+    return id_map
+
+
+def catalog_size(trie) -> int:
+    """Items of the engine's catalog: its trie's item ids are 0..n-1."""
+    keys = list(trie.item_paths())
+    return (max(keys) + 1) if keys else 0
+
+
+def manifest_entry(engine_dir, trie) -> dict | None:
+    """``manifest["id_map"]`` for an engine dir holding a (copied) ``item_ids.json``: checked against the trie at
+    export, so a map of another catalog is refused there and not at the first request."""
+    if trie is None:
+        return None
+    id_map = load_id_map(engine_dir, n_items=catalog_size(trie))
+    if id_map is None:
+        return None
+    return {"file": ID_MAP_FILE, "n_items": len(id_map), "id_type": id_map.id_type, "titles": bool(id_map.titles)}
+
+
+def engine_id_map(engine_dir, manifest: dict, n_items: int | None = None) -> ItemIdMap | None:
+    """The id map an engine's manifest names (refused by name when missing or not matching), else None."""
+    entry = manifest.get("id_map")
+    if not entry:
+        return None
+    if entry.get("file") != ID_MAP_FILE:
+        raise IdMapError(f"{engine_dir}: manifest id_map names {entry.get('file')!r}, expected {ID_MAP_FILE!r} — "
+                         "re-export the engine")
+    return load_id_map(engine_dir, n_items=n_items if n_items is not None else entry.get("n_items"), required=True)
