@@ -331,9 +331,10 @@ def add_split_layer(p, default, note: str | None = None) -> None:
 
 
 def add_history(p, required: bool = False, original_ids: bool = False) -> None:
-    """``--history IDS`` (repeatable): one user's item ids. ``original_ids``: kept as spelled (``split_history``),
-    for commands that read the engine's item id map before parsing them (docs/own-ids.md)."""
-    p.add_argument("--history", action="append", default=[], type=split_history if original_ids else parse_history,
+    """``--history IDS`` (repeatable): one user's item ids, kept as spelled (``split_history``: one type for every
+    command); commands read them as original ids through the engine's id map or as catalog indices
+    (docs/own-ids.md). ``original_ids``: this command takes original ids (the help says so)."""
+    p.add_argument("--history", action="append", default=[], type=split_history,
                    metavar="IDS", required=required,
                    help="space- or comma-separated item ids, oldest first (repeat for more users; '' = empty)"
                         + ("; the catalog's original ids when the engine has an id map (trained with --interactions)"

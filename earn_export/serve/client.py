@@ -348,10 +348,17 @@ def _server_reachable(command):
 def run_query(args) -> int:
     from tritonclient.utils import InferenceServerException
 
+    histories = []
+    for hist in args.history:  # split by cli_args.split_history: the served model takes catalog indices
+        bad = [x for x in hist if not x.lstrip("-").isdigit()]
+        if bad:
+            raise ClientError(f"query --history: the served model takes catalog indices (integers), got {bad[0]!r} — "
+                              "map original ids with the engine's item_ids.json (docs/own-ids.md)")
+        histories.append([int(x) for x in hist])
     protocol, tc, client = connect(args.url, timeout_s=args.timeout)
     code = 0
     try:
-        for hist in args.history:  # parsed by cli_args.parse_history
+        for hist in histories:
             try:
                 out = infer(tc, client, protocol, np.asarray(hist, np.int64), args.top_k, timeout_s=args.timeout)
             except InferenceServerException as exc:
