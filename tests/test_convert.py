@@ -27,8 +27,8 @@ def test_prompts_tokens_and_bos_match_the_tokenizer(converted):
     shape, src, ckpt = converted
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.frompretrained_checkpoint(str(ckpt))
-    orig = AutoTokenizer.frompretrained_checkpoint(str(src))
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    orig = AutoTokenizer.from_pretrained(str(src))
     prompts = PromptBuilder.load(ckpt)
     earn = json.loads((ckpt / "earn.json").read_text())
     reg_p, reg_s = earn["prefix_token_ids"][0], earn["suffix_token_ids"][0]

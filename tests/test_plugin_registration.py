@@ -105,7 +105,7 @@ def test_build_deregisters_what_it_loaded(trt, tmp_path, lib):
 def test_embedded_plan_builds_then_loads_and_a_second_is_refused_clearly(trt, tmp_path, lib):
     """embed_plugins=True: the plan carries the library and the loader loads nothing; TensorRT registers the
     embedded copy, so a second embedded plan in the same process is refused before TensorRT sees it, with the fix."""
-    from earn_export.export import EngineDirError
+    from earn_export.engine.manifest import EngineDirError
 
     a, b = plugin_engine(tmp_path, "a"), plugin_engine(tmp_path, "b")
     meta = tensorrt_builder.build_engines(a, plugins=[str(lib)], embed_plugins=True)

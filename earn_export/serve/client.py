@@ -334,9 +334,9 @@ def _parse_history(text: str) -> list[int]:
 def _server_reachable(command):
     """A command talking to ``args.url``: nothing listening there is a user error naming what to start."""
     @functools.wraps(command)
-    def run(args):
+    def run(args, **kwargs):
         try:
-            return command(args)
+            return command(args, **kwargs)
         except ConnectionError as exc:
             raise ClientError(f"cannot reach a server at {args.url} ({exc.strerror or exc}) — start one with "
                               "`earn-export serve ENGINE_DIR`, or check the URL and port") from exc
