@@ -1,20 +1,10 @@
 """Benchmark harness: EARN vs dense (same shape, same weights) on ONNX Runtime and PyTorch, vs HF ``generate``.
 
-One run of :func:`run_bench` builds a random-weight model pair (:mod:`.synthetic`), exports both to the
-two-graph ONNX format, and times end-to-end recommendation for every (prompt length, batch, beam) setting:
-``constrained_beam_search`` = prefill + (L-1) decode calls + the trie-masked beam bookkeeping, from token ids
-to items (prompt building/tokenisation is not timed: it is the same for every backend). Timed jobs:
-
-- ``ort_earn`` / ``ort_dense``: the exported graphs in ONNX Runtime (``OrtBackend``);
-- ``torch_earn`` / ``torch_dense``: the PyTorch reference (``TorchBackend``, ``--device cpu|cuda``);
-- ``hf_dense``: transformers ``generate(num_beams=B, prefix_allowed_tokens_fn=trie)`` on the dense model saved
-  with ``save_pretrained`` and loaded by ``AutoModelForCausalLM`` (what users run today); slow on a CPU, so it
-  runs ``hf_batch`` users (default 1) with ``hf_repeats`` repeats, and is compared per user with
-  ``ort_earn@hf`` / ``ort_dense@hf`` (the ORT pipelines timed at the same batch size).
-
-Timing: ``warmup`` untimed runs per job, then ``repeats`` runs interleaved round-robin across jobs (so a change
-in machine load hits every job alike); the median is reported. Inside a run the backends are wrapped to split
-wall time into prefill, decode and the search's own bookkeeping; for ORT also the graph ``Run`` time itself.
+A random-weight model pair (:mod:`.synthetic`) is exported to the two-graph format and end-to-end
+recommendation (token ids to items; tokenisation is the same for every backend, so untimed) is timed per
+(prompt length, batch, beam) for ``ort_*`` (exported graphs), ``torch_*`` (the reference) and ``hf_dense``
+(transformers ``generate`` with a trie mask: what users run today; slow, so timed at ``hf_batch`` users and
+compared per user with ``ort_*@hf``). Jobs run round-robin so that a change in machine load hits all alike.
 """
 
 from __future__ import annotations
@@ -34,7 +24,6 @@ import numpy as np
 SCHEMA_VERSION = 1
 
 
-# --------------------------------------------------------------------------------------------------- config
 @dataclass
 class BenchConfig:
     preset: str = "base"  # earn_export.model.shapes preset (base: hidden 512, 16 layers, k = 4)
@@ -78,7 +67,6 @@ class BenchConfig:
             raise ValueError(f"device must be cpu or cuda[:i], got {self.device!r}")
 
 
-# --------------------------------------------------------------------------------------------- machine info
 def machine_info(cfg: BenchConfig) -> dict:
     import onnxruntime as ort
     import torch
@@ -110,13 +98,8 @@ def machine_info(cfg: BenchConfig) -> dict:
 
 
 def busy_warning(info: dict) -> str | None:
-    """A warning when other processes kept the CPUs busy during the run (1-minute load > cores - 0.5 beside us).
-
-    PyTorch's OpenMP threads degrade badly when a core is taken away from them (a 2-thread torch op waits for a
-    descheduled worker; measured here: a micro-model HF generate 0.06 s alone vs 3.4 s beside two busy
-    processes), ONNX Runtime much less. On a busy machine the torch and HF columns are inflated, so EARN/HF
-    is overstated; EARN/dense on ORT (both timed interleaved) stays comparable.
-    """
+    """A warning when other processes competed for the CPUs: PyTorch's OpenMP threads (torch and HF columns)
+    slow down far more than ONNX Runtime when a core is taken away, so EARN/HF is then overstated."""
     cores = info.get("cpu_affinity") or info.get("cpu_count") or 1
     loads = [x[0] for x in (info.get("loadavg_start"), info.get("loadavg_end")) if x]
     # our own process accounts for about one runnable thread per core while it runs
@@ -128,24 +111,24 @@ def busy_warning(info: dict) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------ timed backends
+def _timed(fn, times: dict, key: str):
+    """``fn`` that adds the wall time of every call to ``times[key]``."""
+    def call(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            times[key] += time.perf_counter() - t
+    return call
+
+
 class _TimedSession:
-    """Proxy of an ``onnxruntime.InferenceSession`` that adds the time of every ``Run`` to a counter."""
+    """Proxy of an ``onnxruntime.InferenceSession`` that times every ``Run``."""
 
     def __init__(self, session, times: dict, key: str):
-        self._session, self._times, self._key = session, times, key
-
-    def run_with_ort_values(self, *args, **kwargs):
-        t = time.perf_counter()
-        out = self._session.run_with_ort_values(*args, **kwargs)
-        self._times[self._key] += time.perf_counter() - t
-        return out
-
-    def run(self, *args, **kwargs):
-        t = time.perf_counter()
-        out = self._session.run(*args, **kwargs)
-        self._times[self._key] += time.perf_counter() - t
-        return out
+        self._session = session
+        self.run = _timed(session.run, times, key)
+        self.run_with_ort_values = _timed(session.run_with_ort_values, times, key)
 
     def __getattr__(self, name):
         return getattr(self._session, name)
@@ -169,16 +152,12 @@ class TimedBackend:
         self.last_state = None
 
     def prefill(self, input_ids, attention_mask):
-        t = time.perf_counter()
-        out = self.inner.prefill(input_ids, attention_mask)
-        self.times["prefill"] += time.perf_counter() - t
+        out = _timed(self.inner.prefill, self.times, "prefill")(input_ids, attention_mask)
         self.last_state = out[1]
         return out
 
     def decode(self, state, tokens, parents, step):
-        t = time.perf_counter()
-        out = self.inner.decode(state, tokens, parents, step)
-        self.times["decode"] += time.perf_counter() - t
+        out = _timed(self.inner.decode, self.times, "decode")(state, tokens, parents, step)
         self.times["decode_calls"] += 1
         self.last_state = out[1]
         return out
@@ -220,7 +199,6 @@ def _run_search(tb: TimedBackend, trie, ids, mask, beam: int):
     return rec, res
 
 
-# ------------------------------------------------------------------------------------------ HF generate
 class _ForwardTimer:
     """Forward hooks on the HF model: time of each forward call (the first of a generate call is the prefill)."""
 
@@ -244,25 +222,17 @@ class _ForwardTimer:
 
 
 def _hf_cache_bytes(out) -> int | None:
-    cache = getattr(out, "cache", None)
-    if cache is None:
-        cache = getattr(out, "past_key_values", None)
+    """Bytes of the cache ``generate`` returned: a ``Cache`` with ``layers``, or legacy (key, value) pairs."""
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None:
         return None
-    total = 0
     layers = getattr(cache, "layers", None)
-    if layers is not None:
-        for layer in layers:
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-                if t is not None and hasattr(t, "numel"):
-                    total += t.numel() * t.element_size()
-        return total
     try:
-        for k, v in cache:
-            total += k.numel() * k.element_size() + v.numel() * v.element_size()
+        tensors = [t for layer in layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))] \
+            if layers is not None else [t for kv in cache for t in kv]
     except TypeError:
         return None
-    return total
+    return sum(t.numel() * t.element_size() for t in tensors if hasattr(t, "numel"))
 
 
 def hf_generate(hf, ids, mask, beam: int, id_length: int, walker, device: str) -> tuple[dict, np.ndarray, int | None]:
@@ -298,25 +268,16 @@ def load_hf_model(ckpt_dir, device: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - cosmetic only
-        pass
+    hf_logging.disable_progress_bar()
     hf = AutoModelForCausalLM.from_pretrained(str(ckpt_dir), dtype=torch.float32)
     return hf.to(device).eval()
 
 
-# --------------------------------------------------------------------------------------------- models
 def flop_model(shape: dict, prompt_len: int, beam: int, id_length: int, vocab_out: int, hf_vocab: int) -> dict:
-    """Matmul FLOPs per user of one recommendation (prefill + L-1 decode steps), docs/design.md §3 / the EARN paper's Eq. 8.
-
-    Linear layers: 2·(params) per row and layer; attention: 4·Hq·D per (query, key) pair (QK^T and PV).
-    EARN: k layers over P rows, N-k layers over the R registers; decode: beam rows per step over the shared
-    prefix (P keys below k, R above) + own generated keys; head: vocab_out rows. Dense: k = N. HF beam search:
-    the prompt is copied per beam (beam·P rows in prefill), full-vocabulary head.
-    """
+    """Matmul FLOPs per user of one recommendation (the EARN paper's Eq. 8): 2·params per row and layer,
+    4·Hq·D per (query, key) pair; dense is k = N; HF copies the prompt per beam and uses the full vocabulary."""
     h, f = shape["hidden_size"], shape["intermediate_size"]
     hq, hkv, d = shape["num_attention_heads"], shape["n_kv_heads"], shape["head_dim"]
     n, k, r = shape["num_layers"], shape["split_layer"], shape["n_registers"]
@@ -354,10 +315,7 @@ def flop_model(shape: dict, prompt_len: int, beam: int, id_length: int, vocab_ou
 
 def _stats(runs: list[dict], warmup: int, users: int, beam: int, id_length: int) -> dict:
     med = statistics.median(r["total_s"] for r in runs)
-    split = {}
-    for key in runs[0]:
-        if key.endswith("_s") and key != "total_s":
-            split[key] = statistics.median(r[key] for r in runs)
+    split = {key: statistics.median(r[key] for r in runs) for key in runs[0] if key.endswith("_s") and key != "total_s"}
     return {
         "batch": users, "repeats": len(runs), "warmup": warmup,
         "median_s": med, "min_s": min(r["total_s"] for r in runs), "max_s": max(r["total_s"] for r in runs),
@@ -368,7 +326,6 @@ def _stats(runs: list[dict], warmup: int, users: int, beam: int, id_length: int)
     }
 
 
-# ------------------------------------------------------------------------------------------------ run
 def _engine_key(cfg: BenchConfig, shape: dict) -> dict:
     return {"shape": shape, "seed": cfg.seed, "vocab": cfg.vocab, "exporter": cfg.exporter, "form": cfg.form,
             "quantize": cfg.quantize, "n_items": cfg.n_items,
@@ -532,14 +489,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
             kv_measured["hf_dense"] = {"total_bytes": int(hf_kv), "batch": hb}
         hf_formula = kv_report(kv_shape, batch=hb, beam=bm, prompt_len=p, steps=cfg.id_length - 1, split_layer=k,
                                n_registers=shape["n_registers"])["hf_beam_bytes"] if run_hf else None
-        agree = {}
-        for name, meas in kv_measured.items():
-            if name.endswith("_earn"):
-                agree[name] = meas["total_bytes"] == formula["earn_bytes"]
-            elif name == "hf_dense":
-                agree[name] = meas["total_bytes"] == hf_formula
-            elif name.endswith("_dense"):
-                agree[name] = meas["total_bytes"] == formula["dense_bytes"]
+        expected = {"earn": formula["earn_bytes"], "dense": formula["dense_bytes"]}
+        agree = {name: meas["total_bytes"] == (hf_formula if name == "hf_dense" else expected[name.split("_")[-1]])
+                 for name, meas in kv_measured.items()}
         bound = n / k
         speedup, fraction = {}, {}
         for kind in ("ort", "torch"):
@@ -556,13 +508,12 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
         if "hf_dense" in runs and "torch" in cfg.backends:
             speedup["torch_dense_vs_hf"] = runs["hf_dense"]["per_user_s"] / runs["torch_dense"]["per_user_s"]
         checks = {}
-        if "ort_dense" in results and "torch_dense" in results:
-            a, c = np.asarray(results["ort_dense"].items), np.asarray(results["torch_dense"].items)
-            checks["dense_ort_items_equal_torch"] = bool(np.array_equal(a, c))
-            checks["dense_ort_torch_item_agreement"] = float((a == c).mean())
-        if "ort_earn" in results and "torch_earn" in results:
-            a, c = np.asarray(results["ort_earn"].items), np.asarray(results["torch_earn"].items)
-            checks["earn_ort_torch_item_agreement"] = float((a == c).mean())
+        for model in ("dense", "earn"):
+            if f"ort_{model}" in results and f"torch_{model}" in results:
+                a, c = (np.asarray(results[f"{kind}_{model}"].items) for kind in ("ort", "torch"))
+                if model == "dense":
+                    checks["dense_ort_items_equal_torch"] = bool(np.array_equal(a, c))
+                checks[f"{model}_ort_torch_item_agreement"] = float((a == c).mean())
         if hf_items is not None:
             checks["hf_valid_item_fraction"] = float((hf_items >= 0).mean())
         for name, res in results.items():

@@ -1,5 +1,4 @@
-"""Benchmark outputs: ``bench.json`` (everything), ``bench.md`` (tables) and ``speedup.png`` (speedup vs prompt length).
-"""
+"""Benchmark outputs: ``bench.json`` (everything), ``bench.md`` (tables) and ``speedup.png`` (speedup vs prompt length)."""
 
 from __future__ import annotations
 
@@ -10,9 +9,7 @@ MB = 1024 * 1024
 
 
 def _f(x, nd=2, suffix=""):
-    if x is None:
-        return "–"
-    return f"{x:.{nd}f}{suffix}"
+    return "–" if x is None else f"{x:.{nd}f}{suffix}"
 
 
 def _ms(x):
@@ -27,8 +24,7 @@ def markdown(result: dict) -> str:
     """The result tables (speed, vs HF, time split, KV bytes) as GitHub markdown."""
     m, mach, cfg = result["model"], result["machine"], result["config"]
     n, k = m["num_layers"], m["split_layer"]
-    lines = []
-    lines.append(
+    lines = [
         f"Model: random-weight Llama, hidden {m['hidden_size']}, {n} layers, {m['num_attention_heads']} heads "
         f"({m['n_kv_heads']} KV), FFN {m['intermediate_size']}, vocab {m['vocab_size']}, EARN k = {k}, "
         f"R = {m['n_registers']} registers, N/k = {n / k:g}. Catalog: {result['catalog']['n_items']} items, "
@@ -39,16 +35,13 @@ def markdown(result: dict) -> str:
         f"{_load(mach.get('loadavg_end'))} at end. ORT: median of {cfg['repeats']} runs after {cfg['warmup']} warm-up; "
         f"PyTorch: median of {cfg.get('torch_repeats', cfg['repeats'])} after {cfg.get('torch_warmup', cfg['warmup'])}; "
         f"HF: {cfg['hf_repeats']} run(s) after one short warm-up call. Total bench time "
-        f"{result['timings']['total_s']:.0f} s (exports {_export_s(result)} s).")
+        f"{result['timings']['total_s']:.0f} s (exports {_export_s(result)} s)."]
     if mach.get("busy_warning"):
-        lines.append("")
-        lines.append(f"> **Warning:** {mach['busy_warning']}")
-    lines.append("")
-    lines.append("**Speed: EARN vs dense (same shape, same weights), end-to-end recommendation**")
-    lines.append("")
-    lines.append("| prompt | batch | beam | EARN ORT s | dense ORT s | **EARN/dense ORT** | EARN/dense torch | "
-                 "N/k | ORT fraction of N/k | FLOP-model speedup | EARN ORT users/s | EARN ORT tokens/s |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines += ["", f"> **Warning:** {mach['busy_warning']}"]
+    lines += ["", "**Speed: EARN vs dense (same shape, same weights), end-to-end recommendation**", "",
+              "| prompt | batch | beam | EARN ORT s | dense ORT s | **EARN/dense ORT** | EARN/dense torch | "
+              "N/k | ORT fraction of N/k | FLOP-model speedup | EARN ORT users/s | EARN ORT tokens/s |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in result["settings"]:
         e, d = _run(s, "ort_earn"), _run(s, "ort_dense")
         sp = s["speedup"]
@@ -59,13 +52,11 @@ def markdown(result: dict) -> str:
             f"{_f(s['flop_model']['speedup_dense_over_earn'], 2, '×')} | {_f(e and e['users_per_s'], 2)} | "
             f"{_f(e and e['generated_tokens_per_s'], 0)} |")
     if any("hf_dense" in s["runs"] for s in result["settings"]):
-        lines.append("")
-        lines.append("**Against Hugging Face `generate(num_beams, prefix_allowed_tokens_fn=trie)` on the dense model** "
-                     "(per user, ORT timed at the HF batch size)")
-        lines.append("")
-        lines.append("| prompt | HF batch | HF s/user | HF prefill / decode / rest s | EARN ORT s/user | dense ORT s/user | "
-                     "**EARN ORT vs HF** | dense ORT vs HF | dense torch vs HF | FLOP ratio HF/EARN |")
-        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines += ["", "**Against Hugging Face `generate(num_beams, prefix_allowed_tokens_fn=trie)` on the dense model** "
+                  "(per user, ORT timed at the HF batch size)", "",
+                  "| prompt | HF batch | HF s/user | HF prefill / decode / rest s | EARN ORT s/user | dense ORT s/user | "
+                  "**EARN ORT vs HF** | dense ORT vs HF | dense torch vs HF | FLOP ratio HF/EARN |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for s in result["settings"]:
             h = _run(s, "hf_dense")
             if not h:
@@ -79,13 +70,11 @@ def markdown(result: dict) -> str:
                 f"{_f(e and e['per_user_s'], 3)} | {_f(d and d['per_user_s'], 3)} | "
                 f"**{_f(sp.get('ort_earn_vs_hf'), 1, '×')}** | {_f(sp.get('ort_dense_vs_hf'), 1, '×')} | "
                 f"{_f(sp.get('torch_dense_vs_hf'), 1, '×')} | {_f(s['flop_model']['speedup_hf_over_earn'], 1, '×')} |")
-    lines.append("")
-    lines.append("**Where the time goes (ORT, ms per batch, medians)**: prefill graph, decode graphs (all L-1 calls), "
-                 "backend overhead (KV reorder by beam parents, numpy/OrtValue copies), search bookkeeping (trie mask, "
-                 "top-k over beam × children, paths)")
-    lines.append("")
-    lines.append("| prompt | batch | model | total | prefill graph | decode graphs | backend overhead | search bookkeeping |")
-    lines.append("|---:|---:|---|---:|---:|---:|---:|---:|")
+    lines += ["", "**Where the time goes (ORT, ms per batch, medians)**: prefill graph, decode graphs (all L-1 calls), "
+              "backend overhead (KV reorder by beam parents, numpy/OrtValue copies), search bookkeeping (trie mask, "
+              "top-k over beam × children, paths)", "",
+              "| prompt | batch | model | total | prefill graph | decode graphs | backend overhead | search bookkeeping |",
+              "|---:|---:|---|---:|---:|---:|---:|---:|"]
     for s in result["settings"]:
         for name in ("ort_earn", "ort_dense"):
             r = _run(s, name)
@@ -96,13 +85,11 @@ def markdown(result: dict) -> str:
                 f"| {s['prompt_len']} | {s['batch']} | {name[4:]} | {_ms(r['median_s'])} | {_ms(sl.get('prefill_graph_s'))} | "
                 f"{_ms(sl.get('decode_graph_s'))} | {_ms(sl.get('backend_overhead_s'))} | "
                 f"{_ms(sl.get('search_bookkeeping_s'))} |")
-    lines.append("")
-    lines.append("**KV cache bytes** (whole batch, after the last decode step; measured = sum of `nbytes` of the cache "
-                 "tensors, formula = `kv_cache_bytes.kv_report`)")
-    lines.append("")
-    lines.append("| prompt | batch | beam | EARN measured MB | EARN formula MB | dense measured MB | dense formula MB | "
-                 "HF beam formula MB | EARN reduction vs dense | vs HF | measured = formula |")
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines += ["", "**KV cache bytes** (whole batch, after the last decode step; measured = sum of `nbytes` of the cache "
+              "tensors, formula = `kv_cache_bytes.kv_report`)", "",
+              "| prompt | batch | beam | EARN measured MB | EARN formula MB | dense measured MB | dense formula MB | "
+              "HF beam formula MB | EARN reduction vs dense | vs HF | measured = formula |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in result["settings"]:
         kv = s["kv"]
         f, meas = kv["formula"], kv["measured"]
@@ -123,9 +110,7 @@ def _load(x):
 
 def _export_s(result):
     ex = result["timings"]["export_s"]
-    if ex.get("reused"):
-        return "0 (reused)"
-    return f"{sum(v for k, v in ex.items() if k != 'reused'):.0f}"
+    return "0 (reused)" if ex.get("reused") else f"{sum(v for k, v in ex.items() if k != 'reused'):.0f}"
 
 
 def plot(result: dict, path) -> Path:
@@ -163,17 +148,13 @@ def plot(result: dict, path) -> Path:
         ax1.axhline(bound, ls="--", color="k", lw=1, label=f"bound N/k = {bound:g}")
         ax1.axhline(0.6 * bound, ls="--", color="tab:red", lw=0.8, label=f"target 0.6·N/k = {0.6 * bound:g}")
     ax1.axhline(1.0, color="gray", lw=0.5)
-    ax1.set_xlabel("prompt length (tokens)")
-    ax1.set_ylabel("speedup (dense time / EARN time)")
-    ax1.set_title("EARN over dense, end-to-end")
     ax1.set_ylim(bottom=0)
-    ax1.legend(fontsize=8)
     ax2.axhline(10.0, ls="--", color="tab:red", lw=0.8, label="target 10×")
     ax2.set_yscale("log")
-    ax2.set_xlabel("prompt length (tokens)")
-    ax2.set_ylabel("speedup over HF generate (per user)")
-    ax2.set_title("over HF generate (dense, constrained beam search)")
-    ax2.legend(fontsize=8)
+    for ax, ylabel, title in ((ax1, "speedup (dense time / EARN time)", "EARN over dense, end-to-end"),
+                              (ax2, "speedup over HF generate (per user)", "over HF generate (dense, constrained beam search)")):
+        ax.set(xlabel="prompt length (tokens)", ylabel=ylabel, title=title)
+        ax.legend(fontsize=8)
     m = result["model"]
     fig.suptitle(f"{m['hidden_size']}h × {m['num_layers']} layers, k = {m['split_layer']}, "
                  f"{result['machine']['cpu_count']} CPUs, device {result['machine']['device']}", fontsize=10)
@@ -194,17 +175,8 @@ def write_all(result: dict, out) -> dict:
 
 
 def _json_default(o):
-    try:
-        import numpy as np
+    import numpy as np
 
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, tuple):
-        return list(o)
-    return str(o)
+    if isinstance(o, (np.generic, np.ndarray)):
+        return o.tolist()
+    return list(o) if isinstance(o, tuple) else str(o)

@@ -1,13 +1,8 @@
 """Random-weight EARN / dense model pair, a synthetic item catalog and prompts for speed benchmarks.
 
-Speed does not depend on what the weights learned, so the benchmark builds one random-weight Llama-family
-model of the requested shape and uses it twice: as EARN (split layer k) and as the dense baseline (k = N, the
-same weights, the same register tokens kept as ordinary prompt tokens). Both compute over the same prompts,
-so their times differ only by what EARN skips.
-
-Token layout of the synthetic vocabulary (``vocab_size`` V, ``id_length`` L, ``codes`` per level):
-``0`` pad, ``1 .. V - L·codes - 3`` prompt words, then ``L·codes`` identifier tokens (level-major: level l code c
-is token ``first_code + l·codes + c``), then ``<reg_p>`` = V - 2 and ``<reg_s>`` = V - 1.
+Speed does not depend on what the weights learned, so one random-weight model serves as EARN (split k) and as
+the dense baseline (k = N, same weights): their times differ only by what EARN skips. Vocabulary: 0 pad, prompt
+words, ``L·codes`` identifier tokens (level-major), then ``<reg_p>`` = V - 2 and ``<reg_s>`` = V - 1.
 """
 
 from __future__ import annotations
@@ -66,19 +61,13 @@ def synthetic_item_paths(n_items: int, layout: VocabLayout, seed: int = 0) -> di
     if n_items > cap // 2:
         raise ValueError(f"n_items={n_items} is too many for {layout.codes}^{layout.id_length} identifiers")
     rng = np.random.default_rng(seed)
-    seen: set[tuple] = set()
-    paths: dict[int, list[int]] = {}
-    while len(paths) < n_items:
-        codes = rng.integers(0, layout.codes, size=(n_items, layout.id_length))
-        for row in codes:
-            key = tuple(int(c) for c in row)
-            if key in seen:
-                continue
-            seen.add(key)
-            paths[len(paths)] = [layout.code_token(lvl, c) for lvl, c in enumerate(key)]
-            if len(paths) == n_items:
+    seen: dict[tuple, None] = {}  # insertion-ordered set
+    while len(seen) < n_items:
+        for row in rng.integers(0, layout.codes, size=(n_items, layout.id_length)):
+            seen.setdefault(tuple(int(c) for c in row))
+            if len(seen) == n_items:
                 break
-    return paths
+    return {item: [layout.code_token(lvl, c) for lvl, c in enumerate(key)] for item, key in enumerate(seen)}
 
 
 class TrieWalker:
