@@ -1,7 +1,5 @@
 """Data for EARN recommenders: sequences and splits, item catalog and trie, semantic IDs, tokenizer, prompts.
-
-Heavy libraries (transformers, tokenizers, scikit-learn) are imported only inside the functions that need them.
-"""
+Heavy libraries (transformers, tokenizers, scikit-learn) are imported only inside the functions that need them."""
 
 from .catalog import ItemCatalog, Trie
 from .errors import DataError

@@ -1,19 +1,9 @@
 """Item catalog (item id -> identifier code strings) and the CSR trie of valid identifiers.
 
-Why a separate catalog and trie: the catalog speaks code *strings* (``<a_47>``), which is what data files and
-``items.json`` hold, while the trie speaks *token ids* of one particular tokenizer, which is what beam search
-needs. ``ItemCatalog.trie(tokenizer)`` is the single bridge between the two.
-
-Identifiers must be unique: two items with one identifier cannot be told apart by the trie (one leaf, one
-item), so the catalog refuses them instead of silently merging items. Indexes that do collide (the Beauty
-LC-Rec index has 9 colliding identifiers shared by 21 items) are repaired only when asked, with
-``dedupe=True``: every item of a colliding group except the lowest id gets the smallest last-level code
-(``<d_j>``) not yet used under its prefix, so the first L-1 levels (the semantic part) are kept.
-
-Trie layout (docs/CONTRACTS.md "Trie (CSR)"): nodes are numbered breadth first with children sorted by token,
-so node 0 is the root and the child of edge ``e`` is node ``e + 1``; the arrays ``offsets``, ``tokens``,
-``children``, ``leaf_item`` and ``depth`` are stored as ``trie.npz`` in checkpoints and as one ``trie.<key>.npy``
-each in engine directories (``earn_export.engine.trie_files``; read as-is by the Python and C++ runtimes).
+The catalog speaks code *strings* (``<a_47>``, as data files hold them), the trie *token ids* of one tokenizer
+(what beam search needs); ``ItemCatalog.trie(tokenizer)`` is the one bridge. Identifiers must be unique (one
+leaf, one item), so collisions are refused unless ``dedupe=True`` re-assigns their last level (the Beauty
+LC-Rec index has 9 colliding identifiers). Trie layout: docs/CONTRACTS.md "Trie (CSR)".
 """
 
 from __future__ import annotations
@@ -104,11 +94,8 @@ def find_duplicates(codes: dict[int, list[str]]) -> list[list[int]]:
 
 
 def dedupe_codes(codes: dict[int, list[str]]) -> tuple[dict[int, list[str]], int]:
-    """Make identifiers unique by re-assigning the last level (see module doc). Returns (codes, n_reassigned).
-
-    The lowest item id of a colliding group keeps its identifier; the others get, in id order, the smallest
-    ``<x_j>`` (same level letter as the old last code) unused among the items with the same L-1 prefix.
-    """
+    """Make identifiers unique: the lowest item id of a colliding group keeps its identifier, the others get the
+    smallest unused last-level code under the same L-1 prefix (the semantic part). Returns (codes, n_reassigned)."""
     dups = find_duplicates(codes)
     if not dups:
         return dict(codes), 0

@@ -1,7 +1,5 @@
-"""One exception type for every data problem, so callers (CLI, training) can report it in one place.
-
-Messages name the file, the line and the fix, because the usual cause is a user's own data file.
-"""
+"""One exception type for every data problem; messages name the file, the line and the fix, because the usual
+cause is a user's own data file."""
 
 from __future__ import annotations
 

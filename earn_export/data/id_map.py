@@ -1,22 +1,9 @@
 """The catalog's original item ids (and titles): ``item_ids.json`` in a checkpoint and in its engine directory.
 
-Why: training remaps a user's own ids (``sku-528``, or integers that are not 0..n-1) to catalog indices
-0..n-1 (``load_interactions``). Without the map a trained model can be queried and read only in those
-internal indices. The map is written with the checkpoint, copied by ``export`` like every small checkpoint file
-(listed and hashed in ``manifest.json``), and read by the runtimes to speak the original ids.
-
-File format (JSON)::
-
-    {"format": "earn-item-ids", "version": 1, "n_items": N, "id_type": "int" | "str",
-     "ids": [original id of catalog index 0, 1, ..., N-1],
-     "titles": {"<catalog index>": "title", ...}  # optional, only items that have one}
-
-``id_type`` is ``"int"`` when every original id is the canonical spelling of an integer (``"7"``, not ``"007"``):
-ids are then JSON integers and the runtimes return Python ints; otherwise strings. Lookups go through the id's
-spelling, so ``7`` and ``"7"`` name the same item of an int map.
-
-:func:`load_id_map` refuses, naming the file, a map that is not valid JSON, lacks a field, has a length other
-than ``n_items`` (partial), repeats an id, mixes types or does not cover the engine's catalog.
+Training remaps a user's own ids (``sku-528``) to catalog indices 0..n-1; the map lets the runtimes speak the
+original ids again. Format: docs/own-ids.md. ``id_type`` is ``"int"`` when every id is the canonical
+spelling of an integer (then ``7`` and ``"7"`` name the same item). :func:`load_id_map` refuses, naming the
+file, a map that is not JSON, lacks a field, is partial, repeats or mixes ids, or does not cover the catalog.
 """
 
 from __future__ import annotations

@@ -1,23 +1,10 @@
-"""A user's own interaction log -> :class:`SequentialData` (k-core filter, id remap, global-time split).
+"""A user's own interaction log (CSV/TSV ``user,item,timestamp[,title]``) -> :class:`SequentialData`.
 
-Input: CSV/TSV rows ``user,item,timestamp[,title]``. The delimiter is sniffed (tab, comma, semicolon, pipe)
-unless ``sep`` is given; a header is detected when the first row's timestamp is not a number or date, and
-if its column names are recognisable (user/item/timestamp/title synonyms) columns are taken by name.
-Timestamps are numbers (any unit) or ISO-8601 dates.
-
-Processing, in this order and why:
-1. exact duplicate rows (same user, item, timestamp) are dropped (``skipped["duplicate_rows"]``): they are
-   logging artefacts, and would inflate k-core counts. Repeats at other times are kept (re-purchases).
-2. iterative k-core: drop users and items with fewer than ``k_core`` interactions until none remain
-   (``skipped["kcore_users"|"kcore_items"|"kcore_interactions"]``), the standard 5-core of the benchmarks.
-3. ids remapped to 0..n-1 in natural order of the original ids (numeric when all are integers), kept in
-   ``item_names`` / ``user_names``.
-4. global-time split: all interactions sorted by time, cut at the ``split`` quantiles (8:1:1 by default):
-   with cut times t1 <= t2 taken at those positions, train is ``t < t1``, valid ``t1 <= t < t2``, test
-   ``t >= t2``, so equal timestamps never straddle a boundary and no split sees the future of an earlier one.
-5. per-user sequences in time order (file order breaks ties). A user may have 0..n items in any split.
-
-Malformed rows (wrong field count, empty id, unparsable timestamp) raise DataError with ``file:line``.
+Delimiter and header are sniffed; timestamps are numbers or ISO-8601 dates. In order: exact duplicate rows are
+dropped (logging artefacts that inflate k-core counts), iterative k-core, ids remapped to 0..n-1, then a
+global-time split at the ``split`` quantiles with ``t < t1`` / ``t1 <= t < t2`` / ``t >= t2``, so equal
+timestamps never straddle a boundary. Everything dropped is counted in ``skipped``; malformed rows raise
+DataError with ``file:line``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """History -> prompt token ids with the registers around it (docs/CONTRACTS.md "Token space and prompts").
 
-A prompt is text: ``template`` with ``{prefix}`` (prefix registers), ``{items}`` (the history's
-identifiers) and ``{suffix}`` (suffix registers) filled in. Paradigms:
-- ``lcrec``: the LC-Rec instruction ("... The user has interacted with items {items} in chronological
-  order ...") with identifiers joined by ", ";
-- ``tiger``: just the identifier tokens between the registers.
-The template must start with ``{prefix}`` and end with ``{suffix}``, so after left padding the suffix register
-is the last column of every row; a tokenizer that adds BOS gets BOS first (before the prefix register).
-
-Why the cache: tokenising one long string per user is slow for 20k users. Identifier codes and registers are
-added tokens, which split the text into independent pieces, so a row is the concatenation of cached id lists:
-``BOS + prefix + head + item_1 + sep + item_2 ... + tail + suffix``. At construction the builder checks this
-against tokenising the full text for a few histories; for a tokenizer where it does not hold (a pretrained
-tokenizer whose pieces depend on context) it falls back to full-text tokenisation, so ``row(h)`` always
-equals tokenising ``text(h)``.
+A prompt is ``template`` with ``{prefix}``, ``{items}`` and ``{suffix}`` filled in (paradigms ``lcrec``: the
+LC-Rec instruction; ``tiger``: the identifiers only); it ends with ``{suffix}`` so that after left padding the
+suffix register is the last column. Rows are cached concatenations of piece ids (tokenising 20k long strings
+is slow); the builder checks this against full-text tokenisation and falls back to it for a tokenizer whose
+pieces depend on context, so ``row(h)`` always equals tokenising ``text(h)``.
 """
 
 from __future__ import annotations
@@ -171,10 +162,8 @@ class PromptBuilder:
         return ids + self._tail + self.suffix_ids
 
     def segments(self, history) -> list[tuple[str, list[int]]]:
-        """The pieces of ``row(history)`` in order, named by role: ``bos``, ``prefix_register``,
-        ``instruction`` (template head and tail), ``history`` (identifiers), ``separator`` (between items),
-        ``suffix_register``. Their concatenation is ``row(history)`` when the builder is ``cached``; the attention
-        analysis labels prompt positions with them (no string matching)."""
+        """The pieces of ``row(history)`` in order, named by role (``bos``, ``prefix_register``, ``instruction``,
+        ``history``, ``separator``, ``suffix_register``): the attention analysis labels positions with them."""
         hist = self._truncate(history)
         out = [("bos", list(self.special_prefix)), ("prefix_register", list(self.prefix_ids)),
                ("instruction", list(self._head))]

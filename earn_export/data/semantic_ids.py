@@ -1,16 +1,9 @@
 """Semantic IDs for catalogs that come without them: item features -> residual k-means codes.
 
-Why this shape: generative recommenders (TIGER, LC-Rec) decode an item as a short code sequence whose
-prefixes group similar items, so the first tokens carry "what kind of item" and beam search can share work.
-An RQ-VAE is the papers' choice; residual k-means (RQ-KMeans) gives the same coarse-to-fine structure without
-training a network, deterministically for a seed and in seconds on CPU.
-
-- ``item_features``: TF-IDF + truncated SVD of item titles when there are titles (content similarity); else
-  item-item co-occurrence in users' sequences (window ``window``, symmetric, log-scaled) + truncated SVD
-  (behavioural similarity). Rows are L2-normalised.
-- ``build_semantic_ids``: ``levels`` rounds of k-means on the residual (codebook clipped to the number of
-  items), codes ``<a_i>``, ``<b_i>``, ...; then one collision level ``<x_j>`` where j numbers (by item id) the
-  items sharing the same prefix, so every identifier is unique and all have length ``levels + 1``.
+Generative recommenders decode an item as a code sequence whose prefixes group similar items; residual k-means
+gives the RQ-VAE's coarse-to-fine structure without training a network, deterministically and in seconds.
+Features: TF-IDF + SVD of titles when there are any, else co-occurrence in users' sequences + SVD. A last
+collision level ``<x_j>`` makes every identifier unique.
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
-"""User interaction sequences split by global time, and the examples built from them (docs/design.md §6).
+"""User interaction sequences split by global time (the Beauty release format), and the examples built from them.
 
-``load_sequential`` reads the Beauty release format: ``sequential_{train,valid,test}.txt`` (one line per user,
-``user_id item item ...``, chronological) plus a ``*.json`` semantic-ID index ``{"item_id": [codes...]}``.
-
-Item id base. The Beauty release's sequence files number items **1..12035** while its index numbers them
-**0..12034** (item 0 never occurs in the sequences and 12035 does; aligned with an offset of 1, consecutive
-items share their first semantic code 10x more often than by chance, 16.0% vs 1.6%, which no other offset
-gives). ``item_base="auto"`` therefore subtracts 1 when the files never use item 0 and do use item N
-(N = number of index items, one past the last 0-based id); otherwise ids are taken as 0-based. Without an
-index, "auto" means 1-based exactly when item 0 never occurs. Pass ``item_base=0`` or ``1`` to force it.
-``SequentialData`` item ids are always 0-based index ids.
-
-Bad input, decided per case:
-- missing or empty split file, non-integer or negative token, an item outside the index, an item the index
-  lacks (a hole in its ids), a user on two lines of one file, an index without any code lists -> DataError
-  naming ``file:line`` and the fix (these corrupt the data silently if guessed around);
-- blank lines -> skipped, counted in ``skipped["blank_lines"]``;
-- a line with only a user id -> that user has no items in that split (normal in valid/test);
-- colliding identifiers in the index -> re-assigned (catalog.dedupe_codes), counted in
-  ``skipped["identifier_collisions_reassigned"]`` (``dedupe=False`` refuses them instead).
+Item id base: the Beauty sequence files number items 1..12035, its index 0..12034 (aligned with offset 1,
+consecutive items share their first code 10x more often than by chance). ``item_base="auto"`` subtracts 1 when
+the files never use item 0 and do use item N; ``item_base=0|1`` forces it. ``SequentialData`` ids are 0-based.
+Bad input that would corrupt the data if guessed around raises DataError naming ``file:line``; blank lines and
+re-assigned identifier collisions are counted in ``skipped``.
 """
 
 from __future__ import annotations

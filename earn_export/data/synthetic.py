@@ -1,16 +1,8 @@
 """A small synthetic dataset: the product's embedded default when the user passes no data.
 
-Why these ingredients: it must be learnable in the same way real data is, so that a tiny model trained on it
-beats popularity and a broken pipeline shows up as a metric drop, yet build in well under a second.
-- clustered items: each of ``n_clusters`` clusters has its own made-up words; titles are drawn from them, so
-  title-based semantic IDs (TF-IDF + SVD + residual k-means) put a cluster under shared prefixes;
-- sequential dependence: the next item is from the same cluster (55%), the cluster's fixed successor
-  cluster (30%) or anywhere (15%), never the same item twice in a row;
-- popularity skew: Zipf(``zipf``) item weights, used within clusters and globally;
-- time: each user is active from a random start to the end of the timeline (uniform times); the 8:1:1
-  global-time split of ``interactions.global_time_split`` is applied, so valid/test are later in time, as in
-  the benchmarks, and hold the recent items of many users.
-Deterministic for a seed.
+It must be learnable the way real data is (so a tiny model beats popularity and a broken pipeline shows as a
+metric drop) yet build in under a second: clustered items with their own title words, a next item from the same
+or the successor cluster, Zipf popularity, and the 8:1:1 global-time split. Deterministic for a seed.
 """
 
 from __future__ import annotations

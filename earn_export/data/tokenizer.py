@@ -1,14 +1,8 @@
 """Tokenizers for EARN prompts: a small word-level one for from-scratch models, or an existing one extended.
 
-Why word level: a from-scratch recommender only ever reads the fixed template words, punctuation and
-identifier codes, so a WordLevel model over exactly those (``tokenizers`` library, Whitespace pre-tokenizer
-that splits ``\\w+`` runs from punctuation runs) is tiny and exact. Code strings (``<a_47>``) are *added
-tokens*, matched before pre-tokenisation, so ``<a_47><b_103>`` is two tokens with no spaces needed; register
-strings (``<reg_p>``, ``<reg_s>``) are special added tokens. Ids: ``<pad>`` 0, ``<unk>`` 1, words, codes,
-registers (registers last, like registers appended to a pretrained vocabulary).
-
-The result is a ``transformers`` fast tokenizer: ``save_pretrained(d)`` + ``AutoTokenizer.from_pretrained(d)``
-gives identical encodings. It adds no BOS/EOS.
+A from-scratch recommender only reads the template words and identifier codes, so a WordLevel model over
+exactly those is tiny and exact; codes and registers are added tokens (``<a_47><b_103>`` is two tokens).
+The result is a ``transformers`` fast tokenizer that adds no BOS/EOS.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Two-graph ONNX export (prefill + decode) of a checkpoint into an engine directory (``earn_export.engine``), and
-the parity check of an engine against the torch reference (``earn-export check``).
+"""Two-graph ONNX export of a checkpoint into an engine directory, and the engine's parity check.
 
 Names load on first use: the exporter imports torch, transformers and onnx."""
 

@@ -1,10 +1,5 @@
-"""``export --attention onnx|plugin``: everything the exporter needs to know about the attention choice.
-
-The exporter (``onnx_export``) only threads ``attention=`` through; this module says which
-graph gets custom-op nodes (decode only: prefill's attention is plain causal attention), how to trace it, what
-to check afterwards and what goes into ``manifest.json`` (``"attention"``; loaders read it to decide whether the
-ONNX Runtime custom-op library or the TensorRT plugin library must be loaded).
-"""
+"""``export --attention onnx|plugin``: which graph gets custom-op nodes (decode only), how to trace it, what to
+check afterwards and what ``manifest.json`` records, so that loaders know which op library to load."""
 
 from __future__ import annotations
 

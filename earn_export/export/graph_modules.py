@@ -1,30 +1,14 @@
 """Flat-tensor ``nn.Module`` wrappers around the model core: what the two ONNX graphs compute.
 
-They hold no math of their own: prefill calls ``EarnForCausalLM.forward(..., kv_sink=...)`` (the split
-forward, the same code training and the torch reference run) and decode calls ``decode_tensors`` (the flat
-decode step behind ``decode_step``). The only additions are the graph's calling convention: flat KV inputs and
-outputs, ``[batch, beam, 1]`` token/position inputs, and a log-softmax in fp32 over the output vocabulary.
-
-``head_token_ids`` (``vocab="items"``): the LM-head rows to keep. The wrapper runs the core through a shallow
-view of the model whose ``lm_head`` is a ``Linear`` holding only those rows (sharing every other module and
-parameter with the model), so the exported graph bakes a ``[vocab_out, hidden]`` matrix and has no runtime
-Gather over the full head.
-
-The same view (:func:`export_view`) holds the graph *forms*, none of which changes what is computed:
-- every projection is a ``MatMul`` by its transposed weight, given to the exporter as a transposed *view* of the
-  parameter. The exporters would otherwise emit ``Transpose(W)`` and fold it into a second copy of every weight
-  in memory (the main reason a 2 GB checkpoint took 8 GB to export); the view is copied one tensor at a time
-  when the weights file is written.
-- ``form="fused"`` (opset 23): Q, K and V come from one packed ``MatMul``; RoPE is the standard
-  ``RotaryEmbedding`` op and prefill attention the standard ``Attention`` op (``torch.onnx.ops``, whose eager
-  implementations are the ONNX reference semantics); RMSNorm is ``RMSNormalization`` over the fp32 residual
-  with an fp32 scale (``stash_type`` 1), cast to the model dtype after the scale: for fp16 models one rounding
-  instead of the reference's two (ONNX Runtime 1.32 rejects a float16 scale on a float32 input); a family with
-  QK-norm (Qwen3) gets one more ``RMSNormalization`` each for Q and K, over the head dim, before the
-  ``RotaryEmbedding``. Scores, softmax and P·V stay fp32 as in the model
-  (Q/K/V are cast to fp32 before ``Attention``). Decode attention is left to the model's ``Attention.decode``
-  (the compacted-cache plugin op replaces it with ``--attention plugin``), which reuses the fused Q/K/V + RoPE.
-- ``form="reference"``: the model's own ops (opset 18 by default), for runtimes without the opset-23 ops.
+They hold no math of their own (prefill calls the split forward, decode calls ``decode_tensors``), only the
+graphs' calling convention: flat KV inputs/outputs, ``[batch, beam, 1]`` tokens and an fp32 log-softmax.
+:func:`export_view` is a shallow view of the model that changes the graph *form*, never the result:
+- ``vocab="items"``: an ``lm_head`` holding only the kept rows, so no runtime Gather over the full head;
+- projections are MatMuls by transposed *views* of the weights: otherwise the exporters fold a ``Transpose``
+  into a second copy of every weight (a 2 GB checkpoint took 8 GB to export);
+- ``form="fused"`` (opset 23): packed QKV and the standard ``RotaryEmbedding``, ``Attention`` and
+  ``RMSNormalization`` ops (fp32 statistics; ONNX Runtime rejects an fp16 scale on an fp32 input);
+  ``form="reference"``: the model's own ops at opset 18, for runtimes without the opset-23 ops.
 """
 
 from __future__ import annotations
@@ -180,10 +164,8 @@ def sliced_view(model, head_token_ids=None):
 
 
 class PrefillGraph(nn.Module):
-    """prefill.onnx: ``(input_ids, attention_mask) -> (logits [B, V_out], present.{l}.key, present.{l}.value ...)``.
-
-    ``present.{l}`` is ``[B, Hkv, P, D]`` for l < k (prompt KV) and ``[B, Hkv, R, D]`` for l >= k (registers).
-    """
+    """prefill.onnx: ``(input_ids, attention_mask) -> (logits [B, V_out], present.{l}.key/value ...)``, present
+    ``[B, Hkv, P, D]`` for l < k and ``[B, Hkv, R, D]`` for l >= k."""
 
     def __init__(self, model=None, head_token_ids=None, form: str = "reference", view=None):
         super().__init__()
@@ -197,12 +179,8 @@ class PrefillGraph(nn.Module):
 
 
 class DecodeGraph(nn.Module):
-    """decode.onnx: one step for all beams over the shared prefix KV and the per-beam generated KV.
-
-    Inputs: ``input_ids [B, beam, 1]``, ``position_ids [B, beam, 1]``, ``attention_mask [B, P]``, then
-    ``past_key_values.{l}.key/value`` (2N tensors, layer-major), then ``generated.{l}.key/value`` (2N tensors).
-    Outputs: ``logits [B, beam, V_out]`` (fp32 log-softmax), ``generated_present.{l}.key/value`` (t + 1).
-    """
+    """decode.onnx: one step for all beams over the shared prefix KV and the per-beam generated KV
+    (inputs and outputs: docs/design.md §4)."""
 
     def __init__(self, model=None, head_token_ids=None, form: str = "reference", view=None):
         super().__init__()

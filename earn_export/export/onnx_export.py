@@ -1,28 +1,11 @@
-"""Export an EARN (or dense) checkpoint to two ONNX graphs: ``prefill.onnx`` and ``decode.onnx``.
+"""Export an EARN (or dense) checkpoint to two ONNX graphs: ``prefill.onnx`` and ``decode.onnx`` (I/O: docs/design.md §4).
 
-Graph I/O follows docs/design.md §4 exactly (names after optimum / onnxruntime-genai): prefill
-``(input_ids, attention_mask) -> (logits, present.{l}.key/value)``; decode ``(input_ids, position_ids,
-attention_mask, past_key_values.{l}.*, generated.{l}.*) -> (logits, generated_present.{l}.*)``. ``logits`` are
-a log-softmax over ``vocab_out`` computed in fp32 (manifest: ``"logits": "log_softmax"``).
-
-Exporter choice. ``torch.onnx.export(dynamo=True)`` is tried first (``exporter="auto"``, the default) and
-the TorchScript exporter (``dynamo=False`` + ``dynamic_axes``) is the fallback, also selectable with
-``exporter="torchscript"``. With torch 2.13 both produce equal graphs (parity to ~5e-7 on fp32 log-probs)
-once the model core avoids two ops: ``torch.isin`` (TorchScript: unsupported; dynamo: decomposed to
-``searchsorted``, untranslatable) and ``take_along_dim`` (TorchScript: unsupported; dynamo: its broadcast
-silently specialised batch and prompt_len to the sample sizes — a graph that only accepted the export shape).
-The dynamo path is the maintained one (TorchScript export is deprecated since torch 2.9) but takes ~10x
-longer (seconds on a tiny model, minutes on a 1B one); the TorchScript path is kept because it is fast and
-mature, and tests use it for most graphs plus one dynamo export. The exporter used is recorded in the manifest.
-
-Dynamic axes: ``batch``, ``prompt_len``, ``beam`` and ``t`` (generated tokens held per beam). Samples use
-distinct sizes >= 2 on every dynamic axis so no axis is specialised. ``t`` is 0 at the first decode call:
-ONNX Runtime runs empty tensors; TensorRT optimisation profiles commonly need every min >= 1, so a TensorRT
-build may reject t min 0; the note under ``notes.tensorrt`` in the manifest says how to build around it (two
-profiles, t = 0 and t >= 1, or the first decode step on ONNX Runtime).
-
-fp16: weights and KV in fp16; RMSNorm statistics, attention softmax (with finite fp32 mask values) and the
-log-softmax stay in fp32 inside the model code, and logits are output as fp32.
+Exporter: dynamo first (``exporter="auto"``; the maintained path, ~10x slower), TorchScript as fallback or on
+request (fast; tests use it for most graphs). Both give equal graphs because the model core avoids
+``torch.isin`` and ``take_along_dim`` (unsupported, or silently specialised to the sample shapes).
+Samples use distinct sizes >= 2 on every dynamic axis (batch, prompt_len, beam, t) so none is specialised;
+``t`` is 0 at the first decode, which TensorRT profiles may reject (``notes.tensorrt`` in the manifest).
+fp16: weights and KV in fp16, norms, softmax and log-softmax in fp32.
 """
 
 from __future__ import annotations
@@ -100,12 +83,8 @@ def _sample_prompt(model, batch: int, prompt_len: int) -> tuple[torch.Tensor, to
 
 
 def _write_prompt(ckpt_dir: Path | None, model, trie, out_dir: Path) -> tuple[dict, list[str]]:
-    """Prompt pieces for a tokenizer-free runtime (``earn_export.engine.prompt_pieces``) -> (manifest entry, files).
-
-    From the checkpoint's prompt builder (``prompt.json``) when its rows are concatenations of pieces; for a bare
-    model, the history's identifier tokens between the registers (the TIGER layout the runtime has always used
-    then). A builder whose tokenizer is context-dependent has no pieces: the engine keeps the tokenizer.
-    """
+    """Prompt pieces for a tokenizer-free runtime -> (manifest entry, files): from ``prompt.json`` when its rows
+    are concatenations of pieces, the TIGER layout for a bare model, none for a context-dependent tokenizer."""
     from ..engine.prompt_pieces import PIECES_FILE, PromptPieces
 
     paths = trie.item_paths()
@@ -147,13 +126,8 @@ def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
 
 def _export_graph(module, args, tmp_dir: Path, name: str, names_in, names_out, dynamic_axes: dict, dynamo_shapes,
                   opset: int, exporter: str, custom_ops=None):
-    """Export one graph with the chosen exporter; returns (``onnx_ir.Model``, exporter actually used).
-
-    dynamo: the program's model is returned as is, its initializers still the torch parameters (no copy).
-    TorchScript: written to ``tmp_dir`` and loaded back lazily (external tensors stay on disk until written).
-    ``custom_ops``: ``which -> extra torch.onnx.export kwargs`` for graphs with custom-op nodes
-    (earn_export.ops.onnx_emit).
-    """
+    """Export one graph; returns (``onnx_ir.Model``, exporter used). dynamo keeps the torch parameters as
+    initializers (no copy); TorchScript output is loaded back lazily from ``tmp_dir``."""
     import onnx_ir as ir
 
     errors = []
@@ -303,23 +277,15 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                 item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
                 progress=None, form: str | None = None, quantize: str | None = None,
                 ort_optimize: bool = False, attention: str = "onnx") -> dict:
-    """Export prefill.onnx + decode.onnx + manifest.json (+ the trie's ``.npy`` arrays, the prompt pieces and the
-    checkpoint's small files).
+    """Export prefill.onnx + decode.onnx + manifest.json, the trie's ``.npy`` arrays, the prompt pieces and the
+    checkpoint's small files into ``out_dir`` (atomically: a failed export leaves the previous one).
 
-    ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory.
-    ``vocab``: ``"items"`` (LM head sliced to ``item_token_ids``, default: every token in the trie) or ``"full"``.
-    ``trie``: Trie object, trie.npz path, dict of CSR arrays, or None (checkpoint's trie.npz, or built from its
-    item catalog by ``earn_export.data``). Both graphs keep their weights in one shared
-    ``weights.data`` (:mod:`.weights`). ``form``: ``"fused"`` (opset 23 ``RMSNormalization``, ``RotaryEmbedding``,
-    ``Attention``, packed QKV; needs the dynamo exporter; the default) or ``"reference"`` (the model's own ops at
-    opset 18, for older runtimes; the default with ``exporter="torchscript"``). ``quantize``: None, ``"int8"`` (s8 per-channel
-    weights, dynamic u8 activations: MatMulInteger), ``"int8-nbits"`` or ``"int4"`` (weight-only MatMulNBits), for
-    ONNX Runtime CPU (:mod:`.quantize`; fp32 models only).
-    ``ort_optimize``: also save ONNX Runtime's offline-optimised CPU graphs (:mod:`.ort_optimize`). ``progress``:
-    callable ``(message)`` for CLI progress, or a :class:`.progress.StageBars`. ``attention``: ``"onnx"`` (decode
-    attention as standard ops) or ``"plugin"`` (one ``earn::CompactedAttention`` node per decode layer,
-    earn_export.ops). Returns the manifest (also written to ``out_dir/manifest.json``).
-    ``out_dir`` is written atomically: a failed or interrupted export leaves the previous one (``earn_export.atomic``).
+    ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory; ``vocab``: ``"items"``
+    (head sliced to ``item_token_ids``, default the trie's tokens) or ``"full"``; ``trie``: Trie, trie.npz, CSR
+    dict or None (the checkpoint's); ``form``: ``"fused"`` or ``"reference"`` (:mod:`.graph_modules`);
+    ``quantize``: None, ``"int8"``, ``"int8-nbits"``, ``"int4"`` (:mod:`.quantize`); ``ort_optimize``
+    (:mod:`.ort_optimize`); ``progress``: ``callable(message)`` or :class:`.progress.StageBars`; ``attention``:
+    ``"onnx"`` or ``"plugin"`` (:mod:`.attention_mode`). Returns the manifest.
     """
     from ..model.architectures import architecture
     from . import attention_mode

@@ -1,13 +1,6 @@
-"""ONNX Runtime's offline graph optimisation, saved beside the portable graphs (``export --ort-optimize``).
-
-ONNX Runtime rewrites every graph when a session starts (constant folding, fusions into its contrib ops such as
-``SkipSimplifiedLayerNormalization`` / ``FusedMatMul``, redundant-node elimination). ``SessionOptions.
-optimized_model_filepath`` saves the result, so a later start can skip the work: ``prefill.ort.onnx`` and
-``decode.ort.onnx``. They are specific to the ONNX Runtime version and the CPU execution provider that wrote them
-(both recorded in the manifest); :class:`earn_export.runtime.backends.OrtBackend` uses them only when both match
-and falls back to the portable graphs otherwise. Their weights join the shared ``weights.data``: every tensor the
-optimiser left unchanged is stored once for all four graphs.
-"""
+"""ONNX Runtime's offline graph optimisation saved beside the portable graphs (``export --ort-optimize``), so a
+session start can skip it. The ``*.ort.onnx`` files are specific to the ONNX Runtime version and provider that
+wrote them (recorded in the manifest; ``OrtBackend`` falls back to the portable graphs on a mismatch)."""
 
 from __future__ import annotations
 

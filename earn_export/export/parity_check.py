@@ -1,15 +1,6 @@
-"""Parity of an exported engine with the torch reference checkpoint, over real prompts.
-
-:func:`check_engine` runs the ONNX Runtime engine and the torch model core on the same users:
-- prefill log-probs compared on the real (left-padded, mixed-length) prompts;
-- decode log-probs compared along the torch beam path: every decode call of both searches is recorded
-  (tokens, parents, step); where the paths agree the recorded log-probs are compared, else the torch path is
-  replayed on ONNX Runtime, so both always see exactly the same inputs;
-- top-K item lists: an independent torch beam search per user, compared list-for-list with ORT's.
-Optionally (``polygraphy=True``) polygraphy's ``OnnxrtRunner`` (plus ``TrtRunner`` when TensorRT is
-installed) runs prefill.onnx on the same prompts and its ``Comparator`` checks them against the torch
-outputs; polygraphy is an optional dependency (``pip install earn-export[parity]``) and is skipped cleanly.
-"""
+"""Parity of an exported engine with the torch reference checkpoint, over real prompts: prefill log-probs,
+decode log-probs along the torch beam path, and the top-K item lists; optionally polygraphy's comparator
+(``pip install earn-export[parity]``)."""
 
 from __future__ import annotations
 
@@ -57,21 +48,13 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
                  progress: bool = False, reference_model=None, seed: int = 0, max_mismatches: int = 50,
                  reference_dtype: str | None = None, tie_tolerance: float | None = None,
                  workers: int | None = None, session_options=None) -> dict:
-    """Compare an engine with its reference. ``users``: list of histories (item ids) or None; then histories
-    are the test users of the engine's training data (``data.json``), else sampled from the catalog; ``n`` caps
-    the count.
-    ``reference_model``: an ``EarnForCausalLM`` instead of ``reference_ckpt`` (tests). Returns a dict with
-    ``prefill_max_abs_diff``, ``decode_max_abs_diff``, ``topk_identical_fraction`` (same items in the same
-    order), ``topk_identical_up_to_ties_fraction`` (identical, or every rank's score within ``tie_tolerance`` of
-    the reference's: the lists differ only by items whose scores the dtype cannot order; default 1e-4 fp32,
-    2e-2 fp16), ``mismatches`` ...
+    """Compare an engine with its reference on ``users`` (histories; default the test users of ``data.json``,
+    else catalog samples; ``n`` caps the count). ``reference_model`` replaces ``reference_ckpt`` (tests).
 
-    How: per batch, one ONNX Runtime search and one independent torch search, both recorded. Prefill
-    log-probs are compared directly (same prompts). Decode log-probs are compared along the torch beam path:
-    where the ORT search took the same path (tokens and parents at every step: the usual case) its recorded
-    log-probs are compared as they are, else the torch path is replayed on ONNX Runtime (cheap). So the torch
-    model runs once per batch (it ran twice before: a replay plus the search), and on the CPU the searches run
-    as single-threaded jobs, one per core (``workers``; see ``runtime/cpu_workers.py``).
+    Per batch one ORT and one torch search run, both recorded; decode log-probs are compared where the paths
+    agree, else the torch path is replayed on ONNX Runtime, so both see the same inputs and torch runs once.
+    ``topk_identical_up_to_ties_fraction`` also accepts lists that differ only where scores are within
+    ``tie_tolerance`` (default 1e-4 fp32, 2e-2 fp16): an order the dtype cannot decide.
     """
     from concurrent.futures import ThreadPoolExecutor
 

@@ -1,10 +1,5 @@
-"""Per-stage progress of an export: one tqdm bar per stage, with bytes where the stage knows its size.
-
-Exports of real models take minutes per stage (loading, tracing each graph, writing gigabytes of weights,
-hashing), so one bar per stage shows where the time goes. :func:`export_onnx` calls the object with the next
-stage's name (``progress("exporting prefill.onnx")``, as a plain ``callable(message)`` also accepts) and, when the
-object has them, ``start_bytes(total)`` and ``advance(n_bytes)`` inside byte-sized stages.
-"""
+"""Per-stage progress of an export: one tqdm bar per stage (with bytes where the stage knows its size), because
+real exports take minutes per stage. A plain ``callable(message)`` also works as ``progress``."""
 
 from __future__ import annotations
 

@@ -1,23 +1,10 @@
-"""Quantization of an exported engine for ONNX Runtime (``earn-export export --quantize int8|int8-nbits|int4``).
+"""Quantization of an exported engine for ONNX Runtime (``export --quantize``; when to use which: docs/quantization.md).
 
-Two kernels families, picked by the mode (``docs/quantization.md`` says when to use which):
-- ``int8``: dynamic int8, the graph ``onnxruntime.quantization.quantize_dynamic`` writes: every projection's
-  ``MatMul`` by a weight initializer becomes ``DynamicQuantizeLinear`` (activations -> u8, one scale per tensor,
-  computed at run time) + ``MatMulInteger`` (s8 weights, one scale per output channel, zero point 0) + the
-  rescale. On CPUs with AVX-512 VNNI or AMX-int8 this is ONNX Runtime's fast int8 GEMM (u8 x s8 dot products);
-  without them it falls back to a slower exact kernel.
-- ``int8-nbits`` / ``int4``: weight-only ``com.microsoft.MatMulNBits`` (``MatMulNBitsQuantizer``: symmetric,
-  block 32, fp32 activations; ``accuracy_level`` 4 lets the CPU kernel quantize activations to int8 per block
-  inside the op). The right kernel where weight memory matters (int4) or on GPU; on CPU at 8 bits it is no faster
-  than fp32 (``docs/results/precision.md``).
-What stays in full precision in every mode, because the ranking depends on it most:
-- the LM head (the ``MatMul`` feeding the log-softmax): the scores the beam search compares;
-- the token embeddings, register tokens included (a ``Gather``, never quantized);
-- norms, RoPE, attention and the KV cache (activations).
-
-Both graphs are quantized identically, so the shared weights file still holds each quantized tensor once.
-Quantized engines are ONNX Runtime engines (contrib/integer ops: no TensorRT); the manifest records the
-method and ``check`` applies the quantized-engine tolerance rule (see :mod:`.parity_check`, ``docs/quantization.md``).
+- ``int8``: ``quantize_dynamic``'s graph (u8 activations per tensor, s8 weights per channel, ``MatMulInteger``):
+  the fast int8 GEMM on CPUs with VNNI or AMX;
+- ``int8-nbits`` / ``int4``: weight-only ``MatMulNBits`` (block 32, activations int8 per block inside the op).
+The LM head, the embeddings, norms, RoPE, attention and the KV cache stay in full precision: the ranking
+depends on them most. Both graphs are quantized alike, so the shared weights file still holds each tensor once.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """One external-data file for the weights of both graphs (``weights.data``), each distinct tensor stored once.
 
-``prefill.onnx`` and ``decode.onnx`` use the same weights. Saved the usual way, each graph carries its own copy,
-so an engine is twice its checkpoint. Here every initializer of at least ``min_bytes`` goes to one shared file;
-a tensor already written (same dtype, shape and bytes) is referenced at its first offset. The graphs point at it
-with the standard ONNX external-data fields (``location``, ``offset``, ``length``), which ONNX Runtime and
-TensorRT's ONNX parser both read. The match is by content, not by name: the two exports name their folded
-tensors differently (``val_60``, ``onnx::MatMul_123``), but equal bytes are equal weights.
-
-Large tensors start at 64 KiB-aligned offsets (the ONNX convention for memory-mapped loading); the sha256 of the
-file is computed while writing, so the manifest needs no second pass over gigabytes.
+Saved the usual way each graph carries its own copy. Tensors are matched by content, not by name (the two
+exports name folded tensors differently); large ones start 64 KiB-aligned for memory mapping, and the sha256
+is computed while writing, so the manifest needs no second pass over gigabytes.
 """
 
 from __future__ import annotations
@@ -65,11 +59,7 @@ class SharedWeights:
         return offset, n
 
     def add_graph(self, model, graph_name: str) -> int:
-        """Move ``model``'s (an ``onnx_ir.Model``) initializers of >= min_bytes into the file; returns bytes moved.
-
-        Each tensor is materialised on its own (a torch parameter, or a lazily read external tensor), so memory
-        grows by one tensor at a time, not by the model.
-        """
+        """Move ``model``'s initializers of >= min_bytes into the file, one tensor at a time; returns bytes moved."""
         import onnx_ir as ir
 
         moved = 0

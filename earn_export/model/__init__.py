@@ -1,7 +1,5 @@
 """The one model definition (training, export and reference inference all use it).
-
-Names load on first use, so the light modules (``presets``, ``config``, ``kv_cache_bytes``) import without torch.
-``EarnForCausalLM`` comes from ``checkpoint``, which gives it ``from_pretrained`` / ``save_pretrained``."""
+Names load on first use, so the light modules (``shapes``, ``config``, ``kv_cache_bytes``) import without torch."""
 
 from ..lazy_import import lazy_attributes
 

@@ -1,14 +1,8 @@
-"""The architecture table: per model family, the Hugging Face ``model_type``s it accepts and the facts that differ.
+"""The architecture table: per model family, the ``model_type``s it accepts and the few facts that differ.
 
-Every family here is a pre-norm decoder with RMSNorm, rotary position embeddings, grouped-query attention and a
-gated SiLU MLP; the one implementation in :mod:`.decoder` (and its export forms in ``earn_export.export``) covers
-all of them. What differs between families is a handful of facts, and those live only here: the model reads
-them to build its layers, the exporter to check the fused graph, ``convert`` and the CLI to name what is
-supported. Adding a family whose checkpoints fit these facts is one :class:`Architecture` entry plus its parity
-test against transformers (docs/architectures.md).
-
-The facts are taken from the family's transformers implementation (``modeling_<family>.py``), not guessed:
-a fact that a config can switch (``attention_bias``) is named by its config key, one the family fixes is a bool.
+Every family is a pre-norm RMSNorm / RoPE / GQA / SwiGLU decoder, so one implementation (:mod:`.decoder`) covers
+all; the model, the exporter, ``convert`` and the CLI read the differences only from here. Facts come from the
+family's ``modeling_<family>.py``. Adding a family: docs/architectures.md.
 """
 
 from __future__ import annotations
@@ -24,17 +18,9 @@ ROPE_COMMON = ("default", "linear", "dynamic", "yarn")
 
 @dataclass(frozen=True)
 class Architecture:
-    """What one family's checkpoints need from the shared decoder.
-
-    ``qkv_bias`` / ``o_bias`` / ``mlp_bias``: True or False when the family fixes it, or the name of the config
-    key that switches it (Llama's ``attention_bias``). ``qk_norm``: per-head RMSNorm on Q and K (weights
-    ``q_norm``/``k_norm`` of size head_dim) after the projections and before RoPE (Qwen3). ``head_dim``:
-    ``"config"`` when the config's ``head_dim`` is used as given (it may differ from hidden / heads: Qwen3-0.6B has
-    1024 / 16 heads but head_dim 128), ``"derived"`` when it is always hidden / heads. ``tied_embeddings``: read
-    from ``tie_word_embeddings`` (both settings work for every family). ``sliding_window``: how the family's config
-    turns on windowed attention, which earn-export does not implement (``None``: the family has none); used in the
-    refusal's fix.
-    """
+    """What one family's checkpoints need from the shared decoder. Bias facts are a bool when the family fixes
+    them, else the config key that switches them; ``head_dim`` is ``"config"`` (may differ from hidden / heads,
+    as in Qwen3) or ``"derived"``; ``sliding_window`` names the config switch earn-export refuses."""
 
     family: str
     model_types: tuple[str, ...]

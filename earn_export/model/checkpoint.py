@@ -1,8 +1,5 @@
-"""Load and save checkpoints in the Hugging Face layout (config.json + safetensors + earn.json).
-
-Our parameter names equal transformers' names, so loading is a strict ``load_state_dict`` and saving writes
-files that ``AutoModelForCausalLM.from_pretrained`` reads back (the EARN split itself lives in earn.json).
-"""
+"""Load and save checkpoints in the Hugging Face layout (config.json + safetensors + earn.json): our parameter
+names are transformers', so loading is a strict ``load_state_dict`` and ``AutoModelForCausalLM`` reads ours."""
 
 from __future__ import annotations
 
@@ -102,11 +99,8 @@ def save_pretrained(model: EarnForCausalLM, path) -> Path:
 
 def add_register_tokens(model: EarnForCausalLM, n_prefix: int = 1, n_suffix: int = 1, split_layer: int | None = None,
                         first_id: int | None = None, init: str = "mean", **earn_fields) -> EarnConfig:
-    """Make room for register tokens and attach an EarnConfig.
-
-    ``first_id``: id of the first register token (e.g. from a tokenizer that already added ``<reg_p>``/
-    ``<reg_s>``); by default they are appended after the current vocabulary. Embedding rows are grown as needed.
-    """
+    """Make room for register tokens (from ``first_id``, default after the vocabulary; embedding rows grow as
+    needed) and attach an EarnConfig."""
     n = n_prefix + n_suffix
     start = model.config.vocab_size if first_id is None else first_id
     needed = start + n

@@ -1,9 +1,5 @@
-"""Model configuration: the Hugging Face config (architecture) and ``earn.json`` (the EARN split).
-
-We keep transformers' own config classes so RoPE parameters are normalised the way transformers does it
-(``rope_scaling``/``rope_theta`` of transformers 4 and ``rope_parameters`` of transformers 5 both end up in
-one place), and the checkpoint's ``config.json`` round-trips unchanged.
-"""
+"""Model configuration: the Hugging Face config (architecture) and ``earn.json`` (the EARN split). Transformers'
+own config classes normalise the RoPE parameters of transformers 4 and 5 alike and round-trip ``config.json``."""
 
 from __future__ import annotations
 
@@ -17,11 +13,8 @@ EARN_FORMAT_VERSION = 1
 
 
 def load_hf_config(source):
-    """Return a transformers config for a checkpoint dir, a config.json path, a dict or a config object.
-
-    Supported are the families of the architecture table (``earn_export.model.architectures``): they share the
-    decoder math our single model definition implements; a config it does not compute is refused there.
-    """
+    """A transformers config from a checkpoint dir, config.json path, dict or config object (families of
+    :mod:`.architectures` only)."""
     from transformers import AutoConfig, PretrainedConfig
 
     if isinstance(source, PretrainedConfig):
@@ -60,11 +53,8 @@ def head_dim(cfg) -> int:
 
 @dataclass
 class EarnConfig:
-    """Contents of ``earn.json``: where the model splits and which tokens are registers.
-
-    ``split_layer`` k: layers 0..k-1 run on every prompt row; layers k..N-1 only on the register rows and the
-    rows after the prompt. k = N is the dense baseline (no pruning) and is stored the same way.
-    """
+    """Contents of ``earn.json``: ``split_layer`` k (layers >= k run on the registers and the rows after the
+    prompt only; k = N is the dense baseline) and which tokens are registers."""
 
     split_layer: int
     n_prefix: int = 1

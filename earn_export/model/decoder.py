@@ -1,19 +1,10 @@
 """The one decoder definition: Llama-family layers, EARN split forward, compacted-cache inference.
 
-Module and parameter names mirror transformers' ``*ForCausalLM`` of the families in the architecture table
-(``model.layers.{i}.self_attn.q_proj`` ...), so a checkpoint's safetensors load with a plain ``load_state_dict``.
-What differs between those families (biases, QK-norm, ...) is read from the table (:mod:`.architectures`), not
-tested for by name here.
-
-Three forwards over the same weights, which must agree:
-- ``dense``: the plain causal decoder over every row (what transformers computes);
-- ``split``: layers < k on every row, then only the register rows and the rows after the prompt, gathered
-  with their original position ids (the fast path, used for training);
-- ``masked``: every row in every layer, but in layers >= k the prompt keys are masked out (the test oracle).
-
-Incremental inference (``prefill`` / ``decode_step``) keeps the prompt/register KV once per user, shared by
-all beams, and only the generated tokens' KV per beam (docs/design.md §3). The export wrappers call the same
-layer code, so ONNX graphs and this reference cannot drift apart.
+Names mirror transformers' ``*ForCausalLM`` (plain ``load_state_dict``); family differences come from
+:mod:`.architectures`. Three forwards over the same weights must agree: ``dense`` (what transformers computes),
+``split`` (layers >= k on the registers and target rows only, original position ids: the fast path) and
+``masked`` (prompt keys masked in layers >= k: the test oracle). ``prefill`` / ``decode_step`` keep the prompt
+KV once per user, shared by all beams (docs/design.md §3); the export wrappers call the same layer code.
 """
 
 from __future__ import annotations
@@ -32,11 +23,8 @@ MODES = ("split", "masked", "dense")
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with fp32 statistics (as transformers' LlamaRMSNorm): safe for fp16 activations.
-
-    The output has the weight's dtype (``out_dtype`` overrides), so an fp32 residual stream feeds fp16
-    projections in an fp16 model; for fp32 models this is exactly transformers' computation.
-    """
+    """RMSNorm with fp32 statistics (as transformers'), output in the weight's dtype unless ``out_dtype``: safe for
+    fp16 activations."""
 
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
@@ -51,11 +39,8 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables from transformers' rope init functions (default, linear, dynamic, llama3, yarn...).
-
-    ``dynamic`` scaling is evaluated once at init, which equals transformers for sequences no longer than
-    ``max_position_embeddings`` (recommendation prompts are short).
-    """
+    """cos/sin tables from transformers' rope init functions; ``dynamic`` scaling is evaluated once, which equals
+    transformers up to ``max_position_embeddings`` (recommendation prompts are short)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -141,12 +126,8 @@ class Attention(nn.Module):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def attend(self, q, k, v, bias):
-        """Full-sequence attention. q [B, Hq, T, D], k/v [B, Hkv, S, D], bias [B, 1, T, S] or None.
-
-        GQA without copying K/V: queries are grouped as [B, Hkv, G, T, D] and broadcast against K/V.
-        Scores, softmax and P·V run in fp32 (K/V stay stored in the model dtype), as fp16 attention kernels
-        accumulate; for fp32 models the casts are no-ops.
-        """
+        """Full-sequence attention, GQA by broadcasting grouped queries (no K/V copies); scores, softmax and P·V in
+        fp32. q [B, Hq, T, D], k/v [B, Hkv, S, D], bias [B, 1, T, S] or None."""
         b, _, t, d = q.shape
         if self.training and torch.is_autocast_enabled(q.device.type) and self.probs_hook is None:
             # mixed-precision training: one fused kernel (flash attention on CPU and CUDA) in the autocast dtype,
@@ -172,13 +153,10 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
     def decode(self, x, cos, sin, shared_k, shared_v, shared_bias, gen_k, gen_v):
-        """One decode step for all beams of all users, without copying the shared KV per beam.
+        """One decode step for all beams (the op ``earn::CompactedAttention``), reading the shared KV once.
 
-        x [B, beam, H]; shared_k/v [B, Hkv, S, D] (prompt or register KV, one per user); shared_bias
-        [B, S] additive or None; gen_k/v [B, beam, Hkv, t, D] per-beam KV of earlier generated tokens.
-        Returns (out [B, beam, H], all_k [B, beam, Hkv, t+1, D], all_v): the per-beam KV including this step's
-        token, i.e. the next step's ``gen_k/v``. The attention itself is the op ``earn::CompactedAttention``
-        (earn_export.ops): fp32 math as in ``attend``, the shared KV read once for all beams.
+        x [B, beam, H]; shared_k/v [B, Hkv, S, D]; shared_bias [B, S] or None; gen_k/v [B, beam, Hkv, t, D].
+        Returns (out [B, beam, H], all_k, all_v): the per-beam KV including this step, the next ``gen_k/v``.
         """
         q, k, v = self.qkv(x.unsqueeze(2), cos.unsqueeze(2), sin.unsqueeze(2))  # [B,beam,H*,1,D]
         all_k = torch.cat([gen_k, k], dim=3)  # [B,beam,Hkv,t+1,D]
@@ -384,12 +362,8 @@ class EarnForCausalLM(nn.Module):
         kv_sink: list | None = None,
         head_token_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits for the last prompt row and the ``n_target`` rows after it: ``[B, 1 + n_target, V]``.
-
-        ``input_ids`` = left-padded prompt (``P`` columns) followed by ``n_target`` target/generated tokens.
-        Row i of the result predicts target token i. ``kv_sink`` (a list) receives per-layer (k, v) of the rows
-        each layer processed (used by ``prefill``).
-        """
+        """Logits for the last prompt row and the ``n_target`` rows after it: ``[B, 1 + n_target, V]``; row i
+        predicts target token i. ``kv_sink`` (a list) receives per-layer (k, v) of the rows each layer processed."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if attention_mask is None:
@@ -434,11 +408,8 @@ class EarnForCausalLM(nn.Module):
         return torch.cat([is_reg, tail], dim=1)
 
     def _gather(self, prompt_ids, prompt_mask, n_target: int, x, cos, sin):
-        """Keep the register rows and the ``n_target`` rows after the prompt, in order, with their RoPE angles.
-
-        The j-th register of a row is found as the first column where the running register count reaches
-        j + 1 (an ArgMax), so the gather is static in size (R + n_target) and exports to ONNX unchanged.
-        """
+        """Keep the register rows and the ``n_target`` rows after the prompt with their RoPE angles; registers are
+        found by ArgMax over the running register count, so the gather has a static size and exports as is."""
         b, p = prompt_ids.shape
         is_reg = self._register_mask(prompt_ids, prompt_mask)
         running = is_reg.to(torch.int64).cumsum(-1)

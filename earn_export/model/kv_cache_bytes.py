@@ -1,11 +1,5 @@
-"""KV-cache accounting: exact bytes of the compacted EARN cache vs the dense and HF-beam-search caches.
-
-Per user, with N layers, split k, prompt length P (registers included), R registers, ``beam`` beams and
-``steps`` generated tokens held in the cache (L - 1 for L-token identifiers, the last token is never fed):
-- EARN (this runtime): 2·Hkv·D·bytes·(k·P + (N−k)·R + beam·N·steps)  -- prompt/register KV shared by beams
-- dense (this runtime, k = N): 2·Hkv·D·bytes·(N·P + beam·N·steps)
-- HF beam search: 2·Hkv·D·bytes·N·beam·(P + steps)                    -- the prompt KV is copied per beam
-"""
+"""KV-cache accounting: exact bytes of the compacted EARN cache vs the dense and HF-beam-search caches
+(formulas: docs/design.md §3; dense is k = N; HF copies the prompt KV per beam)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
 """Every model shape the project names, in one place: from-scratch presets, real released models, test shapes.
 
-Why one registry: the same numbers (Qwen2.5-0.5B's 896 x 24 layers, the bench model's 512 x 16) were written in
-the trainer, the benchmarks and the tests; a typo in one copy measured or tested another model. Plain dicts (no
-heavy imports), so the command line can check ``--split-layer`` against a preset's depth while parsing.
-
-- :data:`PRESETS`: random-weight Llama-family models trained from scratch (``train --model-config``) and timed
-  by ``earn-export bench``; ``split`` is the default EARN k, a quarter of the layers.
-- :data:`REAL_MODELS`: full shapes of released checkpoints (random weights give their real export, load and
-  speed costs); ``split`` is N/4.
-- :data:`TEST_SHAPES`: small shapes of the two supported architectures used by the tests.
-
-:func:`hf_config` turns any entry (plus overrides, e.g. fewer layers) into a ``transformers`` config.
+One registry because the same numbers were copied into trainer, benchmarks and tests, and a typo measured
+another model; plain dicts, so the CLI can check ``--split-layer`` while parsing. ``split`` is N/4 everywhere.
 """
 
 from __future__ import annotations
