@@ -1,18 +1,10 @@
 """Atomic outputs: ``train``, ``export`` and ``build`` either complete their output or leave the previous one.
 
-Why: an interrupted export used to leave a directory of some graphs and no manifest, and a re-export first
-deleted the old manifest, so Ctrl-C cost the user the engine they had. Now a command writes into a hidden
-temporary sibling (``.NAME.tmp-PID-XXXX``) and only a complete output replaces ``NAME``:
-- :func:`atomic_output_dir` / :func:`atomic_output` (a decorator for functions taking an output directory):
-  the temporary sibling is swapped with the old directory in one ``renameat2(RENAME_EXCHANGE)`` call on Linux
-  (two renames elsewhere), then the old content is deleted. A failure or Ctrl-C/SIGTERM deletes the temporary
-  directory; after SIGKILL it stays behind, hidden, is never looked at by loaders (they are given ``NAME``), and
-  is deleted by the next run writing ``NAME`` once its process is gone.
-- :func:`staged_files`: for ``build``, which adds files (TensorRT plans) to an existing engine directory; the files
-  are written to a hidden staging folder and moved in when all exist, the index file (``engine.json``) last.
-
-A directory is replaced only when it is empty or looks like the same kind of output (``kind``), so
-``--out .`` or a typo never deletes a folder of the user's files. Only the standard library is imported.
+An interrupted export used to cost the user the engine they had. A command writes into a hidden sibling
+(``.NAME.tmp-PID-XXXX``) swapped in by one ``renameat2(RENAME_EXCHANGE)`` (two renames off Linux); failures and
+Ctrl-C/SIGTERM delete it, leftovers of a killed run are deleted by the next run. :func:`staged_files` does the
+same for files added to an existing directory (``build``), the index file last. Only a directory that is empty
+or of the same ``kind`` is replaced, so ``--out .`` never deletes a user's folder. Standard library only.
 """
 
 from __future__ import annotations

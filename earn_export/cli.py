@@ -1,15 +1,9 @@
 """`earn-export` command line: one sub-command per product step.
 
-Each sub-command lives in the module that owns the work and exposes ``register(subparsers)``, which adds
-its parser and sets ``func``. Modules are imported lazily so ``earn-export --help`` stays fast and a broken
-optional dependency only breaks its own command; a command module imports only argparse and the standard
-library at module level (tests/test_cli.py checks this for every module in ``COMMANDS``).
-
-Errors: a problem the user can fix (the project's error types, all derived from
-:class:`earn_export.errors.UserError`, and ``OSError``/``ValueError`` from their input) is printed as one line,
-``earn-export: error: <what> — <fix>``, with exit status 2 for bad usage and 1 for a failed command; a missing
-optional extra is bad usage (exit 2) and the line names ``pip install 'earn-export[EXTRA]'``; ``--debug``
-(or ``EARN_EXPORT_DEBUG=1``) adds the traceback. Any other exception is a bug and keeps its traceback.
+Each command module exposes ``register(subparsers)`` and is imported lazily, so ``--help`` stays fast and a
+broken optional dependency breaks only its own command. A user error (:class:`earn_export.errors.UserError`,
+``OSError``, ``ValueError``) prints as one line ``earn-export: error: <what> — <fix>``, exit 2 for bad usage
+(a missing extra included) and 1 for a failed command; ``--debug`` adds the traceback. Other exceptions are bugs.
 """
 
 from __future__ import annotations

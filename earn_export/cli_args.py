@@ -1,10 +1,6 @@
-"""Argument types and cross-checks shared by the ``earn-export`` sub-commands (standard library only).
-
-Why here: every argument must be checked while parsing, before any heavy import or data loading, with one
-message that names the flag and the fix. argparse ``type=`` functions run at parse time; checks that involve two
-flags or a file (``--top-k`` against ``--beam``, ``--split-layer`` against the model's depth in ``config.json``)
-raise :class:`~earn_export.errors.UsageError` from the start of the command, before its heavy imports.
-"""
+"""Argument types and cross-checks shared by the ``earn-export`` sub-commands (standard library only): every
+argument is checked while parsing, or at the start of the command before its heavy imports, with one message
+naming the flag and the fix."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""The command-line reference (docs/cli.md), generated from the argparse parsers (so it cannot drift from the code).
+"""The command-line reference (docs/cli.md), generated from the argparse parsers' actions so it cannot drift.
 
-``python -m earn_export.cli_reference`` (``make cli-reference``) rewrites the block between :data:`BEGIN` and
-:data:`END` of ``docs/cli.md`` (the text around the block is written by hand); ``--check`` exits 1 when the block
-is stale (tests/test_cli.py runs the same comparison). Re-run it after adding or changing a flag. The tables are built from the parsers' actions, not from
-``--help`` text, so they do not depend on the terminal width or the Python version's help layout.
+``python -m earn_export.cli_reference docs/cli.md`` rewrites the block between :data:`BEGIN` and :data:`END`;
+``--check`` exits 1 when the block is stale.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """The common base of the project's error types, and the wording of fixes for library vs command-line callers.
 
-Why one base: ``earn-export`` prints every error a user can fix as one line (``earn-export: error: <what> — <fix>``)
-and a traceback only for bugs. Each error type keeps its historical base (``ValueError``, ``RuntimeError``,
-``KeyError``) so ``except ValueError`` callers keep working, and also derives from :class:`UserError`, which is
-what the CLI catches. New commands get the one-line behaviour by raising any of these types.
-
-Why :func:`hint`: the same message is read by Python callers (who pass ``on_unknown="skip"``) and by CLI users
-(who pass ``--on-unknown skip``); the CLI sets :data:`from_cli` while it runs a command, and library code names the
-fix through ``hint(api, cli)``. Only the standard library is imported here (the CLI imports it before anything).
+Every error a user can fix derives from :class:`UserError` (beside its historical base, so ``except ValueError``
+keeps working), which the CLI prints as one line. :func:`hint` words the fix for the caller: API names under
+Python, flags under ``earn-export`` (:data:`from_cli`). Standard library only.
 """
 
 from __future__ import annotations
@@ -20,9 +15,7 @@ from_cli = False
 
 class UserError(Exception):
     """A problem in the user's input or environment that the user can fix; the message names it and the fix.
-
-    ``exit_code``: what ``earn-export`` exits with (1: the command failed, 2: bad usage).
-    """
+    ``exit_code``: 1 the command failed, 2 bad usage."""
 
     exit_code = 1
 

@@ -1,11 +1,6 @@
-"""The workflow, end to end: (convert →) train → evaluate → export → check → recommend, and ``earn-export demo``.
-
-One function, :func:`run_workflow`, runs the steps every user follows with their own data and model; the demo runs
-it on the embedded defaults: a micro model on the built-in synthetic data, or (``--model smollm2``) the shipped
-pretrained SmolLM2-135M-Instruct, converted to EARN (k = N/4 = 7 of 30 layers) and fine-tuned briefly under a
-wall-clock budget (on 2 CPU cores a few minutes only start to move the model: the point is the pipeline on a real
-model, not its accuracy). This module sits above every package it calls.
-"""
+"""The workflow, end to end: (convert →) train → evaluate → export → check → recommend, and ``earn-export demo``,
+which runs it on the embedded defaults (a micro model on synthetic data, or ``--model smollm2``). This module
+sits above every package it calls."""
 
 from __future__ import annotations
 
@@ -38,10 +33,8 @@ def register(sub) -> None:
 def run_workflow(data_spec, checkpoint, engine, train_kwargs: dict, train_note: str, *, source=None,
                  source_note: str = "", eval_users: int | None = None, check_users: int = 200,
                  session_options=None, progress: bool = False) -> int:
-    """Train (from ``source``, converted first, when given) on ``data_spec`` into ``checkpoint``; evaluate it
-    against popularity; export ``engine``; check its parity with the torch reference on ``check_users`` test users;
-    print three test users' recommendations. Exit status 1 when parity failed. ``train_note`` / ``source_note``
-    describe the training and the conversion in the step lines."""
+    """Train (from ``source``, converted first) on ``data_spec``, evaluate against popularity, export, check parity
+    on ``check_users`` test users and print three users' recommendations. Exit status 1 when parity failed."""
     from .convert.pretrained import convert
     from .data.sequences import eval_examples
     from .export.onnx_export import export_onnx

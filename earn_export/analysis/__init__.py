@@ -1,8 +1,5 @@
-"""Attention analysis (paper §3, Fig. 2, Table 4): where each layer's attention goes on real prompts, reduced to
-per-layer statistics, plotted, and turned into a split-layer recommendation (``earn-export analyze``).
-
-Names are imported lazily so that ``earn_export.analysis.cli`` (imported for ``earn-export --help``) does not
-load torch."""
+"""Attention analysis (paper §3, Fig. 2, Table 4) and the split-layer rule (``earn-export analyze``).
+Names are imported lazily so that ``earn-export --help`` does not load torch."""
 
 from ..lazy_import import lazy_attributes
 

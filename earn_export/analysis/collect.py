@@ -1,17 +1,9 @@
 """Run a model over prompts (or plain text) and reduce its attention to per-layer, per-head statistics.
 
-Memory-bounded: sequences are batched by length (little padding), each layer's probabilities are reduced into
-``AttentionStats`` inside the forward (``probes.capture_attention``) and dropped; only the attention maps of one
-chosen sequence, for the chosen layers, are kept for the Fig.-2-style plot.
-
-Forwards (``forward``):
-- ``dense``: every row through every layer (``mode="dense"``), the paper's setting: it shows what each layer
-  attends to when nothing is pruned. For an EARN checkpoint this is *not* its deployed computation in layers
-  >= k (the prompt rows are dropped there), so its late-layer numbers show where its attention would go if the
-  prompt were still present.
-- ``native``: the computation the checkpoint runs when deployed: dense for a dense model; for EARN, layers >= k
-  see only the register keys (``mode="masked"``, equal to the split forward) and only the register rows count as
-  queries there (the other rows do not exist in the split forward).
+Memory-bounded: sequences are batched by length and each layer's probabilities are reduced inside the forward
+and dropped; only one sequence's maps are kept for the Fig.-2-style plot. ``forward="dense"`` is the paper's
+setting (nothing pruned); ``"native"`` is what the checkpoint runs when deployed (for EARN, layers >= k see only
+the register keys, and only register rows count as queries there).
 """
 
 from __future__ import annotations
@@ -62,10 +54,8 @@ def _pick_map_example(rows: list[list[int]]) -> int:
 @torch.no_grad()
 def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forward: str = "dense",
             map_layers=None, progress: bool = True, eps: float = EPS, topk: int = TOPK) -> dict:
-    """Statistics of ``model``'s attention over ``corpus``: ``{"stats": AttentionStats, "maps": {...}, ...}``.
-
-    ``map_layers``: layers whose full attention map [H, T, T] of one median-length sequence is kept (default
-    all layers; the maps are small for recommendation prompts)."""
+    """Statistics of ``model``'s attention over ``corpus``: ``{"stats": AttentionStats, "maps": {...}, ...}``;
+    ``map_layers``: layers whose [H, T, T] map of one median-length sequence is kept (default all)."""
     from tqdm.auto import tqdm
 
     from .groups import pad_groups

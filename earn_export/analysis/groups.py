@@ -1,11 +1,5 @@
-"""Which token group each prompt position belongs to, taken from the prompt builder's own pieces.
-
-``PromptBuilder.segments`` names the pieces ``row`` concatenates (BOS, prefix registers, template head, items and
-separators, template tail, suffix registers), so a position's group is known by construction, not by matching
-strings. Groups (``metrics.GROUPS``): ``bos``, ``prefix_register``, ``instruction`` (template head and tail),
-``history`` (identifier tokens and the separators between items), ``suffix_register``; plain text is ``text``.
-Padding is -1 and never counts.
-"""
+"""Which token group (``metrics.GROUPS``) each prompt position belongs to, from the prompt builder's own pieces
+(``PromptBuilder.segments``), so by construction, not by matching strings. Padding is -1 and never counts."""
 
 from __future__ import annotations
 

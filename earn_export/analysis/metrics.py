@@ -1,20 +1,9 @@
 """Per-row attention statistics, reduced per batch into running sums (never storing the attention itself).
 
-Definitions (EARN paper, arXiv 2507.00715, App. A.1; docs/analysis/README.md), for one query row whose
-attention over its n *valid* keys is p_1..p_n (valid: causal, not padding, and not masked out by the forward;
-padded or masked keys never count, even if a caller hands in probability mass on them):
-- ``sparsity``  = (1/n) Σ_i 1(p_i > ε), ε = 0.05 (the paper's "Sparsity": the share of keys above ε; larger
-  means *more* keys get a large weight, so it is not monotone in concentration, hence the next two);
-- ``sink_head`` = Σ of p over the first 3 valid keys; ``sink_tail`` = Σ over the last 3 valid keys (for a
-  row with n ≤ 6 the two overlap; for n ≤ 3 both are 1);
-- ``entropy``   = -Σ p_i ln p_i (nats);
-- ``topk_mass`` = the sum of the k largest p_i (k = 5 by default);
-- ``mass_<group>`` = Σ of p over the keys of each token group (prefix register, instruction, history, ...).
-
-Rows are averaged with equal weight. Three query sets are kept: ``all`` (every valid query row), ``last`` (the
-prompt's last row: for EARN prompts the suffix register, the row that predicts the first identifier token) and
-``predict`` (the rows that predict the identifier tokens: the last prompt row and the target tokens but the
-last, when the target item is appended; these and the registers are the rows EARN keeps in layers >= k).
+Definitions (EARN paper App. A.1; docs/analysis/README.md) over a row's *valid* keys only: ``sparsity`` (share of
+keys above ε = 0.05, the paper's), ``sink_head`` / ``sink_tail`` (mass on the first / last 3 keys), ``entropy``
+(nats), ``topk_mass`` and ``mass_<group>``. Rows weigh equally; query sets: ``all``, ``last`` (the suffix
+register) and ``predict`` (the rows that predict identifier tokens: what EARN keeps in layers >= k).
 """
 
 from __future__ import annotations
@@ -37,11 +26,8 @@ def metric_names() -> tuple[str, ...]:
 
 def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.Tensor, eps: float = EPS,
                 head: int = SINK_HEAD, tail: int = SINK_TAIL, topk: int = TOPK) -> dict[str, torch.Tensor]:
-    """Every metric of every query row.
-
-    probs [B, H, T, S] attention probabilities; key_valid [B, T, S] bool (which keys row t may attend);
-    key_group [B, S] int64 index into ``GROUPS`` (-1: padding). Returns name -> [B, H, T] float32.
-    """
+    """Every metric of every query row: probs [B, H, T, S], key_valid [B, T, S] bool, key_group [B, S] (index into
+    ``GROUPS``, -1 padding) -> name -> [B, H, T] float32."""
     kv = key_valid[:, None]
     p = torch.where(kv, probs.to(torch.float32), 0.0)  # [B, H, T, S]; invalid keys hold exactly 0 from here on
     b, h, t, s = p.shape

@@ -1,10 +1,6 @@
-"""Attention probabilities straight from the one model definition (``Attention.attend``), layer by layer.
-
-The model computes softmax(QKᵀ/√d + mask) in fp32 inside ``attend``; ``capture_attention`` installs a per-layer
-callback there for the duration of a ``with`` block, so the analysis sees exactly what the forward used and
-there is no second attention implementation to drift from it. The callback must reduce what it gets at once
-(the probabilities of a layer are dropped when it returns), which keeps memory bounded by one layer's batch.
-"""
+"""Attention probabilities straight from the one model definition: ``capture_attention`` installs a per-layer
+callback inside ``Attention.attend`` for a ``with`` block, so there is no second attention implementation to
+drift; the callback must reduce at once, which bounds memory by one layer's batch."""
 
 from __future__ import annotations
 

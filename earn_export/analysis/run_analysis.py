@@ -1,9 +1,5 @@
-"""``earn-export analyze``: checkpoints -> attention.json, table4.md and PNG figures in one directory.
-
-One checkpoint gives its own curves; several (e.g. the dense baseline and EARN) are analysed on the same prompts
-and drawn side by side. The split-layer rule (``split_rule``) is applied to every checkpoint's dense-forward
-curves; it is meant for the model EARN starts from (a dense or base model).
-"""
+"""``earn-export analyze``: checkpoints -> attention.json, table4.md and PNG figures in one directory; several
+checkpoints are analysed on the same prompts and drawn side by side."""
 
 from __future__ import annotations
 

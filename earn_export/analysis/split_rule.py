@@ -1,21 +1,13 @@
 """The split-layer rule: per-layer attention curves of a dense (base) model -> EARN's k.
 
-What EARN removes. In layers >= k the rows that predict the item identifier (the suffix register, the prompt's
-last row, and the identifier tokens generated so far) can no longer read the prompt: everything they still need
-from the user's history must already be in the registers. The user-specific part of the prompt is the history
-(the instruction is the same for every user, so the prefix register can learn it). So the rule looks at h_l,
-the attention mass those rows put on the history tokens in layer l (mean over the selected heads, the rows and
-the prompts, with the user's next item appended as in training), measured with the dense forward of the model
-EARN starts from:
+In layers >= k the rows that predict the identifier can no longer read the prompt, so what they need from the
+history must already be in the registers. With h_l the attention mass those rows put on the history in layer l
+(dense forward of the starting model, next item appended as in training):
 
     k = the smallest l in 1..N such that h_j <= τ for every layer j >= l      (τ = 0.1 by default)
 
-i.e. the first layer after which the history stays under τ: from there on the dense model itself takes less
-than a tenth of those rows' attention from the history, so cutting it off costs little. k >= 1 always (the
-registers must read the history somewhere); if even the last layer reads more than τ from the history, the rule
-returns N (no layer range is safe to prune: keep the model dense, or raise ``threshold`` knowingly). The
-paper's default, N/4, is printed next to it, and the evidence (h_l per layer) is returned with the answer.
-τ is a judgement, not a fitted value: the share of attention one accepts to lose per pruned layer.
+N when even the last layer reads more than τ (keep the model dense). τ is a judgement, not a fitted value: the
+share of attention one accepts to lose per pruned layer. The paper's N/4 is printed beside it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
 """Pretrained LLM -> EARN checkpoint (``earn-export convert``): HF directories and GGUF files.
-
-Names load on first use, so that ``earn_export.convert.cli`` (imported for ``earn-export --help``) does not load
-torch."""
+Names load on first use, so that ``earn-export --help`` does not load torch."""
 
 from ..lazy_import import lazy_attributes
 

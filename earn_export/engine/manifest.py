@@ -1,16 +1,9 @@
 """``manifest.json`` of an engine directory: what was exported, how, and the sha256 of every file.
 
-Loaders call :func:`load_manifest`, which refuses (with the problem and the fix in the message) a missing or
-partial directory, a manifest written by another format version, and files whose sha256 differs from the one
-recorded at export.
-
-Hashing gigabytes of weights on every load is slow (minutes for a 1B model on a busy CPU), so a successful check
-is remembered: ``verify="fast"`` (the default) re-hashes only files whose identity changed since they were last
-verified against this manifest. The identity is (size, mtime, ctime, inode, device): any write to a file moves
-its ctime, which user code cannot set back, and a copied directory has new inodes, so a changed file is always
-hashed again. The record (``.verified.json``) lives in the engine directory, or in the user's cache directory when
-that is read-only. ``verify="full"`` hashes every file (and renews the record), ``verify="off"`` only checks that
-the files exist.
+:func:`load_manifest` refuses, with the fix, a missing or partial directory, another format version and files
+whose sha256 changed. Hashing gigabytes on every load is slow, so a successful check is remembered
+(``.verified.json``, or the user cache for a read-only engine): ``verify="fast"`` re-hashes only files whose
+(size, mtime, ctime, inode, device) changed; any write moves the ctime, which user code cannot set back.
 """
 
 from __future__ import annotations
@@ -110,10 +103,7 @@ def _write_stamp(engine_dir: Path, files: dict) -> None:
 
 def verify_files(engine_dir, hashes: dict, mode: str = "fast") -> dict:
     """Check ``hashes`` (name -> sha256) against the files; returns {name: "hashed" | "remembered" | "skipped"}.
-
-    ``fast`` trusts a file only when the record says it was hashed to this same digest and its identity (size,
-    mtime, ctime, inode, device) is unchanged; every other file is hashed.
-    """
+    ``fast`` trusts only a file recorded with this digest and an unchanged identity."""
     engine_dir = Path(engine_dir)
     if mode not in VERIFY_MODES:
         raise ValueError(f"verify must be one of {VERIFY_MODES}, got {mode!r}")
@@ -153,12 +143,8 @@ def _verify_mode(verify) -> str:
 
 
 def load_manifest(engine_dir, verify="fast") -> dict:
-    """Read and check an engine directory's manifest.
-
-    ``verify``: ``"fast"`` (default: hash files not verified before, see the module doc), ``"full"`` (hash every
-    file), ``"off"`` (existence only, with a warning); ``True``/``False`` mean full/off (``False``: for callers
-    that verified the directory already).
-    """
+    """Read and check an engine directory's manifest. ``verify``: ``"fast"`` (default), ``"full"``, ``"off"``
+    (existence only, with a warning); ``True``/``False`` mean full/off."""
     engine_dir = Path(engine_dir)
     mode = _verify_mode(verify)
     if mode not in VERIFY_MODES:

@@ -1,16 +1,6 @@
-"""Pre-tokenised prompt pieces: a prompt is a concatenation of stored token-id lists, no tokenizer at run time.
-
-Why: the runtime (Python and C++) must build prompts without transformers/tokenizers. The training prompt
-builder (``earn_export.data.prompts.PromptBuilder``) already encodes a row as
-``special_prefix + prefix + head + item_1 + sep + item_2 ... + tail + suffix`` whenever that equals tokenising the
-whole text (its ``cached`` flag); the exporter stores those pieces, and :class:`PromptPieces` concatenates them.
-A builder whose tokenizer is context-dependent (``cached`` False) has no pieces: its engines keep the tokenizer.
-
-Files (docs/CONTRACTS.md "Prompt pieces"): ``prompt_pieces.json`` (the fixed pieces, pad id, max history,
-register ids) and two int64 ``.npy`` arrays, a CSR over item ids: the tokens of item ``i`` are
-``item_tokens[item_offsets[i]:item_offsets[i + 1]]``; an empty range means the item is not in the catalog.
-Only numpy (and the numpy-only ``earn_export.data`` helpers) is imported here.
-"""
+"""Pre-tokenised prompt pieces: a prompt is a concatenation of stored token-id lists, no tokenizer at run time
+(the Python and C++ runtimes must not need transformers). Stored from the training ``PromptBuilder`` when it is
+``cached``; files: docs/CONTRACTS.md "Prompt pieces". Only numpy is imported here."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Custom ops of the exported graphs: ``earn::CompactedAttention`` (torch reference + custom op in
-``compacted_attention``, its ONNX node for both exporters in ``onnx_emit``, the locator/loader of the compiled
-ONNX Runtime and TensorRT libraries in ``libraries``).
-
-The torch parts load lazily so the ONNX Runtime runtime path does not import torch.
-"""
+"""Custom ops of the exported graphs: ``earn::CompactedAttention`` (torch reference, ONNX node, locator of the
+compiled libraries). The torch parts load lazily so the ONNX Runtime path does not import torch."""
 
 from ..lazy_import import lazy_attributes
 from .contract import FIELDS, LOOKUP_ATTRIBUTES, OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, TORCH_OP

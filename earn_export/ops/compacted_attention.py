@@ -1,21 +1,9 @@
 """``earn::CompactedAttention``: decode-time attention over the compacted, beam-shared KV cache (one op).
 
-The contract (docs/CONTRACTS.md, *Custom op earn::CompactedAttention*): for every user ``b``, beam ``j`` and query
-head ``h`` (KV head ``h // G``, G = num_heads / num_kv_heads), softmax over the user's shared keys (prompt rows in
-layers < k, register rows in layers >= k; additive fp32 ``key_bias``, 0 = attend, float32 min = left padding)
-followed by the beam's own generated keys (current token included), then the probability-weighted values.
-
-:func:`compacted_attention_reference` is the one PyTorch implementation: the two-MatMul math the plain decode
-graph has always had (shared scores as one MatMul with K broadcast over beams, own scores per beam, one fp32
-softmax over both). It is
-
-- the body of the ``torch.library`` custom op ``torch.ops.earn.compacted_attention``, which the model's eager
-  decode calls (``Attention.decode`` through :func:`compacted_attention`);
-- inlined when the decode is traced for a plain ONNX export (``--attention onnx``: today's graph, op by op);
-- the oracle of the ONNX Runtime custom op (plugins/src/ort) and of the CUDA kernel (plugins/gpu_check.py).
-
-During ``export --attention plugin`` the custom op is kept opaque and emitted as one ONNX node
-(:mod:`earn_export.ops.onnx_emit`).
+Contract: docs/CONTRACTS.md. :func:`compacted_attention_reference` is the one PyTorch implementation (the
+two-MatMul math of the plain decode graph): the body of ``torch.ops.earn.compacted_attention`` that the eager
+decode calls, inlined when tracing ``--attention onnx``, kept opaque and emitted as one node for
+``--attention plugin``, and the oracle of the ONNX Runtime op and the CUDA kernel.
 """
 
 from __future__ import annotations

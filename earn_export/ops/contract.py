@@ -1,8 +1,5 @@
-"""Names and versions of ``earn::CompactedAttention`` (no torch import: the ONNX Runtime loaders read them too).
-
-Kept in sync with plugins/include/earn/compacted_attention.h (tested: the exported node, the ONNX Runtime library
-and the TensorRT creator are compared with each other in tests/test_plugins.py).
-"""
+"""Names and versions of ``earn::CompactedAttention`` (no torch import: the ONNX Runtime loaders read them too);
+kept in sync with plugins/include/earn/compacted_attention.h (tests/test_plugins.py)."""
 
 OP_NAME = "CompactedAttention"  # ONNX op type = TensorRT plugin name
 OP_DOMAIN = "earn"  # ONNX domain (ONNX Runtime registers the op in it)

@@ -1,9 +1,8 @@
-"""onnxscript translation of ``torch.ops.earn.compacted_attention`` for ``torch.onnx.export(dynamo=True)``.
+"""onnxscript translation of ``torch.ops.earn.compacted_attention`` for the dynamo exporter.
 
-A module of its own because onnxscript parses the function's source against this module's globals (and the
-annotations must stay real objects: no ``from __future__ import annotations`` here). The FLOAT annotations only
-type the function's signature; the node is emitted unchanged for fp16 graphs. The literals must equal
-``OP_VERSION`` / ``PLUGIN_NAMESPACE`` (checked at import).
+A module of its own because onnxscript parses the function against this module's globals (so no
+``from __future__ import annotations``). The literals must equal ``OP_VERSION`` / ``PLUGIN_NAMESPACE`` (checked
+at import).
 """
 
 import onnxscript

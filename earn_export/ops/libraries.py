@@ -1,18 +1,8 @@
 """Where the compiled implementations of ``earn::CompactedAttention`` are, what they implement, and loading them.
 
-``make plugins`` (run by ``make install``) builds into ``plugins/build/`` and lists what it built in
-``plugins/build/earn_plugins.json``:
-
-- ``libearn_ort_ops.so``: the ONNX Runtime CPU custom-op library. :func:`prepare_session_options` registers it
-  for engines exported with ``--attention plugin`` (their manifest says so), and refuses such an engine with the
-  fix when the library is missing or implements another op version;
-- ``libearn_plugins.so``: the TensorRT plugin library (``earn-export build --plugins``);
-- ``earn_plugin_host_test*``: the host-side test of the TensorRT creator, one per TensorRT header set.
-
-Both libraries export a C function returning JSON about themselves (``EarnOrtOpsInfo``, ``earnPluginInfo``), read
-here with ctypes: loaders compare the op version an engine was exported for with the library's own.
-Environment overrides: ``EARN_ORT_OPS_LIBRARY``, ``EARN_TRT_PLUGIN_LIBRARY`` (a library path) and
-``EARN_PLUGINS_BUILD`` (the build folder).
+``make plugins`` lists what it built in ``plugins/build/earn_plugins.json``. Both libraries export a C function
+returning JSON about themselves, read here with ctypes, so loaders can compare op versions before a session or
+plan sees them. Overrides: ``EARN_ORT_OPS_LIBRARY``, ``EARN_TRT_PLUGIN_LIBRARY``, ``EARN_PLUGINS_BUILD``.
 """
 
 from __future__ import annotations

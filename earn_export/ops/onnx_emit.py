@@ -1,16 +1,8 @@
-"""The ONNX node of ``torch.ops.earn.compacted_attention``: ``earn::CompactedAttention``, for both exporters.
+"""The ONNX node ``earn::CompactedAttention`` (domain ``earn``, opset 1) for both exporters.
 
-One node per decode layer, domain ``earn`` (opset version 1), attributes (the TensorRT plugin creator's fields
-plus the two the ONNX parser uses to find the creator):
-
-- ``num_heads``, ``num_kv_heads``, ``head_dim`` (INT), ``scale`` (FLOAT): the creator's fields;
-- ``plugin_version`` = ``OP_VERSION``, ``plugin_namespace`` = ``PLUGIN_NAMESPACE`` (STRING): consumed by the
-  TensorRT ONNX parser's plugin lookup (creator ``getPluginVersion`` / ``getPluginNamespace``).
-
-TorchScript (``dynamo=False``): a symbolic registered with ``torch.onnx.register_custom_op_symbolic``. Dynamo: an
-onnxscript function passed as ``custom_translation_table``. Neither exporter knows the node's output type, so
-:func:`annotate_outputs` writes the graph outputs' dtypes and shapes from the exporter's I/O spec afterwards (on the
-``onnx_ir`` model the exporter hands over, before its weights are written).
+Attributes: the TensorRT creator's fields plus ``plugin_version`` / ``plugin_namespace``, which the ONNX parser
+uses to find the creator. TorchScript gets a registered symbolic, dynamo an onnxscript translation; neither
+knows the output type, so :func:`annotate_outputs` writes it from the exporter's I/O spec afterwards.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""ONNX Runtime's own quantizers, called the way the engine's ``--quantize`` modes need them.
-
-One place for the calls, so that the exporter (``earn_export.export.quantize``) and the machine probe
-(``earn_export.runtime.machine``) build the same kernels from the same options.
-"""
+"""ONNX Runtime's own quantizers, called in one place so that the exporter and the machine probe build the same
+kernels from the same options."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """Python runtime: ``Recommender`` (histories → top-K items) over ONNX Runtime or the torch reference.
-
-Names load on first use (``earn_export.lazy_import``), so ``earn-export recommend --help`` and the other
-command-line paths import neither numpy nor onnxruntime until they run; the ONNX Runtime path never imports torch
-or transformers.
-"""
+Names load on first use, so the CLI's light paths import neither numpy nor onnxruntime, and the ONNX Runtime
+path never imports torch or transformers."""
 
 from ..lazy_import import lazy_attributes
 

@@ -1,9 +1,6 @@
 """Search backends (the ``SearchBackend`` protocol of docs/CONTRACTS.md) over ONNX Runtime and the torch model.
-
-Both keep the per-user prompt/register KV once, shared by every beam, and only the generated tokens' KV per
-beam; between decode calls the per-beam KV is reordered by the beam ``parents``. A backend keeps no per-call
-state on ``self`` (everything lives in the returned ``state``), so one backend serves concurrent searches.
-"""
+Per-user prompt KV is kept once for all beams; all per-call state lives in the returned ``state``, so one
+backend serves concurrent searches."""
 
 from __future__ import annotations
 
@@ -91,14 +88,9 @@ class TorchState:
 
 
 class TorchBackend:
-    """The torch reference over the model core: ``model.prefill`` / ``model.decode_step`` /
-    ``GeneratedCache.reorder``. Usable straight from a model object (training/evaluation).
-
-    ``head_token_ids``: restrict log-probs to these vocabulary columns (what a ``vocab="items"`` engine
-    outputs); None = full vocabulary. Inputs may be numpy arrays or torch tensors; outputs are float32 numpy.
-    ``cuda_graphs``: decode steps replayed as CUDA graphs on a GPU (``runtime/cuda_graphs.py``; the same static-
-    buffer code runs eagerly on the CPU). One search at a time per backend in that mode.
-    """
+    """The torch reference over the model core, usable straight from a model object. ``head_token_ids``: the
+    vocabulary columns a ``vocab="items"`` engine outputs (None: all). ``cuda_graphs``: decode steps replayed as
+    CUDA graphs (``runtime/cuda_graphs.py``); one search at a time per backend then."""
 
     def __init__(self, model, head_token_ids=None, device=None, cuda_graphs: bool = False):
         import torch

@@ -1,11 +1,6 @@
-"""``Recommender.load(dir, backend="cpp")``: the C++ runtime (libearn, ``cpp/``) behind the Python ``recommend`` API.
-
-Why: the same engine, prompt pieces and beam-search semantics as the Python runtime, without Python in the
-per-step loop (prompt building, search bookkeeping and KV reordering run in C++ with reused buffers; calls
-release the GIL, so threads run them concurrently). The extension ``earn_export_cpp`` is built by
-``pip install -e .`` (scikit-build-core + nanobind); libearn ``dlopen()``s the ``libonnxruntime`` shipped inside
-the installed ``onnxruntime`` wheel, the very library this environment runs with.
-"""
+"""``Recommender.load(dir, backend="cpp")``: the C++ runtime (libearn, ``cpp/``) behind the Python ``recommend`` API:
+the same engine and search semantics without Python in the per-step loop (calls release the GIL). libearn
+``dlopen()``s the ``libonnxruntime`` of the installed ``onnxruntime`` wheel."""
 
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """One single-threaded search per CPU core, for batch jobs (``eval``, ``check``) on the CPU.
 
-Why: a recommendation batch is many small ops (30 layers × ~25 ops per decode step on [users·beam, hidden]
-tensors). With torch's default intra-op threading every op is split over all cores and joined again; on a
-2-core machine that is shared (the normal case here: load average 10+), a join waits for a descheduled thread
-and the 135M SmolLM2 reference search ran 3-7× slower with 2 threads than with 1 (23-46 s against 6-7 s per
-8-user batch, measured in one process). Whole batches on separate cores, each single-threaded, need no join:
-the work is the same, the cores stay busy, and the GIL is released inside torch/ONNX Runtime kernels.
-Only CPU batch jobs use this; a served ``Recommender`` keeps the libraries' own threading.
+A batch is many small ops; torch's intra-op threading joins after each, and on a shared 2-core machine a join
+waits for a descheduled thread (the SmolLM2 reference search ran 3-7× slower with 2 threads than with 1).
+Whole batches on separate single-threaded workers need no join. A served ``Recommender`` keeps the libraries'
+own threading.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
-"""Decode steps of the torch reference as CUDA graphs (static ``[B, beam]`` shapes make this possible).
+"""Decode steps of the torch reference as CUDA graphs: a step is ~750 small kernels, so launches, not math,
+bound it on a GPU.
 
-A decode step is ~30 layers × ~25 small kernels on [users·beam, hidden] rows: on a GPU the launch overhead,
-not the math, bounds it. A CUDA graph replays the whole step with one launch. Graphs need fixed shapes and
-fixed input addresses, so per key ``(B, beam, P_bucket, step)`` the decoder keeps static buffers:
-- the shared prompt/register KV and the prompt mask, copied in once per search (after prefill), with the
-  prompt length padded up to a multiple of ``bucket`` (left padding: zero keys under mask 0 add exp(-inf) = 0
-  to the softmax, so few graphs serve every prompt length);
-- tokens, parents and position ids, copied in per step;
-- the per-beam generated KV: step t's graph reorders step t-1's *output* buffers by ``parents`` inside the
-  graph, so nothing per beam leaves the GPU between steps.
-The same code runs eagerly on the CPU (``capture=False``): tests check it there against the plain backend.
-Static buffers make a decoder serve one search at a time: a search that meets a key in use by another search
-gets an error rather than silently shared buffers (``TorchBackend(cuda_graphs=True)`` is for batch jobs such as
-``eval --device cuda`` and the GPU benchmark, which search batch after batch).
+Per key ``(B, beam, P_bucket, step)`` the decoder keeps static buffers: shared KV and mask copied in once per
+search (prompt length padded up to ``bucket``: masked zero keys add nothing), tokens/parents/positions per step,
+and the generated KV reordered by ``parents`` inside the graph. ``capture=False`` runs the same code eagerly
+(tested on the CPU). Static buffers serve one search at a time; a clash is an error, not shared buffers.
 """
 
 from __future__ import annotations

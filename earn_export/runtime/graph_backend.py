@@ -1,12 +1,8 @@
-"""The one graph runner: a ``SearchBackend`` (docs/CONTRACTS.md) over ``prefill`` / ``decode``, whoever executes them.
+"""The one graph runner: a ``SearchBackend`` over ``prefill`` / ``decode``, whoever executes them.
 
-``GraphBackend(run, manifest)`` needs one callable, ``run(graph, feeds, outputs) -> list``, that executes
-``"prefill"`` or ``"decode"``. :class:`~earn_export.runtime.backends.OrtBackend` runs them in ONNX Runtime
-sessions (OrtValues: the prompt KV stays where the execution provider put it); the Triton BLS model
-(``earn_export.serve.bls_model``) sends ``pb_utils.InferenceRequest`` to the repository's ``prefill`` / ``decode``
-models. The prompt/register KV (``past_key_values.*``) is kept once per user and fed unchanged at every step; only
-the per-beam ``generated.*`` KV is reordered by the beam parents between calls. No per-call state lives on
-``self`` (everything is in the returned :class:`GraphState`), so one backend serves concurrent searches.
+It needs one callable ``run(graph, feeds, outputs) -> list``: ONNX Runtime sessions (``OrtBackend``) or the
+Triton BLS model's requests. Prompt KV is fed unchanged at every step, only ``generated.*`` is reordered by the
+beam parents; no per-call state lives on ``self``, so one backend serves concurrent searches.
 """
 
 from __future__ import annotations

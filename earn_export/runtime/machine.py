@@ -1,18 +1,9 @@
 """What this CPU's matrix units can do: ``earn-export inspect --machine``.
 
-Why: every speed figure of the project (users/s, GFLOP/s of a graph) means little without the machine's own
-limit for the same kind of matmul. This module reads which vector/matrix extensions the CPU has (AVX2,
-AVX-512F, AVX-512 VNNI, AVX-512 BF16, AMX tile/int8/bf16) and measures the peak GFLOP/s of each compute path
-the engines can take, on one thread, for a decode-shaped and a prefill-shaped matmul:
-
-- torch ``matmul`` in fp32 and bf16 (oneDNN; bf16 uses AVX-512 BF16 or AMX when present);
-- ONNX Runtime fp32 ``MatMul`` (MLAS SGEMM);
-- ONNX Runtime dynamic int8: ``DynamicQuantizeLinear`` + ``MatMulInteger`` with s8 per-channel weights, the graph
-  ``onnxruntime.quantization.quantize_dynamic`` writes and ``export --quantize int8`` uses (VNNI/AMX kernels);
-- ONNX Runtime ``MatMulNBits`` with 8- and 4-bit weights (``export --quantize int8-nbits|int4``).
-
-Timings are per thread CPU second (``time.thread_time``), so a shared, loaded machine reports what the core does
-when it runs, not how often it was scheduled; each path runs about ``seconds`` of CPU time per shape.
+A speed figure means little without the machine's own limit for the same kind of matmul. Reads the CPU's
+extensions (AVX2 ... AMX) and measures single-thread peak GFLOP/s of every path the engines can take (torch fp32
+and bf16, ONNX Runtime fp32, dynamic int8 and MatMulNBits) for a decode- and a prefill-shaped matmul, per thread
+CPU second, so a loaded machine reports what the core does when it runs.
 """
 
 from __future__ import annotations

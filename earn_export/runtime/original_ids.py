@@ -1,15 +1,8 @@
 """Original item ids in and out around any recommender (Python ``Recommender``, the C++ runtime's wrapper).
 
-Why a separate step: the search works on catalog indices 0..n-1; an engine exported from a user's own log also
-holds ``item_ids.json`` (``earn_export.data.id_map``). ``recommend(..., ids="original")`` (the default when the
-engine has a map) translates the histories to catalog indices here, runs the unchanged search, and translates
-the answer back. Unknown original ids follow the usual policy (``on_unknown``): an
-:class:`~earn_export.runtime.recommender.UnknownItemError` naming them as the caller spelled them, or dropped and
-counted in ``skipped``.
-
-The result in original-id mode: ``items`` is an object array [U, top_k] of original ids (Python ``int`` for an
-int map, ``str`` otherwise; ``None`` where fewer items were found), ``index`` the catalog indices (int64, -1
-padding), ``titles`` the items' titles (``None`` where the log gave none).
+The search works on catalog indices; ``ids="original"`` translates histories to indices with ``item_ids.json``,
+runs the unchanged search and translates back: ``items`` is an object array of original ids (``None`` padding),
+``index`` the indices (-1 padding), ``titles`` the titles. Unknown ids follow ``on_unknown``.
 """
 
 from __future__ import annotations

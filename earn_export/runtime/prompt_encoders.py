@@ -1,12 +1,6 @@
-"""History → prompt token ids for the runtime: which prompt encoder an engine or checkpoint directory uses.
-
-- Engines (format 2) carry prompt pieces (``earn_export.engine.prompt_pieces``): prompts are built by concatenation, with
-  no tokenizer at run time. Engines whose tokenizer is context-dependent (manifest ``prompt.format ==
-  "tokenizer"``) use the training prompt builder, which needs ``transformers``.
-- Checkpoints use the training prompt builder (``prompt.json`` + tokenizer + ``items.json``); a bare model's
-  directory without ``prompt.json`` gets the TIGER-style pieces: the history's identifier tokens (from the trie)
-  between the registers.
-"""
+"""History → prompt token ids for the runtime: engines build prompts from their prompt pieces (no tokenizer),
+unless their tokenizer is context-dependent; checkpoints use the training prompt builder, or the TIGER-style
+pieces when they have no ``prompt.json``."""
 
 from __future__ import annotations
 

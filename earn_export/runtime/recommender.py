@@ -1,16 +1,9 @@
 """``Recommender``: item-id histories in, top-K item ids out (prefill → beam expand → decode ×(L-1), trie mask).
 
-Behaviour (documented contract of :meth:`Recommender.recommend`):
-- unknown item ids (not in the engine's catalog/trie) raise :class:`UnknownItemError` naming them, unless
-  ``on_unknown="skip"``: they are dropped and counted per user in ``RecommendResult.skipped``;
-- an empty history is allowed: the prompt is the template/registers alone;
-- a history longer than ``max_history`` (manifest / earn.json, default 20) keeps its most recent items
-  (the end of the list; histories are chronological), counted in ``RecommendResult.truncated``;
-- a batch of mixed lengths is left-padded (the suffix register is the last column for every user);
-- users are processed in chunks of ``batch_size``; fewer valid items than ``top_k`` pad with item -1 and
-  score -inf.
-Thread safety: ``recommend`` keeps no per-call state on ``self``; ONNX Runtime sessions and the torch model
-are only read, so concurrent calls from threads are safe and give the sequential results.
+Contract of :meth:`Recommender.recommend`: unknown ids raise :class:`UnknownItemError` naming them (or, with
+``on_unknown="skip"``, are dropped and counted in ``skipped``); an empty history is allowed; a history longer
+than ``max_history`` keeps its most recent items (counted in ``truncated``); fewer valid items than ``top_k``
+pad with -1 / -inf. ``recommend`` keeps no per-call state on ``self``, so threads may call it concurrently.
 """
 
 from __future__ import annotations
@@ -46,11 +39,8 @@ class Recommender:
     @classmethod
     def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify="fast",
              batch_size: int = 64, session_options=None, device=None) -> "Recommender":
-        """An exported engine directory. ``backend="torch"`` runs the torch reference on the checkpoint the
-        engine was exported from (``checkpoint=`` or the manifest's ``source_checkpoint``) with the engine's
-        trie, prompts and output vocabulary. ``backend="cpp"`` returns the C++ runtime
-        (``cpp_runtime.CppRecommender``, same ``recommend``). ``verify``: ``"fast"`` (hash only files not verified
-        before), ``"full"`` or ``"off"`` (see ``earn_export.engine.manifest``)."""
+        """An exported engine directory. ``backend="torch"``: the torch reference on the source checkpoint with the
+        engine's trie, prompts and head; ``"cpp"``: the C++ runtime. ``verify``: ``"fast"``, ``"full"`` or ``"off"``."""
         from ..engine.manifest import EngineDirError, load_manifest
         from .backends import OrtBackend, TorchBackend
 
@@ -149,10 +139,8 @@ class Recommender:
 
     def recommend(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error",
                   ids: str | None = None) -> RecommendResult:
-        """Top-``top_k`` items for each history (a list of item-id lists, oldest first); see the module doc.
-
-        ``ids``: None (the engine's original item ids when it has an id map, else catalog indices), "original"
-        or "catalog" (indices 0..n-1); see ``earn_export.runtime.original_ids``."""
+        """Top-``top_k`` items for each history (item-id lists, oldest first); ``ids``: None (original ids when
+        the engine has a map), "original" or "catalog"."""
         from .original_ids import recommend_with_ids
 
         return recommend_with_ids(self.id_map, self._recommend_catalog, histories, top_k, beam, on_unknown, ids)

@@ -1,14 +1,8 @@
 """Trie-constrained beam search over item identifiers (docs/design.md §5), vectorised in numpy.
 
-Step 0 expands each user's single prefill row into ``beam`` beams; steps 1..L-1 call the backend's decode
-graph once for all beams of all users. At every step only the children of a beam's trie node are candidates
-(the other log-probs are never looked at, which is the trie mask), candidates are ranked over beam × children
-per user, and the best ``beam`` survive. A beam whose node has no valid child, or that could not be filled
-because fewer than ``beam`` candidates exist, is *dead*: score -inf, never expanded again, item -1 at the end.
-Dead beams still occupy their slot so all tensors keep the static ``[B, beam]`` shape the graphs expect.
-
-Scores are sums of token log-probs (no length penalty: identifiers have a fixed length L), which is what
-transformers' beam search ranks by with ``length_penalty=0``.
+Only the children of a beam's trie node are candidates (the trie mask), ranked over beam × children per user.
+A beam without candidates is *dead* (score -inf, item -1) but keeps its slot, so tensors keep the static
+``[B, beam]`` shape of the graphs. Scores are sums of log-probs, as transformers ranks with ``length_penalty=0``.
 """
 
 from __future__ import annotations
@@ -26,11 +20,8 @@ class BeamResult:
 
 
 def token_columns(trie, out_token_ids) -> np.ndarray:
-    """Column of the backend's log-prob output for every trie token id (``-1`` padding kept as -1).
-
-    ``out_token_ids`` None means the output is the full vocabulary (column = token id). A trie token missing
-    from the output vocabulary is a mismatch between engine and catalog, reported instead of masked away.
-    """
+    """Column of the backend's log-prob output for every trie token id (-1 padding kept; ``out_token_ids`` None:
+    full vocabulary); a trie token missing from the output is an engine/catalog mismatch, reported."""
     tokens = np.unique(trie.tokens)
     size = int(max(tokens.max(initial=0), 0)) + 1
     if out_token_ids is None:

@@ -1,9 +1,5 @@
-"""Recall@K and NDCG@K with several targets per user (the protocol of the paper's group, docs/design.md §6).
-
-Recall@K = hits in the top K / number of targets; NDCG@K = DCG / IDCG with binary gains, IDCG over
-min(|targets|, K) ideal hits. Users are averaged with equal weight. Ranked slots of -1 (fewer valid items
-than K) never hit.
-"""
+"""Recall@K and NDCG@K with several targets per user (docs/design.md §6): binary gains, IDCG over
+min(|targets|, K) hits, users weighted equally; slots of -1 never hit."""
 
 from __future__ import annotations
 

@@ -1,17 +1,9 @@
 """The TensorRT plugin library in ``earn-export build`` and when a plan is loaded (UNVERIFIED calls into TensorRT).
 
-Build (``build_engines(..., plugins=[...])``, CLI ``--plugins``): an engine exported with ``--attention plugin``
-needs ``libearn_plugins.so`` (``make plugins``; found automatically in ``plugins/build``). The library is loaded
-into the builder's plugin registry *before* the ONNX parser runs (the parser looks the creator up by op type,
-``plugin_version`` and ``plugin_namespace``), and, with ``embed_plugins`` (CLI ``--embed-plugins``), put into the plan
-with ``IBuilderConfig.plugins_to_serialize`` so the plan carries its own copy. ``engine.json`` records, per library:
-the op and its version, the sha256 of the file, and whether the plan embeds it. A library is in TensorRT's registry
-at most once per process (``plugin_registry``: TensorRT refuses a second registration of a creator).
-
-Load (:func:`check_plan_plugins`, :func:`deserialize_plan`): a plan whose plugin is not embedded needs the library
-again; a missing library, or one that implements another op version than the one the plan was built with, is
-refused with the fix before TensorRT sees the plan. Everything here except the two TensorRT calls is plain Python
-and tested (tests/test_build.py).
+Build: the library is registered before the ONNX parser looks the creator up, and with ``embed_plugins`` put into
+the plan; ``engine.json`` records op version, sha256 and embedding. Load: a plan that does not embed its plugin
+needs the library again; a missing one or another op version is refused with the fix before TensorRT sees the
+plan. All but the two TensorRT calls is plain Python, tested in tests/test_build.py.
 """
 
 from __future__ import annotations
@@ -68,12 +60,9 @@ def plugin_metadata(path: Path, embedded_plans, info: dict | None = None) -> dic
 
 
 def check_plan_plugins(engine_meta: dict, plugins=None, info_reader=None) -> list[Path]:
-    """Libraries to load before deserialising plans described by ``engine_meta`` (engine.json), or EngineDirError.
-
-    A plan that embeds its plugin library needs none. Otherwise the library is ``plugins`` (paths), else the one
-    recorded at build time, else ``plugins/build``'s; it must implement the plugin version the plan was built
-    with. ``info_reader(path) -> earnPluginInfo dict`` (tests substitute it; default: read the library).
-    """
+    """Libraries to load before deserialising plans described by ``engine_meta``, or EngineDirError: none for an
+    embedded plugin, else ``plugins``, the one recorded at build, or ``plugins/build``'s, at the plan's op version.
+    ``info_reader(path) -> earnPluginInfo dict`` (tests substitute it)."""
     read = info_reader or libraries.trt_plugin_info
     entries = engine_meta.get("plugins") or []
     needed = [e for e in entries if not e.get("serialized_into_plan")]

@@ -1,22 +1,11 @@
 """One process-wide record of the TensorRT plugin libraries this process put into TensorRT's plugin registry.
 
-Why: ``IPluginRegistry::loadLibrary`` "will fail and return nullptr if any of the plugins are already registered"
-(NvInferRuntimeCommon.h, TensorRT 10 and 11), and deserialising a plan that embeds a library whose creator is
-already registered fails the same way. A build followed by a check, a server with two engines, a reload: each
-registers the same creator a second time unless something remembers it is there. So, per process:
-
-- the registry is asked first (``get_creator(name, version, namespace)``); a library is loaded only when its creator
-  is absent, and the handle is kept here (:func:`ensure_loaded`);
-- a build loads what it needs and deregisters what *it* loaded when it ends (:func:`loaded_for_build`), so a plan
-  built here that embeds the library can be deserialised here afterwards;
-- a plan either embeds the library or has it loaded, never both: before a plan that embeds a library is
-  deserialised, its creator must be absent (:func:`check_embedded_absent`), else the load is refused with the fix
-  instead of TensorRT's generic failure.
-
-UNVERIFIED against TensorRT (not installable here): tested with a fake registry that refuses a second registration
-as documented (tests/test_plugin_registration.py). Builder, runtime and ``trt.get_plugin_registry()`` all hand out
-the process's one registry in standard TensorRT; the registry stays the authority (an entry here whose creator the
-registry no longer has is dropped).
+``IPluginRegistry::loadLibrary`` fails when a creator is already registered (NvInferRuntimeCommon.h), and so does
+deserialising a plan that embeds it; a build then a check, or two engines in one server, would register twice.
+So a library is loaded only when the registry lacks its creator (:func:`ensure_loaded`), a build deregisters
+what it loaded (:func:`loaded_for_build`), and an embedded plan needs its creator absent
+(:func:`check_embedded_absent`). UNVERIFIED against TensorRT: tested with a fake registry
+(tests/test_plugin_registration.py).
 """
 
 from __future__ import annotations

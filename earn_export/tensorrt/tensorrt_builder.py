@@ -1,17 +1,8 @@
 """TensorRT engine builder for the two exported graphs (UNVERIFIED: TensorRT cannot be installed here).
 
-Written against the TensorRT 10.x and 11.x Python APIs (``trt.Builder``, ``OnnxParser``,
-``IBuilderConfig.add_optimization_profile``, ``set_timing_cache``, ``build_serialized_network``). Everything
-that does not need TensorRT itself (optimisation profiles, the precision policy per major version, the
-engine metadata that loaders check) is plain Python and unit-tested; the calls into TensorRT are reached
-only after ``tensorrt_available()`` says yes.
-
-Precision: TRT 10.x builds fp16 with ``BuilderFlag.FP16`` on an fp32 graph; TRT 11 removed weak typing, so
-``--fp16`` there requires a graph exported in fp16 (``earn-export export --fp16``) built strongly typed.
-
-Plugins: engines exported with ``--attention plugin`` need the plugin library (``plugin_library.py``): loaded
-before parsing (once per process, ``plugin_registry``; deregistered after the build), serialised into the plans
-only with ``embed_plugins``, recorded in engine.json.
+Written against the TensorRT 10.x and 11.x Python APIs; profiles, the precision policy and engine metadata are
+plain Python and unit-tested. TRT 10 builds fp16 with ``BuilderFlag.FP16``; TRT 11 removed weak typing, so
+``--fp16`` there needs a graph exported in fp16, built strongly typed. Plugins: :mod:`.plugin_library`.
 """
 
 from __future__ import annotations
@@ -116,16 +107,9 @@ def engine_metadata(manifest: dict, trt_version: str, gpu: dict, shapes: ShapeRa
 def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRange(),
                   workspace_gib: float = 8.0, timing_cache: str | None = None, progress=None, plugins=None,
                   embed_plugins: bool = False, staging=None) -> dict:
-    """Build prefill.plan and decode.plan beside the ONNX graphs and write engine.json. ``plugins``: TensorRT
-    plugin libraries (default for ``--attention plugin`` engines: plugins/build/libearn_plugins.so).
-
-    ``embed_plugins``: serialise the libraries into the plans that use them (a self-contained plan; a process can
-    then hold one such plan per library, as TensorRT registers the embedded copy when deserialising). Default: the
-    plans do not carry the library and loaders load it once per process (``plugin_registry``). Either way the
-    libraries this build loaded are deregistered when it ends.
-
-    New files are written to ``staging`` and moved in when all exist, engine.json last (``earn_export.atomic``): an
-    interrupted build leaves the previous plans, or no engine.json, never a mix that loaders accept."""
+    """Build prefill.plan and decode.plan beside the ONNX graphs and write engine.json, atomically (staged, engine.json
+    last). ``plugins``: plugin libraries (default for ``--attention plugin``: plugins/build's); ``embed_plugins``:
+    serialise them into the plans. Libraries this build loaded are deregistered when it ends."""
     ok, reason = tensorrt_available()
     if not ok:
         raise TensorRTUnavailable(reason)

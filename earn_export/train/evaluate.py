@@ -1,12 +1,6 @@
-"""Recall/NDCG evaluation with trie-constrained beam search (the protocol of docs/design.md §6).
-
-The same beam search and backend protocol as the deployed runtime are used, so evaluation numbers and
-served recommendations come from one code path. Baselines of the paper's table that are cheap here:
-- ``streaming``: StreamingLLM-style cache eviction on the dense model: after a full prefill, decode steps see
-  only the first ``n_sink`` and last ``window`` prompt tokens in every layer;
-- ``truncate``: the prompt holds only the last ``keep`` history items;
-- ``popularity``: the most frequent training items, same list for every user.
-"""
+"""Recall/NDCG evaluation with the runtime's own trie-constrained beam search (docs/design.md §6), so evaluation
+numbers and served recommendations come from one code path; plus the cheap baselines of the paper's table
+(``streaming`` cache eviction, ``truncate``d prompts, ``popularity``)."""
 
 from __future__ import annotations
 
@@ -47,12 +41,8 @@ class StreamingCacheBackend:
 
 def rank_users(backend, trie, encode, histories: list, beam: int = 20, batch_size: int = 64,
                progress: bool = False, workers: int | None = None) -> np.ndarray:
-    """Top-``beam`` item ids per user ([U, beam], -1 where fewer valid items).
-
-    ``workers``: batches searched at once. None: one single-threaded search per core for a torch backend on
-    the CPU (``runtime/cpu_workers.py`` says why), else 1 (ONNX Runtime and CUDA bring their own parallelism).
-    Results do not depend on it: batches are independent and each is searched exactly as alone.
-    """
+    """Top-``beam`` item ids per user ([U, beam], -1 padding). ``workers``: batches searched at once (None: one
+    single-threaded search per core for torch on the CPU, ``runtime/cpu_workers.py``); results do not depend on it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -114,10 +104,8 @@ def popularity_metrics(train_sequences, examples, num_items: int, ks=(10, 20)) -
 
 
 def _item_head(ckpt) -> np.ndarray | None:
-    """The identifier tokens (what a ``vocab="items"`` engine outputs): beam search only ever reads these
-    columns, and restricting the LM head to them skips a [rows, vocab] matmul per step (49k columns for SmolLM2,
-    151k for Qwen2.5, against ~1k identifier tokens). Log-probs are then normalised over identifier tokens,
-    exactly as vocab="items" engines do; ``None`` when the checkpoint has no trie."""
+    """The identifier tokens, the only columns beam search reads: restricting the head to them skips a
+    [rows, vocab] matmul per step (49k-151k columns against ~1k) and normalises as ``vocab="items"`` engines do."""
     from ..data.catalog import Trie
 
     path = Path(ckpt) / "trie.npz"
@@ -137,14 +125,10 @@ def eval_vocab(model, vocab: str = "auto") -> str:
 def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=64, baseline=None,
                         data_spec=None, seed=0, progress=True, window=8, n_sink=4,
                         keep=5, device="cpu", dtype=None, vocab="auto", rankings_out=None) -> dict:
-    """Recall/NDCG@10/20 with trie-constrained beam search: a checkpoint dir runs the torch reference, an engine
-    dir (``manifest.json``) runs its ONNX graphs on ONNX Runtime (e.g. to measure what fp16 costs in accuracy).
+    """Recall/NDCG@10/20 of a checkpoint (torch reference) or an engine (its ONNX graphs, e.g. to measure fp16).
 
-    ``baseline``: None (the model as trained), ``"streaming"`` (keep the first ``n_sink`` and last ``window``
-    prompt tokens in every layer's cache after prefill), ``"truncate"`` (prompts hold only the last ``keep``
-    history items), ``"popularity"`` (most frequent training items).
-    ``rankings_out``: also write each user's ranked list (``.npz``: users, ranked, targets) for paired
-    comparisons of two models on the same users (``earn_export.search.metrics.paired_bootstrap``).
+    ``baseline``: None, ``"streaming"`` (first ``n_sink`` and last ``window`` prompt tokens), ``"truncate"`` (last
+    ``keep`` items) or ``"popularity"``. ``rankings_out``: each user's ranked list (``.npz``) for paired comparisons.
     """
     from ..data.catalog import Trie
     from ..data.data_spec import DataSpec

@@ -1,10 +1,5 @@
-"""Training: data → catalog/tokenizer/prompts → model → Trainer → checkpoint directory.
-
-``earn-export train`` and the workflow (``earn-export demo``) call :func:`train`; everything a later step needs is
-written into the checkpoint directory (``earn_export.model.checkpoint_dir``), including ``data.json`` saying
-which data the model was trained on, so ``eval``/``check`` default to the same data. Evaluation is in
-``evaluate``.
-"""
+"""Training: data → catalog/tokenizer/prompts → model → Trainer → checkpoint directory, which holds everything a
+later step needs (``data.json`` included, so ``eval``/``check`` default to the same data)."""
 
 from __future__ import annotations
 
@@ -22,12 +17,8 @@ from ..errors import RunWarning, UsageError, hint
 
 def build_model(catalog, paradigm: str, split: str | int, model_path=None, preset: str = "tiny",
                 max_history: int = 20, seed: int = 42):
-    """(model, tokenizer, PromptBuilder) with register tokens and the EARN split set.
-
-    ``split``: an int k, ``"dense"`` (k = N, the fine-tuning baseline) or ``"auto"`` (k = N/4). ``model_path``: a
-    pretrained HF dir / GGUF file or a converted/trained checkpoint, made EARN exactly as ``earn-export convert``
-    does (its tokens keep their ids and rows); else a fresh ``preset`` model.
-    """
+    """(model, tokenizer, PromptBuilder) with register tokens and the split set. ``split``: int k, ``"dense"`` or
+    ``"auto"`` (N/4); ``model_path``: a pretrained model or checkpoint (made EARN as ``convert`` does), else ``preset``."""
     from ..convert.pretrained import earnify, load_earn_source
     from ..data.prompts import template_words
     from ..data.tokenizer import REGISTERS, build_tokenizer
@@ -83,14 +74,10 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
           resume_dir=None, save_steps=200) -> Path:
     """Fine-tune EARN (or dense: ``split="dense"``) and write a checkpoint; returns its directory.
 
-    ``max_minutes`` bounds the whole call (loading, training, validation and saving): training stops when the
-    time left covers only one more step, the final validation pass and the save; the validation pass stops at
-    the deadline. ``valid_users``: validation prompts per pass (None: :func:`default_eval_users`).
-    ``precision``: ``auto`` (bf16 autocast for pretrained-size models on a CPU with bf16 units, else fp32),
-    fp32, bf16, fp16 (CUDA). ``resume_dir``: keep Trainer checkpoints there so that a run stopped by
-    ``max_minutes`` (or killed) continues where it was when called again with the same arguments.
-    ``split="analyze"`` picks k with the attention rule of ``earn_export.analysis.split_rule`` on the starting
-    model (``model_path``) before training; the evidence goes into ``train_log.json`` as ``split_analysis``.
+    ``max_minutes`` bounds the whole call, saving included. ``precision``: ``auto`` (bf16 autocast for
+    pretrained-size models on a CPU with bf16 units), fp32, bf16, fp16. ``resume_dir``: Trainer checkpoints, so
+    a stopped run continues when called again. ``split="analyze"``: k from :mod:`earn_export.analysis.split_rule`,
+    evidence in ``train_log.json``.
     """
     if not epochs > 0:
         raise UsageError(f"epochs must be > 0, got {epochs} (0 would save an untrained model) — "

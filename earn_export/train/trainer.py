@@ -1,11 +1,6 @@
-"""EARN and dense fine-tuning through the Hugging Face ``Trainer``.
-
-The training graph is the model core's ``split`` forward (``mode="split"``): layers >= k see only the
-register rows and the target rows, exactly as at inference, so the suffix register learns to carry the
-history. The dense baseline is the same code with k = N. Loss: next-token cross-entropy on the L target
-identifier tokens only. Using ``Trainer`` gives multi-GPU/accelerate, cosine schedule with warm-up, seed
-control and a progress bar without hand-written loops.
-"""
+"""EARN and dense fine-tuning through the Hugging Face ``Trainer`` (schedules, seeds, accelerate for free).
+The training graph is the ``split`` forward, exactly as at inference, so the suffix register learns to carry the
+history; dense is k = N. Loss: cross-entropy on the L target identifier tokens only."""
 
 from __future__ import annotations
 
@@ -165,12 +160,8 @@ def autocast_context(device: str, precision: str):
 
 
 class Validator:
-    """Validation loss over a capped set of examples, with a progress bar, stopping at the deadline.
-
-    Why not ``Trainer.evaluate``: it cannot be cut short, and on a 135M model on CPU a 1,000-prompt pass took
-    27 minutes after a 3-minute budget. Here the pass stops at the deadline and says how far it got; the loss is
-    the example-weighted mean of batch losses (what ``Trainer.evaluate`` reports).
-    """
+    """Validation loss over a capped set of examples, stopping at the deadline: ``Trainer.evaluate`` cannot be cut
+    short (a 1,000-prompt pass took 27 minutes after a 3-minute budget). Loss: example-weighted mean of batches."""
 
     def __init__(self, wrapper, valid: "EncodedExamples", collator, batch_size: int, deadline: float | None,
                  progress: bool, precision: str = "fp32"):
