@@ -24,15 +24,17 @@ PATH_UNITS = {"torch_fp32": None, "torch_bf16": ("avx512_bf16", "amx_bf16"), "or
               "ort_nbits4": ("avx512_vnni",)}
 
 
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line starting with one of ``keys`` (None: no such line or file)."""
+    path = Path("/proc/cpuinfo")
+    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(keys)), None)
+
+
 def cpu_flags() -> set[str] | None:
     """The CPU's feature flags from /proc/cpuinfo (Linux), or None where that file does not exist."""
-    path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return None
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return None
+    flags = _cpuinfo("flags", "Features")
+    return None if flags is None else set(flags.split())
 
 
 def cpu_features(flags: set[str] | None = None) -> dict:
@@ -57,12 +59,7 @@ def cpu_features(flags: set[str] | None = None) -> dict:
 
 
 def cpu_model() -> str:
-    path = Path("/proc/cpuinfo")
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def int8_note(features: dict) -> str | None:
@@ -82,15 +79,17 @@ def _weights(K: int, N: int, seed: int = 0):
     return (rng.standard_normal((K, N)) * 0.02).astype(np.float32)
 
 
-def _matmul_model(W):
-    """A one-MatMul ONNX model ``y = x @ W`` with W as an initializer (what the exporter's projections are)."""
+def _matmul_model(W, dtype=None, m="m"):
+    """A one-MatMul ONNX model ``y = x @ W`` with W (a numpy array or TensorProto) as an initializer: what the
+    exporter's projections are."""
     from onnx import TensorProto, helper, numpy_helper
 
-    K, N = W.shape
+    dtype = TensorProto.FLOAT if dtype is None else dtype
+    K, N = W.dims if isinstance(W, TensorProto) else W.shape
     g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="proj")], "probe",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", K])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", N])],
-                          [numpy_helper.from_array(W, "W")])
+                          [helper.make_tensor_value_info("x", dtype, [m, K])],
+                          [helper.make_tensor_value_info("y", dtype, [m, N])],
+                          [W if isinstance(W, TensorProto) else numpy_helper.from_array(W, "W")])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     return model
@@ -100,8 +99,7 @@ def _ort_models(W) -> dict:
     """Serialized ONNX models of the ORT paths, all from the same fp32 weights."""
     from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
 
-    fp32 = _matmul_model(W)
-    out = {"ort_fp32": fp32.SerializeToString(),
+    out = {"ort_fp32": _matmul_model(W).SerializeToString(),
            "ort_int8_dynamic": matmul_integer_s8(_matmul_model(W), []).SerializeToString()}
     for path, bits in (("ort_nbits8", 8), ("ort_nbits4", 4)):  # what --quantize int8-nbits / int4 write
         out[path] = matmul_nbits(_matmul_model(W), bits, []).SerializeToString()
@@ -165,11 +163,7 @@ def ort_bf16_matmul() -> str | None:
     from onnx import TensorProto, helper
 
     w = helper.make_tensor("W", TensorProto.BFLOAT16, [8, 8], bytes(128), raw=True)
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "bf16",
-                          [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 8])], [w])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
+    model = _matmul_model(w, TensorProto.BFLOAT16, m=2)
     try:
         ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - NOT_IMPLEMENTED is the expected answer on x86
