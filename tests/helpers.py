@@ -216,3 +216,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def trie_walk(trie, tokens) -> int:
+    """Node reached from the root along ``tokens`` in a CSR trie, or -1 (a walk of the arrays, independent of the
+    search's padded-children form)."""
+    node = 0
+    for tok in tokens:
+        s, e = int(trie.offsets[node]), int(trie.offsets[node + 1])
+        k = s + int(np.searchsorted(trie.tokens[s:e], int(tok)))
+        if k == e or trie.tokens[k] != int(tok):
+            return -1
+        node = int(trie.children[k])
+    return node
+
+
+def trie_lookup(trie, tokens) -> int:
+    """Item id of a full identifier token path, or -1 if it is not one."""
+    node = trie_walk(trie, tokens) if len(tokens) == trie.depth else -1
+    return int(trie.leaf_item[node]) if node >= 0 else -1
+
+
+def trie_allowed(trie, prefix) -> list[int]:
+    """Token ids that may follow the identifier prefix ``prefix``."""
+    node = trie_walk(trie, prefix)
+    return [] if node < 0 else trie.tokens[trie.offsets[node]:trie.offsets[node + 1]].tolist()

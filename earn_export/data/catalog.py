@@ -422,36 +422,6 @@ class Trie:
             self._padded = (ct, cn)
         return self._padded
 
-    def children_of(self, node: int) -> tuple[np.ndarray, np.ndarray]:
-        s, e = int(self.offsets[node]), int(self.offsets[node + 1])
-        return self.tokens[s:e], self.children[s:e]
-
-    def step(self, node: int, token: int) -> int:
-        """Child of ``node`` along ``token``, or -1."""
-        toks, kids = self.children_of(node)
-        k = int(np.searchsorted(toks, token))
-        return int(kids[k]) if k < len(toks) and toks[k] == token else -1
-
-    def allowed_tokens(self, prefix) -> list[int]:
-        """Token ids that may follow the identifier prefix ``prefix`` (for prefix_allowed_tokens_fn)."""
-        node = 0
-        for tok in prefix:
-            node = self.step(node, int(tok))
-            if node < 0:
-                return []
-        return self.children_of(node)[0].tolist()
-
-    def lookup(self, tokens) -> int:
-        """Item id of a full identifier token path, or -1 if it is not a valid identifier."""
-        if len(tokens) != self.depth:
-            return -1
-        node = 0
-        for tok in tokens:
-            node = self.step(node, int(tok))
-            if node < 0:
-                return -1
-        return int(self.leaf_item[node])
-
     def item_paths(self) -> dict[int, list[int]]:
         """item id -> its identifier token ids (sorted by item id)."""
         parent = np.zeros(self.n_nodes, dtype=np.int64)
