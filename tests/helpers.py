@@ -241,3 +241,25 @@ def trie_allowed(trie, prefix) -> list[int]:
     """Token ids that may follow the identifier prefix ``prefix``."""
     node = trie_walk(trie, prefix)
     return [] if node < 0 else trie.tokens[trie.offsets[node]:trie.offsets[node + 1]].tolist()
+
+
+def recommender_from_checkpoint(ckpt_dir, vocab="full", batch_size=64, dtype=None):
+    """A torch-backend ``Recommender`` straight from a training checkpoint (its trie.npz or catalog), without an
+    export: the reference the tests compare engines and precisions against."""
+    from earn_export.data.id_map import load_id_map
+    from earn_export.engine.trie_files import resolve_trie
+    from earn_export.model import load_pretrained
+    from earn_export.runtime import Recommender
+    from earn_export.runtime.backends import TorchBackend
+    from earn_export.runtime.prompt_encoders import build_encoder
+
+    model = load_pretrained(ckpt_dir, dtype=dtype)
+    trie = resolve_trie(None, Path(ckpt_dir))
+    paths = trie.item_paths()
+    earn = model.earn
+    info = {"prefix_token_ids": list(earn.prefix_token_ids), "suffix_token_ids": list(earn.suffix_token_ids),
+            "paradigm": earn.paradigm, "id_length": earn.id_length, "max_history": earn.max_history or 20}
+    head = np.unique(trie.tokens) if vocab == "items" else None
+    return Recommender(TorchBackend(model, head_token_ids=head), trie, build_encoder(Path(ckpt_dir), info, paths),
+                       paths.keys(), max_history=info["max_history"], batch_size=batch_size,
+                       id_map=load_id_map(ckpt_dir, n_items=max(paths) + 1))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from earn_export.runtime import Recommender
 from earn_export.runtime.backends import TorchBackend
+from helpers import recommender_from_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_torch_reference_bf16_close_to_fp32(synthetic_ckpt):
     hist = [list(map(int, h)) for h in eval_examples(DataSpec().load(), "test", max_history=20).histories[:48]]
     lists = {}
     for dtype in (torch.float32, torch.bfloat16):
-        rec = Recommender.from_checkpoint(beauty_ckpt, vocab="full", dtype=dtype, batch_size=16)
+        rec = recommender_from_checkpoint(beauty_ckpt, vocab="full", dtype=dtype, batch_size=16)
         assert next(rec.backend.model.parameters()).dtype == dtype
         with torch.no_grad():
             lists[dtype] = rec.recommend(hist, top_k=20, beam=20).items
@@ -39,7 +39,7 @@ def test_torch_reference_bf16_close_to_fp32(synthetic_ckpt):
     assert overlap >= 0.7, overlap  # bf16 has 8 mantissa bits: lists move, the sets mostly stay
     # log-probs are fp32 numpy from bf16 logits
     m = load_pretrained(beauty_ckpt, dtype=torch.bfloat16)
-    ids, mask = Recommender.from_checkpoint(beauty_ckpt, vocab="full").encoder(hist[:2])
+    ids, mask = recommender_from_checkpoint(beauty_ckpt, vocab="full").encoder(hist[:2])
     lp, _ = TorchBackend(m).prefill(ids, mask)
     assert lp.dtype == np.float32 and np.isfinite(lp).any()
 

@@ -20,6 +20,7 @@ from earn_export.data.id_map import ID_MAP_FILE, IdMapError, ItemIdMap, load_id_
 from earn_export.engine.manifest import EngineDirError
 from earn_export.runtime import Recommender
 from earn_export.runtime.recommender import UnknownItemError
+from helpers import recommender_from_checkpoint
 
 N_USERS, N_ITEMS = 160, 50
 BIN = Path(sys.executable).parent  # earn-recommend and the C++ tests are installed beside the interpreter
@@ -106,7 +107,7 @@ def test_python_cli_and_cpp_answer_in_the_same_original_ids(own, capsys):
     assert res.items.tolist() == [[rec.id_map.original(n) for n in row] for row in cat.items]
     np.testing.assert_array_equal(res.scores, cat.scores)
     # the torch reference straight from the checkpoint speaks the same ids
-    ref = Recommender.from_checkpoint(ckpt, vocab="items").recommend(hist, top_k=5, beam=10)
+    ref = recommender_from_checkpoint(ckpt, vocab="items").recommend(hist, top_k=5, beam=10)
     assert ref.items.tolist() == res.items.tolist()
 
     args = ["recommend", str(engine), "--top-k", "5", "--beam", "10"]

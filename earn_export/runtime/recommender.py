@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import hint
 from ..search.beam import constrained_beam_search, token_columns
 from ..engine.trie_files import engine_trie
-from .prompt_encoders import build_encoder, engine_encoder
+from .prompt_encoders import engine_encoder
 from .results import RecommendResult, UnknownItemError  # noqa: F401 (UnknownItemError: imported from here)
 
 
@@ -81,38 +81,6 @@ class Recommender:
         return cls(backend, trie, engine_encoder(engine_dir, manifest), paths.keys(),
                    max_history=manifest["model"].get("max_history") or 20, batch_size=batch_size,
                    manifest=manifest, id_map=id_map)
-
-    @classmethod
-    def from_checkpoint(cls, ckpt_dir, vocab: str = "full", device=None, trie=None, batch_size: int = 64,
-                        dtype=None) -> "Recommender":
-        """Torch backend straight from a training checkpoint (trie.npz beside it, or ``trie=`` path/arrays)."""
-        from ..engine.trie_files import resolve_trie
-        from ..model import load_pretrained
-        from .backends import TorchBackend
-
-        ckpt_dir = Path(ckpt_dir)
-        model = load_pretrained(ckpt_dir, dtype=dtype)
-        if device is not None:
-            model = model.to(device)
-        trie_obj = resolve_trie(trie, ckpt_dir)
-        if trie_obj is None:
-            raise FileNotFoundError(f"{ckpt_dir}: no trie.npz or item catalog to build one; pass trie=")
-        paths = trie_obj.item_paths()
-        head = np.unique(trie_obj.tokens) if vocab == "items" else None
-        earn = model.earn
-        info = {
-            "prefix_token_ids": list(earn.prefix_token_ids) if earn else [],
-            "suffix_token_ids": list(earn.suffix_token_ids) if earn else [],
-            "paradigm": earn.paradigm if earn else None,
-            "id_length": earn.id_length if earn else None,
-            "max_history": earn.max_history if earn else 20,
-        }
-        from ..data.id_map import load_id_map
-
-        encoder = build_encoder(ckpt_dir, info, paths)
-        id_map = load_id_map(ckpt_dir, n_items=max(paths) + 1 if paths else 0)
-        return cls(TorchBackend(model, head_token_ids=head), trie_obj, encoder, paths.keys(),
-                   max_history=info["max_history"] or 20, batch_size=batch_size, id_map=id_map)
 
     # -- inference -------------------------------------------------------------------------------------------
     def prepare(self, histories, on_unknown: str = "error"):
