@@ -47,6 +47,12 @@ def plugin_engines(tmp_path_factory, trie_arrays):
     return out
 
 
+def _built(prefix):
+    """What ``make plugins`` built under build keys starting with ``prefix`` (``host_test``, ``trt_plugin``), present
+    on disk: {"path", "tensorrt"} per key."""
+    return {k: v for k, v in libraries.built().items() if k.startswith(prefix) and libraries._existing(v.get("path"))}
+
+
 def decode_nodes(engine_dir):
     g = onnx.load(str(engine_dir / "decode.onnx"))
     return [n for n in g.graph.node if n.domain == OP_DOMAIN and n.op_type == OP_NAME]
@@ -238,16 +244,16 @@ def test_plugin_compiles_against_every_header_set_with_werror():
         pytest.skip(f"plugins not built: {libraries.BUILD_HINT}")
     cache = (libraries.build_dir() / "CMakeCache.txt").read_text()
     assert "EARN_PLUGINS_WERROR:BOOL=ON" in cache
-    have = sorted(v["tensorrt"] for v in libraries.host_tests().values())
+    have = sorted(v["tensorrt"] for v in _built("host_test").values())
     for version in expected_header_sets():
         assert version in have, f"host test not built against TensorRT {version} headers ({have})"
     if shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"):
-        libs = sorted(v["tensorrt"] for v in libraries.trt_plugin_libraries().values())
+        libs = sorted(v["tensorrt"] for v in _built("trt_plugin").values())
         assert libs == have, f"plugin libraries {libs} != header sets {have}"
 
 
 def host_test_params():
-    tests = libraries.host_tests()
+    tests = _built("host_test")
     if not tests:
         return [pytest.param(None, marks=pytest.mark.skip(reason=f"host test not built: {libraries.BUILD_HINT} "
                                                                   "(+ TensorRT and CUDA headers)"))]
@@ -279,7 +285,7 @@ def test_node_attributes_are_exactly_the_creator_fields(plugin_engines, host_tes
         fields = {a: onnx_type.get(x.type, "other") for a, x in attrs.items() if a not in LOOKUP_ATTRIBUTES}
         assert fields == {f["name"]: f["type"] for f in creator["fields"]}  # both directions, with types
     assert set(FIELDS) == {f["name"] for f in creator["fields"]}
-    lib = libraries.trt_plugin_libraries()
+    lib = _built("trt_plugin")
     same_headers = [v for v in lib.values() if v["tensorrt"] == host_test["tensorrt"]]
     if same_headers:  # the real library (needs libcudart to load, not TensorRT) declares the same creator
         try:

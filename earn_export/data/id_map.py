@@ -9,6 +9,7 @@ file, a map that is not JSON, lacks a field, is partial, repeats or mixes ids, o
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from .errors import DataError
@@ -43,11 +44,7 @@ class ItemIdMap:
         self.titles = {int(k): str(v) for k, v in (titles or {}).items()}
         self.index = {s: n for n, s in enumerate(spellings)}
         if len(self.index) != len(spellings):
-            seen, dup = set(), []
-            for s in spellings:
-                if s in seen:
-                    dup.append(s)
-                seen.add(s)
+            dup = [s for s, count in Counter(spellings).items() if count > 1]
             raise IdMapError(f"item id map: original ids {dup[:5]} appear more than once; every catalog item needs "
                              "its own id")
 

@@ -56,16 +56,6 @@ def trt_plugin_library() -> Path | None:
     return _existing(entry.get("path")) or _existing(build_dir() / "libearn_plugins.so")
 
 
-def host_tests() -> dict[str, dict]:
-    """Host-test binaries by build key (``host_test``, ``host_test_trt11_1`` ...): {"path", "tensorrt"}."""
-    return {k: v for k, v in built().items() if k.startswith("host_test") and _existing(v.get("path"))}
-
-
-def trt_plugin_libraries() -> dict[str, dict]:
-    """Every TensorRT plugin library built (one per header set): {"path", "tensorrt"}."""
-    return {k: v for k, v in built().items() if k.startswith("trt_plugin") and _existing(v.get("path"))}
-
-
 def _info(path: Path, symbol: str) -> dict:
     lib = ctypes.CDLL(str(path))
     fn = getattr(lib, symbol)

@@ -105,11 +105,9 @@ PRETRAINED_SIZE = 50_000_000  # parameters from which "auto" picks bf16 on such 
 def cpu_bf16_units() -> list[str]:
     """The CPU's native bf16 units (AMX-bf16 tiles, AVX-512 BF16 dot products), read from /proc/cpuinfo;
     empty where there are none or the flags cannot be read (then bf16 autocast would be emulated and slow)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
+    from ..runtime.machine import cpu_flags
+
+    flags = cpu_flags() or set()
     return [f for f in CPU_BF16_FLAGS if f in flags]
 
 
