@@ -61,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--analyze-users", type=int, default=200, help="users in the attention analysis")
     p.add_argument("--check-users", type=int, default=200, help="users in the export parity check")
     p.add_argument("--speed-users", type=int, default=64, help="users in the users/s measurement")
+    p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
+                   help="`earn-export export --exporter` of the deploy stage (torchscript: the fast one, for smoke runs)")
     p.add_argument("--save-steps", type=int, default=100, help="optimizer steps between Trainer checkpoints")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     p.add_argument("--max-minutes", type=float, default=None,
@@ -232,7 +234,8 @@ def stage_deploy(run: Run) -> bool:
         if not run.done(f"export:{kind}"):
             if eng.exists():
                 shutil.rmtree(eng)
-            s = run.earn("export", run.out / kind, "--out", eng, log=run.out / f"export-{kind}.log")
+            s = run.earn("export", run.out / kind, "--out", eng, "--exporter", run.args.exporter,
+                         log=run.out / f"export-{kind}.log")
             run.mark(f"export:{kind}", seconds=s)
         if not run.done(f"check:{kind}"):
             rep = run.out / f"check-{kind}.json"

@@ -23,6 +23,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _layer_axis(ax, n_layers: int, splits: list[int]) -> None:
     ax.set_xticks(range(n_layers))
     ax.set_xlabel("layer")
@@ -71,10 +78,7 @@ def attention_maps(path, maps: dict, groups: list[int], heads: list[int], title:
     fig.suptitle(f"{title}: attention of one median-length sequence, {head_txt}", fontsize=10)
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="attention probability (log)")
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 _CURVES = [("sparsity", "all", "Sparsity (share of keys with p > 0.05)"),
@@ -98,10 +102,7 @@ def metric_curves(path, series: list[dict], num_layers: int) -> Path:
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("attention per layer, all query rows (dashed line: split layer k)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def register_mass(path, series: list[dict], num_layers: int) -> Path:
@@ -127,7 +128,4 @@ def register_mass(path, series: list[dict], num_layers: int) -> Path:
     axes[0].legend(fontsize=7, ncol=2)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
