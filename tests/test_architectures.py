@@ -195,7 +195,7 @@ def test_qwen3_trains_from_a_converted_checkpoint(tmp_path, capsys):
     """train --model on a converted Qwen3 checkpoint (untied head, decoupled head_dim), then eval."""
     from earn_export.cli import main
 
-    src = _pretrained(tmp_path / "hf", (tiny_qwen3, "qwen2", 0), layers=4)
+    src = _pretrained(tmp_path / "hf", (tiny_qwen3, "qwen2", 0), layers=2)
     out = tmp_path / "earn"
     assert main(["convert", str(src), "--synthetic-users", "300", "--synthetic-items", "60", "--out", str(out)]) == 0
     run = tmp_path / "run"
@@ -212,17 +212,23 @@ def test_qwen3_trains_from_a_converted_checkpoint(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------- Mistral: convert -> export -> check
-@pytest.mark.parametrize("form", ["reference", "fused"])
-def test_mistral_convert_export_check(form, tmp_path):
+@pytest.fixture(scope="module")
+def mistral_ckpt(tmp_path_factory):
     """Mistral's head layout (32:8 heads, head_dim 128) at a quarter of the 7B width (2 layers: CI time), with a
-    Tekken-style byte-level BPE tokenizer (BOS <s>)."""
+    Tekken-style byte-level BPE tokenizer (BOS <s>), converted once for both graph forms."""
     from earn_export.convert import convert
+
+    shape = (functools.partial(mistral_7b, hidden_size=1024, intermediate_size=3584), "mistral", 0)
+    src = _pretrained(tmp_path_factory.mktemp("hf-mistral"), shape, layers=2)
+    return convert(src, tmp_path_factory.mktemp("earn-mistral"), DATA, split=1)
+
+
+@pytest.mark.parametrize("form", ["reference", "fused"])
+def test_mistral_convert_export_check(form, mistral_ckpt, tmp_path):
     from earn_export.export import export_onnx
     from earn_export.export.parity_check import check_engine
 
-    shape = (functools.partial(mistral_7b, hidden_size=1024, intermediate_size=3584), "mistral", 0)
-    src = _pretrained(tmp_path / "hf", shape, layers=2)
-    ckpt = convert(src, tmp_path / "earn", DATA, split=1)
+    ckpt = mistral_ckpt
     engine = tmp_path / "engine"
     export_onnx(ckpt, engine, vocab="items", **({"exporter": "torchscript"} if form == "reference" else {}))
     rep = check_engine(engine, ckpt, n=20, batch_size=20)

@@ -102,21 +102,15 @@ def add_catalog_tokens(model, tokenizer, code_tokens, register_tokens=REGISTERS,
         resized = old_size
     ids = tokenizer.convert_tokens_to_ids(new)
     if init == "pieces" and new:
-        emb = model.model.embed_tokens.weight
-        tied = model.config.tie_word_embeddings
-        head = model.lm_head.weight
-        src_e = emb[:old_size].float()
-        src_h = None if tied else head[:old_size].float()
+        # the embedding, and the LM head when it is not tied: (matrix, pretrained rows, noise std)
+        mats = [model.model.embed_tokens.weight] + ([] if model.config.tie_word_embeddings else [model.lm_head.weight])
+        srcs = [(w, w[:old_size].float()) for w in mats]
+        srcs = [(w, src, PIECES_NOISE * float(src.std())) for w, src in srcs]
         gen = torch.Generator().manual_seed(0)
-        noise_e = PIECES_NOISE * float(src_e.std())
-        noise_h = None if src_h is None else PIECES_NOISE * float(src_h.std())
         for s, i in zip(new, ids):
             p = [t for t in pieces[s] if t < old_size]
-            if not p:
-                continue
-            emb[i] = (src_e[p].mean(0) + noise_e * torch.randn(src_e.shape[1], generator=gen)).to(emb.dtype)
-            if src_h is not None:
-                head[i] = (src_h[p].mean(0) + noise_h * torch.randn(src_h.shape[1], generator=gen)).to(head.dtype)
+            for w, src, noise in srcs if p else ():
+                w[i] = (src[p].mean(0) + noise * torch.randn(src.shape[1], generator=gen)).to(w.dtype)
     elif init == "mean" and new and resized is None:
         # no resize happened (ids inside a padded vocabulary): give those rows the resize init explicitly
         emb = model.model.embed_tokens.weight

@@ -50,14 +50,11 @@ class PromptPieces:
     @classmethod
     def from_item_paths(cls, item_paths: dict[int, list[int]], **fixed) -> "PromptPieces":
         """Pieces with items given as ``item id -> token ids`` (ids absent from the dict are unknown)."""
-        n = max((int(i) for i in item_paths), default=-1) + 1
-        lengths = np.zeros(n, dtype=np.int64)
-        for i, toks in item_paths.items():
-            lengths[int(i)] = len(toks)
+        paths = dict(sorted((int(i), list(toks)) for i, toks in item_paths.items()))
+        lengths = np.zeros(max(paths, default=-1) + 1, dtype=np.int64)
+        lengths[list(paths)] = [len(toks) for toks in paths.values()]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        tokens = np.zeros(int(offsets[-1]), dtype=np.int64)
-        for i, toks in item_paths.items():
-            tokens[offsets[int(i)]:offsets[int(i) + 1]] = toks
+        tokens = np.array([t for toks in paths.values() for t in toks], dtype=np.int64)
         kw = {k: fixed.get(k, ()) for k in FIXED}
         return cls(item_offsets=offsets, item_tokens=tokens, pad_id=fixed.get("pad_id", 0),
                    max_history=fixed.get("max_history", 20),

@@ -55,10 +55,9 @@ class OrtBackend(GraphBackend):
             files = {name: e["file"] for name, e in pre.items()}
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.graph_files = files
-        self.prefill_session = ort.InferenceSession(str(self.engine_dir / files["prefill"]), opts,
-                                                    providers=self.providers, **kw)
-        self.decode_session = ort.InferenceSession(str(self.engine_dir / files["decode"]), opts,
-                                                   providers=self.providers, **kw)
+        self.prefill_session, self.decode_session = (
+            ort.InferenceSession(str(self.engine_dir / files[g]), opts, providers=self.providers, **kw)
+            for g in ("prefill", "decode"))
         super().__init__(self._run_session, self.manifest, to_numpy=lambda value: value.numpy())
         self.num_layers = self.manifest["model"]["num_layers"]
         self._ortvalue = ort.OrtValue
@@ -97,12 +96,9 @@ class TorchBackend:
 
         self.model = model.eval()
         self.device = device or next(model.parameters()).device
-        if head_token_ids is None:
-            self.out_token_ids = None
-            self._head = None
-        else:
-            self.out_token_ids = np.asarray(head_token_ids, dtype=np.int64).reshape(-1)
-            self._head = torch.as_tensor(self.out_token_ids, device=self.device)
+        full = head_token_ids is None
+        self.out_token_ids = None if full else np.asarray(head_token_ids, dtype=np.int64).reshape(-1)
+        self._head = None if full else torch.as_tensor(self.out_token_ids, device=self.device)
         self._graphs = None
         if cuda_graphs:
             from .cuda_graphs import CudaGraphDecoder
@@ -122,9 +118,8 @@ class TorchBackend:
             logits, cache = self.model.prefill(self._tensor(input_ids), self._tensor(attention_mask),
                                                head_token_ids=self._head)
             logprobs = torch.log_softmax(logits.float(), dim=-1)
-        if self._graphs is not None:
-            return logprobs.cpu().numpy(), TorchState(prefix=cache, generated=self._graphs.new_state(cache))
-        return logprobs.cpu().numpy(), TorchState(prefix=cache, generated=None)
+        generated = self._graphs.new_state(cache) if self._graphs is not None else None
+        return logprobs.cpu().numpy(), TorchState(prefix=cache, generated=generated)
 
     def decode(self, state: TorchState, tokens, parents, step: int):
         import torch
