@@ -228,21 +228,27 @@ def stage_analyze(run: Run) -> bool:
     return True
 
 
+QUANT = {"fp32": [], "int8": ["--quantize", "int8"]}
+
+
 def stage_deploy(run: Run) -> bool:
     for kind in ("earn", "dense"):
-        eng = run.out / "engines" / kind
-        if not run.done(f"export:{kind}"):
-            if eng.exists():
-                shutil.rmtree(eng)
-            s = run.earn("export", run.out / kind, "--out", eng, "--exporter", run.args.exporter,
-                         log=run.out / f"export-{kind}.log")
-            run.mark(f"export:{kind}", seconds=s)
-        if not run.done(f"check:{kind}"):
-            rep = run.out / f"check-{kind}.json"
-            s = run.earn("check", eng, "--reference", run.out / kind, "--users", run.args.check_users,
-                         "--out", rep, log=run.out / f"check-{kind}.log")
-            r = json.loads(rep.read_text())
-            run.mark(f"check:{kind}", seconds=s, identical=r.get("topk_identical_fraction"))
+        for q, flags in QUANT.items():
+            name = f"{kind}-{q}"
+            eng = run.out / "engines" / name
+            if not run.done(f"export:{name}"):
+                if eng.exists():
+                    shutil.rmtree(eng)
+                s = run.earn("export", run.out / kind, "--out", eng, *flags, "--exporter", run.args.exporter,
+                                 log=run.out / f"export-{name}.log")
+                run.mark(f"export:{name}", seconds=s)
+            if not run.done(f"check:{name}"):
+                rep = run.out / f"check-{name}.json"
+                s = run.earn("check", eng, "--reference", run.out / kind, "--users", run.args.check_users,
+                             "--out", rep, log=run.out / f"check-{name}.log")
+                r = json.loads(rep.read_text())
+                run.mark(f"check:{name}", seconds=s, users=r.get("users"), identical=r.get("topk_identical_fraction"),
+                         overlap=r.get("topk_overlap_mean"))
     if not run.done("speed"):
         speed = measure_speed(run)
         (run.out / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")
@@ -251,32 +257,42 @@ def stage_deploy(run: Run) -> bool:
 
 
 def measure_speed(run: Run) -> dict:
-    """Users/s of both engines on the same test users (batches of 4, beam 20), Python and C++ runtimes, plus
-    the prompt KV each keeps per user (manifest byte accounting)."""
+    """Users/s of the four engines on the same test users (batches of 4, beam 20), Python and C++ runtimes, and
+    the KV cache each keeps per user for these prompts (exact byte accounting, fp32)."""
     import numpy as np
 
     from earn_export import Recommender
+    from earn_export.engine.prompt_pieces import PromptPieces
+    from earn_export.model.kv_cache_bytes import KVShape, kv_bytes
 
     hist = test_histories(run, run.args.speed_users)
     out = {}
     for kind in ("earn", "dense"):
-        eng = run.out / "engines" / kind
-        for backend in ("onnxruntime", "cpp"):
-            try:
-                rec = Recommender.load(eng, backend=backend)
-            except Exception as exc:  # the C++ runtime is optional (built by make install)
-                out[f"{kind}/{backend}"] = {"error": str(exc).splitlines()[0]}
-                continue
-            rec.recommend(hist[:4])  # warm-up
-            t = time.perf_counter()
-            for s in range(0, len(hist), 4):
-                rec.recommend(hist[s:s + 4], top_k=20, beam=20)
-            dt = time.perf_counter() - t
-            out[f"{kind}/{backend}"] = {"users": len(hist), "seconds": dt, "users_per_s": len(hist) / dt}
+        for q in QUANT:
+            eng = run.out / "engines" / f"{kind}-{q}"
+            for backend in ("onnxruntime", "cpp"):
+                try:
+                    rec = Recommender.load(eng, backend=backend)
+                except Exception as exc:  # the C++ runtime is optional (built by make install)
+                    out[f"{kind}-{q}/{backend}"] = {"error": str(exc).splitlines()[0]}
+                    continue
+                rec.recommend(hist[:4], ids="catalog")  # warm-up
+                t, c = time.perf_counter(), time.process_time()
+                for s in range(0, len(hist), 4):
+                    rec.recommend(hist[s:s + 4], top_k=20, beam=20, ids="catalog")
+                dt, cpu = time.perf_counter() - t, time.process_time() - c
+                out[f"{kind}-{q}/{backend}"] = {"users": len(hist), "seconds": dt, "users_per_s": len(hist) / dt,
+                                                "cpu_seconds": cpu}
+        eng = run.out / "engines" / f"{kind}-fp32"
         man = json.loads((eng / "manifest.json").read_text())
-        out[f"{kind}/kv"] = man.get("kv_bytes") or man.get("kv") or {}
-    lengths = [len(h) for h in hist]
-    out["mean_history"] = float(np.mean(lengths))
+        m = man["model"]
+        pieces = PromptPieces.load(eng)
+        shape = KVShape(m["num_layers"], m["n_kv_heads"], m["head_dim"], 4)
+        per_user = [kv_bytes(shape, batch=1, beam=20, prompt_len=len(pieces.row(h)), steps=(m.get("id_length") or 4) - 1,
+                             split_layer=m.get("split_layer") or m["num_layers"], n_registers=pieces.n_registers)
+                    for h in hist]
+        out[f"{kind}/kv_bytes_per_user"] = float(np.mean(per_user))
+    out["mean_history"] = float(np.mean([len(h) for h in hist]))
     return out
 
 
@@ -351,12 +367,28 @@ def stage_report(run: Run) -> str:
     speed = run.out / "speed.json"
     if speed.is_file():
         sp = json.loads(speed.read_text())
-        lines += ["", "Deployment (fp32 engines, batches of 4 users, beam 20):", "",
-                  "| engine | runtime | users/s |", "|---|---|---:|"]
-        for key, v in sp.items():
-            if "/" in key and "users_per_s" in v:
-                kind, backend = key.split("/")
-                lines.append(f"| {kind} | {backend} | {v['users_per_s']:.2f} |")
+        lines += ["", f"Deployment ({sp.get('mean_history', 0):.1f} items of history on average, batches of 4 users, "
+                  "beam 20, top-20; parity = `check` against the fine-tuned torch model on "
+                  f"{run.args.check_users} test users):", "",
+                  "| engine | precision | runtime | users/s | CPU s per user | top-20 identical | top-20 overlap |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        for kind in ("earn", "dense"):
+            for q in QUANT:
+                chk = st.get(f"check:{kind}-{q}", {})
+                for backend in ("onnxruntime", "cpp"):
+                    v = sp.get(f"{kind}-{q}/{backend}", {})
+                    if "users_per_s" not in v:
+                        lines.append(f"| {kind} | {q} | {backend} | {v.get('error', 'not measured')} | | | |")
+                        continue
+                    ident = chk.get("identical")
+                    ov = chk.get("overlap")
+                    lines.append(f"| {kind} | {q} | {backend} | {v['users_per_s']:.2f} | "
+                                 f"{v['cpu_seconds'] / v['users']:.3f} | "
+                                 f"{'' if ident is None else f'{ident:.1%}'} | {'' if ov is None else f'{ov:.3f}'} |")
+        ke, kd = sp.get("earn/kv_bytes_per_user"), sp.get("dense/kv_bytes_per_user")
+        if ke and kd:
+            lines += ["", f"KV cache per user (fp32, beam 20, these prompts): EARN {ke / 2**20:.2f} MiB, dense "
+                      f"{kd / 2**20:.2f} MiB ({1 - ke / kd:.1%} less)."]
     table4 = run.out / "analysis" / "table4.md"
     if table4.is_file():
         lines += ["", "Attention (paper Table 4 metrics; converted = zero-shot):", "", table4.read_text().strip()]

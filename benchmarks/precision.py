@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BEAUTY = Path(os.environ.get("EARN_BEAUTY_DIR", REPO.parent / "shared" / "data" / "amazon-beauty"))
-SPLITS = {"smollm2": 7, "qwen0.5b": 12}  # EARN split layer per model (SmolLM2: 30 layers; Qwen2.5-0.5B: 24)
+SPLITS = {"smollm2": 7, "qwen0.5b": 6}  # EARN split layer per model: N/4 (SmolLM2: 7 of 30; Qwen2.5-0.5B: 6 of 24)
 
 
 def _cli(argv: list[str], log: Path) -> float:

@@ -41,13 +41,14 @@ def test_llm_experiment_runs_every_stage_and_resumes(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     state = json.loads((out / "state.json").read_text())
-    for key in ("train:earn", "train:dense", "eval:earn", "eval:dense", "analyze", "check:earn", "speed"):
+    for key in ("train:earn", "train:dense", "eval:earn", "eval:dense", "analyze", "check:earn-int8", "speed"):
         assert key in state["stages"], key
-    assert state["stages"]["check:earn"]["identical"] == 1.0 and state["stages"]["check:dense"]["identical"] == 1.0
+    assert state["stages"]["check:earn-fp32"]["identical"] == state["stages"]["check:dense-fp32"]["identical"] == 1.0
+    assert 0 < state["stages"]["check:dense-int8"]["overlap"] <= 1
     assert state["stages"]["train:earn"]["examples"] == state["stages"]["train:dense"]["examples"] == 96
     page = (tmp_path / "page.md").read_text()
     for needle in ("| EARN |", "| dense (k = N) |", "| popularity |", "paired bootstrap", "| recall@10 |",
-                   "EARN (paper, Llama-7B)", "users/s"):
+                   "EARN (paper, Llama-7B)", "users/s", "| earn | int8 | onnxruntime |", "KV cache per user"):
         assert needle in page, needle
     res = json.loads((out / "results.json").read_text())
     assert res["bootstrap"]["recall@10"]["users"] == 24

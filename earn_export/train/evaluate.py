@@ -170,8 +170,11 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
     if users and users < len(ex.users):
         pick = np.sort(np.random.default_rng(seed).choice(len(ex.users), users, replace=False))
         ex = type(ex)([ex.users[i] for i in pick], [ex.histories[i] for i in pick], [ex.targets[i] for i in pick])
+    # n_users/n_items of the spec are options of the synthetic generator; report what was loaded instead
+    data_info = {f: v for f, v in asdict(spec).items() if f not in ("n_users", "n_items")}
+    data_info.update(n_items=data.num_items, users_evaluated=len(ex.users))
     result = {"checkpoint": str(ckpt), "split": split, "baseline": baseline or "none",
-              "split_layer": k, "num_layers": n_layers, "data": asdict(spec),
+              "split_layer": k, "num_layers": n_layers, "data": data_info,
               "backend": f"onnxruntime ({backend.manifest['dtype']})" if is_engine else "torch",
               "vocab": backend.manifest["vocab"]["mode"] if is_engine else vocab}
     if baseline == "popularity":
