@@ -229,6 +229,37 @@ def test_kill_worker_actor_process_mid_job(cluster, tiny_engine, users, referenc
           f"job finished {finished:.1f} s later\n{stdout}")
 
 
+def test_zy_kill_worker_node_mid_job(cluster, tiny_engine, users, reference, tmp_path):
+    """A whole worker node dies (its raylet and every process under it, SIGKILL): the job finishes on the other
+    node, every user exactly once. Runs after the other cluster tests (``zy``): the cluster keeps one worker node."""
+    path, ids, _ = users
+    out = tmp_path / "recs"
+    proc = _start_job(batch_cmd(tiny_engine, path, out, cluster.address), cluster.env)
+    try:
+        _wait_parts(out, proc, 1)
+        raylet = cluster.raylet("worker_1")
+        node = [raylet, *raylet.children(recursive=True)]
+        done_at_kill = len(manifest(out)["parts"])
+        t_kill = time.monotonic()
+        for p in node:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        stdout, stderr = proc.communicate(timeout=600)
+        finished = time.monotonic() - t_kill
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 0, stderr[-5000:]
+    assert done_at_kill < N_USERS // PART, "the job finished before the kill; nothing was tested"
+    check_exactly_once(read_parts(out), ids, reference)
+    rounds = [line for line in stderr.splitlines() if line.startswith("Ray lost work")]
+    print(f"killed worker_1 ({len(node)} processes: raylet and its workers/agents) after {done_at_kill} of "
+          f"{N_USERS // PART} parts; job finished {finished:.1f} s later\n{stdout}" + "\n".join(rounds))
+
+
 def test_kill_driver_mid_job_then_resume(cluster, tiny_engine, users, reference, tmp_path):
     path, ids, _ = users
     out = tmp_path / "recs"

@@ -170,7 +170,8 @@ def _register_batch(sub) -> None:
                    help="write --out as a directory of parts of this many users, each committed on its own with a "
                         "manifest; re-running the same command skips finished parts (see docs/batch_faults.md)")
     b.add_argument("--max-restarts", type=nonneg_int, default=3,
-                   help="restarts of a crashed Recommender actor before the run fails (default 3)")
+                   help="restarts of a crashed Recommender actor, and with --part-size re-runs of the unfinished "
+                        "parts after Ray lost a node or a worker, before the run fails (default 3)")
     b.add_argument("--task-retries", type=nonneg_int, default=3,
                    help="retries of a batch whose actor died, on the restarted actor (default 3)")
     b.set_defaults(func=_lazy("batch_parts", "run_batch_cli", ("ray", "pyarrow")))
