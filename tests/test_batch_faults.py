@@ -67,6 +67,20 @@ def manifest(out: Path) -> dict:
         return {}
 
 
+def test_only_lost_work_is_run_again():
+    """Ray losing a node/worker/object re-runs the unfinished parts; an error of the scoring itself does not."""
+    import ray.exceptions as rx
+
+    from earn_export.serve.batch_parts import _lost_work
+
+    unavailable = rx.ActorUnavailableError("RpcError: failed to connect to all addresses", None)
+    assert _lost_work(unavailable) and _lost_work(rx.ActorDiedError()) and _lost_work(rx.WorkerCrashedError())
+    wrapped = RuntimeError("map_batches failed")
+    wrapped.__cause__ = unavailable
+    assert _lost_work(wrapped)
+    assert not _lost_work(ValueError("unknown item ids [7]")) and not _lost_work(RuntimeError("part 3: lost row"))
+
+
 # -- in-process (local Ray) --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():

@@ -144,8 +144,8 @@ def run_serve(args) -> int:
               f"flight (at most {args.drain_timeout:g} s; a second signal stops at once) ...", flush=True)
         result = drain(server, args.drain_timeout, hard)
         if not result.done:
-            queued = ("an unknown number of requests (metrics disabled)" if result.pending is None
-                      else f"{result.pending} queued request(s)")
+            queued = (f"{result.pending} queued request(s)" if result.pending is not None
+                      else "an unknown number of queued requests (no metrics endpoint to count them)")
             code = server.kill()
             server = None
             print(f"stopped hard after {result.seconds:.1f} s ({result.reason}): abandoned {queued} and the batches "
