@@ -220,6 +220,25 @@ def _send_all(url, reqs):
     return [r for r, _ in done], [t for _, t in done]
 
 
+def _wait_accepted(metrics_port, n, timeout_s=240.0):
+    """Wait until the server holds or has answered all ``n`` requests (queued + answered, the warm-up request
+    standing in for the one in execution) -> the number still queued. Signalling earlier would test refusals of
+    requests not yet sent (the clients start slowly on a busy machine), not the drain."""
+    import re
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        got = {m[0]: int(float(m[1])) for m in re.findall(
+            r'^(nv_inference_pending_request_count|nv_inference_request_success)\{[^}]*\} (\S+)', text, re.M)}
+        pending, done = got.get("nv_inference_pending_request_count", 0), got.get("nv_inference_request_success", 0)
+        if pending + done >= n:
+            return pending
+        time.sleep(0.05)
+    pytest.fail(f"the server did not receive {n} requests in {timeout_s:.0f} s")
+
+
 def _no_server_left(pids):
     import os
 
@@ -235,8 +254,9 @@ def test_sigterm_drains_requests_in_flight(tiny_engine):
 
     from earn_export.serve.instance_watch import stub_pids
 
+    metrics = free_port()
     proc, url, _ = _start_serve(tiny_engine, "--instances", "1", "--max-batch", "1", "--max-queue-delay-us", "0",
-                                "--beam", "50", "--max-queue-size", "1000")
+                                "--beam", "50", "--max-queue-size", "1000", "--metrics-port", str(metrics))
     try:
         triton = _children(proc.pid)
         stubs = set().union(*(stub_pids(p) for p in triton))
@@ -245,7 +265,7 @@ def test_sigterm_drains_requests_in_flight(tiny_engine):
         box = {}
         load = threading.Thread(target=lambda: box.setdefault("r", _send_all(url, reqs)))
         load.start()
-        time.sleep(1.0)  # all sent; one instance answers them one by one (beam 50), most still queued
+        queued = _wait_accepted(metrics, len(reqs))  # one instance answers them one by one (beam 50)
         t_sig = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=180)
@@ -261,7 +281,8 @@ def test_sigterm_drains_requests_in_flight(tiny_engine):
         rec = Recommender.load(tiny_engine)
         assert sc.verify(records, reqs, rec, beam=50, default_top_k=5) == []
         assert not _no_server_left(triton) and not _no_server_left(stubs), "tritonserver or a stub left running"
-        print(f"SIGTERM drain: {len(records)} of {len(reqs)} answered, {after} of them after the signal; "
+        print(f"SIGTERM drain: {queued} queued at the signal; {len(records)} of {len(reqs)} answered, {after} of "
+              f"them after the signal; "
               f"serve exited {code} {time.perf_counter() - t_sig:.1f} s after it; it said: "
               + " | ".join(line.strip() for line in out.splitlines() if "received" in line or "drained" in line))
     finally:
@@ -276,8 +297,9 @@ def test_second_sigterm_stops_hard_and_counts_the_abandoned(tiny_engine):
     import signal
     import threading
 
+    metrics = free_port()
     proc, url, _ = _start_serve(tiny_engine, "--instances", "1", "--max-batch", "1", "--max-queue-delay-us", "0",
-                                "--beam", "50", "--max-queue-size", "1000", "--metrics-port", str(free_port()))
+                                "--beam", "50", "--max-queue-size", "1000", "--metrics-port", str(metrics))
     try:
         triton = _children(proc.pid)
         hs = sc.sample_histories(str(tiny_engine), 64, seed=4, max_len=5)
@@ -285,7 +307,7 @@ def test_second_sigterm_stops_hard_and_counts_the_abandoned(tiny_engine):
         box = {}
         load = threading.Thread(target=lambda: box.setdefault("r", _send_all(url, reqs)))
         load.start()
-        time.sleep(1.0)
+        _wait_accepted(metrics, len(reqs))
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
@@ -294,7 +316,9 @@ def test_second_sigterm_stops_hard_and_counts_the_abandoned(tiny_engine):
         load.join(timeout=180)
         assert not load.is_alive(), "clients hung after the hard stop"
         records, _ = box["r"]
-        lost = sum(1 for r in records if r.error)
+        refused = [r.error for r in records if r.error and "unknown model" in r.error]
+        assert not refused, f"requests sent before the signal were refused: {refused[:2]}"
+        lost = sum(1 for r in records if r.error)  # accepted, then dropped by the hard stop
         m = re.search(r"stopped hard after [\d.]+ s \(a second signal\): abandoned (\d+) queued request", out)
         assert code == 1 and m, out
         assert lost >= int(m.group(1)) > 0, (lost, out)  # the queued ones and the batch in execution
