@@ -256,7 +256,8 @@ def test_sigterm_drains_requests_in_flight(tiny_engine):
 
     metrics = free_port()
     proc, url, _ = _start_serve(tiny_engine, "--instances", "1", "--max-batch", "1", "--max-queue-delay-us", "0",
-                                "--beam", "50", "--max-queue-size", "1000", "--metrics-port", str(metrics))
+                                "--beam", "50", "--max-queue-size", "1000", "--metrics-port", str(metrics),
+                                "--drain-timeout", "600")  # a starved shared machine answers 96 slowly
     try:
         triton = _children(proc.pid)
         stubs = set().union(*(stub_pids(p) for p in triton))
