@@ -67,6 +67,20 @@ def manifest(out: Path) -> dict:
         return {}
 
 
+def test_only_lost_work_is_run_again():
+    """Ray losing a node/worker/object re-runs the unfinished parts; an error of the scoring itself does not."""
+    import ray.exceptions as rx
+
+    from earn_export.serve.batch_parts import _lost_work
+
+    unavailable = rx.ActorUnavailableError("RpcError: failed to connect to all addresses", None)
+    assert _lost_work(unavailable) and _lost_work(rx.ActorDiedError()) and _lost_work(rx.WorkerCrashedError())
+    wrapped = RuntimeError("map_batches failed")
+    wrapped.__cause__ = unavailable
+    assert _lost_work(wrapped)
+    assert not _lost_work(ValueError("unknown item ids [7]")) and not _lost_work(RuntimeError("part 3: lost row"))
+
+
 # -- in-process (local Ray) --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():
@@ -227,6 +241,37 @@ def test_kill_worker_actor_process_mid_job(cluster, tiny_engine, users, referenc
     check_exactly_once(read_parts(out), ids, reference)
     print(f"killed {len(victims)} actor process(es) on worker_1 after {done_at_kill} of {N_USERS // PART} parts; "
           f"job finished {finished:.1f} s later\n{stdout}")
+
+
+def test_zy_kill_worker_node_mid_job(cluster, tiny_engine, users, reference, tmp_path):
+    """A whole worker node dies (its raylet and every process under it, SIGKILL): the job finishes on the other
+    node, every user exactly once. Runs after the other cluster tests (``zy``): the cluster keeps one worker node."""
+    path, ids, _ = users
+    out = tmp_path / "recs"
+    proc = _start_job(batch_cmd(tiny_engine, path, out, cluster.address), cluster.env)
+    try:
+        _wait_parts(out, proc, 1)
+        raylet = cluster.raylet("worker_1")
+        node = [raylet, *raylet.children(recursive=True)]
+        done_at_kill = len(manifest(out)["parts"])
+        t_kill = time.monotonic()
+        for p in node:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        stdout, stderr = proc.communicate(timeout=600)
+        finished = time.monotonic() - t_kill
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 0, stderr[-5000:]
+    assert done_at_kill < N_USERS // PART, "the job finished before the kill; nothing was tested"
+    check_exactly_once(read_parts(out), ids, reference)
+    rounds = [line for line in stderr.splitlines() if line.startswith("Ray lost work")]
+    print(f"killed worker_1 ({len(node)} processes: raylet and its workers/agents) after {done_at_kill} of "
+          f"{N_USERS // PART} parts; job finished {finished:.1f} s later\n{stdout}" + "\n".join(rounds))
 
 
 def test_kill_driver_mid_job_then_resume(cluster, tiny_engine, users, reference, tmp_path):

@@ -164,4 +164,4 @@ def test_benchmark_script_parses_help(name, benchmark_script, capsys):
 def test_benchmark_scripts_are_not_in_the_package():
     assert not (REPO / "earn_export" / "benchmarks").exists()
     assert set(SCRIPTS) >= {"export_cost", "peer_genai", "pretrained", "cpp_runtime", "cli_startup", "serving",
-                            "attention_op", "gpu_smollm2"}
+                            "attention_op", "gpu_smollm2", "serving_capacity"}

@@ -32,6 +32,32 @@ def test_queue_policy_in_config():
         ServeOptions(engine_dir="-", max_queue_size=-1).validate()
 
 
+def test_serving_defaults_from_the_cores():
+    """One single-threaded instance per core up to 8 instances, then more threads each; flags still win."""
+    import argparse
+
+    from earn_export.serve.served_model import instances_and_threads
+    from earn_export.serve.server import options_from_args
+
+    assert [instances_and_threads(c) for c in (1, 2, 8, 64)] == [(1, 1), (2, 1), (8, 1), (8, 8)]
+    assert instances_and_threads(12) == (8, 1)  # never more threads than cores
+    assert instances_and_threads(64, instances=2) == (2, 32) and instances_and_threads(64, threads=4) == (8, 4)
+    assert instances_and_threads(2, instances=3, threads=2) == (3, 2)
+    # `serve` with no --instances/--threads: the choice reaches the model config (instance group, threads)
+    from earn_export.cli import build_parser
+    from earn_export.runtime.cpu_workers import cpu_cores
+
+    args = build_parser().parse_args(["serve", "."])
+    assert args.instances is None and args.threads is None and args.drain_timeout == 30.0
+    args.instances, args.threads = 0, 0  # what the command's wrapper does before run_serve
+    opts = options_from_args(argparse.Namespace(**{**vars(args), "engine_dir": "."}))
+    cfg = model_config(opts, warmup=False)
+    want = instances_and_threads(cpu_cores())
+    assert (cfg.instance_group[0].count, opts.threads) == want
+    assert ServeOptions.from_json(cfg.parameters["earn_serve_options"].string_value).threads == want[1]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds > 0 and cfg.max_batch_size == 32
+
+
 def test_overload_gets_busy_error_quickly(tiny_engine):
     from earn_export.serve.server import start_server
 
@@ -173,5 +199,134 @@ def test_loadtest_holds_a_fixed_rate_and_samples_server_rss(tiny_engine, tmp_pat
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+
+
+def _send_all(url, reqs):
+    """Every request at once, one thread each -> (records, completion time of each)."""
+    import concurrent.futures as cf
+
+    def one(i):
+        proto, tc, client = sc.connect(url, 120)
+        try:
+            out = sc.infer(tc, client, proto, reqs[i].history, reqs[i].top_k, timeout_s=120)
+            return sc.LoadRecord(i, "good", 0.0, outputs=out), time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 - counted below
+            return sc.LoadRecord(i, "good", 0.0, error=str(exc)), time.perf_counter()
+
+    with cf.ThreadPoolExecutor(max_workers=len(reqs)) as pool:
+        done = list(pool.map(one, range(len(reqs))))
+    return [r for r, _ in done], [t for _, t in done]
+
+
+def _wait_accepted(metrics_port, n, timeout_s=240.0):
+    """Wait until the server holds or has answered all ``n`` requests (queued + answered, the warm-up request
+    standing in for the one in execution) -> the number still queued. Signalling earlier would test refusals of
+    requests not yet sent (the clients start slowly on a busy machine), not the drain."""
+    import re
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        got = {m[0]: int(float(m[1])) for m in re.findall(
+            r'^(nv_inference_pending_request_count|nv_inference_request_success)\{[^}]*\} (\S+)', text, re.M)}
+        pending, done = got.get("nv_inference_pending_request_count", 0), got.get("nv_inference_request_success", 0)
+        if pending + done >= n:
+            return pending
+        time.sleep(0.05)
+    pytest.fail(f"the server did not receive {n} requests in {timeout_s:.0f} s")
+
+
+def _no_server_left(pids):
+    import os
+
+    return [p for p in pids if os.path.exists(f"/proc/{p}")
+            and "Z" not in open(f"/proc/{p}/stat").read().split(")")[1].split()[0]]
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="reads the server's processes from /proc")
+def test_sigterm_drains_requests_in_flight(tiny_engine):
+    """SIGTERM with a queue of accepted requests: every one is answered (equal to in-process), serve exits 0."""
+    import signal
+    import threading
+
+    from earn_export.serve.instance_watch import stub_pids
+
+    metrics = free_port()
+    proc, url, _ = _start_serve(tiny_engine, "--instances", "1", "--max-batch", "1", "--max-queue-delay-us", "0",
+                                "--beam", "50", "--max-queue-size", "1000", "--metrics-port", str(metrics),
+                                "--drain-timeout", "600")  # a starved shared machine answers 96 slowly
+    try:
+        triton = _children(proc.pid)
+        stubs = set().union(*(stub_pids(p) for p in triton))
+        hs = sc.sample_histories(str(tiny_engine), 64, seed=3, max_len=5)
+        reqs = [sc.LoadRequest("good", np.asarray(hs[i % 64], np.int64), top_k=5) for i in range(96)]
+        box = {}
+        load = threading.Thread(target=lambda: box.setdefault("r", _send_all(url, reqs)))
+        load.start()
+        queued = _wait_accepted(metrics, len(reqs))  # one instance answers them one by one (beam 50)
+        t_sig = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=180)
+        out = proc.stdout.read()
+        load.join(timeout=60)
+        records, ends = box["r"]
+        failed = [r.error for r in records if r.error]
+        after = sum(1 for t in ends if t > t_sig)
+        assert code == 0, out
+        assert not failed, f"{len(failed)} of {len(reqs)} lost: {failed[:3]}\n{out}"
+        assert after > 0, "every request was answered before the signal: nothing was in flight"
+        assert "drained in" in out and "every accepted request answered" in out, out
+        rec = Recommender.load(tiny_engine)
+        assert sc.verify(records, reqs, rec, beam=50, default_top_k=5) == []
+        assert not _no_server_left(triton) and not _no_server_left(stubs), "tritonserver or a stub left running"
+        print(f"SIGTERM drain: {queued} queued at the signal; {len(records)} of {len(reqs)} answered, {after} of "
+              f"them after the signal; "
+              f"serve exited {code} {time.perf_counter() - t_sig:.1f} s after it; it said: "
+              + " | ".join(line.strip() for line in out.splitlines() if "received" in line or "drained" in line))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="reads the server's processes from /proc")
+def test_second_sigterm_stops_hard_and_counts_the_abandoned(tiny_engine):
+    import re
+    import signal
+    import threading
+
+    metrics = free_port()
+    proc, url, _ = _start_serve(tiny_engine, "--instances", "1", "--max-batch", "1", "--max-queue-delay-us", "0",
+                                "--beam", "50", "--max-queue-size", "1000", "--metrics-port", str(metrics))
+    try:
+        triton = _children(proc.pid)
+        hs = sc.sample_histories(str(tiny_engine), 64, seed=4, max_len=5)
+        reqs = [sc.LoadRequest("good", np.asarray(hs[i % 64], np.int64), top_k=5) for i in range(96)]
+        box = {}
+        load = threading.Thread(target=lambda: box.setdefault("r", _send_all(url, reqs)))
+        load.start()
+        _wait_accepted(metrics, len(reqs))
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+        out = proc.stdout.read()
+        load.join(timeout=180)
+        assert not load.is_alive(), "clients hung after the hard stop"
+        records, _ = box["r"]
+        refused = [r.error for r in records if r.error and "unknown model" in r.error]
+        assert not refused, f"requests sent before the signal were refused: {refused[:2]}"
+        lost = sum(1 for r in records if r.error)  # accepted, then dropped by the hard stop
+        m = re.search(r"stopped hard after [\d.]+ s \(a second signal\): abandoned (\d+) queued request", out)
+        assert code == 1 and m, out
+        assert lost >= int(m.group(1)) > 0, (lost, out)  # the queued ones and the batch in execution
+        assert not _no_server_left(triton), "tritonserver left running"
+        print(f"second SIGTERM: serve exited {code}; {lost} of {len(reqs)} requests lost, serve said "
+              f"{m.group(1)} queued + the batch in execution")
+    finally:
+        if proc.poll() is None:
             proc.kill()
             proc.wait(30)

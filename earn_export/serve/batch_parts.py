@@ -33,6 +33,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -207,6 +208,92 @@ def node_labels() -> dict:
     return labels
 
 
+LOST_WORK = ("ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
+             "ObjectReconstructionFailedError", "WorkerCrashedError", "RaySystemError", "LocalRayletDiedError")
+
+
+def _lost_work(exc: BaseException) -> bool:
+    """An error of Ray losing a node, a worker or an object (worth re-running the unfinished parts on the nodes
+    alive), as opposed to an error of the scoring itself (re-raised: it would fail the same way again)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if any(type(exc).__name__ == n or n in [c.__name__ for c in type(exc).__mro__] for n in LOST_WORK):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _alive_cpus(ray) -> int:
+    """CPUs of the nodes the GCS lists as alive (a dead node drops out once the GCS has noticed it)."""
+    return int(sum(n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")))
+
+
+def _score_parts(table, todo, part_size, out, state, placement, *, address, actors, threads, rounds, actor_kwargs,
+                 batch_size, progress, max_restarts, task_retries) -> int:
+    """One Ray Data pass over the parts ``todo``, committing each part as soon as its rows are in; returns the
+    number of actors. After a lost node (``rounds`` > 0) the pool starts with one actor and grows to what the
+    nodes alive can hold, so it never waits for an actor that cannot be placed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = table.num_rows
+    ray = init_ray(address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # rows come back in input order: parts are cut from them
+    ctx.enable_progress_bars = progress
+    cpus = _alive_cpus(ray) if rounds else int(ray.cluster_resources().get("CPU", 1))
+    n_actors = actors or max(1, cpus // max(threads, 1))
+    if rounds:
+        n_actors = max(1, min(n_actors, cpus // max(threads, 1)))
+    n_actors = min(n_actors, len(todo))
+    pool = (ray.data.ActorPoolStrategy(size=n_actors) if not rounds
+            else ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
+    blocks = [table.slice(i * part_size, part_size) for i in todo]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        PlacedRecommenderActor, fn_constructor_kwargs=actor_kwargs, batch_size=batch_size, batch_format="pyarrow",
+        compute=pool, num_cpus=threads, max_restarts=max_restarts, max_task_retries=task_retries)
+    labels = node_labels()
+    schema = output_schema()
+    buf: list = []
+    buffered = 0
+    k = 0  # index into todo: the part being filled
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        buf.append(batch)
+        buffered += batch.num_rows
+        while k < len(todo):
+            i = todo[k]
+            rows = min(part_size, n - i * part_size)
+            if buffered < rows:
+                break
+            whole = pa.concat_tables(buf)
+            part, rest = whole.slice(0, rows), whole.slice(rows)
+            buf, buffered = [rest], rest.num_rows
+            expect = table.column("user").slice(i * part_size, rows)
+            if not np.array_equal(part.column("user").to_numpy(), expect.to_numpy()):
+                raise RuntimeError(f"part {i}: the scored rows are not this part's users in input order "
+                                   "(a lost or duplicated row); nothing of this part was written")
+            nodes = {}
+            for node, cnt in zip(*np.unique(np.asarray(part.column("node")), return_counts=True)):
+                nodes[labels.get(node, node[:8])] = int(cnt)
+            for node, pid in set(zip(part.column("node").to_pylist(), part.column("pid").to_pylist())):
+                p = placement.setdefault(labels.get(node, node[:8]), {"users": 0, "pids": set()})
+                p["pids"].add(pid)
+            for lab, cnt in nodes.items():
+                placement[lab]["users"] += cnt
+            data = part.select(schema.names).cast(schema)
+            f = out / part_name(i)
+            _atomic_write(f, lambda tmp: pq.write_table(data, tmp))
+            state["parts"][str(i)] = {"file": f.name, "rows": rows, "bytes": f.stat().st_size,
+                                      "first_user": int(expect[0].as_py()), "nodes": nodes}
+            _write_json(out / MANIFEST, state)  # the part counts as finished from here on
+            k += 1
+    if k != len(todo) or buffered:
+        raise RuntimeError(f"scored {k} of {len(todo)} pending parts ({buffered} rows left over); the "
+                           f"finished ones are kept in {out}, re-run the same command to finish")
+    return n_actors
+
+
 def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None = None, actors: int | None = None,
                     batch_size: int = 64, top_k: int = 20, beam: int = 20, on_unknown: str = "error",
                     backend: str = "onnxruntime", threads: int = 1, progress: bool = True, overwrite: bool = False,
@@ -251,58 +338,27 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
         t0 = time.perf_counter()
         placement: dict[str, dict] = {}
         n_actors = 0
-        if pending:
-            ray = init_ray(address)
-            ctx = ray.data.DataContext.get_current()
-            ctx.execution_options.preserve_order = True  # rows come back in input order: parts are cut from them
-            ctx.enable_progress_bars = progress
-            n_actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // max(threads, 1))
-            n_actors = min(n_actors, len(pending))
-            blocks = [table.slice(i * part_size, part_size) for i in pending]
-            ds = ray.data.from_arrow(blocks).map_batches(
-                PlacedRecommenderActor,
-                fn_constructor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k, "beam": beam,
-                                       "on_unknown": on_unknown, "threads": threads, "batch_size": batch_size},
-                batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_actors),
-                num_cpus=threads, max_restarts=max_restarts, max_task_retries=task_retries)
-            labels = node_labels()
-            schema = output_schema()
-            buf: list = []
-            buffered = 0
-            k = 0  # index into pending: the part being filled
-            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                buf.append(batch)
-                buffered += batch.num_rows
-                while k < len(pending):
-                    i = pending[k]
-                    rows = min(part_size, n - i * part_size)
-                    if buffered < rows:
-                        break
-                    whole = pa.concat_tables(buf)
-                    part, rest = whole.slice(0, rows), whole.slice(rows)
-                    buf, buffered = [rest], rest.num_rows
-                    expect = table.column("user").slice(i * part_size, rows)
-                    if not np.array_equal(part.column("user").to_numpy(), expect.to_numpy()):
-                        raise RuntimeError(f"part {i}: the scored rows are not this part's users in input order "
-                                           "(a lost or duplicated row); nothing of this part was written")
-                    nodes = {}
-                    for node, cnt in zip(*np.unique(np.asarray(part.column("node")), return_counts=True)):
-                        nodes[labels.get(node, node[:8])] = int(cnt)
-                    for node, pid in set(zip(part.column("node").to_pylist(), part.column("pid").to_pylist())):
-                        p = placement.setdefault(labels.get(node, node[:8]), {"users": 0, "pids": set()})
-                        p["pids"].add(pid)
-                    for lab, cnt in nodes.items():
-                        placement[lab]["users"] += cnt
-                    data = part.select(schema.names).cast(schema)
-                    f = out / part_name(i)
-                    _atomic_write(f, lambda tmp: pq.write_table(data, tmp))
-                    state["parts"][str(i)] = {"file": f.name, "rows": rows, "bytes": f.stat().st_size,
-                                              "first_user": int(expect[0].as_py()), "nodes": nodes}
-                    _write_json(out / MANIFEST, state)  # the part counts as finished from here on
-                    k += 1
-            if k != len(pending) or buffered:
-                raise RuntimeError(f"scored {k} of {len(pending)} pending parts ({buffered} rows left over); the "
-                                   f"finished ones are kept in {out}, re-run the same command to finish")
+        rounds = 0
+        while True:
+            todo = [i for i in pending if str(i) not in state["parts"]]
+            if not todo:
+                break
+            try:
+                n_actors = _score_parts(table, todo, part_size, out, state, placement, address=address,
+                                        actors=actors, threads=threads, rounds=rounds,
+                                        actor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k,
+                                                      "beam": beam, "on_unknown": on_unknown, "threads": threads,
+                                                      "batch_size": batch_size},
+                                        batch_size=batch_size, progress=progress, max_restarts=max_restarts,
+                                        task_retries=task_retries)
+            except Exception as exc:  # noqa: BLE001 - only Ray's lost-work errors are retried, the rest re-raised
+                if not _lost_work(exc) or rounds >= max_restarts:
+                    raise
+                rounds += 1
+                left = [i for i in pending if str(i) not in state["parts"]]
+                print(f"Ray lost work ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); the {len(pending) - len(left)} "
+                      f"finished part(s) are kept, scoring the other {len(left)} on the nodes alive (round "
+                      f"{rounds + 1} of at most {max_restarts + 1}, --max-restarts)", file=sys.stderr, flush=True)
         state["complete"] = True
         _write_json(out / MANIFEST, state)
     seconds = time.perf_counter() - t0

@@ -24,7 +24,9 @@ def _lazy(module: str, func: str, needs: tuple):
             raise UsageError(f"{command} --backend torch: the torch reference is for `recommend` and `check` — "
                              "serve the graphs with --backend onnxruntime or cpp")
         if hasattr(args, "threads") and args.threads is None:
-            args.threads = 0  # serve: CPU cores / instances
+            args.threads = 0  # serve: chosen from the CPU cores (served_model.instances_and_threads)
+        if hasattr(args, "instances") and args.instances is None:
+            args.instances = 0 if command == "serve" else 1  # serve: chosen from the CPU cores
         return getattr(importlib.import_module(f"earn_export.serve.{module}"), func)(args)
 
     run.__name__ = func
@@ -40,8 +42,9 @@ def register(sub) -> None:
 
 def _model_options(p) -> None:
     """Options of the earn_recommender model, shared by `serve` and the BLS model of `triton-repo`."""
-    p.add_argument("--instances", type=positive_int, default=1,
-                   help="earn_recommender instances, each a process holding one Recommender (default 1)")
+    p.add_argument("--instances", type=positive_int, default=None,
+                   help="earn_recommender instances, each a process holding one Recommender (default: serve one per "
+                        "CPU core, at most 8; triton-repo 1)")
     p.add_argument("--max-batch", type=positive_int, default=32, help="largest dynamic batch, in users (default 32)")
     p.add_argument("--max-queue-delay-us", type=nonneg_int, default=2000,
                    help="how long the dynamic batcher waits to fill a batch, in microseconds (default 2000)")
@@ -72,7 +75,10 @@ def _register_serve(sub) -> None:
     p.add_argument("--metrics-port", type=nonneg_int, default=8002,
                    help="Prometheus metrics port (default 8002; 0 disables metrics)")
     _model_options(p)
-    ca.add_threads(p, note="per server instance (default: CPU cores / instances)")
+    ca.add_threads(p, note="per server instance (default: CPU cores / instances, at least 1)")
+    p.add_argument("--drain-timeout", type=positive_float, default=30.0,
+                   help="on SIGTERM/SIGINT, seconds to wait for requests in flight to be answered while new ones are "
+                        "refused; then, or at a second signal, stop hard (default 30)")
     ca.add_backend(p, note="serve: onnxruntime or cpp")
     p.add_argument("--ready-timeout", type=positive_float, default=180.0,
                    help="seconds to wait for the server to load and warm up (default 180)")
@@ -164,7 +170,8 @@ def _register_batch(sub) -> None:
                    help="write --out as a directory of parts of this many users, each committed on its own with a "
                         "manifest; re-running the same command skips finished parts (see docs/batch_faults.md)")
     b.add_argument("--max-restarts", type=nonneg_int, default=3,
-                   help="restarts of a crashed Recommender actor before the run fails (default 3)")
+                   help="restarts of a crashed Recommender actor, and with --part-size re-runs of the unfinished "
+                        "parts after Ray lost a node or a worker, before the run fails (default 3)")
     b.add_argument("--task-retries", type=nonneg_int, default=3,
                    help="retries of a batch whose actor died, on the restarted actor (default 3)")
     b.set_defaults(func=_lazy("batch_parts", "run_batch_cli", ("ray", "pyarrow")))

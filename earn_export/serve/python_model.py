@@ -21,12 +21,18 @@ def load_recommender(opts: ServeOptions):
     """The instance's Recommender; ``backend`` is passed through to ``Recommender.load``."""
     from ..runtime import Recommender
 
+    threads = opts.threads or max(1, (os.cpu_count() or 1) // max(opts.instances, 1))
+    if opts.backend == "cpp":  # the C++ runtime's own ONNX Runtime sessions get the same thread count
+        from ..runtime.cpp_runtime import CppRecommender
+
+        return CppRecommender.load(opts.engine_dir, verify="fast", batch_size=max(opts.max_batch, 1),
+                                   intra_op_threads=threads)
     kwargs = {"backend": opts.backend, "batch_size": max(opts.max_batch, 1)}
     if opts.backend == "onnxruntime":
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = opts.threads or max(1, (os.cpu_count() or 1) // max(opts.instances, 1))
+        so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         kwargs["session_options"] = so
     return Recommender.load(opts.engine_dir, **kwargs)

@@ -3,6 +3,14 @@
 ``start_server`` (also used by tests and the serving benchmark) writes the model repository into a temporary
 directory, starts ``tritonserver`` and returns once the server is ready, which Triton reports only after every
 instance has loaded its Recommender and answered the warm-up request.
+
+Stopping drains (``drain``): Triton's own SIGINT shutdown (2.51) waits for the HTTP clients to close their
+connections, up to its exit timeout, and meanwhile keeps serving requests on the open ones; keep-alive clients
+never close, so at the timeout it drops the requests then in flight (measured: 12-16 lost at concurrency 16,
+docs/serve_overload.md). The server therefore runs with explicit model control, and a signal first *unloads*
+the model: from that moment Triton refuses new requests for it (404 "unknown model", readiness 400, so a load
+balancer stops sending), answers every request it had accepted (queued or executing), and only then unloads
+it. When the model is unloaded, nothing is in flight and the server is stopped.
 """
 
 from __future__ import annotations
@@ -11,10 +19,15 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from .served_model import ServeOptions, write_model_repository
+from . import MODEL_NAME
+from .served_model import ServeOptions, instances_and_threads, write_model_repository
 from .tritonserver import ServeError, TritonServer
+
+EXIT_TIMEOUT_S = 5  # Triton's own wait for idle client connections once the drain has answered everything
 
 
 def start_server(opts: ServeOptions, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
@@ -26,7 +39,9 @@ def start_server(opts: ServeOptions, host: str = "127.0.0.1", http_port: int = 8
     try:
         repo = write_model_repository(opts, workdir / "models")
         server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                              log_verbose=log_verbose, workdir=workdir, remove_workdir=True)
+                              log_verbose=log_verbose, workdir=workdir, remove_workdir=True,
+                              exit_timeout_s=EXIT_TIMEOUT_S,
+                              extra_args=["--model-control-mode=explicit", f"--load-model={MODEL_NAME}"])
         server.start()
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -42,9 +57,42 @@ def start_server(opts: ServeOptions, host: str = "127.0.0.1", http_port: int = 8
     return server
 
 
+@dataclass
+class Drained:
+    """How a drain ended: ``done`` (every accepted request answered, model unloaded) after ``seconds``; else
+    stopped early by ``reason`` with ``pending`` requests still queued (None: unknown, no metrics endpoint)."""
+
+    done: bool
+    seconds: float
+    reason: str = ""
+    pending: int | None = None
+
+
+def drain(server: TritonServer, timeout_s: float, hard=None, poll_s: float = 0.1) -> Drained:
+    """Unload the model (new requests refused, accepted ones answered) and wait until it is unloaded, at most
+    ``timeout_s`` or until ``hard`` (an Event: a second signal) is set."""
+    t0 = time.monotonic()
+    server.unload(MODEL_NAME)
+    while True:
+        state = server.model_state(MODEL_NAME)
+        if state == "UNAVAILABLE":
+            return Drained(True, time.monotonic() - t0)
+        if server.process.poll() is not None:
+            raise ServeError(f"tritonserver exited with code {server.process.returncode} while draining; its log "
+                             f"ends:\n{server.log_tail()}")
+        waited = time.monotonic() - t0
+        if hard is not None and hard.is_set() or waited >= timeout_s:
+            reason = "a second signal" if hard is not None and hard.is_set() else f"--drain-timeout {timeout_s:g} s"
+            return Drained(False, waited, reason, server.pending_requests(MODEL_NAME))
+        (hard.wait(poll_s) if hard is not None else time.sleep(poll_s))
+
+
 def options_from_args(args) -> ServeOptions:
-    return ServeOptions(engine_dir=args.engine_dir, backend=args.backend, instances=args.instances,
-                        threads=args.threads, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+    from ..runtime.cpu_workers import cpu_cores
+
+    instances, threads = instances_and_threads(cpu_cores(), args.instances, args.threads)
+    return ServeOptions(engine_dir=args.engine_dir, backend=args.backend, instances=instances,
+                        threads=threads, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
                         beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
                         max_request_items=args.max_request_items,
                         allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
@@ -53,18 +101,24 @@ def options_from_args(args) -> ServeOptions:
 
 def run_serve(args) -> int:
     opts = options_from_args(args)
-    stop = threading.Event()
+    stop, hard = threading.Event(), threading.Event()
     received = []
 
     def on_signal(signum, _frame):
         received.append(signal.Signals(signum).name)
+        if stop.is_set():
+            hard.set()
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = None
     try:
-        print(f"starting Triton Inference Server for {opts.engine_dir} ({opts.instances} instance(s), "
-              f"{opts.backend}) ...", flush=True)
+        from ..runtime.cpu_workers import cpu_cores
+
+        chosen = "" if args.instances and args.threads else f", chosen from {cpu_cores()} CPU core(s)"
+        print(f"starting Triton Inference Server for {opts.engine_dir} ({opts.instances} instance(s) x "
+              f"{opts.threads} thread(s){chosen}, dynamic batching up to {opts.max_batch} users / "
+              f"{opts.max_queue_delay_us} us, {opts.backend}) ...", flush=True)
         server = start_server(opts, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                               metrics_port=args.metrics_port or None, ready_timeout_s=args.ready_timeout,
                               log_verbose=args.log_verbose, cancel=stop)
@@ -86,10 +140,22 @@ def run_serve(args) -> int:
                 raise ServeError(f"model instance process(es) {sorted(gone)} died and Triton does not restart them; "
                                  "stopping the server (exit 1) so that a supervisor restarts `earn-export serve`")
             stop.wait(0.5)
-        print(f"{received[0] if received else 'stop'} received: stopping the server ...", flush=True)
+        print(f"{received[0] if received else 'stop'} received: refusing new requests, answering the ones in "
+              f"flight (at most {args.drain_timeout:g} s; a second signal stops at once) ...", flush=True)
+        result = drain(server, args.drain_timeout, hard)
+        if not result.done:
+            queued = (f"{result.pending} queued request(s)" if result.pending is not None
+                      else "an unknown number of queued requests (no metrics endpoint to count them)")
+            code = server.kill()
+            server = None
+            print(f"stopped hard after {result.seconds:.1f} s ({result.reason}): abandoned {queued} and the batches "
+                  f"in execution (at most {opts.instances} x {opts.max_batch} requests); their clients get a "
+                  f"connection error (tritonserver exit code {code})", flush=True)
+            return 1
         code = server.stop()
         server = None
-        print(f"stopped (tritonserver exit code {code})", flush=True)
+        print(f"drained in {result.seconds:.1f} s: every accepted request answered; stopped (tritonserver exit "
+              f"code {code})", flush=True)
         return 0
     finally:
         if server is not None:

@@ -211,6 +211,68 @@ class TritonServer:
             return "hint: a port is in use; choose others with --http-port / --grpc-port / --metrics-port"
         return ""
 
+    def _post(self, path: str, timeout_s: float = 10.0) -> str:
+        req = urllib.request.Request(f"http://{self.http_url}{path}", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return r.read().decode()
+
+    def unload(self, model: str) -> None:
+        """Start unloading ``model`` (explicit model control): Triton refuses new requests for it at once (404
+        "unknown model", readiness 400) and answers the ones it accepted before it unloads the model."""
+        try:
+            self._post(f"/v2/repository/models/{model}/unload")
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServeError(f"could not ask tritonserver to unload {model!r} ({exc}); is it running with "
+                             "--model-control-mode=explicit?") from exc
+
+    def model_state(self, model: str) -> str | None:
+        """``model``'s state in the repository index (READY, UNLOADING, UNAVAILABLE, ...), None when unknown."""
+        import json
+
+        try:
+            index = json.loads(self._post("/v2/repository/index"))
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        states = [m.get("state") for m in index if m.get("name") == model]
+        return states[0] if states else None
+
+    def pending_requests(self, model: str) -> int | None:
+        """Requests of ``model`` queued and not yet executing (Triton's ``nv_inference_pending_request_count``);
+        None without a metrics endpoint."""
+        if self.metrics_port is None:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, OSError):
+            return None
+        total = None
+        for line in text.splitlines():
+            if line.startswith("nv_inference_pending_request_count{") and f'model="{model}"' in line:
+                total = (total or 0) + int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+    def kill(self) -> int | None:
+        """Stop at once: SIGKILL the server, then any of its model-instance processes still alive after 10 s (they
+        notice their parent's death themselves); removes the workdir."""
+        from .instance_watch import stub_pids
+
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            stubs = stub_pids(proc.pid)
+            proc.kill()
+            proc.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while stubs and time.monotonic() < deadline:
+                stubs = {p for p in stubs if Path(f"/proc/{p}").exists()}
+                time.sleep(0.2)
+            for p in stubs:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+        return self.stop()
+
     def stop(self, timeout_s: float | None = None) -> int | None:
         """SIGINT (Triton waits for in-flight requests up to exit_timeout_s), then SIGKILL; removes the workdir."""
         proc, code = self.process, None
