@@ -524,6 +524,10 @@ def test_ctypes_original_ids_equal_python(capi, own_engine, ort_env):
         st, msg, got = capi.recommend_ids(h, hist, top_k=5, beam=10)
         assert (st, msg) == (0, "")
         _assert_same_ids(got, rec.recommend(hist, top_k=5, beam=10))
+        padded = [[f" {x}\t" for x in h] for h in hist[:4]]  # surrounding whitespace: not part of an id, as in Python
+        st, msg, got = capi.recommend_ids(h, padded, top_k=5, beam=10)
+        assert (st, msg) == (0, "")
+        _assert_same_ids(got, rec.recommend(padded, top_k=5, beam=10))
         # the map's own functions, against Python's id map
         index, text = ctypes.c_int64(), ctypes.c_char_p()
         for n in (0, 17, N_ITEMS - 1):

@@ -14,8 +14,9 @@
  *   long as it does.
  *
  * Thread safety
- * - earn_recommender_recommend(_ids) and the earn_recommender_* getters may be called concurrently from any number of
- *   threads on the same recommender (the ONNX Runtime sessions are shared; each call takes its own buffers).
+ * - earn_recommender_recommend(_ids) and the earn_recommender_* getters may be called concurrently from any
+ *   number of threads on the same recommender (the ONNX Runtime sessions are shared; each call takes its own
+ *   buffers).
  * - earn_recommender_free must not run concurrently with any other call on that recommender.
  * - An earn_options or earn_result is not synchronised: use it from one thread at a time (reading a result
  *   from several threads is fine). Distinct handles are independent.
@@ -120,7 +121,8 @@ EARN_API earn_status earn_recommender_providers(const earn_recommender* recommen
 /* ------------------------------------------------------------------------------------------ original ids [1] */
 /* An engine trained on the user's own log carries an item id map (item_ids.json: the catalog's original item ids,
  * e.g. "sku-528" or "1013", and titles; docs/own-ids.md). These functions speak those ids. Ids are NUL-terminated
- * UTF-8 strings, looked up by their spelling in the map (an int map's ids in decimal, "1013"). On an engine
+ * UTF-8 strings, looked up by their spelling in the map (an int map's ids in decimal, "1013"; surrounding
+ * whitespace ignored). On an engine
  * without a map every function below except earn_recommender_has_id_map fails with EARN_ERROR_INVALID_ARGUMENT
  * ("engine DIR has no item id map ..."): use the catalog-index functions above. */
 
