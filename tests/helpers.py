@@ -263,3 +263,46 @@ def recommender_from_checkpoint(ckpt_dir, vocab="full", batch_size=64, dtype=Non
     return Recommender(TorchBackend(model, head_token_ids=head), trie, build_encoder(Path(ckpt_dir), info, paths),
                        paths.keys(), max_history=info["max_history"], batch_size=batch_size,
                        id_map=load_id_map(ckpt_dir, n_items=max(paths) + 1))
+
+
+# ------------------------------------------------------------------------------------------- own item ids
+# A user's own log (docs/own-ids.md): string ids (sku-...) or integers that are not 0..n-1, trained and exported
+# (tests/test_own_ids.py, and the C++ package's id functions in tests/test_cpp_package.py).
+N_USERS, N_ITEMS = 160, 50
+
+
+def item_spelling(kind: str, i: int):
+    return f"sku-{i * 7 + 3}" if kind == "str" else 1000 + 13 * i  # ints: not 0..n-1, not in natural order
+
+
+def write_log(path, kind: str, seed: int = 0) -> None:
+    """user,item,timestamp[,title] rows: every user walks a ring of items (learnable), random times."""
+    rng = np.random.default_rng(seed)
+    rows = ["user_id,item_id,timestamp" + (",title" if kind == "str" else "")]
+    for u in range(N_USERS):
+        start, n = int(rng.integers(N_ITEMS)), int(rng.integers(6, 14))
+        times = np.sort(rng.integers(1_400_000_000, 1_500_000_000, n))
+        for j, t in enumerate(times):
+            i = (start + j) % N_ITEMS
+            title = f",Product {i} shade {i % 5}" if kind == "str" else ""
+            rows.append(f"u{u},{item_spelling(kind, i)},{t}{title}")
+    rows.append("u0,sku-rare,1400000000" if kind == "str" else "u0,999999,1400000000")  # dropped by the 5-core
+    path.write_text("\n".join(rows) + "\n")
+
+
+def own_id_engine(root: Path, kind: str):
+    """(kind, csv, checkpoint, engine): a log of `kind` ids written to root, trained (micro, 1 epoch), exported."""
+    from earn_export.export import export_onnx
+    from earn_export.train.train_checkpoint import train
+
+    csv = root / "log.csv"
+    write_log(csv, kind)
+    ckpt = train(root / "ckpt", DataSpec.from_args(interactions=csv), split="auto", preset="micro", epochs=1,
+                 batch_size=64, lr=3e-3, progress=False, valid_users=50)
+    engine = root / "engine"
+    export_onnx(ckpt, engine, vocab="items", exporter="torchscript")
+    return kind, csv, ckpt, engine
+
+
+def histories_of(kind):
+    return [[item_spelling(kind, i) for i in (3, 4, 5)], [item_spelling(kind, 10)], []]

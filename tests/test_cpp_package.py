@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import N_ITEMS, REPO, item_spelling, own_id_engine
 from earn_export.runtime import Recommender
 
 HEADERS = [Path("/usr/include/onnxruntime"), REPO.parent / "shared/third_party/onnxruntime/1.27.1-include"]
@@ -264,7 +264,17 @@ class CApi:
                 "earn_result_users": (I64, [P]), "earn_result_top_k": (I64, [P]),
                 "earn_result_items": (I64P, [P]), "earn_result_scores": (ctypes.POINTER(ctypes.c_float), [P]),
                 "earn_result_skipped": (I64P, [P]), "earn_result_truncated": (I64P, [P]),
-                "earn_result_free": (None, [P])}
+                "earn_result_free": (None, [P]),
+                "earn_c_api_minor_version": (ctypes.c_uint32, []),
+                "earn_recommender_has_id_map": (ctypes.c_int, [P, ctypes.POINTER(ctypes.c_int)]),
+                "earn_recommender_lookup_id": (ctypes.c_int, [P, ctypes.c_char_p, I64P]),
+                "earn_recommender_original_id": (ctypes.c_int, [P, I64, ctypes.POINTER(ctypes.c_char_p)]),
+                "earn_recommender_title": (ctypes.c_int, [P, I64, ctypes.POINTER(ctypes.c_char_p)]),
+                "earn_recommender_recommend_ids": (ctypes.c_int, [P, ctypes.POINTER(ctypes.c_char_p), I64P, I64, I64,
+                                                                  I64, ctypes.c_int, ctypes.POINTER(P)]),
+                "earn_result_id": (ctypes.c_char_p, [P, I64]), "earn_result_title": (ctypes.c_char_p, [P, I64]),
+                "earn_result_unknown_count": (I64, [P, I64]),
+                "earn_result_unknown_id": (ctypes.c_char_p, [P, I64, I64])}
         for name, (res, args) in sigs.items():
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, args
@@ -307,6 +317,36 @@ class CApi:
             out = (arr(self.lib.earn_result_items, u * k).reshape(u, k),
                    arr(self.lib.earn_result_scores, u * k).reshape(u, k),
                    arr(self.lib.earn_result_skipped, u), arr(self.lib.earn_result_truncated, u))
+        finally:
+            self.lib.earn_result_free(res)
+        return st, msg, out
+
+
+    def recommend_ids(self, handle, histories, top_k=10, beam=20, skip=False):
+        """Original ids (str) in and out: (status, message, dict of items/titles/index/scores/skipped/unknown or
+        None); items and titles are lists of lists with None where the C API returns NULL."""
+        offsets = np.zeros(len(histories) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(h) for h in histories])
+        ids = [str(i).encode() for h in histories for i in h]
+        flat = (ctypes.c_char_p * max(len(ids), 1))(*ids)
+        I64P = ctypes.POINTER(ctypes.c_int64)
+        res = ctypes.c_void_p()
+        st = self.lib.earn_recommender_recommend_ids(handle, flat, offsets.ctypes.data_as(I64P), len(histories),
+                                                     top_k, beam, int(skip), ctypes.byref(res))
+        msg = self.message()
+        if st:
+            return st, msg, None
+        try:
+            u, k = self.lib.earn_result_users(res), self.lib.earn_result_top_k(res)
+            text = lambda b: None if b is None else b.decode()  # noqa: E731
+            out = {"items": [[text(self.lib.earn_result_id(res, r * k + j)) for j in range(k)] for r in range(u)],
+                   "titles": [[text(self.lib.earn_result_title(res, r * k + j)) for j in range(k)] for r in range(u)],
+                   "index": np.ctypeslib.as_array(self.lib.earn_result_items(res), (u * k,)).reshape(u, k).copy(),
+                   "scores": np.ctypeslib.as_array(self.lib.earn_result_scores(res), (u * k,)).reshape(u, k).copy(),
+                   "skipped": np.ctypeslib.as_array(self.lib.earn_result_skipped(res), (u,)).copy(),
+                   "unknown": {r: [self.lib.earn_result_unknown_id(res, r, j).decode()
+                                   for j in range(self.lib.earn_result_unknown_count(res, r))]
+                               for r in range(u) if self.lib.earn_result_unknown_count(res, r)}}
         finally:
             self.lib.earn_result_free(res)
         return st, msg, out
@@ -396,6 +436,187 @@ def test_ctypes_threads(capi, capi_rec, users_128):
         assert all(pool.map(work, range(8)))
 
 
+# ------------------------------------------------------------------------------------------- original ids
+@pytest.fixture(scope="session", params=["str", "int"])
+def own_engine(request, tmp_path_factory):
+    """(kind, engine): trained (micro, 1 epoch) on a CSV log of string ids (sku-...) or of integer ids that are
+    not 0..n-1, and exported with its item_ids.json (tests/helpers.py own_id_engine)."""
+    kind, _, _, engine = own_id_engine(tmp_path_factory.mktemp(f"own-{request.param}"), request.param)
+    return kind, engine
+
+
+def _own_histories(kind):
+    """24 histories of original ids over the whole catalog (lengths 0 .. 7) + one empty."""
+    rng = np.random.default_rng(27)
+    return [[item_spelling(kind, int(i)) for i in rng.integers(0, N_ITEMS, int(rng.integers(0, 8)))]
+            for _ in range(24)] + [[]]
+
+
+def _bad_id(kind):
+    return "sku-nope" if kind == "str" else "424242"
+
+
+def _python_ids(res):
+    """Python's RecommendResult in original ids as the C side spells them (str, None where no item)."""
+    return [[None if x is None else str(x) for x in row] for row in res.items.tolist()]
+
+
+def _assert_same_ids(got: dict, py):
+    """`got`: items / titles (lists of lists), index / scores ([U, K]), skipped ([U]) of a C++, C or Java call."""
+    assert got["items"] == _python_ids(py)
+    assert got["titles"] == py.titles.tolist()
+    assert (np.asarray(got["index"]) == py.index).all()
+    got_scores = np.asarray(got["scores"], np.float32)
+    assert (np.isneginf(got_scores) == np.isneginf(py.scores)).all()
+    np.testing.assert_allclose(got_scores, py.scores, atol=1e-5, rtol=0)
+    assert np.asarray(got["skipped"]).tolist() == py.skipped.tolist()
+
+
+def _write_id_histories(path: Path, histories) -> Path:
+    path.write_text("".join(" ".join(map(str, h)) + "\n" for h in histories))
+    return path
+
+
+def test_cpp_library_original_ids_equal_python(consumer, own_engine, tiny_engine, ort_env, tmp_path):
+    """earn::Recommender::recommend_ids from a separate consumer program: Python's original ids, titles and
+    scores; an unknown id is named as given (UnknownIdError) or dropped and named (kSkip); an engine without
+    a map is refused by name (InvalidArgument)."""
+    kind, engine = own_engine
+    hist = _own_histories(kind)
+    py = Recommender.load(engine).recommend(hist, top_k=5, beam=10)
+    assert isinstance(py.items[0][0], int if kind == "int" else str)
+    out = _run([consumer["cpp"], "--ids", engine, _write_id_histories(tmp_path / "h.txt", hist), 5, 10, "error"],
+               env=ort_env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    got = {key: [r[key] for r in rows] for key in ("items", "titles", "skipped")}
+    got["index"] = [[Recommender.load(engine).id_map.lookup(x) if x is not None else -1 for x in r["items"]]
+                    for r in rows]
+    got["scores"] = [[float("-inf") if x is None else x for x in r["scores"]] for r in rows]
+    _assert_same_ids(got, py)
+    if kind == "str":
+        assert rows[0]["titles"][0].startswith("Product ")
+    good, bad = str(item_spelling(kind, 3)), _bad_id(kind)
+    mixed = _write_id_histories(tmp_path / "bad.txt", [[good, bad], [good]])
+    out = _run([consumer["cpp"], "--ids", engine, mixed, 5, 10, "error"], env=ort_env, timeout=300)
+    assert out.returncode == 3 and f"caught earn::UnknownIdError (1 users): unknown item ids ['{bad}'] in the " \
+        "histories of users [0]" in out.stderr, out.stderr
+    out = _run([consumer["cpp"], "--ids", engine, mixed, 5, 10, "skip"], env=ort_env, timeout=300)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 0 and [(r["skipped"], r["unknown"]) for r in rows] == [(1, [bad]), (0, [])]
+    assert rows[0]["items"] == rows[1]["items"]
+    out = _run([consumer["cpp"], "--ids", tiny_engine, mixed, 5, 10, "error"], env=ort_env, timeout=300)
+    assert out.returncode == 4 and f"caught earn::InvalidArgument: engine {tiny_engine}" in out.stderr
+    assert "has no item id map (item_ids.json)" in out.stderr
+
+
+def test_ctypes_original_ids_equal_python(capi, own_engine, ort_env):
+    """The C API's id functions (earn_recommender_recommend_ids, lookup/original/title, the result's id getters)
+    through ctypes: Python's answer in original ids; unknown ids named; NULL ids refused."""
+    kind, engine = own_engine
+    st, msg, h = capi.load(engine, ort_library=ort_env["EARN_ORT_LIBRARY"])
+    assert st == 0, msg
+    try:
+        rec = Recommender.load(engine)
+        hist = _own_histories(kind)
+        has = ctypes.c_int()
+        assert capi.lib.earn_recommender_has_id_map(h, ctypes.byref(has)) == 0 and has.value == 1
+        st, msg, got = capi.recommend_ids(h, hist, top_k=5, beam=10)
+        assert (st, msg) == (0, "")
+        _assert_same_ids(got, rec.recommend(hist, top_k=5, beam=10))
+        padded = [[f" {x}\t" for x in h] for h in hist[:4]]  # surrounding whitespace: not part of an id, as in Python
+        st, msg, got = capi.recommend_ids(h, padded, top_k=5, beam=10)
+        assert (st, msg) == (0, "")
+        _assert_same_ids(got, rec.recommend(padded, top_k=5, beam=10))
+        # the map's own functions, against Python's id map
+        index, text = ctypes.c_int64(), ctypes.c_char_p()
+        for n in (0, 17, N_ITEMS - 1):
+            original = str(rec.id_map.original(n))
+            assert capi.lib.earn_recommender_lookup_id(h, original.encode(), ctypes.byref(index)) == 0
+            assert index.value == n
+            assert capi.lib.earn_recommender_original_id(h, n, ctypes.byref(text)) == 0 and text.value.decode() == original
+            assert capi.lib.earn_recommender_title(h, n, ctypes.byref(text)) == 0
+            assert (text.value.decode() if text.value is not None else None) == rec.id_map.title(n)
+        assert capi.lib.earn_recommender_lookup_id(h, _bad_id(kind).encode(), ctypes.byref(index)) == 0
+        assert index.value == -1
+        assert capi.lib.earn_recommender_original_id(h, N_ITEMS, ctypes.byref(text)) == 1
+        assert f"catalog index {N_ITEMS} out of range" in capi.message()
+        # unknown ids: named as given, or dropped, counted and named
+        good, bad = str(item_spelling(kind, 3)), _bad_id(kind)
+        st, msg, _ = capi.recommend_ids(h, [[good, bad], [good]], top_k=5, beam=10)
+        assert st == 3 and f"unknown item ids ['{bad}'] in the histories of users [0]" in msg
+        st, msg, got = capi.recommend_ids(h, [[good, bad], [good]], top_k=5, beam=10, skip=True)
+        assert st == 0 and got["skipped"].tolist() == [1, 0] and got["unknown"] == {0: [bad]}
+        own = item_spelling(kind, 3)
+        py = rec.recommend([[own, bad if kind == "str" else int(bad)], [own]], top_k=5, beam=10, on_unknown="skip")
+        _assert_same_ids(got, py)
+        # a NULL id and the result getters out of range
+        I64P = ctypes.POINTER(ctypes.c_int64)
+        offsets = np.array([0, 2], np.int64)
+        res = ctypes.c_void_p()
+        st = capi.lib.earn_recommender_recommend_ids(h, (ctypes.c_char_p * 2)(good.encode(), None),
+                                                     offsets.ctypes.data_as(I64P), 1, 5, 10, 0, ctypes.byref(res))
+        assert st == 1 and "items[1] (user 0) is NULL" in capi.message()
+        assert capi.lib.earn_result_id(None, 0) is None and capi.lib.earn_result_unknown_count(None, 0) == 0
+    finally:
+        capi.lib.earn_recommender_free(h)
+
+
+def test_ctypes_id_functions_refuse_an_engine_without_a_map(capi, capi_rec, tiny_engine, users_128):
+    """The tiny engine has no item_ids.json: each id function fails with EARN_ERROR_INVALID_ARGUMENT naming the
+    engine; the index functions and their results are unchanged (no ids in the result)."""
+    has = ctypes.c_int()
+    assert capi.lib.earn_recommender_has_id_map(capi_rec, ctypes.byref(has)) == 0 and has.value == 0
+    index, text = ctypes.c_int64(), ctypes.c_char_p()
+    calls = {"recommend_ids": lambda: capi.recommend_ids(capi_rec, [["1"]])[0],
+             "lookup_id": lambda: capi.lib.earn_recommender_lookup_id(capi_rec, b"1", ctypes.byref(index)),
+             "original_id": lambda: capi.lib.earn_recommender_original_id(capi_rec, 1, ctypes.byref(text)),
+             "title": lambda: capi.lib.earn_recommender_title(capi_rec, 1, ctypes.byref(text))}
+    for name, call in calls.items():
+        assert call() == 1, name
+        assert f"engine {tiny_engine} has no item id map (item_ids.json)" in capi.message(), (name, capi.message())
+    I64P = ctypes.POINTER(ctypes.c_int64)
+    flat, offsets = np.array([1, 2], np.int64), np.array([0, 2], np.int64)
+    res = ctypes.c_void_p()
+    assert capi.lib.earn_recommender_recommend(capi_rec, flat.ctypes.data_as(I64P), offsets.ctypes.data_as(I64P), 1,
+                                               5, 10, 0, ctypes.byref(res)) == 0
+    assert capi.lib.earn_result_id(res, 0) is None and capi.lib.earn_result_title(res, 0) is None
+    assert capi.lib.earn_result_items(res)[0] >= 0
+    capi.lib.earn_result_free(res)
+
+
+def test_java_original_ids_equal_python(java_check, own_engine, tiny_engine, ort_env, tmp_path):
+    """Recommender.recommendIds (Java, over the C API): Python's original ids, titles and scores; unknown ids
+    named; an engine without a map refused by name."""
+    kind, engine = own_engine
+    hist = _own_histories(kind)
+    py = Recommender.load(engine).recommend(hist, top_k=5, beam=10)
+    out = _run([*java_check, "ids", engine, _write_id_histories(tmp_path / "h.txt", hist), 5, 10, "error"],
+               env=ort_env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    null = lambda x: None if x == "null" else x  # noqa: E731
+    got = {"items": [[null(x) for x in r[0].split(",")] for r in rows],
+           "titles": [[null(x) for x in r[1].split(",")] for r in rows],
+           "scores": [[float(x.replace("Infinity", "inf")) for x in r[2].split(",")] for r in rows],
+           "skipped": [int(r[3]) for r in rows], "index": py.index}
+    _assert_same_ids(got, py)
+    good, bad = str(item_spelling(kind, 3)), _bad_id(kind)
+    out = _run([*java_check, "id-errors", engine, good, bad, tiny_engine], env=ort_env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in out.stdout.splitlines()}
+    assert lines["unknown_ids"].startswith(f"3 unknown item ids ['{bad}'] in the histories of users [0]")
+    assert lines["skip_ids"] == "OK"
+    for case in ("no_map", "no_map_title"):
+        assert lines[case].startswith(f"1 engine {tiny_engine} has no item id map (item_ids.json)"), lines[case]
+    assert lines["index_out_of_range"].startswith("1 catalog index -1 out of range")
+    assert lines["has_id_map"] == "true false"
+    rec = Recommender.load(engine)
+    title = rec.id_map.title(0)
+    assert lines["original_id_0"] == f"{rec.id_map.original(0)} title_0 {'null' if title is None else title}"
+    assert lines["minor"] == "1"
+
+
 # ------------------------------------------------------------------------------------------- ABI
 def test_abi_soname_and_version(installed, capi):
     lib = installed["prefix"] / "lib/libearn.so.0.1.0"
@@ -404,6 +625,8 @@ def test_abi_soname_and_version(installed, capi):
     assert "onnxruntime" not in dyn  # libonnxruntime is dlopen()ed, not linked
     header = (installed["prefix"] / "include/earn/c_api.h").read_text()
     assert int(re.search(r"#define EARN_C_API_VERSION (\d+)", header).group(1)) == capi.lib.earn_c_api_version() == 1
+    minor = int(re.search(r"#define EARN_C_API_MINOR_VERSION (\d+)", header).group(1))
+    assert minor == capi.lib.earn_c_api_minor_version() == 1  # 1: the original-id functions
     assert capi.lib.earn_version_string().decode() == "0.1.0"
     cmake_version = (installed["prefix"] / "lib/cmake/earn/earnConfigVersion.cmake").read_text()
     assert 'set(PACKAGE_VERSION "0.1.0")' in cmake_version
@@ -422,7 +645,8 @@ def test_abi_exports_only_the_api(installed):
     header = (installed["prefix"] / "include/earn/c_api.h").read_text()
     declared = set(re.findall(r"EARN_API [^;]*?\b(earn_\w+)\(", header))
     assert c_names == declared and len(declared) >= 25, (c_names ^ declared)
-    for want in ("earn::Recommender::load(", "earn::Recommender::recommend(", "typeinfo for earn::EngineDirError",
+    for want in ("earn::Recommender::load(", "earn::Recommender::recommend(", "earn::Recommender::recommend_ids(",
+                 "typeinfo for earn::UnknownIdError", "typeinfo for earn::EngineDirError",
                  "earn::load_onnxruntime("):
         assert any(n.startswith(want) for n in names), want
 

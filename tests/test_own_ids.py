@@ -20,51 +20,15 @@ from earn_export.data.id_map import ID_MAP_FILE, IdMapError, ItemIdMap, load_id_
 from earn_export.engine.manifest import EngineDirError
 from earn_export.runtime import Recommender
 from earn_export.runtime.recommender import UnknownItemError
-from helpers import recommender_from_checkpoint
+from helpers import N_ITEMS, N_USERS, histories_of, item_spelling, own_id_engine, recommender_from_checkpoint
 
-N_USERS, N_ITEMS = 160, 50
 BIN = Path(sys.executable).parent  # earn-recommend and the C++ tests are installed beside the interpreter
-
-
-def item_spelling(kind: str, i: int):
-    return f"sku-{i * 7 + 3}" if kind == "str" else 1000 + 13 * i  # ints: not 0..n-1, not in natural order
-
-
-def write_log(path, kind: str, seed: int = 0) -> None:
-    """user,item,timestamp[,title] rows: every user walks a ring of items (learnable), random times."""
-    rng = np.random.default_rng(seed)
-    rows = ["user_id,item_id,timestamp" + (",title" if kind == "str" else "")]
-    for u in range(N_USERS):
-        start, n = int(rng.integers(N_ITEMS)), int(rng.integers(6, 14))
-        times = np.sort(rng.integers(1_400_000_000, 1_500_000_000, n))
-        for j, t in enumerate(times):
-            i = (start + j) % N_ITEMS
-            title = f",Product {i} shade {i % 5}" if kind == "str" else ""
-            rows.append(f"u{u},{item_spelling(kind, i)},{t}{title}")
-    rows.append("u0,sku-rare,1400000000" if kind == "str" else "u0,999999,1400000000")  # dropped by the 5-core
-    path.write_text("\n".join(rows) + "\n")
 
 
 @pytest.fixture(scope="module", params=["str", "int"])
 def own(request, tmp_path_factory):
     """(kind, csv, checkpoint, engine) for one id kind."""
-    from earn_export.export import export_onnx
-    from earn_export.data.data_spec import DataSpec
-    from earn_export.train.train_checkpoint import train
-
-    kind = request.param
-    root = tmp_path_factory.mktemp(f"own-{kind}")
-    csv = root / "log.csv"
-    write_log(csv, kind)
-    ckpt = train(root / "ckpt", DataSpec.from_args(interactions=csv), split="auto", preset="micro", epochs=1,
-                 batch_size=64, lr=3e-3, progress=False, valid_users=50)
-    engine = root / "engine"
-    export_onnx(ckpt, engine, vocab="items", exporter="torchscript")
-    return kind, csv, ckpt, engine
-
-
-def histories_of(kind):
-    return [[item_spelling(kind, i) for i in (3, 4, 5)], [item_spelling(kind, 10)], []]
+    return own_id_engine(tmp_path_factory.mktemp(f"own-{request.param}"), request.param)
 
 
 def test_map_round_trips_every_id_and_metadata_is_the_data_kept(own):
@@ -138,16 +102,35 @@ def test_python_cli_and_cpp_answer_in_the_same_original_ids(own, capsys):
     for cli in (common + original, common + ["--catalog-ids", "--history", "3 4 5", "--history", "7"]):
         assert main(["recommend", *cli, "--on-unknown", "skip"]) == 0
         want = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        out = subprocess.run([str(BIN / "earn-recommend"), *cli, "--skip-unknown", "--threads", "2"],
+        out = subprocess.run([str(BIN / "earn-recommend"), *cli, "--on-unknown", "skip", "--threads", "2"],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert [json.loads(line) for line in out.stdout.splitlines()] == want
-    out = subprocess.run([str(BIN / "earn-recommend"), *common, *original, "--skip-unknown"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run([str(BIN / "earn-recommend"), *common, *original, "--on-unknown", "skip"],
+                         capture_output=True, text=True, timeout=120)
     assert len(want) == 2 and f"1 unknown skipped ({bad})" in json.loads(out.stdout.splitlines()[3])["note"]
     out = subprocess.run([str(BIN / "earn-recommend"), str(engine), "--history", f"{hist[0][0]} {bad}"],
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and f"unknown item ids ['{bad}']" in out.stderr
+    assert out.returncode == 1 and f"unknown item ids ['{bad}']" in out.stderr and "--on-unknown skip" in out.stderr
+
+
+def test_cpp_cli_on_unknown_spelling(own):
+    """earn-recommend spells the policy as the Python CLI (--on-unknown error|skip); --skip-unknown is the
+    deprecated alias of --on-unknown skip (one line on stderr, same answer)."""
+    kind, _, _, engine = own
+    if kind == "int":
+        pytest.skip("the flag parsing does not depend on the id kind")
+    if not (BIN / "earn-recommend").is_file():
+        pytest.skip("C++ runtime not built")
+    args = [str(BIN / "earn-recommend"), str(engine), "--history", f"{item_spelling(kind, 3)} sku-nope"]
+    new = subprocess.run([*args, "--on-unknown", "skip"], capture_output=True, text=True, timeout=120)
+    old = subprocess.run([*args, "--skip-unknown"], capture_output=True, text=True, timeout=120)
+    assert new.returncode == old.returncode == 0 and new.stdout == old.stdout and new.stderr == ""
+    assert old.stderr == "earn-recommend: --skip-unknown is deprecated; use --on-unknown skip\n"
+    err = subprocess.run([*args, "--on-unknown", "error"], capture_output=True, text=True, timeout=120)
+    assert err.returncode == 1 and "unknown item ids ['sku-nope']" in err.stderr
+    bad = subprocess.run([*args, "--on-unknown", "drop"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--on-unknown: invalid choice 'drop' (choose from 'error', 'skip')" in bad.stderr
 
 
 def test_cpp_id_map_unit(tmp_path):
@@ -189,6 +172,11 @@ def test_corrupt_partial_or_missing_map_is_refused_by_name(own, tmp_path):
         Recommender.load(eng)
     with pytest.raises(IdMapError, match=rf"{ID_MAP_FILE}: partial map, {N_ITEMS - 1} ids for n_items={N_ITEMS}"):
         Recommender.load(eng, verify="off")
+    from earn_export.runtime import cpp_runtime
+
+    if cpp_runtime.available():  # libearn's Recommender::load checks the map itself: the same error, by name
+        with pytest.raises(IdMapError, match=rf"{ID_MAP_FILE}: partial map, {N_ITEMS - 1} ids for n_items={N_ITEMS}"):
+            Recommender.load(eng, verify="off", backend="cpp")
     path.write_text("{not json")
     with pytest.raises(IdMapError, match=f"{ID_MAP_FILE}: not valid JSON"):
         Recommender.load(eng, verify="off")

@@ -1,4 +1,4 @@
-# The Java binding (JNI over the C API): earn.jar (package earn: Recommender, Result, EarnException) and
+# The Java binding (JNI over the C API): earn.jar (package earn: Recommender, Result, IdResult, EarnException) and
 # libearn_jni.so, which links libearn.so. Built when a JDK (javac + jni.h) is found; otherwise one line says
 # so and everything else builds as before. Off by default inside the Python wheel build.
 if(DEFINED SKBUILD)
@@ -29,7 +29,7 @@ message(STATUS "libearn: Java binding with ${Java_JAVAC_EXECUTABLE} (Java ${Java
 include(UseJava)
 set(CMAKE_JAVA_COMPILE_FLAGS --release 11)
 add_jar(earn_jar
-  SOURCES java/earn/Recommender.java java/earn/Result.java java/earn/EarnException.java
+  SOURCES java/earn/Recommender.java java/earn/Result.java java/earn/IdResult.java java/earn/EarnException.java
   OUTPUT_NAME earn)
 add_library(earn_jni SHARED java/earn_jni.cpp)
 target_include_directories(earn_jni SYSTEM PRIVATE "${_earn_jni_include}" "${_earn_jni_include}/linux")

@@ -1,13 +1,14 @@
 // earn_export_cpp: the nanobind binding of libearn, used by earn_export.runtime.cpp_runtime
 // (Recommender.load(dir, backend="cpp")). recommend() releases the GIL, so Python threads run it concurrently.
-// libearn errors become the project's Python errors: EngineDirError, UnknownItemError (with its `unknown`
-// dict), ValueError (bad arguments); others RuntimeError.
+// libearn errors become the project's Python errors: EngineDirError, IdMapError, UnknownItemError (with its
+// `unknown` dict), ValueError (bad arguments); others RuntimeError.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include "earn/id_map.hpp"
 #include "earn/recommender.hpp"
 
 namespace nb = nanobind;
@@ -53,6 +54,9 @@ NB_MODULE(earn_export_cpp, m) {
       PyErr_SetObject(cls.ptr(), exc.ptr());
     } catch (const earn::EngineDirError& e) {
       nb::object cls = nb::module_::import_("earn_export.engine.manifest").attr("EngineDirError");
+      PyErr_SetString(cls.ptr(), e.what());
+    } catch (const earn::IdMapError& e) {  // the engine's item_ids.json, checked by Recommender::load
+      nb::object cls = nb::module_::import_("earn_export.data.id_map").attr("IdMapError");
       PyErr_SetString(cls.ptr(), e.what());
     } catch (const earn::InvalidArgument& e) {
       PyErr_SetString(PyExc_ValueError, e.what());

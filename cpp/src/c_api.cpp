@@ -7,9 +7,11 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "earn/id_map.hpp"
 #include "earn/recommender.hpp"
 
 #ifndef EARN_LIBRARY_VERSION
@@ -28,6 +30,10 @@ struct earn_recommender {
 
 struct earn_result {
   earn::Result result;
+  // earn_recommender_recommend_ids only (empty otherwise): original ids ("" = none), titles, dropped ids per user
+  std::vector<std::string> ids;
+  std::vector<std::optional<std::string>> titles;
+  std::vector<std::vector<std::string>> unknown;
 };
 
 namespace {
@@ -50,6 +56,10 @@ earn_status guarded(F&& body) noexcept {
     return EARN_OK;
   } catch (const earn::UnknownItemError& e) {
     return fail(EARN_ERROR_UNKNOWN_ITEM, e.what());
+  } catch (const earn::UnknownIdError& e) {
+    return fail(EARN_ERROR_UNKNOWN_ITEM, e.what());
+  } catch (const earn::IdMapError& e) {  // a corrupt, partial or missing item_ids.json of the engine
+    return fail(EARN_ERROR_ENGINE_DIR, e.what());
   } catch (const earn::EngineDirError& e) {
     return fail(EARN_ERROR_ENGINE_DIR, e.what());
   } catch (const earn::InvalidArgument& e) {
@@ -69,11 +79,48 @@ void require(bool ok, const char* what) {
   if (!ok) throw earn::InvalidArgument(what);
 }
 
+// The checks of a flat history layout shared by the index and the id entry points (c_api.h).
+void check_layout(const char* fn, const void* items, const int64_t* offsets, int64_t num_users,
+                  earn_on_unknown on_unknown) {
+  const std::string f = fn;
+  if (num_users < 0) throw earn::InvalidArgument("num_users must be >= 0, got " + std::to_string(num_users));
+  if (!offsets) throw earn::InvalidArgument(f + ": offsets is NULL; pass num_users + 1 offsets");
+  if (offsets[0] != 0) throw earn::InvalidArgument("offsets[0] must be 0, got " + std::to_string(offsets[0]));
+  for (int64_t u = 0; u < num_users; ++u)
+    if (offsets[u + 1] < offsets[u])
+      throw earn::InvalidArgument("offsets must be non-decreasing; offsets[" + std::to_string(u + 1) + "] = " +
+                                  std::to_string(offsets[u + 1]) + " < offsets[" + std::to_string(u) +
+                                  "] = " + std::to_string(offsets[u]));
+  if (!items && offsets[num_users] != 0)
+    throw earn::InvalidArgument(f + ": items is NULL but the offsets describe a non-empty history");
+  if (on_unknown != EARN_UNKNOWN_ERROR && on_unknown != EARN_UNKNOWN_SKIP)
+    throw earn::InvalidArgument("on_unknown must be EARN_UNKNOWN_ERROR (0) or EARN_UNKNOWN_SKIP (1), got " +
+                                std::to_string(static_cast<int>(on_unknown)));
+}
+
+earn::OnUnknown policy(earn_on_unknown on_unknown) {
+  return on_unknown == EARN_UNKNOWN_SKIP ? earn::OnUnknown::kSkip : earn::OnUnknown::kError;
+}
+
+// The engine's id map, or InvalidArgument naming the engine (Recommender::id_map).
+const earn::IdMap& id_map_of(const earn_recommender* recommender, const char* fn) {
+  if (!recommender) throw earn::InvalidArgument(std::string(fn) + ": recommender is NULL");
+  return recommender->rec->id_map();
+}
+
+void check_index(const earn::IdMap& map, int64_t index) {
+  if (index < 0 || index >= map.size())
+    throw earn::InvalidArgument("catalog index " + std::to_string(index) + " out of range: the catalog has items 0.." +
+                                std::to_string(map.size() - 1));
+}
+
 }  // namespace
 
 extern "C" {
 
 uint32_t earn_c_api_version(void) { return EARN_C_API_VERSION; }
+
+uint32_t earn_c_api_minor_version(void) { return EARN_C_API_MINOR_VERSION; }
 
 const char* earn_version_string(void) { return EARN_LIBRARY_VERSION; }
 
@@ -168,24 +215,76 @@ earn_status earn_recommender_recommend(const earn_recommender* recommender, cons
                                        earn_on_unknown on_unknown, earn_result** out) {
   return guarded([&] {
     require(recommender && out, "earn_recommender_recommend: recommender and out must not be NULL");
-    if (num_users < 0) throw earn::InvalidArgument("num_users must be >= 0, got " + std::to_string(num_users));
-    require(offsets != nullptr, "earn_recommender_recommend: offsets is NULL; pass num_users + 1 offsets");
-    if (offsets[0] != 0) throw earn::InvalidArgument("offsets[0] must be 0, got " + std::to_string(offsets[0]));
-    for (int64_t u = 0; u < num_users; ++u)
-      if (offsets[u + 1] < offsets[u])
-        throw earn::InvalidArgument("offsets must be non-decreasing; offsets[" + std::to_string(u + 1) + "] = " +
-                                    std::to_string(offsets[u + 1]) + " < offsets[" + std::to_string(u) +
-                                    "] = " + std::to_string(offsets[u]));
-    require(items != nullptr || offsets[num_users] == 0,
-            "earn_recommender_recommend: items is NULL but the offsets describe a non-empty history");
-    if (on_unknown != EARN_UNKNOWN_ERROR && on_unknown != EARN_UNKNOWN_SKIP)
-      throw earn::InvalidArgument("on_unknown must be EARN_UNKNOWN_ERROR (0) or EARN_UNKNOWN_SKIP (1), got " +
-                                  std::to_string(static_cast<int>(on_unknown)));
+    check_layout("earn_recommender_recommend", items, offsets, num_users, on_unknown);
     std::vector<std::vector<int64_t>> histories(static_cast<size_t>(num_users));
     for (int64_t u = 0; u < num_users; ++u) histories[u].assign(items + offsets[u], items + offsets[u + 1]);
     auto result = std::make_unique<earn_result>();
-    result->result = recommender->rec->recommend(
-        histories, top_k, beam, on_unknown == EARN_UNKNOWN_SKIP ? earn::OnUnknown::kSkip : earn::OnUnknown::kError);
+    result->result = recommender->rec->recommend(histories, top_k, beam, policy(on_unknown));
+    *out = result.release();
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ original ids
+earn_status earn_recommender_has_id_map(const earn_recommender* recommender, int* out) {
+  return guarded([&] {
+    require(recommender && out, "earn_recommender_has_id_map: recommender and out must not be NULL");
+    *out = recommender->rec->has_id_map() ? 1 : 0;
+  });
+}
+
+earn_status earn_recommender_lookup_id(const earn_recommender* recommender, const char* id, int64_t* out) {
+  return guarded([&] {
+    require(id && out, "earn_recommender_lookup_id: id and out must not be NULL");
+    const auto n = id_map_of(recommender, "earn_recommender_lookup_id").lookup(id);
+    *out = n ? *n : -1;
+  });
+}
+
+earn_status earn_recommender_original_id(const earn_recommender* recommender, int64_t index, const char** out) {
+  return guarded([&] {
+    require(out != nullptr, "earn_recommender_original_id: out must not be NULL");
+    const earn::IdMap& map = id_map_of(recommender, "earn_recommender_original_id");
+    check_index(map, index);
+    *out = map.original(index).c_str();
+  });
+}
+
+earn_status earn_recommender_title(const earn_recommender* recommender, int64_t index, const char** out) {
+  return guarded([&] {
+    require(out != nullptr, "earn_recommender_title: out must not be NULL");
+    const earn::IdMap& map = id_map_of(recommender, "earn_recommender_title");
+    check_index(map, index);
+    const std::string* t = map.title(index);
+    *out = t ? t->c_str() : nullptr;
+  });
+}
+
+earn_status earn_recommender_recommend_ids(const earn_recommender* recommender, const char* const* items,
+                                           const int64_t* offsets, int64_t num_users, int64_t top_k, int64_t beam,
+                                           earn_on_unknown on_unknown, earn_result** out) {
+  return guarded([&] {
+    require(recommender && out, "earn_recommender_recommend_ids: recommender and out must not be NULL");
+    check_layout("earn_recommender_recommend_ids", items, offsets, num_users, on_unknown);
+    std::vector<std::vector<std::string>> histories(static_cast<size_t>(num_users));
+    for (int64_t u = 0; u < num_users; ++u)
+      for (int64_t i = offsets[u]; i < offsets[u + 1]; ++i) {
+        if (!items[i])
+          throw earn::InvalidArgument("earn_recommender_recommend_ids: items[" + std::to_string(i) + "] (user " +
+                                      std::to_string(u) + ") is NULL; pass an id string");
+        histories[u].emplace_back(items[i]);
+      }
+    earn::IdResult r = recommender->rec->recommend_ids(histories, top_k, beam, policy(on_unknown));
+    auto result = std::make_unique<earn_result>();
+    result->result.users = r.users;
+    result->result.top_k = r.top_k;
+    result->result.items = std::move(r.index);
+    result->result.scores = std::move(r.scores);
+    result->result.skipped = std::move(r.skipped);
+    result->result.truncated = std::move(r.truncated);
+    result->ids = std::move(r.items);
+    result->titles = std::move(r.titles);
+    result->unknown.resize(static_cast<size_t>(num_users));
+    for (auto& [u, ids] : r.unknown) result->unknown[static_cast<size_t>(u)] = std::move(ids);
     *out = result.release();
   });
 }
@@ -242,6 +341,24 @@ const int64_t* earn_result_skipped(const earn_result* result) {
 }
 const int64_t* earn_result_truncated(const earn_result* result) {
   return result ? result->result.truncated.data() : nullptr;
+}
+const char* earn_result_id(const earn_result* result, int64_t i) {
+  if (!result || i < 0 || i >= static_cast<int64_t>(result->ids.size())) return nullptr;
+  const std::string& id = result->ids[static_cast<size_t>(i)];
+  return id.empty() ? nullptr : id.c_str();
+}
+const char* earn_result_title(const earn_result* result, int64_t i) {
+  if (!result || i < 0 || i >= static_cast<int64_t>(result->titles.size())) return nullptr;
+  const auto& t = result->titles[static_cast<size_t>(i)];
+  return t ? t->c_str() : nullptr;
+}
+int64_t earn_result_unknown_count(const earn_result* result, int64_t user) {
+  if (!result || user < 0 || user >= static_cast<int64_t>(result->unknown.size())) return 0;
+  return static_cast<int64_t>(result->unknown[static_cast<size_t>(user)].size());
+}
+const char* earn_result_unknown_id(const earn_result* result, int64_t user, int64_t j) {
+  if (j < 0 || j >= earn_result_unknown_count(result, user)) return nullptr;
+  return result->unknown[static_cast<size_t>(user)][static_cast<size_t>(j)].c_str();
 }
 void earn_result_free(earn_result* result) { delete result; }
 

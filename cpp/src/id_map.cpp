@@ -80,7 +80,8 @@ IdMap IdMap::load_file(const std::string& path, int64_t n_items) {
   m.int_ids_ = id_type == "int";
   m.ids_.reserve(ids.size());
   for (const json& v : ids) {
-    if (m.int_ids_ ? !v.is_number_integer() : !v.is_string())
+    if (m.int_ids_ ? !v.is_number_integer()
+                   : !v.is_string() || v.get<std::string>().find_first_not_of(" \t\r\n") == std::string::npos)
       throw IdMapError(path + ": id_type '" + id_type + "' but id " + v.dump() + " is not of that type — " + kFix);
     m.ids_.push_back(m.int_ids_ ? std::to_string(v.get<int64_t>()) : v.get<std::string>());
     if (!m.index_.emplace(m.ids_.back(), static_cast<int64_t>(m.ids_.size()) - 1).second)
@@ -107,7 +108,11 @@ IdMap IdMap::load_file(const std::string& path, int64_t n_items) {
 }
 
 std::optional<int64_t> IdMap::lookup(const std::string& spelling) const {
-  const auto it = index_.find(spelling);
+  // as Python's ItemIdMap.lookup: surrounding whitespace is not part of an id (" sku-3" names sku-3)
+  const size_t first = spelling.find_first_not_of(" \t\r\n"), last = spelling.find_last_not_of(" \t\r\n");
+  if (first == std::string::npos) return std::nullopt;
+  const auto it = (first == 0 && last + 1 == spelling.size()) ? index_.find(spelling)
+                                                              : index_.find(spelling.substr(first, last - first + 1));
   if (it == index_.end()) return std::nullopt;
   return it->second;
 }

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "beam_search.hpp"
+#include "earn/id_map.hpp"
 #include "earn/recommender.hpp"
 #include "engine.hpp"
 #include "ort_runtime.hpp"
@@ -115,6 +116,7 @@ struct EARN_HIDDEN Recommender::Impl {  // internal: not exported from libearn.s
   ONNXTensorElementDataType kv_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   size_t kv_elem = 4;
   int64_t n_kv = 0;  // 2 * num_layers
+  std::optional<IdMap> id_map;  // item_ids.json when the manifest lists one (original ids, titles)
 
   struct Workspace;
   mutable std::mutex pool_mutex;
@@ -334,7 +336,8 @@ std::shared_ptr<Recommender> Recommender::load(const std::string& engine_dir, co
   load_onnxruntime(options.ort_library);  // first: Impl holds ORT objects, whose destructors call the API
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  impl->spec = load_engine(engine_dir, options.verify);
+  impl->spec = load_engine(engine_dir, options.verify);  // checks the sha256 of item_ids.json too
+  impl->id_map = IdMap::load_engine(engine_dir);
   EngineSpec& s = impl->spec;
   impl->n_kv = 2 * s.num_layers;
   if (s.kv_dtype == "float16") {
@@ -485,6 +488,15 @@ int64_t Recommender::id_length() const { return impl_->spec.trie.depth; }
 bool Recommender::is_known(int64_t item) const {
   const auto& k = impl_->spec.known_items;
   return item >= 0 && item < static_cast<int64_t>(k.size()) && k[item];
+}
+bool Recommender::has_id_map() const { return impl_->id_map.has_value(); }
+const IdMap& Recommender::id_map() const {
+  if (!impl_->id_map)
+    throw InvalidArgument(
+        "engine " + impl_->spec.dir + " has no item id map (item_ids.json): it was trained on data without "
+        "original ids, or exported before id maps, and speaks catalog indices 0..n-1 only — call recommend() with "
+        "catalog indices, or retrain/re-export from `earn-export train --interactions FILE`");
+  return *impl_->id_map;
 }
 std::vector<std::string> Recommender::providers() const { return impl_->providers; }
 std::string Recommender::manifest_json() const { return impl_->spec.manifest_text; }

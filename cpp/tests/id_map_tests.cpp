@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
       "ids": ["sku-3", "sku-10", "a \"quoted\" id"], "titles": {"1": "Rose lip balm"}})"), 3);
   check(!s.int_ids() && s.size() == 3 && s.has_titles(), "str map fields");
   check(s.lookup("sku-10") == 1 && !s.lookup("sku-11") && !s.lookup("1"), "str lookups by spelling");
+  check(s.lookup(" sku-10\t") == 1 && !s.lookup("  ") && !s.lookup(""), "surrounding whitespace ignored");
   check(s.original(2) == "a \"quoted\" id" && s.json_value(s.original(2)) == R"("a \"quoted\" id")", "str JSON");
   check(s.title(1) && *s.title(1) == "Rose lip balm" && !s.title(0), "titles");
 

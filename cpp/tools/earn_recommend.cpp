@@ -1,7 +1,7 @@
 // earn-recommend: top-K items for item-id histories with an exported engine, in C++ (no Python).
 //
 //   earn-recommend ENGINE_DIR --history "12 873 4051" [--history ...] [--histories-file F] [--top-k 10]
-//                  [--beam 20] [--threads 1] [--skip-unknown] [--bench]
+//                  [--beam 20] [--threads 1] [--on-unknown error|skip] [--bench]
 //
 // Prints one JSON line per user, like `earn-export recommend`. An engine with an item id map (item_ids.json,
 // trained on the user's own log) takes and prints the catalog's original ids, with titles when it has them;
@@ -30,9 +30,10 @@ namespace {
 
 const char* kUsage =
     "usage: earn-recommend ENGINE_DIR [--history \"ID ID ...\"]... [--histories-file FILE] [--top-k N] [--beam N]\n"
-    "                      [--threads N] [--skip-unknown] [--catalog-ids] [--batch-size N] [--intra-op-threads N]\n"
-    "                      [--providers P,P] [--op-library PATH]... [--ort-library PATH] [--no-verify]\n"
-    "                      [--bench [--request-users N] [--repeat N]]\n"
+    "                      [--threads N] [--on-unknown {error,skip}] [--catalog-ids] [--batch-size N]\n"
+    "                      [--intra-op-threads N] [--providers P,P] [--op-library PATH]... [--ort-library PATH]\n"
+    "                      [--no-verify]"
+    " [--bench [--request-users N] [--repeat N]]\n"
     "\n"
     "Top-K item ids for item-id histories (oldest first) with an earn-export engine directory.\n"
     "  --history TEXT         space- or comma-separated item ids (repeat for more users; \"\" = empty history)\n"
@@ -40,7 +41,10 @@ const char* kUsage =
     "  --top-k N              items per user (default 10)\n"
     "  --beam N               beam width (default 20)\n"
     "  --threads N            threads calling the shared Recommender (default 1)\n"
-    "  --skip-unknown         drop unknown item ids (counted) instead of failing\n"
+    "  --on-unknown {error,skip}\n"
+    "                         item ids not in the engine's catalog: fail naming them (error, the default) or drop\n"
+    "                         them and count them per user (skip; the output's note names them)\n"
+    "                         (--skip-unknown: the deprecated spelling of --on-unknown skip)\n"
     "  --catalog-ids          histories and answers in catalog indices 0..n-1 instead of the engine's original\n"
     "                         item ids (engines with an item id map, item_ids.json)\n"
     "  --batch-size N         users per graph call (default 64)\n"
@@ -65,7 +69,7 @@ struct Args {
   earn::Options options;
 };
 
-// Per user (original ids): ids dropped as unknown (--skip-unknown), as written.
+// Per user (original ids): ids dropped as unknown (--on-unknown skip), as written.
 using Unknown = std::map<int64_t, std::vector<std::string>>;
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -137,7 +141,13 @@ Args parse(int argc, char** argv) {
       a.beam = parse_int(arg, value(), 1);
     } else if (arg == "--threads") {
       a.threads = static_cast<int>(parse_int(arg, value(), 1));
-    } else if (arg == "--skip-unknown") {
+    } else if (arg == "--on-unknown") {
+      const std::string v = value();
+      if (v != "error" && v != "skip")
+        usage_error("--on-unknown: invalid choice '" + v + "' (choose from 'error', 'skip')");
+      a.skip_unknown = v == "skip";
+    } else if (arg == "--skip-unknown") {  // the former spelling, kept as an alias
+      std::cerr << "earn-recommend: --skip-unknown is deprecated; use --on-unknown skip\n";
       a.skip_unknown = true;
     } else if (arg == "--catalog-ids") {
       a.catalog_ids = true;
@@ -220,8 +230,8 @@ void resolve_histories(Args& a, const earn::IdMap* map, Unknown* dropped) {
     std::string list;
     for (size_t i = 0; i < ids.size() && i < 20; ++i) list += (i ? ", '" : "'") + ids[i] + "'";
     throw earn::Error("unknown item ids [" + list + (ids.size() > 20 ? "] ..." : "]") + " in the histories of users [" +
-                      users + "]: the engine's catalog has no such items — check the ids, or pass --skip-unknown to "
-                      "drop them (the output notes which)");
+                      users + "]: the engine's catalog has no such items — check the ids, or pass --on-unknown skip "
+                      "to drop them (the output notes which)");
   }
   *dropped = std::move(unknown);
 }

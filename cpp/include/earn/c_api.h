@@ -14,8 +14,9 @@
  *   long as it does.
  *
  * Thread safety
- * - earn_recommender_recommend and the earn_recommender_* getters may be called concurrently from any number of
- *   threads on the same recommender (the ONNX Runtime sessions are shared; each call takes its own buffers).
+ * - earn_recommender_recommend(_ids) and the earn_recommender_* getters may be called concurrently from any
+ *   number of threads on the same recommender (the ONNX Runtime sessions are shared; each call takes its own
+ *   buffers).
  * - earn_recommender_free must not run concurrently with any other call on that recommender.
  * - An earn_options or earn_result is not synchronised: use it from one thread at a time (reading a result
  *   from several threads is fine). Distinct handles are independent.
@@ -23,7 +24,9 @@
  *
  * ABI: EARN_C_API_VERSION is the version of this header; earn_c_api_version() that of the library loaded at
  * run time. Functions are only ever added within one version; a removal or signature change raises it (and
- * the soname of libearn.so). Check `earn_c_api_version() == EARN_C_API_VERSION` at start-up.
+ * the soname of libearn.so). Check `earn_c_api_version() == EARN_C_API_VERSION` at start-up. Each addition
+ * raises EARN_C_API_MINOR_VERSION (earn_c_api_minor_version() at run time): a caller that uses functions of
+ * minor m checks `earn_c_api_minor_version() >= m` (minor 1: the original-id functions, marked below).
  *
  * ONNX Runtime is dlopen()ed at the first load, from earn_options_set_ort_library, else $EARN_ORT_LIBRARY,
  * else the library found when libearn was configured, else "libonnxruntime.so.1" on the loader's path. */
@@ -40,6 +43,7 @@ extern "C" {
 #endif
 
 #define EARN_C_API_VERSION 1
+#define EARN_C_API_MINOR_VERSION 1
 
 typedef enum earn_status {
   EARN_OK = 0,
@@ -53,16 +57,19 @@ typedef enum earn_status {
 
 typedef enum earn_on_unknown {
   EARN_UNKNOWN_ERROR = 0, /* unknown history item ids fail the call with EARN_ERROR_UNKNOWN_ITEM (naming them) */
-  EARN_UNKNOWN_SKIP = 1   /* they are dropped and counted in earn_result_skipped */
+  EARN_UNKNOWN_SKIP = 1   /* they are dropped and counted in earn_result_skipped (original ids: also named in
+                             earn_result_unknown_id) */
 } earn_on_unknown;
 
 typedef struct earn_options earn_options;         /* how to load: providers, ONNX Runtime library, ... */
 typedef struct earn_recommender earn_recommender; /* a loaded engine: two ONNX Runtime sessions + the trie */
-typedef struct earn_result earn_result;           /* the top-K of one earn_recommender_recommend call */
+typedef struct earn_result earn_result; /* the top-K of one earn_recommender_recommend(_ids) call */
 
 /* ------------------------------------------------------------------------------------------ library */
 /* The C API version of the loaded library (compare with EARN_C_API_VERSION). Never fails. */
 EARN_API uint32_t earn_c_api_version(void);
+/* The minor version of the loaded library's C API: functions added within EARN_C_API_VERSION. Never fails. [1] */
+EARN_API uint32_t earn_c_api_minor_version(void);
 /* The libearn release, e.g. "0.1.0". Never fails. */
 EARN_API const char* earn_version_string(void);
 /* The message of the last failed earn_* call on this thread ("" if the last call succeeded). Never NULL. */
@@ -111,6 +118,34 @@ EARN_API earn_status earn_recommender_manifest_json(const earn_recommender* reco
 /* The execution providers the sessions run on, comma-separated, in order; valid until the recommender is freed. */
 EARN_API earn_status earn_recommender_providers(const earn_recommender* recommender, const char** out);
 
+/* ------------------------------------------------------------------------------------------ original ids [1] */
+/* An engine trained on the user's own log carries an item id map (item_ids.json: the catalog's original item ids,
+ * e.g. "sku-528" or "1013", and titles; docs/own-ids.md). These functions speak those ids. Ids are NUL-terminated
+ * UTF-8 strings, looked up by their spelling in the map (an int map's ids in decimal, "1013"; surrounding
+ * whitespace ignored). On an engine
+ * without a map every function below except earn_recommender_has_id_map fails with EARN_ERROR_INVALID_ARGUMENT
+ * ("engine DIR has no item id map ..."): use the catalog-index functions above. */
+
+/* *out = 1 if the engine has an item id map, else 0. */
+EARN_API earn_status earn_recommender_has_id_map(const earn_recommender* recommender, int* out);
+/* *out = the catalog index of original id `id`, or -1 when the catalog has no such item. */
+EARN_API earn_status earn_recommender_lookup_id(const earn_recommender* recommender, const char* id, int64_t* out);
+/* *out = the original id of catalog index `index` (0 <= index < catalog size); valid until the recommender is
+ * freed. */
+EARN_API earn_status earn_recommender_original_id(const earn_recommender* recommender, int64_t index,
+                                                  const char** out);
+/* *out = the title of catalog index `index`, or NULL when the log gave none; valid until the recommender is freed. */
+EARN_API earn_status earn_recommender_title(const earn_recommender* recommender, int64_t index, const char** out);
+
+/* earn_recommender_recommend in original ids: `items` is one flat array of offsets[num_users] id strings (user
+ * u's history, oldest first, is items[offsets[u] .. offsets[u+1])), rules as earn_recommender_recommend. Unknown
+ * ids fail with EARN_ERROR_UNKNOWN_ITEM naming them as given (['sku-nope']), or with EARN_UNKNOWN_SKIP are
+ * dropped, counted in earn_result_skipped and named by earn_result_unknown_id. The result has the catalog
+ * indices in earn_result_items and the original ids and titles in earn_result_id / earn_result_title. */
+EARN_API earn_status earn_recommender_recommend_ids(const earn_recommender* recommender, const char* const* items,
+                                                    const int64_t* offsets, int64_t num_users, int64_t top_k,
+                                                    int64_t beam, earn_on_unknown on_unknown, earn_result** out);
+
 /* ------------------------------------------------------------------------------------------ result */
 /* Arrays of the result, row-major, valid until earn_result_free: items and scores are [users * top_k], best
  * first (item -1 with score -inf where fewer than top_k valid items were found); skipped and truncated are
@@ -121,6 +156,15 @@ EARN_API const int64_t* earn_result_items(const earn_result* result);
 EARN_API const float* earn_result_scores(const earn_result* result);
 EARN_API const int64_t* earn_result_skipped(const earn_result* result);
 EARN_API const int64_t* earn_result_truncated(const earn_result* result);
+/* Results of earn_recommender_recommend_ids [1]: the original id at position i (0 <= i < users * top_k, as
+ * earn_result_items) and its title; NULL where the item is -1, the item has no title, i is out of range, or the
+ * result came from earn_recommender_recommend (catalog indices: earn_recommender_original_id translates). */
+EARN_API const char* earn_result_id(const earn_result* result, int64_t i);
+EARN_API const char* earn_result_title(const earn_result* result, int64_t i);
+/* The original ids dropped from user `user`'s history under EARN_UNKNOWN_SKIP, as given: count and the j-th
+ * (0 for a result of earn_recommender_recommend or a user out of range; NULL when j is out of range). */
+EARN_API int64_t earn_result_unknown_count(const earn_result* result, int64_t user);
+EARN_API const char* earn_result_unknown_id(const earn_result* result, int64_t user, int64_t j);
 EARN_API void earn_result_free(earn_result* result);
 
 #ifdef __cplusplus

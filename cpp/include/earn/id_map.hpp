@@ -35,7 +35,8 @@ class EARN_API IdMap {
   bool int_ids() const { return int_ids_; }
   int64_t size() const { return static_cast<int64_t>(ids_.size()); }
   bool has_titles() const { return !titles_.empty(); }
-  /// Catalog index of an original id as spelled, nullopt when the catalog has no such item.
+  /// Catalog index of an original id as spelled (surrounding whitespace ignored, as in Python), nullopt when the
+  /// catalog has no such item.
   std::optional<int64_t> lookup(const std::string& spelling) const;
   /// The original id of a catalog index, as spelled (an int map's ids are decimal integers).
   const std::string& original(int64_t index) const { return ids_.at(static_cast<size_t>(index)); }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,6 +23,8 @@
 #include "earn/visibility.h"
 
 namespace earn {
+
+class IdMap;  // earn/id_map.hpp
 
 /// Base of every libearn error; messages name the problem and the fix.
 class EARN_API Error : public std::runtime_error {
@@ -50,6 +53,18 @@ class EARN_API UnknownItemError : public Error {
 
  private:
   std::map<int64_t, std::vector<int64_t>> unknown_;
+};
+
+/// History ids in the catalog's original ids (Recommender::recommend_ids) that the engine's item id map does not
+/// know (on_unknown = kError); they are named as the caller spelled them.
+class EARN_API UnknownIdError : public Error {
+ public:
+  explicit UnknownIdError(std::map<int64_t, std::vector<std::string>> unknown);
+  /// user index -> unknown original ids (in history order, as given)
+  const std::map<int64_t, std::vector<std::string>>& unknown() const { return unknown_; }
+
+ private:
+  std::map<int64_t, std::vector<std::string>> unknown_;
 };
 
 /// The ONNX Runtime library could not be loaded or is too old for the headers libearn was built with.
@@ -93,6 +108,20 @@ struct Result {
   std::vector<int64_t> truncated;  // [users] oldest items dropped beyond max_history
 };
 
+/// The top-K of Recommender::recommend_ids: the catalog's original ids (item_ids.json of the engine) and titles.
+struct IdResult {
+  int64_t users = 0;
+  int64_t top_k = 0;
+  std::vector<std::string> items;                 // [users * top_k] original ids as spelled in item_ids.json
+                                                  // (an int map's in decimal), best first; "" where index == -1
+  std::vector<int64_t> index;                     // [users * top_k] catalog indices, -1 = fewer valid items
+  std::vector<float> scores;                      // [users * top_k], as Result::scores
+  std::vector<std::optional<std::string>> titles;  // [users * top_k] the item's title; nullopt: none in the log
+  std::vector<int64_t> skipped;                   // [users] unknown ids dropped (OnUnknown::kSkip)
+  std::vector<int64_t> truncated;                 // [users] oldest items dropped beyond max_history
+  std::map<int64_t, std::vector<std::string>> unknown;  // kSkip: user -> original ids dropped, as given
+};
+
 /// Where the time of recommend() went (added up over its batches).
 struct Timings {
   double total_s = 0;          // whole call
@@ -118,6 +147,19 @@ class EARN_API Recommender {
   /// history longer than max_history keeps its most recent items (counted), users go in batches of batch_size.
   Result recommend(const std::vector<std::vector<int64_t>>& histories, int64_t top_k = 20, int64_t beam = 20,
                    OnUnknown on_unknown = OnUnknown::kError, Timings* timings = nullptr) const;
+
+  /// The same search in the catalog's original ids, for an engine with an item id map (item_ids.json, trained on
+  /// the user's own log; docs/own-ids.md): history ids are looked up by their spelling as in the map ("sku-528";
+  /// an int map's ids in decimal, "1013"); unknown ones raise UnknownIdError naming them as given (or, with kSkip,
+  /// are dropped, counted in `skipped` and listed in `unknown`). Throws InvalidArgument, naming the engine, when
+  /// it has no map. Thread-safe as recommend().
+  IdResult recommend_ids(const std::vector<std::vector<std::string>>& histories, int64_t top_k = 20,
+                         int64_t beam = 20, OnUnknown on_unknown = OnUnknown::kError,
+                         Timings* timings = nullptr) const;
+  /// Whether the engine carries an item id map (item_ids.json).
+  bool has_id_map() const;
+  /// The engine's item id map (original id <-> catalog index, titles); InvalidArgument when it has none.
+  const IdMap& id_map() const;
 
   int64_t max_history() const;
   int64_t batch_size() const;

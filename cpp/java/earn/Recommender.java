@@ -1,6 +1,7 @@
 package earn;
 
 import java.lang.ref.Cleaner;
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
@@ -11,6 +12,9 @@ import java.util.concurrent.locks.ReentrantReadWriteLock;
  * <pre>
  * try (Recommender rec = Recommender.load("engines/beauty")) {
  *   Result r = rec.recommend(new long[][] {{12, 873, 4051}, {}}, 10, 20);
+ * }
+ * try (Recommender rec = Recommender.load("engines/own")) {   // an engine with an item id map
+ *   IdResult r = rec.recommendIds(new String[][] {{"sku-528", "sku-115"}}, 10, 20);   // r.items[0][0], r.titles
  * }
  * </pre>
  *
@@ -144,6 +148,72 @@ public final class Recommender implements AutoCloseable {
     }
   }
 
+  /**
+   * Top-{@code topK} items per history in the catalog's original ids (engines with an item id map,
+   * item_ids.json): ids as spelled in the map (an int map's in decimal). Unknown ids throw (UNKNOWN_ITEM, named
+   * as given); an engine without a map throws INVALID_ARGUMENT naming it.
+   */
+  public IdResult recommendIds(String[][] histories, int topK, int beam) {
+    return recommendIds(histories, topK, beam, false);
+  }
+
+  /** As above; with skipUnknown, unknown ids are dropped, counted in {@link IdResult#skipped} and listed in
+   * {@link IdResult#unknown}. */
+  public IdResult recommendIds(String[][] histories, int topK, int beam, boolean skipUnknown) {
+    int total = 0;
+    long[] offsets = new long[histories.length + 1];
+    for (int u = 0; u < histories.length; u++) {
+      total += histories[u].length;
+      offsets[u + 1] = total;
+    }
+    byte[][] flat = new byte[total][];
+    for (int u = 0; u < histories.length; u++) {
+      for (int i = 0; i < histories[u].length; i++) {
+        String id = histories[u][i];
+        if (id == null) {
+          throw new NullPointerException("histories[" + u + "][" + i + "] is null; pass an item id");
+        }
+        flat[(int) offsets[u] + i] = id.getBytes(StandardCharsets.UTF_8);
+      }
+    }
+    lock.readLock().lock();
+    try {
+      return nativeRecommendIds(live(), flat, offsets, topK, beam, skipUnknown);
+    } finally {
+      lock.readLock().unlock();
+    }
+  }
+
+  /** Whether the engine carries an item id map (item_ids.json), i.e. {@link #recommendIds} can be used. */
+  public boolean hasIdMap() {
+    lock.readLock().lock();
+    try {
+      return nativeHasIdMap(live());
+    } finally {
+      lock.readLock().unlock();
+    }
+  }
+
+  /** The original id of catalog index {@code index} (engines with an item id map). */
+  public String originalId(long index) {
+    lock.readLock().lock();
+    try {
+      return IdResult.text(nativeOriginalId(live(), index));
+    } finally {
+      lock.readLock().unlock();
+    }
+  }
+
+  /** The title of catalog index {@code index}, null when the log gave none (engines with an item id map). */
+  public String title(long index) {
+    lock.readLock().lock();
+    try {
+      return IdResult.text(nativeTitle(live(), index));
+    } finally {
+      lock.readLock().unlock();
+    }
+  }
+
   /** The engine's max_history (longer histories keep their most recent items). */
   public long maxHistory() {
     lock.readLock().lock();
@@ -157,6 +227,11 @@ public final class Recommender implements AutoCloseable {
   /** The C API version of the loaded libearn (earn_c_api_version). */
   public static int cApiVersion() {
     return nativeCApiVersion();
+  }
+
+  /** The C API minor version of the loaded libearn (earn_c_api_minor_version; 1: the original-id calls). */
+  public static int cApiMinorVersion() {
+    return nativeCApiMinorVersion();
   }
 
   /** The libearn release (earn_version_string). */
@@ -187,11 +262,22 @@ public final class Recommender implements AutoCloseable {
   private static native Result nativeRecommend(long ptr, long[] items, long[] offsets, int topK, int beam,
       boolean skipUnknown);
 
+  private static native IdResult nativeRecommendIds(long ptr, byte[][] items, long[] offsets, int topK, int beam,
+      boolean skipUnknown);
+
+  private static native boolean nativeHasIdMap(long ptr);
+
+  private static native byte[] nativeOriginalId(long ptr, long index);
+
+  private static native byte[] nativeTitle(long ptr, long index);
+
   private static native long nativeMaxHistory(long ptr);
 
   private static native void nativeFree(long ptr);
 
   private static native int nativeCApiVersion();
+
+  private static native int nativeCApiMinorVersion();
 
   private static native String nativeVersionString();
 }

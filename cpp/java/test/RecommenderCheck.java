@@ -1,4 +1,5 @@
 import earn.EarnException;
+import earn.IdResult;
 import earn.Recommender;
 import earn.Result;
 import java.nio.file.Files;
@@ -14,6 +15,10 @@ import java.util.concurrent.Future;
  *   recommend ENGINE_DIR HISTORIES_FILE TOP_K BEAM   one line per user: items, "|", scores
  *   errors ENGINE_DIR CORRUPT_DIR                    one "case code message" line per error path
  *   threads ENGINE_DIR HISTORIES_FILE N              N threads share one Recommender; results vs serial
+ *   ids ENGINE_DIR HISTORIES_FILE TOP_K BEAM skip|error   original ids: one line per user, tab-separated:
+ *                                                    items, titles (comma-separated, "null" = none), scores,
+ *                                                    skipped, unknown ids dropped
+ *   id-errors ENGINE_DIR GOOD_ID BAD_ID NO_MAP_ENGINE   one "case code message" line per id error path
  */
 public final class RecommenderCheck {
   static long[][] read(String path) throws Exception {
@@ -30,6 +35,21 @@ public final class RecommenderCheck {
       out.add(h);
     }
     return out.toArray(new long[0][]);
+  }
+
+  static String[][] readIds(String path) throws Exception {
+    List<String[]> out = new ArrayList<>();
+    for (String line : Files.readAllLines(Paths.get(path))) {
+      String t = line.trim();
+      out.add(t.isEmpty() ? new String[0] : t.split("\\s+"));
+    }
+    return out.toArray(new String[0][]);
+  }
+
+  static String join(Object[] values) {
+    StringBuilder sb = new StringBuilder();
+    for (int i = 0; i < values.length; i++) sb.append(i == 0 ? "" : ",").append(values[i]);
+    return sb.toString();
   }
 
   static void report(String name, Runnable call) {
@@ -98,8 +118,43 @@ public final class RecommenderCheck {
         }
         break;
       }
+      case "ids": {
+        try (Recommender rec = Recommender.load(args[1])) {
+          IdResult r = rec.recommendIds(readIds(args[2]), Integer.parseInt(args[3]), Integer.parseInt(args[4]),
+              args[5].equals("skip"));
+          StringBuilder sb = new StringBuilder();
+          for (int u = 0; u < r.users; u++) {
+            Float[] scores = new Float[r.topK];
+            for (int k = 0; k < r.topK; k++) scores[k] = r.scores[u][k];
+            sb.append(join(r.items[u])).append('\t').append(join(r.titles[u])).append('\t').append(join(scores))
+                .append('\t').append(r.skipped[u]).append('\t').append(join(r.unknown[u])).append('\n');
+          }
+          System.out.print(sb);
+        }
+        break;
+      }
+      case "id-errors": {
+        String good = args[2];
+        String bad = args[3];
+        try (Recommender rec = Recommender.load(args[1]); Recommender plain = Recommender.load(args[4])) {
+          report("unknown_ids", () -> rec.recommendIds(new String[][] {{good, bad}, {good}}, 5, 10));
+          report("skip_ids", () -> {
+            IdResult r = rec.recommendIds(new String[][] {{good, bad}, {good}}, 5, 10, true);
+            if (r.skipped[0] != 1 || r.skipped[1] != 0 || !r.unknown[0][0].equals(bad) || r.unknown[1].length != 0) {
+              throw new AssertionError("skipped counts / unknown ids");
+            }
+          });
+          report("no_map", () -> plain.recommendIds(new String[][] {{"1"}}, 5, 10));
+          report("no_map_title", () -> plain.title(0));
+          report("index_out_of_range", () -> rec.originalId(-1));
+          System.out.println("has_id_map " + rec.hasIdMap() + " " + plain.hasIdMap());
+          System.out.println("original_id_0 " + rec.originalId(0) + " title_0 " + rec.title(0));
+          System.out.println("minor " + Recommender.cApiMinorVersion());
+        }
+        break;
+      }
       default:
-        System.err.println("usage: RecommenderCheck recommend|errors|threads ...");
+        System.err.println("usage: RecommenderCheck recommend|errors|threads|ids|id-errors ...");
         System.exit(2);
     }
   }
