@@ -15,7 +15,7 @@ from earn_export.export import export_onnx
 from earn_export.runtime import Recommender, UnknownItemError
 from earn_export.runtime.backends import TorchBackend
 from earn_export.search import constrained_beam_search
-from helpers import L, dense_model, earn_model, synthetic_trie
+from helpers import L, dense_model, earn_model, synthetic_trie, trie_allowed
 
 HISTORIES = [[3, 17, 42], [5], [], [8, 9, 10, 11, 12, 13, 14], [59, 0]]  # mixed lengths, an empty one
 
@@ -109,7 +109,7 @@ def test_full_vocab_dense_engine_equals_transformers_generate(tmp_path, trie_pat
     with torch.no_grad():
         out = hf.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), num_beams=beam,
                           num_return_sequences=beam, max_new_tokens=L, min_new_tokens=L, do_sample=False,
-                          prefix_allowed_tokens_fn=lambda b, s: trie.allowed_tokens(s[p_len:].tolist()),
+                          prefix_allowed_tokens_fn=lambda b, s: trie_allowed(trie, s[p_len:].tolist()),
                           length_penalty=0.0, early_stopping=True, return_dict_in_generate=True,
                           output_scores=True, pad_token_id=0, eos_token_id=None)
     seqs = out.sequences[:, p_len:].reshape(len(ids), beam, L).numpy()
