@@ -216,3 +216,43 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- a user's own item ids (test_own_ids.py, test_own_ids_serving.py) ------------------------------------------
+OWN_USERS, OWN_ITEMS = 160, 50
+
+
+def item_spelling(kind: str, i: int):
+    """Original id of ring item ``i``: ``sku-…`` strings, or integers that are not 0..n-1 nor in natural order."""
+    return f"sku-{i * 7 + 3}" if kind == "str" else 1000 + 13 * i
+
+
+def write_own_log(path, kind: str, seed: int = 0) -> None:
+    """user,item,timestamp[,title] rows: every user walks a ring of items (learnable), random times; one rare item
+    that the 5-core drops."""
+    rng = np.random.default_rng(seed)
+    rows = ["user_id,item_id,timestamp" + (",title" if kind == "str" else "")]
+    for u in range(OWN_USERS):
+        start, n = int(rng.integers(OWN_ITEMS)), int(rng.integers(6, 14))
+        times = np.sort(rng.integers(1_400_000_000, 1_500_000_000, n))
+        for j, t in enumerate(times):
+            i = (start + j) % OWN_ITEMS
+            title = f",Product {i} shade {i % 5}" if kind == "str" else ""
+            rows.append(f"u{u},{item_spelling(kind, i)},{t}{title}")
+    rows.append("u0,sku-rare,1400000000" if kind == "str" else "u0,999999,1400000000")  # dropped by the 5-core
+    Path(path).write_text("\n".join(rows) + "\n")
+
+
+def train_own(root, kind: str):
+    """(csv, checkpoint, engine) of a micro model trained 1 epoch on :func:`write_own_log`'s log, exported."""
+    from earn_export.export import export_onnx
+    from earn_export.train.train_checkpoint import train
+
+    root = Path(root)
+    csv = root / "log.csv"
+    write_own_log(csv, kind)
+    ckpt = train(root / "ckpt", DataSpec.from_args(interactions=csv), split="auto", preset="micro", epochs=1,
+                 batch_size=64, lr=3e-3, progress=False, valid_users=50)
+    engine = root / "engine"
+    export_onnx(ckpt, engine, vocab="items", exporter="torchscript")
+    return csv, ckpt, engine

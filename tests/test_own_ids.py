@@ -21,45 +21,16 @@ from earn_export.engine.manifest import EngineDirError
 from earn_export.runtime import Recommender
 from earn_export.runtime.recommender import UnknownItemError
 
-N_USERS, N_ITEMS = 160, 50
+from helpers import OWN_ITEMS as N_ITEMS, OWN_USERS as N_USERS, item_spelling, train_own
+
 BIN = Path(sys.executable).parent  # earn-recommend and the C++ tests are installed beside the interpreter
-
-
-def item_spelling(kind: str, i: int):
-    return f"sku-{i * 7 + 3}" if kind == "str" else 1000 + 13 * i  # ints: not 0..n-1, not in natural order
-
-
-def write_log(path, kind: str, seed: int = 0) -> None:
-    """user,item,timestamp[,title] rows: every user walks a ring of items (learnable), random times."""
-    rng = np.random.default_rng(seed)
-    rows = ["user_id,item_id,timestamp" + (",title" if kind == "str" else "")]
-    for u in range(N_USERS):
-        start, n = int(rng.integers(N_ITEMS)), int(rng.integers(6, 14))
-        times = np.sort(rng.integers(1_400_000_000, 1_500_000_000, n))
-        for j, t in enumerate(times):
-            i = (start + j) % N_ITEMS
-            title = f",Product {i} shade {i % 5}" if kind == "str" else ""
-            rows.append(f"u{u},{item_spelling(kind, i)},{t}{title}")
-    rows.append("u0,sku-rare,1400000000" if kind == "str" else "u0,999999,1400000000")  # dropped by the 5-core
-    path.write_text("\n".join(rows) + "\n")
 
 
 @pytest.fixture(scope="module", params=["str", "int"])
 def own(request, tmp_path_factory):
     """(kind, csv, checkpoint, engine) for one id kind."""
-    from earn_export.export import export_onnx
-    from earn_export.data.data_spec import DataSpec
-    from earn_export.train.train_checkpoint import train
-
     kind = request.param
-    root = tmp_path_factory.mktemp(f"own-{kind}")
-    csv = root / "log.csv"
-    write_log(csv, kind)
-    ckpt = train(root / "ckpt", DataSpec.from_args(interactions=csv), split="auto", preset="micro", epochs=1,
-                 batch_size=64, lr=3e-3, progress=False, valid_users=50)
-    engine = root / "engine"
-    export_onnx(ckpt, engine, vocab="items", exporter="torchscript")
-    return kind, csv, ckpt, engine
+    return (kind, *train_own(tmp_path_factory.mktemp(f"own-{kind}"), kind))
 
 
 def histories_of(kind):
