@@ -223,6 +223,14 @@ def add_on_unknown(p, note: str | None = None) -> None:
                               "count them per user (skip)", note))
 
 
+def add_catalog_ids(p, note: str | None = None) -> None:
+    """``--catalog-ids``: item ids in and out are catalog indices 0..n-1 even when the engine has an item id map
+    (docs/own-ids.md); without it every interface speaks the catalog's original ids when the engine has one."""
+    p.add_argument("--catalog-ids", action="store_true",
+                   help=_help("histories and answers in catalog indices 0..n-1 instead of the engine's original "
+                              "item ids", note))
+
+
 def add_out(p, what: str, required: bool = False, default: str | None = None) -> None:
     """``--out`` is always a path written by the command (a directory or a file, as ``what`` says)."""
     p.add_argument("--out", required=required, default=default, help=what)

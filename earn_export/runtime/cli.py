@@ -34,8 +34,7 @@ def register(sub) -> None:
     r.add_argument("engine_dir", type=existing_dir, help="engine directory written by `earn-export export`")
     ca.add_history(r, original_ids=True)
     ca.add_histories_file(r)
-    r.add_argument("--catalog-ids", action="store_true",
-                   help="histories and answers in catalog indices 0..n-1 instead of the engine's original item ids")
+    ca.add_catalog_ids(r)
     ca.add_search(r, top_k=10)
     ca.add_backend(r)
     r.add_argument("--checkpoint", type=existing_dir,

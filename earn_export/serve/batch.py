@@ -1,9 +1,13 @@
 """``earn-export batch``: offline top-K scoring of every user on Ray Data, Parquet in and out.
 
-Input: a Parquet file with a ``history`` column (list of int item ids, oldest first) and optionally a ``user``
-column (any integer id; the row number otherwise). Output: one Parquet file with ``user``, ``items`` (list<int64>,
-best first, -1 = fewer valid items), ``scores`` (list<float32>), ``skipped`` and ``truncated`` (int64), in input
-order.
+Input: a Parquet file with a ``history`` column (list of item ids, oldest first) and optionally a ``user`` column
+(any integer id; the row number otherwise). The item ids are the catalog's original ids when the engine has an
+item id map (``item_ids.json``, docs/own-ids.md): ``list<string>`` for string ids (``sku-528``), a list of
+integers for integer ids; else, or with ``--catalog-ids``, catalog indices (a list of integers). Output: one
+Parquet file with ``user``, ``items`` (best first; catalog indices as ``list<int64>`` with -1 = fewer valid
+items, or original ids as ``list<string>`` / ``list<int64>`` with null = fewer valid items), ``scores``
+(list<float32>), ``titles`` (``list<string>``, only when the map has titles; null where an item has none),
+``skipped`` and ``truncated`` (int64), in input order.
 
 ``map_batches`` runs over a pool of actors that each hold one ``Recommender`` (loaded once per actor). Local Ray by
 default; ``--address ray://HOST:10001`` (or ``auto``) runs on a cluster, whose workers must have earn-export
@@ -22,8 +26,10 @@ import numpy as np
 from ..data.errors import DataError
 
 
-def read_users(path):
-    """The users table (``user`` int64, ``history`` list<int64>) from a Parquet file, checked."""
+def read_users(path, id_type: str = ""):
+    """The users table (``user`` int64, ``history`` list<int64>, or list<string> when ``id_type`` is "str") from a
+    Parquet file, checked. ``id_type``: the ids the histories hold ("" catalog indices, "int"/"str" the engine's
+    original ids, :func:`batch_ids`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -38,9 +44,15 @@ def read_users(path):
         raise DataError(f"{path}: no 'history' column (columns: {table.column_names}); add one with each user's "
                         "item ids, oldest first")
     hist = table.column("history")
-    if not (pa.types.is_list(hist.type) or pa.types.is_large_list(hist.type)) or not pa.types.is_integer(
-            hist.type.value_type):
-        raise DataError(f"{path}: column 'history' has type {hist.type}; it must be a list of integers")
+    is_list = pa.types.is_list(hist.type) or pa.types.is_large_list(hist.type)
+    strings = is_list and (pa.types.is_string(hist.type.value_type) or pa.types.is_large_string(hist.type.value_type))
+    if id_type == "str" and not strings:
+        raise DataError(f"{path}: column 'history' has type {hist.type}; the engine's original item ids are strings, "
+                        "so it must be a list of strings (or pass --catalog-ids if it holds catalog indices)")
+    if id_type != "str" and not (is_list and pa.types.is_integer(hist.type.value_type)):
+        what = ("the engine's original item ids are integers" if id_type == "int" else
+                "it holds catalog indices (the engine has no item id map, or --catalog-ids was given)")
+        raise DataError(f"{path}: column 'history' has type {hist.type}; it must be a list of integers: {what}")
     if hist.null_count:
         raise DataError(f"{path}: {hist.null_count} rows have a null 'history'; use an empty list for no history")
     if "user" in table.column_names:
@@ -50,43 +62,77 @@ def read_users(path):
         user = user.cast(pa.int64())
     else:
         user = pa.array(np.arange(table.num_rows, dtype=np.int64))
-    return pa.table({"user": user, "history": hist.cast(pa.list_(pa.int64()))})
+    return pa.table({"user": user, "history": hist.cast(pa.list_(pa.string() if id_type == "str" else pa.int64()))})
 
 
 def write_users(path, histories, users=None) -> Path:
-    """Write a users file (tests, benchmarks, and users who have histories in Python)."""
+    """Write a users file (tests, benchmarks, and users who have histories in Python); histories of str ids are
+    written as list<string>, others as list<int64>."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     users = np.arange(len(histories), dtype=np.int64) if users is None else np.asarray(users, np.int64)
-    pq.write_table(pa.table({"user": users, "history": pa.array([list(map(int, h)) for h in histories],
-                                                                type=pa.list_(pa.int64()))}), path)
+    strings = any(isinstance(x, str) for h in histories for x in h)
+    hist = pa.array([list(map(str, h)) for h in histories], type=pa.list_(pa.string())) if strings else \
+        pa.array([list(map(int, h)) for h in histories], type=pa.list_(pa.int64()))
+    pq.write_table(pa.table({"user": users, "history": hist}), path)
     return Path(path)
 
 
-def check_known(table, known_items, path) -> None:
-    """Unknown item ids fail before any work, naming users and ids (``--on-unknown skip`` drops them instead)."""
+def batch_ids(engine_dir, manifest, catalog_ids: bool = False):
+    """(id map or None, keys): the engine's original ids when it has an id map and ``catalog_ids`` is not set,
+    else its catalog indices; ``keys`` is a pyarrow array of every valid history id."""
+    import pyarrow as pa
+
+    from ..data.id_map import engine_id_map
+    from ..engine.trie_files import engine_trie
+
+    known = sorted(engine_trie(engine_dir, manifest).item_paths())
+    id_map = None if catalog_ids else engine_id_map(engine_dir, manifest, n_items=known[-1] + 1 if known else 0)
+    if id_map is None:
+        return None, pa.array(np.asarray(known, np.int64))
+    return id_map, pa.array(id_map.ids, type=pa.string() if id_map.id_type == "str" else pa.int64())
+
+
+def unknown_ids(table, keys):
+    """(rows [k], ids [k]) of the history entries not in ``keys`` (:func:`batch_ids`), in row order; ids as
+    spelled in the file (string ids are looked up without surrounding spaces, as ``ItemIdMap.lookup`` does)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    flat = table.column("history").combine_chunks()
-    values = np.asarray(pc.list_flatten(flat))
-    known = np.fromiter(known_items, np.int64)
-    bad = ~np.isin(values, known)
-    if bad.any():
-        rows = np.asarray(pc.list_parent_indices(flat))[bad]
+    if not isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        keys = pa.array(np.fromiter(keys, np.int64))
+    flat_hist = table.column("history").combine_chunks()
+    values = pc.list_flatten(flat_hist)
+    probe = pc.utf8_trim_whitespace(values) if pa.types.is_string(values.type) else values
+    bad = np.flatnonzero(~np.asarray(pc.is_in(probe, value_set=keys.cast(probe.type)).fill_null(False)))
+    rows = np.asarray(pc.list_parent_indices(flat_hist))[bad]
+    return rows, np.asarray(values.take(pa.array(bad, pa.int64())).to_pylist(), dtype=object)
+
+
+def sorted_ids(ids) -> list:
+    return sorted(set(ids.tolist()), key=lambda i: (isinstance(i, str), i))
+
+
+def check_known(table, known_items, path) -> None:
+    """Unknown item ids fail before any work, naming users and ids as spelled (``--on-unknown skip`` drops them
+    instead). ``known_items``: the valid ids (:func:`batch_ids`' keys, or catalog indices)."""
+    rows, values = unknown_ids(table, known_items)
+    if len(rows):
         users = np.asarray(table.column("user"))[np.unique(rows)]
-        ids = np.unique(values[bad])
-        raise DataError(f"{path}: unknown item ids {ids[:10].tolist()}{' ...' if len(ids) > 10 else ''} in the "
+        ids = sorted_ids(values)
+        raise DataError(f"{path}: unknown item ids {ids[:10]}{' ...' if len(ids) > 10 else ''} in the "
                         f"histories of {len(users)} users (e.g. {users[:10].tolist()}); the engine's catalog has no "
                         "such items. Map them to catalog ids, or pass --on-unknown skip to drop them (counted in "
                         "the 'skipped' column)")
 
 
 class RecommenderActor:
-    """One ``Recommender`` per Ray actor; called on pyarrow batches of (user, history)."""
+    """One ``Recommender`` per Ray actor; called on pyarrow batches of (user, history). ``ids``: "original" (the
+    engine's item id map, in and out) or "catalog"."""
 
     def __init__(self, engine_dir, backend="onnxruntime", top_k=20, beam=20, on_unknown="error", threads=1,
-                 batch_size=64):
+                 batch_size=64, ids="catalog"):
         from ..runtime import Recommender
 
         kwargs = {"backend": backend, "batch_size": batch_size}
@@ -98,27 +144,34 @@ class RecommenderActor:
             so.inter_op_num_threads = 1
             kwargs["session_options"] = so
         self.rec = Recommender.load(engine_dir, **kwargs)
-        self.top_k, self.beam, self.on_unknown = top_k, beam, on_unknown
+        self.top_k, self.beam, self.on_unknown, self.ids = top_k, beam, on_unknown, ids
 
     def __call__(self, batch):
         import pyarrow as pa
 
         res = self.rec.recommend(batch.column("history").to_pylist(), top_k=self.top_k, beam=self.beam,
-                                 on_unknown=self.on_unknown, ids="catalog")
-        return pa.table({
-            "user": batch.column("user"),
-            "items": pa.array(list(res.items), type=pa.list_(pa.int64())),
-            "scores": pa.array(list(res.scores), type=pa.list_(pa.float32())),
-            "skipped": pa.array(res.skipped, type=pa.int64()),
-            "truncated": pa.array(res.truncated, type=pa.int64()),
-        })
+                                 on_unknown=self.on_unknown, ids=self.ids)
+        id_map = self.rec.id_map if self.ids == "original" else None
+        schema = output_schema(id_map)
+        cols = {"user": batch.column("user"),
+                "items": pa.array([row.tolist() for row in res.items], type=schema.field("items").type),
+                "scores": pa.array(list(res.scores), type=pa.list_(pa.float32()))}
+        if "titles" in schema.names:
+            cols["titles"] = pa.array([row.tolist() for row in res.titles], type=pa.list_(pa.string()))
+        cols["skipped"] = pa.array(res.skipped, type=pa.int64())
+        cols["truncated"] = pa.array(res.truncated, type=pa.int64())
+        return pa.table(cols)
 
 
-def output_schema():
+def output_schema(id_map=None):
+    """The output columns (module doc): ``id_map`` is the engine's map when the run speaks original ids."""
     import pyarrow as pa
 
-    return pa.schema([("user", pa.int64()), ("items", pa.list_(pa.int64())), ("scores", pa.list_(pa.float32())),
-                      ("skipped", pa.int64()), ("truncated", pa.int64())])
+    item = pa.string() if id_map is not None and id_map.id_type == "str" else pa.int64()
+    fields = [("user", pa.int64()), ("items", pa.list_(item)), ("scores", pa.list_(pa.float32()))]
+    if id_map is not None and id_map.titles:
+        fields.append(("titles", pa.list_(pa.string())))
+    return pa.schema(fields + [("skipped", pa.int64()), ("truncated", pa.int64())])
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 256):
@@ -137,12 +190,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
 
 def run_batch(engine_dir, users, out, address: str | None = None, actors: int | None = None, batch_size: int = 64,
               top_k: int = 20, beam: int = 20, on_unknown: str = "error", backend: str = "onnxruntime",
-              threads: int = 1, progress: bool = True, overwrite: bool = False) -> dict:
-    """Score every user of ``users`` (Parquet) into ``out`` (Parquet); returns {"users", "seconds", "users_per_s"}."""
+              threads: int = 1, progress: bool = True, overwrite: bool = False, catalog_ids: bool = False) -> dict:
+    """Score every user of ``users`` (Parquet) into ``out`` (Parquet); returns {"users", "seconds", "users_per_s"}.
+    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
     import pyarrow.parquet as pq
 
     from ..engine.manifest import load_manifest
-    from ..engine.trie_files import engine_trie
 
     if not 1 <= top_k <= beam:
         raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
@@ -153,9 +206,10 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
     engine_dir = str(Path(engine_dir).resolve())
     manifest = load_manifest(engine_dir, verify=True)
-    table = read_users(users)
+    id_map, keys = batch_ids(engine_dir, manifest, catalog_ids)
+    table = read_users(users, id_map.id_type if id_map is not None else "")
     if on_unknown == "error":
-        check_known(table, engine_trie(engine_dir, manifest).item_paths().keys(), users)
+        check_known(table, keys, users)
 
     ray = init_ray(address)
     ctx = ray.data.DataContext.get_current()
@@ -169,7 +223,8 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     ds = ray.data.from_arrow(blocks).map_batches(
         RecommenderActor, fn_constructor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k,
                                                  "beam": beam, "on_unknown": on_unknown, "threads": threads,
-                                                 "batch_size": batch_size},
+                                                 "batch_size": batch_size,
+                                                 "ids": "catalog" if id_map is None else "original"},
         batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_actors),
         num_cpus=threads)
 
@@ -177,9 +232,10 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     written, first = 0, None  # first: (seconds, rows) when the first rows arrived (actor start-up included)
     try:
-        with pq.ParquetWriter(tmp, output_schema()) as writer:
+        schema = output_schema(id_map)
+        with pq.ParquetWriter(tmp, schema) as writer:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                writer.write_table(batch.select(output_schema().names).cast(output_schema()))
+                writer.write_table(batch.select(schema.names).cast(schema))
                 written += batch.num_rows
                 first = first or (time.perf_counter() - t0, batch.num_rows)
         if written != table.num_rows:

@@ -18,8 +18,9 @@ Each actor tags its rows with its Ray node id and pid; the summary (and each par
 each node scored, which shows whether a cluster run really spread over the nodes.
 
 Bad rows are reported per row in ``_bad_rows.parquet`` (``user``, ``row``, ``kind``, ``detail``, ``action``),
-never dropped silently: ``unknown_items`` (ids not in the engine's catalog; negative or malformed ids are unknown
-too) fail the run before any work under ``--on-unknown error`` and are dropped and counted under ``skip``;
+never dropped silently: ``unknown_items`` (ids not in the engine's catalog, named as spelled in the file — the
+catalog's original ids when the engine has an id map; negative or malformed ids are unknown too) fail the run
+before any work under ``--on-unknown error`` and are dropped and counted under ``skip``;
 ``empty_history`` rows are scored on the prompt alone; ``duplicate_user`` rows are all scored and flagged.
 
 Read the result with :func:`read_parts` (parts in order) or ``pyarrow.parquet.read_table(OUT)`` (pyarrow ignores
@@ -41,7 +42,8 @@ import numpy as np
 
 from ..data.errors import DataError
 from ..errors import UsageError
-from .batch import RecommenderActor, check_known, init_ray, output_schema, read_users, run_batch
+from .batch import (RecommenderActor, batch_ids, check_known, init_ray, output_schema, read_users, run_batch,
+                    sorted_ids, unknown_ids)
 
 PARTS_FORMAT = "earn-batch-parts/1"
 MANIFEST = "_parts.json"
@@ -145,23 +147,21 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict:
 
 
 def bad_rows(table, known_items, on_unknown: str):
-    """One row per problem found in the users table (see the module doc); ``None`` when there is none."""
+    """One row per problem found in the users table (see the module doc); ``None`` when there is none.
+    ``known_items``: the valid ids (``batch_ids``' keys, or catalog indices); unknown ones are named as spelled."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     hist = table.column("history").combine_chunks()
     users = np.asarray(table.column("user"))
     lengths = np.asarray(pc.list_value_length(hist).fill_null(0))
-    values = np.asarray(pc.list_flatten(hist))
-    parents = np.asarray(pc.list_parent_indices(hist))
     rows, kinds, details, actions = [], [], [], []
-    bad = np.flatnonzero(~np.isin(values, np.fromiter(known_items, np.int64)))
-    owners = parents[bad]  # sorted: list_parent_indices is non-decreasing
+    owners, values = unknown_ids(table, known_items)  # owners sorted: list_parent_indices is non-decreasing
     cuts = np.flatnonzero(np.diff(owners)) + 1
-    for r, group in zip(owners[np.r_[0, cuts]] if len(owners) else [], np.split(values[bad], cuts)):
-        ids = np.unique(group)
+    for r, group in zip(owners[np.r_[0, cuts]] if len(owners) else [], np.split(values, cuts)):
+        ids = sorted_ids(group)
         rows.append(r), kinds.append("unknown_items")
-        details.append(f"{len(ids)} unknown item id(s) {ids[:10].tolist()}{' ...' if len(ids) > 10 else ''}")
+        details.append(f"{len(ids)} unknown item id(s) {ids[:10]}{' ...' if len(ids) > 10 else ''}")
         actions.append("run refused (--on-unknown error)" if on_unknown == "error"
                        else "ids dropped, rest scored (counted in 'skipped')")
     for r in np.flatnonzero(lengths == 0):
@@ -230,7 +230,7 @@ def _alive_cpus(ray) -> int:
 
 
 def _score_parts(table, todo, part_size, out, state, placement, *, address, actors, threads, rounds, actor_kwargs,
-                 batch_size, progress, max_restarts, task_retries) -> int:
+                 batch_size, progress, max_restarts, task_retries, id_map=None) -> int:
     """One Ray Data pass over the parts ``todo``, committing each part as soon as its rows are in; returns the
     number of actors. After a lost node (``rounds`` > 0) the pool starts with one actor and grows to what the
     nodes alive can hold, so it never waits for an actor that cannot be placed."""
@@ -254,7 +254,7 @@ def _score_parts(table, todo, part_size, out, state, placement, *, address, acto
         PlacedRecommenderActor, fn_constructor_kwargs=actor_kwargs, batch_size=batch_size, batch_format="pyarrow",
         compute=pool, num_cpus=threads, max_restarts=max_restarts, max_task_retries=task_retries)
     labels = node_labels()
-    schema = output_schema()
+    schema = output_schema(id_map)
     buf: list = []
     buffered = 0
     k = 0  # index into todo: the part being filled
@@ -297,13 +297,13 @@ def _score_parts(table, todo, part_size, out, state, placement, *, address, acto
 def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None = None, actors: int | None = None,
                     batch_size: int = 64, top_k: int = 20, beam: int = 20, on_unknown: str = "error",
                     backend: str = "onnxruntime", threads: int = 1, progress: bool = True, overwrite: bool = False,
-                    max_restarts: int = 3, task_retries: int = 3) -> dict:
-    """Score the users of ``users`` into the parts directory ``out``, skipping parts a previous run finished."""
+                    max_restarts: int = 3, task_retries: int = 3, catalog_ids: bool = False) -> dict:
+    """Score the users of ``users`` into the parts directory ``out``, skipping parts a previous run finished.
+    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..engine.manifest import load_manifest
-    from ..engine.trie_files import engine_trie
 
     if not 1 <= top_k <= beam:
         raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
@@ -314,13 +314,16 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
     out = Path(out)
     engine_dir = str(Path(engine_dir).resolve())
     manifest = load_manifest(engine_dir, verify=True)
-    table = read_users(users)
+    id_map, known = batch_ids(engine_dir, manifest, catalog_ids)
+    ids = "catalog" if id_map is None else "original"
+    table = read_users(users, id_map.id_type if id_map is not None else "")
     n = table.num_rows
-    known = engine_trie(engine_dir, manifest).item_paths().keys()
     report = bad_rows(table, known, on_unknown)
     if on_unknown == "error":
         check_known(table, known, users)  # fails before any work, naming users and ids
     options = {"top_k": top_k, "beam": beam, "on_unknown": on_unknown, "backend": backend}
+    if ids == "original":  # recorded only then: parts directories of catalog-index runs keep their identity
+        options["ids"] = ids
     identity = job_identity(engine_dir, users, n, part_size, options)
     n_parts = -(-n // part_size)
     if out.exists() and not out.is_dir():
@@ -348,9 +351,9 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
                                         actors=actors, threads=threads, rounds=rounds,
                                         actor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k,
                                                       "beam": beam, "on_unknown": on_unknown, "threads": threads,
-                                                      "batch_size": batch_size},
+                                                      "batch_size": batch_size, "ids": ids},
                                         batch_size=batch_size, progress=progress, max_restarts=max_restarts,
-                                        task_retries=task_retries)
+                                        task_retries=task_retries, id_map=id_map)
             except Exception as exc:  # noqa: BLE001 - only Ray's lost-work errors are retried, the rest re-raised
                 if not _lost_work(exc) or rounds >= max_restarts:
                     raise
@@ -406,11 +409,12 @@ def run_batch_cli(args) -> int:
             args.engine_dir, args.histories_file, args.out, args.part_size, address=args.address, actors=args.actors,
             batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
             backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite,
-            max_restarts=args.max_restarts, task_retries=args.task_retries))
+            max_restarts=args.max_restarts, task_retries=args.task_retries, catalog_ids=args.catalog_ids))
         return 0
     stats = run_batch(args.engine_dir, args.histories_file, args.out, address=args.address, actors=args.actors,
                       batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
-                      backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite)
+                      backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite,
+                      catalog_ids=args.catalog_ids)
     print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "
           f"({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
     return 0

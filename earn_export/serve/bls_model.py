@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from .python_model import TritonPythonModel as _ServedModel
+from .python_model import check_id_map
 
 
 def bls_runner(pb_utils):
@@ -50,7 +51,9 @@ class TritonPythonModel(_ServedModel):
     def load(self, args):
         engine = Path(args["model_repository"]) / args["model_version"] / "engine"
         # no test recommendation here: prefill/decode may still be loading (Triton has no BLS load order)
-        return engine_recommender(engine, bls_runner(self.pb), batch_size=max(self.opts.max_batch, 1))
+        rec = engine_recommender(engine, bls_runner(self.pb), batch_size=max(self.opts.max_batch, 1))
+        check_id_map(rec, self.opts)
+        return rec
 
 
 class OnnxGraphModel:

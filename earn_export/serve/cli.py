@@ -55,6 +55,9 @@ def _model_options(p) -> None:
                    help="refuse a request that waited this long in the queue, in microseconds (default 0: no limit)")
     ca.add_search(p, top_k=10, top_k_note="when a request does not send one; requests may ask for 1..--beam")
     ca.add_on_unknown(p, note="served: an error answer, or 'skipped' in the answer")
+    ca.add_catalog_ids(p, note="served: input 'history' and output 'items' INT64 catalog indices; default: the "
+                              "engine's original ids when it has an id map (BYTES for string ids, INT64 for "
+                              "integer ids)")
     p.add_argument("--max-request-items", type=positive_int, default=1000,
                    help="refuse histories longer than this (default 1000; the model reads the last max_history)")
     p.add_argument("--allow-empty-history", action="store_true",
@@ -64,10 +67,14 @@ def _model_options(p) -> None:
 def _register_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve an engine on Triton Inference Server (model earn_recommender, HTTP + "
                                      "gRPC, dynamic batching) until SIGINT/SIGTERM",
-                       description="Serve ENGINE_DIR as the Triton model 'earn_recommender': input 'history' INT64 "
-                                   "[1, n] (one user per request, any n), optional 'top_k' INT64 [1, 1]; outputs "
-                                   "'items' INT64, 'scores' FP32, 'skipped' and 'truncated' INT64. Requests are "
-                                   "dynamically batched; a bad request gets a Triton error naming the problem.")
+                       description="Serve ENGINE_DIR as the Triton model 'earn_recommender': input 'history' [1, n] "
+                                   "(one user per request, any n) of item ids, optional 'top_k' INT64 [1, 1]; "
+                                   "outputs 'items', 'scores' FP32, 'skipped' and 'truncated' INT64. Item ids are "
+                                   "the catalog's original ids when the engine has an id map (BYTES for string ids, "
+                                   "INT64 for integer ids; outputs also 'index' INT64 catalog indices and 'titles' "
+                                   "BYTES when the map has titles), else (or with --catalog-ids) INT64 catalog "
+                                   "indices. Requests are dynamically batched; a bad request gets a Triton error "
+                                   "naming the problem.")
     p.add_argument("engine_dir", type=existing_dir, help="exported engine directory (earn-export export ... --out DIR)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind HTTP/gRPC/metrics to (default 127.0.0.1)")
     p.add_argument("--http-port", type=positive_int, default=8000, help="HTTP port (default 8000)")
@@ -89,7 +96,7 @@ def _register_serve(sub) -> None:
 def _register_client(sub) -> None:
     q = sub.add_parser("query", help="ask a running `earn-export serve` for top-K items (tritonclient)")
     q.add_argument("url", help="server URL: http://HOST:PORT (default scheme) or grpc://HOST:PORT")
-    ca.add_history(q, required=True)
+    ca.add_history(q, required=True, original_ids=True)
     q.add_argument("--top-k", type=positive_int, default=None,
                    help="items per user; at most --beam (default: the server's --top-k)")
     q.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request (default 30)")
@@ -106,8 +113,8 @@ def _register_client(sub) -> None:
     t.add_argument("--max-seconds", type=positive_float, default=300.0,
                    help="stop sending new requests after this many seconds (default 300)")
     t.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (default 60)")
-    ca.add_histories_file(t, file_format="one history per line (item ids); default: random catalog items of the "
-                                         "served engine")
+    ca.add_histories_file(t, file_format="one history per line (item ids as the server takes them: original ids "
+                                         "when it speaks them); default: random catalog items of the served engine")
     t.add_argument("--top-k", type=positive_int, default=None,
                    help="items per user; at most --beam (sent with good requests; default: the server's)")
     t.add_argument("--check-answers", action="store_true",
@@ -151,8 +158,10 @@ def _register_batch(sub) -> None:
     b = sub.add_parser("batch", help="score every user of a Parquet file on Ray Data (local Ray, or a cluster with "
                                      "--address) into a Parquet file",
                        description="Offline top-K for every user: --histories-file is a Parquet file with a 'history' column "
-                                   "(list of item ids, oldest first) and optionally 'user'; --out gets user, items, "
-                                   "scores, skipped, truncated in input order, written all-or-nothing.")
+                                   "(list of item ids, oldest first: the catalog's original ids when the engine has "
+                                   "an id map, else or with --catalog-ids catalog indices) and optionally 'user'; "
+                                   "--out gets user, items (the same kind of ids), scores, [titles,] skipped, "
+                                   "truncated in input order, written all-or-nothing.")
     b.add_argument("engine_dir", type=existing_dir, help="exported engine directory (at the same path on every Ray node)")
     ca.add_histories_file(b, required=True, file_format="a Parquet file, columns history [, user]")
     ca.add_out(b, "output Parquet file", required=True)
@@ -163,6 +172,8 @@ def _register_batch(sub) -> None:
     b.add_argument("--batch-size", type=positive_int, default=64, help="users per map_batches call (default 64)")
     ca.add_search(b, top_k=20)
     ca.add_on_unknown(b, note="batch: error fails before any work")
+    ca.add_catalog_ids(b, note="batch: 'history' and 'items' list<int64> catalog indices; default: the engine's "
+                              "original ids when it has an id map (list<string> or list<int64>, as the map says)")
     ca.add_backend(b, note="batch: onnxruntime or cpp")
     b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     ca.add_quiet(b)

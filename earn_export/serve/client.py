@@ -3,6 +3,11 @@
 URLs are ``http://HOST:PORT`` or ``grpc://HOST:PORT`` (no scheme = HTTP). The load test is bounded in request
 count and wall time, stops by itself, and only targets this machine (loopback addresses).
 
+Every client reads the served model's options first (:func:`server_options`): when the server speaks the
+catalog's original item ids (an engine with an id map, docs/own-ids.md), ``query --history "sku-528 sku-115"``
+sends them as a BYTES tensor (INT64 for integer ids) and prints the answer in original ids (and titles), and the
+load test samples its histories in original ids.
+
 A load test mixes good requests (histories of catalog items) with bad ones of six kinds. A bad request counts as
 answered correctly when the server returns an error whose text names its problem (:data:`ERROR_SIGNS`); a good
 one when it returns items and scores (and, with ``verify``, the in-process ``Recommender``'s items and scores).
@@ -78,13 +83,22 @@ def connect(url: str, timeout_s: float = 30.0):
     return protocol, tc, client
 
 
+def history_array(history, id_type: str = "") -> np.ndarray:
+    """One history as the served model takes it: an object array of str for string ids (sent as BYTES), else
+    int64."""
+    if id_type == "str":
+        return np.asarray([str(x) for x in history], dtype=object)
+    return np.asarray(history, np.int64)
+
+
 def make_inputs(tc, history: np.ndarray, top_k=None, dtype: str | None = None) -> list:
     """Triton inputs for one request; ``dtype`` overrides the declared datatype (bad-request tests)."""
     history = np.asarray(history)
     if history.ndim == 1:
         history = history[None]
-    dtype = dtype or {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32",
-                      np.dtype(np.int32): "INT32"}.get(history.dtype, "INT64")
+    dtype = dtype or ("BYTES" if history.dtype == object else {
+        np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32"}.get(history.dtype,
+                                                                                                     "INT64"))
     x = tc.InferInput("history", list(history.shape), dtype)
     x.set_data_from_numpy(history)
     inputs = [x]
@@ -96,12 +110,21 @@ def make_inputs(tc, history: np.ndarray, top_k=None, dtype: str | None = None) -
     return inputs
 
 
-def infer(tc, client, protocol: str, history, top_k=None, dtype=None, timeout_s: float = 30.0) -> dict:
-    """One request -> {"items", "scores", "skipped", "truncated"} (raises tritonclient's InferenceServerException)."""
-    outputs = [tc.InferRequestedOutput(n) for n in ("items", "scores", "skipped", "truncated")]
+def infer(tc, client, protocol: str, history, top_k=None, dtype=None, timeout_s: float = 30.0,
+          extra: tuple = ()) -> dict:
+    """One request -> {"items", "scores", "skipped", "truncated", *extra} (raises tritonclient's
+    InferenceServerException). ``extra``: more outputs of an original-id model ("index", "titles")."""
+    names = ("items", "scores", "skipped", "truncated", *extra)
+    outputs = [tc.InferRequestedOutput(n) for n in names]
     kw = {"client_timeout": timeout_s} if protocol == "grpc" else {}
     res = client.infer(MODEL_NAME, make_inputs(tc, history, top_k, dtype), outputs=outputs, **kw)
-    return {n: res.as_numpy(n) for n in ("items", "scores", "skipped", "truncated")}
+    return {n: res.as_numpy(n) for n in names}
+
+
+def decode_ids(values, id_type: str) -> list:
+    """A BYTES/INT64 ``items`` row as Python ids: str for string ids, else int."""
+    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in values] if id_type == "str" else \
+        [int(x) for x in values]
 
 
 def server_options(url: str) -> dict:
@@ -159,15 +182,24 @@ def classify_error(text: str) -> str:
     return "other"
 
 
-def sample_histories(engine_dir: str, n: int, seed: int = 0, max_len: int = 20) -> list[list[int]]:
-    """``n`` histories of 1..max_len random catalog items (the catalog of the engine being served)."""
+def sample_histories(engine_dir: str, n: int, seed: int = 0, max_len: int = 20, original: bool = False) -> list:
+    """``n`` histories of 1..max_len random catalog items (the catalog of the engine being served); ``original``:
+    spelled in the engine's original item ids (its ``item_ids.json``)."""
+    from ..data.id_map import engine_id_map
     from ..engine.manifest import load_manifest
     from ..engine.trie_files import engine_trie
 
     man = load_manifest(engine_dir, verify=False)
     items = np.array(sorted(engine_trie(engine_dir, man).item_paths()), np.int64)
     rng = np.random.default_rng(seed)
-    return [rng.choice(items, size=int(rng.integers(1, max_len + 1))).tolist() for _ in range(n)]
+    out = [rng.choice(items, size=int(rng.integers(1, max_len + 1))).tolist() for _ in range(n)]
+    if original:
+        id_map = engine_id_map(engine_dir, man, n_items=int(items[-1]) + 1)
+        if id_map is None:
+            raise ClientError(f"{engine_dir}: the server speaks original item ids but this engine has no id map "
+                              "(item_ids.json); pass --engine with the engine the server was started from")
+        out = [[id_map.original(i) for i in h] for h in out]
+    return out
 
 
 def make_load(histories: list, n: int, bad_fraction: float, opts: dict, seed: int = 0,
@@ -182,20 +214,22 @@ def make_load(histories: list, n: int, bad_fraction: float, opts: dict, seed: in
     kinds = ["good"] * (n - n_bad) + [BAD_KINDS[i % len(BAD_KINDS)] for i in range(n_bad)]
     rng.shuffle(kinds)
     beam, limit = int(opts["beam"]), int(opts["max_request_items"])
-    unknown = np.int64(2**62)  # far outside any catalog
+    id_type = opts.get("id_type", "")  # the ids the server takes: "" catalog indices, "int"/"str" original ids
+    # an id no catalog holds: far outside any index range, or a spelling no log uses
+    unknown = history_array(["earn-loadtest-unknown-item"] if id_type == "str" else [2**62], id_type)
     reqs = []
     for i, kind in enumerate(kinds):
-        h = np.asarray(histories[i % len(histories)], np.int64)
+        h = history_array(histories[i % len(histories)], id_type)
         if kind == "good":
             reqs.append(LoadRequest(kind, h, top_k))
         elif kind == "unknown_item":
             reqs.append(LoadRequest(kind, np.append(h, unknown)))
         elif kind == "empty_history":
-            reqs.append(LoadRequest(kind, np.zeros(0, np.int64)))
+            reqs.append(LoadRequest(kind, history_array([], id_type)))
         elif kind == "oversized_history":
             reqs.append(LoadRequest(kind, np.resize(h, limit + 1)))
         elif kind == "bad_dtype":
-            reqs.append(LoadRequest(kind, h.astype(np.float32), dtype="FP32"))
+            reqs.append(LoadRequest(kind, np.zeros(len(h), np.float32), dtype="FP32"))
         elif kind == "bad_shape":
             reqs.append(LoadRequest(kind, h.reshape(1, 1, -1)))
         else:  # top_k_out_of_range
@@ -307,16 +341,20 @@ def summarize(records: list[LoadRecord], planned: int, wall_s: float) -> LoadSum
 
 
 def verify(records: list[LoadRecord], reqs: list[LoadRequest], rec, beam: int, default_top_k: int,
-           atol: float = 1e-5) -> list[int]:
-    """Indices of good answers whose items differ from ``rec.recommend`` or whose scores differ by > ``atol``."""
+           atol: float = 1e-5, id_type: str = "") -> list[int]:
+    """Indices of good answers whose items differ from ``rec.recommend`` or whose scores differ by > ``atol``.
+    ``id_type``: the ids the server speaks (``server_options()["id_type"]``; "" = catalog indices)."""
     good = [r for r in records if r.kind == "good" and r.error is None]
     if not good:
         return []
-    res = rec.recommend([reqs[r.index].history.tolist() for r in good], top_k=beam, beam=beam, ids="catalog")
+    res = rec.recommend([reqs[r.index].history.tolist() for r in good], top_k=beam, beam=beam,
+                        ids="original" if id_type else "catalog")
     bad = []
     for row, r in enumerate(good):
         k = reqs[r.index].top_k or default_top_k
         items, scores = r.outputs["items"][0], r.outputs["scores"][0]
+        if id_type:  # padding: "" (string ids) / -1 on the wire, None in the Recommender
+            items = np.array([None if x in ("", -1) else x for x in decode_ids(items, id_type)], dtype=object)
         if (len(items) != k or not np.array_equal(items, res.items[row, :k])
                 or not np.allclose(scores, res.scores[row, :k], atol=atol, rtol=0)):
             bad.append(r.index)
@@ -324,13 +362,6 @@ def verify(records: list[LoadRecord], reqs: list[LoadRequest], rec, beam: int, d
 
 
 # -- CLI ---------------------------------------------------------------------------------------------------------
-def _parse_history(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace(",", " ").split()]
-    except ValueError as exc:
-        raise ClientError(f"history {text!r}: item ids must be integers ({exc})") from exc
-
-
 def _server_reachable(command):
     """A command talking to ``args.url``: nothing listening there is a user error naming what to start."""
     @functools.wraps(command)
@@ -344,34 +375,54 @@ def _server_reachable(command):
     return run
 
 
+def served_histories(texts: list[list[str]], id_type: str, where: str) -> list:
+    """``--history`` tokens as the server takes them: strings for string original ids, else integers (original
+    integer ids or catalog indices; anything else is refused naming the token and what the server expects)."""
+    if id_type == "str":
+        return [list(h) for h in texts]
+    out = []
+    for hist in texts:
+        bad = [x for x in hist if not x.lstrip("-").isdigit()]
+        if bad:
+            what = ("the engine's original item ids are integers" if id_type == "int" else
+                    "the served model takes catalog indices (integers): the engine has no item id map, or the "
+                    "server was started with --catalog-ids")
+            raise ClientError(f"{where}: {what}, got {bad[0]!r} — see docs/own-ids.md")
+        out.append([int(x) for x in hist])
+    return out
+
+
 @_server_reachable
 def run_query(args) -> int:
     from tritonclient.utils import InferenceServerException
 
-    histories = []
-    for hist in args.history:  # split by cli_args.split_history: the served model takes catalog indices
-        bad = [x for x in hist if not x.lstrip("-").isdigit()]
-        if bad:
-            raise ClientError(f"query --history: the served model takes catalog indices (integers), got {bad[0]!r} — "
-                              "map original ids with the engine's item_ids.json (docs/own-ids.md)")
-        histories.append([int(x) for x in hist])
+    opts = server_options(args.url)
+    id_type = opts.get("id_type", "")  # "" catalog indices, "int"/"str" the catalog's original ids
+    extra = ("index", "titles") if id_type and opts.get("titles") else ("index",) if id_type else ()
+    histories = served_histories(args.history, id_type, "query --history")
     protocol, tc, client = connect(args.url, timeout_s=args.timeout)
     code = 0
     try:
         for hist in histories:
             try:
-                out = infer(tc, client, protocol, np.asarray(hist, np.int64), args.top_k, timeout_s=args.timeout)
+                out = infer(tc, client, protocol, history_array(hist, id_type), args.top_k, timeout_s=args.timeout,
+                            extra=extra)
             except InferenceServerException as exc:
-                print(json.dumps({"history": hist, "error": str(exc)}))
+                print(json.dumps({"history": hist, "error": str(exc)}, ensure_ascii=False))
                 code = 1
                 continue
-            items = [int(i) for i in out["items"][0] if i >= 0]
-            row = {"history": hist, "items": items, "scores": [round(float(s), 4) for s in out["scores"][0][:len(items)]]}
+            found = np.flatnonzero(out["index"][0] >= 0) if id_type else np.flatnonzero(out["items"][0] >= 0)
+            items = [decode_ids(out["items"][0], id_type)[j] for j in found] if id_type else \
+                [int(out["items"][0][j]) for j in found]
+            row = {"history": hist, "items": items,
+                   "scores": [round(float(out["scores"][0][j]), 4) for j in found]}
+            if "titles" in out:
+                row["titles"] = [t.decode("utf-8") or None for t in out["titles"][0][found]]
             if out["skipped"][0, 0]:
                 row["skipped"] = int(out["skipped"][0, 0])
             if out["truncated"][0, 0]:
                 row["truncated"] = int(out["truncated"][0, 0])
-            print(json.dumps(row))
+            print(json.dumps(row, ensure_ascii=False))
     finally:
         client.close()
     return code
@@ -390,15 +441,17 @@ def run_loadtest(args, held_load=None) -> int:
         raise ClientError(f"the server's engine directory {engine!r} is not readable here; pass --engine DIR (the "
                           "engine the repository was written from), or --histories-file FILE without "
                           "--check-answers")
+    id_type = opts.get("id_type", "")  # the server's ids: original ids (histories sampled in them) or indices
     if args.histories_file:
-        histories = [_parse_history(line) for line in Path(args.histories_file).read_text().splitlines()
-                     if line.strip()]
+        lines = [(f"{args.histories_file}:{n}", line) for n, line in
+                 enumerate(Path(args.histories_file).read_text().splitlines(), 1) if line.strip()]
+        histories = [served_histories([line.replace(",", " ").split()], id_type, where)[0] for where, line in lines]
     else:
-        histories = sample_histories(engine, min(args.requests, 5000), seed=args.seed)
+        histories = sample_histories(engine, min(args.requests, 5000), seed=args.seed, original=bool(id_type))
     if getattr(args, "duration", None):  # open loop at a fixed rate (held_load.py)
         run_held_load, print_held = held_load
         held = run_held_load(args.url, histories, args.rate, args.duration, top_k=args.top_k,
-                             senders=args.concurrency, timeout_s=args.timeout)
+                             senders=args.concurrency, timeout_s=args.timeout, id_type=id_type)
         print_held(held)
         if args.out:
             with open(args.out, "w") as f:
@@ -414,7 +467,8 @@ def run_loadtest(args, held_load=None) -> int:
 
         backend = opts.get("backend", "onnxruntime")
         rec = Recommender.load(engine, backend="onnxruntime" if backend == "bls" else backend)
-        summary.mismatches = len(verify(records, reqs, rec, int(opts["beam"]), int(opts["default_top_k"])))
+        summary.mismatches = len(verify(records, reqs, rec, int(opts["beam"]), int(opts["default_top_k"]),
+                                        id_type=id_type))
     d = summary.to_dict()
     lat = summary.latency_ms
     print(f"sent {summary.sent}/{summary.planned} in {wall:.1f} s: {d['requests_per_s']:.1f} requests/s, "

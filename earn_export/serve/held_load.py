@@ -78,8 +78,9 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def run_held_load(url: str, histories: list, rate: float, duration_s: float, top_k: int | None = None,
-                  senders: int = 64, timeout_s: float = 30.0, rss_every_s: float = 5.0) -> dict:
-    """Send ``rate`` requests/s for ``duration_s`` (histories in turn) -> summary dict (see the module doc)."""
+                  senders: int = 64, timeout_s: float = 30.0, rss_every_s: float = 5.0, id_type: str = "") -> dict:
+    """Send ``rate`` requests/s for ``duration_s`` (histories in turn) -> summary dict (see the module doc).
+    ``id_type``: the ids the server takes ("" catalog indices, "int"/"str" original ids)."""
     sc.require_loopback(url)
     if rate <= 0 or duration_s <= 0:
         raise sc.ClientError(f"--rate and --duration must be > 0, got {rate} and {duration_s}")
@@ -95,7 +96,7 @@ def run_held_load(url: str, histories: list, rate: float, duration_s: float, top
         proto, tc, client = local.conn
         err = None
         try:
-            sc.infer(tc, client, proto, np.asarray(histories[i % len(histories)], np.int64), top_k,
+            sc.infer(tc, client, proto, sc.history_array(histories[i % len(histories)], id_type), top_k,
                      timeout_s=timeout_s)
         except Exception as exc:  # noqa: BLE001 - tritonclient errors and socket errors are counted by kind
             err = sc.classify_error(str(exc)) or "other"

@@ -4,6 +4,8 @@
 its own (``served_model.parse_request``); the valid ones go through one ``Recommender.recommend`` call (the
 runtime left-pads them into one prompt batch), the invalid ones get their own error response. A failure inside
 ``recommend`` itself fails only that batch's valid requests, with the error text; the instance keeps serving.
+Requests and answers are in the catalog's original item ids when the options say so (``ServeOptions.id_type``,
+set from the engine's id map), else in catalog indices.
 """
 
 from __future__ import annotations
@@ -45,24 +47,54 @@ def answer(rec, opts: ServeOptions, requests: list[tuple]) -> list:
     good = []
     for i, (history, top_k) in enumerate(requests):
         try:
-            good.append((i, *parse_request(history, top_k, rec.known_items, opts)))
+            good.append((i, *parse_request(history, top_k, rec.known_items, opts, id_map=rec.id_map)))
         except BadRequest as exc:
             out[i] = exc
     if good:
         max_k = max(k for _, _, k in good)
         try:
             res = rec.recommend([h for _, h, _ in good], top_k=max_k, beam=opts.beam, on_unknown=opts.on_unknown,
-                                ids="catalog")  # requests carry catalog indices (checked against known_items)
+                                ids="original" if opts.id_type else "catalog")
         except Exception as exc:  # noqa: BLE001 - answered to these requests; the instance stays up
             for i, _, _ in good:
                 out[i] = exc
             return out
         for row, (i, _, k) in enumerate(good):
-            out[i] = {"items": res.items[row: row + 1, :k].astype(np.int64),
+            out[i] = {"items": _items_tensor(res.items[row: row + 1, :k], opts.id_type),
                       "scores": res.scores[row: row + 1, :k].astype(np.float32),
                       "skipped": res.skipped[row: row + 1, None].astype(np.int64),
                       "truncated": res.truncated[row: row + 1, None].astype(np.int64)}
+            if opts.id_type:
+                out[i]["index"] = res.index[row: row + 1, :k].astype(np.int64)
+            if opts.id_type and opts.titles:
+                out[i]["titles"] = _strings(res.titles[row: row + 1, :k])
     return out
+
+
+def _strings(values: np.ndarray) -> np.ndarray:
+    """An object array of UTF-8 bytes (a BYTES tensor); None -> b\"\"."""
+    return np.vectorize(lambda x: b"" if x is None else str(x).encode("utf-8"), otypes=[object])(values) \
+        if values.size else np.empty(values.shape, dtype=object)
+
+
+def _items_tensor(items: np.ndarray, id_type: str) -> np.ndarray:
+    """The ``items`` output: BYTES for string ids (``""`` pads), else INT64 (-1 pads; original int ids or
+    catalog indices)."""
+    if id_type == "str":
+        return _strings(items)
+    if id_type == "int":
+        return np.array([[-1 if x is None else int(x) for x in row] for row in items], np.int64).reshape(items.shape)
+    return items.astype(np.int64)
+
+
+def check_id_map(rec, opts: ServeOptions) -> None:
+    """The model config was written for the engine's id map: a copy of the engine without it (or with another
+    kind of ids) fails the load by name instead of answering in the wrong ids."""
+    have = rec.id_map.id_type if rec.id_map is not None else ""
+    if opts.id_type and have != opts.id_type:
+        raise RuntimeError(f"the model config expects original item ids of type {opts.id_type!r} but the engine at "
+                           f"{opts.engine_dir} has {'ids of type ' + repr(have) if have else 'no item id map'}; "
+                           "write the model repository again from this engine")
 
 
 class TritonPythonModel:
@@ -84,6 +116,7 @@ class TritonPythonModel:
         """The instance's Recommender; a failed test recommendation fails the load (the server never reports
         ready with an engine that cannot answer)."""
         rec = load_recommender(self.opts)
+        check_id_map(rec, self.opts)
         rec.recommend([[min(rec.known_items)]], top_k=1, beam=self.opts.beam, ids="catalog")
         return rec
 

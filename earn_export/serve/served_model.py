@@ -1,13 +1,18 @@
 """The served ``earn_recommender`` model: its options, its Triton model repository, and per-request validation.
 
 Interface (one user per request; the dynamic batcher groups requests):
-- input ``history`` INT64 ``[1, n]``: item ids, oldest first; ``n`` varies per request (``allow_ragged_batch``,
-  so requests of different lengths share a batch);
+- input ``history`` ``[1, n]``: item ids, oldest first; ``n`` varies per request (``allow_ragged_batch``, so
+  requests of different lengths share a batch). Which ids depends on the engine (``ServeOptions.id_type``): the
+  catalog's original ids when the engine has an item id map (``item_ids.json``, docs/own-ids.md) — BYTES
+  (``TYPE_STRING``, UTF-8) for string ids such as ``sku-528``, INT64 for integer ids — else, or when the server
+  is started with ``--catalog-ids``, catalog indices 0..n-1 as INT64;
 - optional input ``top_k`` INT64 ``[1, 1]`` (default ``--top-k``), ``1 <= top_k <= beam``;
-- outputs ``items`` INT64 ``[1, top_k]`` and ``scores`` FP32 ``[1, top_k]`` (best first, as
-  ``Recommender.recommend``; item -1 / score -inf pad when fewer items are valid), ``skipped`` INT64 ``[1, 1]``
-  (unknown ids dropped under ``--on-unknown skip``) and ``truncated`` INT64 ``[1, 1]`` (oldest items dropped
-  beyond the model's ``max_history``).
+- outputs ``items`` ``[1, top_k]`` (the same kind of ids as ``history``, BYTES or INT64) and ``scores`` FP32
+  ``[1, top_k]`` (best first, as ``Recommender.recommend``; score -inf pads when fewer items are valid, with item
+  -1, or ``""`` for string ids), ``skipped`` INT64 ``[1, 1]`` (unknown ids dropped under ``--on-unknown skip``)
+  and ``truncated`` INT64 ``[1, 1]`` (oldest items dropped beyond the model's ``max_history``); with original
+  ids also ``index`` INT64 ``[1, top_k]`` (the items' catalog indices, -1 = padding) and, when the map has
+  titles, ``titles`` BYTES ``[1, top_k]`` (``""`` where an item has none).
 
 A bad request gets its own Triton error naming the problem and the fix (:class:`BadRequest`); the others in the
 same batch are answered normally.
@@ -64,6 +69,11 @@ class ServeOptions:
     # four full batches per instance (docs/serve_overload.md)
     max_queue_size: int = 0
     queue_timeout_us: int = 0  # a request waiting longer in the queue is rejected; 0 = no limit
+    catalog_ids: bool = False  # --catalog-ids: catalog indices in and out even when the engine has an id map
+    # filled from the engine's manifest by with_engine_ids (not options a user sets): the ids the model speaks,
+    # "" = catalog indices, "int" / "str" = the catalog's original ids; titles: the map has titles
+    id_type: str = ""
+    titles: bool = False
 
     def queue_size(self) -> int:
         return self.max_queue_size or 4 * self.max_batch * self.instances
@@ -98,6 +108,13 @@ class ServeOptions:
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
+    def with_engine_ids(self, manifest: dict) -> "ServeOptions":
+        """These options with ``id_type``/``titles`` of the engine's id map (``manifest["id_map"]``), or catalog
+        indices when it has none or ``catalog_ids`` is set."""
+        entry = None if self.catalog_ids else (manifest.get("id_map") or None)
+        return ServeOptions(**{**asdict(self), "id_type": entry["id_type"] if entry else "",
+                               "titles": bool(entry and entry.get("titles"))})
+
     @classmethod
     def from_json(cls, text: str) -> "ServeOptions":
         return cls(**json.loads(text))
@@ -111,12 +128,30 @@ class BadRequest(ValueError):
         self.kind = kind
 
 
-def parse_request(history, top_k, known_items, opts: ServeOptions) -> tuple[list[int], int]:
-    """Check one request's tensors -> (history as ints, top_k), or raise :class:`BadRequest`."""
+def _history_values(history: np.ndarray, opts: ServeOptions) -> list:
+    """The request's ids as Python values: str for a string-id model (BYTES decoded as UTF-8), else int."""
+    if opts.id_type == "str":
+        if history.dtype != object:
+            raise BadRequest("bad_dtype", f"input 'history' must be BYTES (the engine's original item ids are "
+                                          f"strings), got {history.dtype}; send the ids as UTF-8 strings")
+        try:
+            return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in history[0]]
+        except UnicodeDecodeError as exc:
+            raise BadRequest("bad_dtype", f"input 'history' holds an id that is not UTF-8 ({exc}); send the "
+                                          "catalog's original ids as UTF-8 strings") from None
+    return [int(i) for i in history[0]]
+
+
+def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) -> tuple[list, int]:
+    """Check one request's tensors -> (history as ids, top_k), or raise :class:`BadRequest`.
+
+    ``opts.id_type`` "" : ids are catalog indices, checked against ``known_items``; "int"/"str": the catalog's
+    original ids, looked up in ``id_map`` and named as spelled when unknown."""
+    want = "BYTES" if opts.id_type == "str" else "INT64"
     if history is None:
-        raise BadRequest("bad_shape", "input 'history' is missing; send it as INT64 [1, n]")
+        raise BadRequest("bad_shape", f"input 'history' is missing; send it as {want} [1, n]")
     history = np.asarray(history)
-    if history.dtype != np.int64:
+    if opts.id_type != "str" and history.dtype != np.int64:
         raise BadRequest("bad_dtype", f"input 'history' must be INT64, got {history.dtype}; send int64 item ids")
     if history.ndim != 2 or history.shape[0] != 1:
         raise BadRequest("bad_shape", f"input 'history' must have shape [1, n] (one user per request; the server "
@@ -139,29 +174,57 @@ def parse_request(history, top_k, known_items, opts: ServeOptions) -> tuple[list
         if not 1 <= k <= opts.beam:
             raise BadRequest("top_k_out_of_range", f"top_k={k} is out of range: it must be in 1..{opts.beam} "
                                                    f"(the server's beam width; restart with --beam to raise it)")
-    items = [int(i) for i in history[0]]
+    items = _history_values(history, opts)
     if opts.on_unknown == "error":
-        unknown = sorted({i for i in items if i not in known_items})
+        if opts.id_type:
+            unknown = sorted({i for i in items if id_map.lookup(i) is None}, key=str)
+            size, fix = len(id_map), "check them against the engine's item_ids.json"
+        else:
+            unknown = sorted({i for i in items if i not in known_items})
+            size, fix = len(known_items), "map them to catalog ids"
         if unknown:
             shown = unknown[:10]
             raise BadRequest("unknown_item", f"unknown item ids {shown}{' ...' if len(unknown) > 10 else ''}: not "
-                                             f"in the engine's catalog ({len(known_items)} items); map them to "
-                                             "catalog ids, or start the server with --on-unknown skip to drop them "
-                                             "(counted in the 'skipped' output)")
+                                             f"in the engine's catalog ({size} items); {fix}, or start the server "
+                                             "with --on-unknown skip to drop them (counted in the 'skipped' "
+                                             "output)")
     return items, k
+
+
+def output_names(opts: ServeOptions) -> tuple[str, ...]:
+    """The outputs of the model these options describe (module doc)."""
+    return ("items", "scores", "skipped", "truncated") + (("index",) if opts.id_type else ()) + \
+        (("titles",) if opts.id_type and opts.titles else ())
+
+
+def serialize_strings(values) -> bytes:
+    """Triton's raw layout of a BYTES tensor (each element: 4-byte little-endian length, then its bytes): what a
+    warm-up ``input_data_file`` of a ``TYPE_STRING`` input holds."""
+    import struct
+
+    out = b""
+    for v in values:
+        b = str(v).encode("utf-8")
+        out += struct.pack("<I", len(b)) + b
+    return out
 
 
 def model_config(opts: ServeOptions, warmup: bool = True):
     """The ``earn_recommender`` config as a ``model_config_pb2.ModelConfig`` message."""
     from tritonclient.grpc import model_config_pb2 as mc
 
+    ids = mc.TYPE_STRING if opts.id_type == "str" else mc.TYPE_INT64
     cfg = mc.ModelConfig(name=MODEL_NAME, backend="python", max_batch_size=opts.max_batch)
-    cfg.input.add(name="history", data_type=mc.TYPE_INT64, dims=[-1], allow_ragged_batch=True)
+    cfg.input.add(name="history", data_type=ids, dims=[-1], allow_ragged_batch=True)
     cfg.input.add(name="top_k", data_type=mc.TYPE_INT64, dims=[1], optional=True)
-    cfg.output.add(name="items", data_type=mc.TYPE_INT64, dims=[-1])
+    cfg.output.add(name="items", data_type=ids, dims=[-1])
     cfg.output.add(name="scores", data_type=mc.TYPE_FP32, dims=[-1])
     cfg.output.add(name="skipped", data_type=mc.TYPE_INT64, dims=[1])
     cfg.output.add(name="truncated", data_type=mc.TYPE_INT64, dims=[1])
+    if opts.id_type:
+        cfg.output.add(name="index", data_type=mc.TYPE_INT64, dims=[-1])
+    if opts.id_type and opts.titles:
+        cfg.output.add(name="titles", data_type=mc.TYPE_STRING, dims=[-1])
     cfg.dynamic_batching.max_queue_delay_microseconds = opts.max_queue_delay_us
     policy = cfg.dynamic_batching.default_queue_policy  # full queue or waited too long: UNAVAILABLE, retry later
     policy.max_queue_size = opts.queue_size()
@@ -172,7 +235,7 @@ def model_config(opts: ServeOptions, warmup: bool = True):
     cfg.parameters[OPTIONS_PARAMETER].string_value = opts.to_json()
     if warmup:  # a real request through execute() before the model (and so the server) reports ready
         w = cfg.model_warmup.add(name="history_warmup", batch_size=1, count=1)
-        w.inputs["history"].data_type = mc.TYPE_INT64
+        w.inputs["history"].data_type = ids
         w.inputs["history"].dims.append(WARMUP_ITEMS)
         w.inputs["history"].input_data_file = "history"
     return cfg
@@ -189,9 +252,11 @@ from earn_export.serve.python_model import TritonPythonModel  # noqa: E402,F401
 
 
 def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
-    """``repo_dir/earn_recommender/{config.pbtxt, 1/model.py, warmup/history}``; returns the repository path."""
+    """``repo_dir/earn_recommender/{config.pbtxt, 1/model.py, warmup/history}``; returns the repository path.
+    The model speaks the engine's original item ids when it has an id map (``ServeOptions.with_engine_ids``)."""
     from google.protobuf import text_format
 
+    from ..data.id_map import engine_id_map
     from ..engine.manifest import load_manifest
     from ..engine.trie_files import engine_trie
 
@@ -201,11 +266,18 @@ def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
     known = sorted(engine_trie(engine, manifest).item_paths())
     if not known:
         raise ValueError(f"{engine}: the engine's trie has no items; re-export the engine")
-    opts = ServeOptions(**{**asdict(opts), "engine_dir": str(engine)})
+    opts = ServeOptions(**{**asdict(opts), "engine_dir": str(engine)}).with_engine_ids(manifest)
     model_dir = Path(repo_dir) / MODEL_NAME
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     (model_dir / "warmup").mkdir(exist_ok=True)
-    np.asarray(known[:WARMUP_ITEMS] * WARMUP_ITEMS, np.int64)[:WARMUP_ITEMS].tofile(model_dir / "warmup" / "history")
+    warm = (known * WARMUP_ITEMS)[:WARMUP_ITEMS]
+    if opts.id_type:  # a map that does not fit the engine is refused here, by name, not by a failing warm-up
+        id_map = engine_id_map(engine, manifest, n_items=known[-1] + 1)
+        warm = [id_map.original(n) for n in warm]
+    if opts.id_type == "str":
+        (model_dir / "warmup" / "history").write_bytes(serialize_strings(warm))
+    else:
+        np.asarray(warm, np.int64).tofile(model_dir / "warmup" / "history")
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(model_config(opts)))
     root = str(Path(__file__).resolve().parents[2])
     (model_dir / "1" / "model.py").write_text(MODEL_PY.format(root=root))

@@ -96,7 +96,15 @@ def options_from_args(args) -> ServeOptions:
                         beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
                         max_request_items=args.max_request_items,
                         allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
-                        queue_timeout_us=args.queue_timeout_us).validate()
+                        queue_timeout_us=args.queue_timeout_us, catalog_ids=args.catalog_ids).validate()
+
+
+def example_history(opts: ServeOptions) -> str:
+    """Three ids of the served catalog, spelled as requests send them (original ids when the model takes them)."""
+    from ..data.id_map import load_id_map
+
+    id_map = None if opts.catalog_ids else load_id_map(opts.engine_dir)
+    return " ".join(str(x) for x in (id_map.ids[:3] if id_map is not None else (1, 2, 3)))
 
 
 def run_serve(args) -> int:
@@ -127,8 +135,8 @@ def run_serve(args) -> int:
             return 0
         print(f"ready: model earn_recommender at http://{server.http_url} and grpc://{server.grpc_url}"
               + (f", metrics http://{args.host}:{args.metrics_port}/metrics" if args.metrics_port else ""), flush=True)
-        print(f"try: earn-export query http://{server.http_url} --history '1 2 3'   (Ctrl-C or SIGTERM stops)",
-              flush=True)
+        print(f"try: earn-export query http://{server.http_url} --history '{example_history(opts)}'   (Ctrl-C or "
+              "SIGTERM stops)", flush=True)
         from .instance_watch import dead, stub_pids
 
         stubs = stub_pids(server.process.pid)  # one per model instance, all loaded once the server is ready

@@ -132,7 +132,8 @@ def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxru
 
     # the BLS model: the served model's config (ragged history, optional top_k, per-request errors) minus the
     # warm-up request (prefill/decode may still be loading when Triton warms this model up)
-    bls_opts = ServeOptions(**{**asdict(opts), "engine_dir": "<model version>/engine", "backend": "bls"})
+    bls_opts = ServeOptions(**{**asdict(opts), "engine_dir": "<model version>/engine",
+                               "backend": "bls"}).with_engine_ids(manifest)  # original ids when the engine has a map
     version = out / MODEL_NAME / "1"
     version.mkdir(parents=True)
     cfg = model_config(bls_opts.validate(), warmup=False)
@@ -185,20 +186,24 @@ def validate_repository(repo, engine_dir) -> dict:
         report["models"][graph] = {"backend": cfg.backend, "platform": cfg.platform, "inputs": len(cfg.input),
                                    "outputs": len(cfg.output), "files": files}
     bls = configs[MODEL_NAME]
-    served = model_config(ServeOptions(engine_dir="-"), warmup=False)
+    opts = json.loads(bls.parameters[OPTIONS_PARAMETER].string_value)
+    # what `earn-export serve` would declare for this engine (its id map: string / int original ids, titles)
+    served = model_config(ServeOptions(engine_dir="-", catalog_ids=bool(opts.get("catalog_ids"))).with_engine_ids(
+        manifest), warmup=False)
     for kind in ("input", "output"):
         got = [text_format.MessageToString(t, as_one_line=True) for t in getattr(bls, kind)]
         want = [text_format.MessageToString(t, as_one_line=True) for t in getattr(served, kind)]
         if got != want:
-            raise TritonRepoError(f"{repo / MODEL_NAME / 'config.pbtxt'}: {kind}s differ from earn-export serve's")
-    opts = json.loads(bls.parameters[OPTIONS_PARAMETER].string_value)
+            raise TritonRepoError(f"{repo / MODEL_NAME / 'config.pbtxt'}: {kind}s differ from earn-export serve's "
+                                  f"for this engine: {sorted(set(got) ^ set(want))[:4]} — write the repository again")
     version = repo / MODEL_NAME / "1"
     compile((version / "model.py").read_text(), str(version / "model.py"), "exec")  # a syntax error fails here
     for name in ("manifest.json", *runtime_files(manifest)):
         if not (version / "engine" / name).is_file():
             raise TritonRepoError(f"{version / 'engine'}: {name} missing; write the repository again")
     report["models"][MODEL_NAME] = {"backend": bls.backend, "max_batch_size": bls.max_batch_size,
-                                    "dynamic_batching": bls.HasField("dynamic_batching"), "beam": opts["beam"]}
+                                    "dynamic_batching": bls.HasField("dynamic_batching"), "beam": opts["beam"],
+                                    "ids": opts.get("id_type") or "catalog"}
     return report
 
 
@@ -207,7 +212,7 @@ def run_triton_repo(args) -> int:
                         max_queue_delay_us=args.max_queue_delay_us, beam=args.beam, default_top_k=args.top_k,
                         on_unknown=args.on_unknown, max_request_items=args.max_request_items,
                         allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
-                        queue_timeout_us=args.queue_timeout_us).validate()
+                        queue_timeout_us=args.queue_timeout_us, catalog_ids=args.catalog_ids).validate()
     report = write_triton_repo(args.engine_dir, args.out, opts, graphs=args.graphs, device=args.instance_kind,
                                graph_instances=args.graph_instances, overwrite=args.overwrite)
     for name, info in report["models"].items():
