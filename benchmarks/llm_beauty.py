@@ -305,6 +305,17 @@ def test_histories(run: Run, n: int) -> list:
     return [list(map(int, h)) for h in ex.histories[:n]]
 
 
+def median_step_seconds(log: Path) -> float | None:
+    """Median seconds per optimizer step from a training log's progress bar (tqdm's "N/M [.., X s/it]")."""
+    import re
+    import statistics
+
+    if not log.is_file():
+        return None
+    v = [float(x) for x in re.findall(r"\|\s*\d+/\d+ \[[^,\]]+,\s*([\d.]+)s/it\]", log.read_text(errors="replace"))]
+    return statistics.median(v) if v else None
+
+
 def stage_report(run: Run) -> str:
     import numpy as np
 
@@ -338,22 +349,27 @@ def stage_report(run: Run) -> str:
         f"learning rate from the validation sweep ({run.args.lrs}): EARN {lr['earn']:g}, dense {lr['dense']:g}. "
         f"Test: {res['earn']['users']} users, beam 20, trie-constrained.",
         "",
-        "| model | R@10 | R@20 | N@10 | N@20 | train wall | train steps | precision |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| model | R@10 | R@20 | N@10 | N@20 | train wall | median step | train steps | final valid loss | precision |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for k in ("dense", "earn"):
         t = st[f"train:{k}"]
         r = res[k]
+        step = median_step_seconds(run.out / f"{k}.log")
         lines.append(f"| {'dense (k = N)' if k == 'dense' else 'EARN'} | "
                      + " | ".join(f"{r[m]:.4f}" for m in METRICS)
-                     + f" | {t['seconds'] / 60:.1f} min | {t['steps']} | {t.get('precision')} |")
-    lines.append("| popularity | " + " | ".join(f"{res['popularity'][m]:.4f}" for m in METRICS) + " | | | |")
+                     + f" | {t['seconds'] / 60:.1f} min | {'' if step is None else f'{step:.2f} s'} | {t['steps']} | "
+                     f"{t['best_eval_loss']:.3f} | {t.get('precision')} |")
+    lines.append("| popularity | " + " | ".join(f"{res['popularity'][m]:.4f}" for m in METRICS) + " | | | | | |")
     tiny = Path(run.args.tiny_pair)
     if tiny.is_file():
         for name, r in json.loads(tiny.read_text()).items():
-            lines.append(f"| {name} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS) + " | | | |")
+            lines.append(f"| {name} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS) + " | | | | | |")
     for name, r in PAPER.items():
-        lines.append(f"| *{name}* | " + " | ".join(f"*{r[m]:.4f}*" for m in METRICS) + " | | | |")
+        lines.append(f"| *{name}* | " + " | ".join(f"*{r[m]:.4f}*" for m in METRICS) + " | | | | | |")
+    lines += ["", "Train wall is the stage's wall time on the shared 2-core machine (other jobs ran beside it for "
+              "parts of it); median step is the median of the progress bar's seconds per optimizer step, the "
+              "comparable figure."]
     lines += ["", "EARN − dense on the same users (paired bootstrap, 10,000 resamples, 95% interval):", "",
               "| metric | EARN − dense | 95% interval | share of resamples EARN ≥ dense |", "|---|---:|---|---:|"]
     for m in METRICS:
