@@ -336,7 +336,11 @@ def stage_report(run: Run) -> str:
     lr = st["sweep"]["lr"]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
-    command = "python benchmarks/llm_beauty.py " + " ".join(sys.argv[1:])
+    argv = list(sys.argv[1:])
+    if "--stages" in argv:  # which stages an invocation ran does not change the figures
+        i = argv.index("--stages")
+        del argv[i:i + 2]
+    command = "python benchmarks/llm_beauty.py " + " ".join(argv)
     lines = [
         "# EARN vs dense fine-tuning of a pretrained LLM on Amazon Beauty",
         "",
@@ -359,7 +363,8 @@ def stage_report(run: Run) -> str:
         lines.append(f"| {'dense (k = N)' if k == 'dense' else 'EARN'} | "
                      + " | ".join(f"{r[m]:.4f}" for m in METRICS)
                      + f" | {t['seconds'] / 60:.1f} min | {'' if step is None else f'{step:.2f} s'} | {t['steps']} | "
-                     f"{t['best_eval_loss']:.3f} | {t.get('precision')} |")
+                     f"{'' if t.get('best_eval_loss') is None else format(t['best_eval_loss'], '.3f')} | "
+                     f"{t.get('precision')} |")
     lines.append("| popularity | " + " | ".join(f"{res['popularity'][m]:.4f}" for m in METRICS) + " | | | | | |")
     tiny = Path(run.args.tiny_pair)
     if tiny.is_file():
