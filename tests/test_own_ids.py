@@ -20,7 +20,8 @@ from earn_export.data.id_map import ID_MAP_FILE, IdMapError, ItemIdMap, load_id_
 from earn_export.engine.manifest import EngineDirError
 from earn_export.runtime import Recommender
 from earn_export.runtime.recommender import UnknownItemError
-from helpers import N_ITEMS, N_USERS, histories_of, item_spelling, own_id_engine, recommender_from_checkpoint
+from helpers import (N_ITEMS, N_USERS, cpp_runtime_module, histories_of, item_spelling, own_id_engine,
+                     recommender_from_checkpoint)
 
 BIN = Path(sys.executable).parent  # earn-recommend and the C++ tests are installed beside the interpreter
 
@@ -89,10 +90,7 @@ def test_python_cli_and_cpp_answer_in_the_same_original_ids(own, capsys):
     row = json.loads(capsys.readouterr().out)
     assert row["items"] == rec.recommend([[3, 4, 5]], top_k=5, beam=10, ids="catalog").items[0].tolist()
 
-    from earn_export.runtime import cpp_runtime
-
-    if not cpp_runtime.available():
-        pytest.skip("C++ runtime not built")
+    cpp_runtime_module()  # skips only without the ONNX Runtime C++ headers
     cc = Recommender.load(engine, backend="cpp").recommend(hist, top_k=5, beam=10)
     assert cc.items.tolist() == res.items.tolist()
     # earn-recommend (C++ CLI) reads item_ids.json itself: the same JSON lines as `earn-export recommend`
@@ -114,14 +112,12 @@ def test_python_cli_and_cpp_answer_in_the_same_original_ids(own, capsys):
     assert out.returncode == 1 and f"unknown item ids ['{bad}']" in out.stderr and "--on-unknown skip" in out.stderr
 
 
+@pytest.mark.parametrize("own", ["str"], indirect=True)  # the flag parsing does not depend on the id kind
 def test_cpp_cli_on_unknown_spelling(own):
     """earn-recommend spells the policy as the Python CLI (--on-unknown error|skip); --skip-unknown is the
     deprecated alias of --on-unknown skip (one line on stderr, same answer)."""
     kind, _, _, engine = own
-    if kind == "int":
-        pytest.skip("the flag parsing does not depend on the id kind")
-    if not (BIN / "earn-recommend").is_file():
-        pytest.skip("C++ runtime not built")
+    cpp_runtime_module()  # skips only without the ONNX Runtime C++ headers
     args = [str(BIN / "earn-recommend"), str(engine), "--history", f"{item_spelling(kind, 3)} sku-nope"]
     new = subprocess.run([*args, "--on-unknown", "skip"], capture_output=True, text=True, timeout=120)
     old = subprocess.run([*args, "--skip-unknown"], capture_output=True, text=True, timeout=120)
@@ -135,9 +131,9 @@ def test_cpp_cli_on_unknown_spelling(own):
 
 def test_cpp_id_map_unit(tmp_path):
     """earn::IdMap's own checks (cpp/tests/id_map_tests.cpp): lookups, titles, JSON, every refusal by name."""
+    cpp_runtime_module()  # skips only without the ONNX Runtime C++ headers
     exe = BIN / "earn_id_map_tests"
-    if not exe.is_file():
-        pytest.skip("C++ runtime not built")
+    assert exe.is_file(), f"{exe} is missing: the C++ build (make install) did not install it"
     out = subprocess.run([str(exe), str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "id map checks passed" in out.stdout, out.stdout + out.stderr
 
@@ -158,10 +154,9 @@ def test_unknown_original_ids_are_named_as_spelled(own, capsys):
     assert f"1 unknown skipped ({bad})" in json.loads(capsys.readouterr().out)["note"]
 
 
+@pytest.mark.parametrize("own", ["str"], indirect=True)  # the file checks do not depend on the id kind
 def test_corrupt_partial_or_missing_map_is_refused_by_name(own, tmp_path):
-    kind, _, _, engine = own
-    if kind == "int":
-        pytest.skip("the file checks do not depend on the id kind")
+    _, _, _, engine = own
     eng = tmp_path / "engine"
     shutil.copytree(engine, eng)
     path = eng / ID_MAP_FILE

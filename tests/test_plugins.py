@@ -18,7 +18,7 @@ from earn_export.export import export_onnx
 from earn_export.ops import FIELDS, LOOKUP_ATTRIBUTES, OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, libraries
 from earn_export.ops.compacted_attention import compacted_attention_op, compacted_attention_reference
 from earn_export.runtime.backends import OrtBackend, TorchBackend
-from helpers import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
+from helpers import ITEM_TOKENS, compare_backends, cpp_runtime_module, earn_model, synthetic_trie, token_prompts
 
 ORT_LIB = libraries.ort_ops_library()
 needs_ort_lib = pytest.mark.skipif(ORT_LIB is None, reason=f"libearn_ort_ops.so not built: {libraries.BUILD_HINT}")
@@ -383,10 +383,8 @@ def test_cpp_runtime_runs_plugin_engine_like_python(plugin_engines):
     """backend="cpp" on an --attention plugin engine registers the same op library and returns the Python runtime's
     lists (the library is found like the Python backend finds it)."""
     from earn_export.runtime import Recommender
-    from earn_export.runtime import cpp_runtime
 
-    if not cpp_runtime.available():
-        pytest.skip("the C++ runtime extension (earn_export_cpp) is not built")
+    cpp_runtime_module()  # skips only without the ONNX Runtime C++ headers
     _, plugin, _ = plugin_engines["llama_k2"]
     py = Recommender.load(plugin)
     items = sorted(py.known_items)
