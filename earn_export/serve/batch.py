@@ -174,6 +174,29 @@ def output_schema(id_map=None):
     return pa.schema(fields + [("skipped", pa.int64()), ("truncated", pa.int64())])
 
 
+def prepare_job(engine_dir, users, top_k: int, beam: int, on_unknown: str, catalog_ids: bool):
+    """(engine dir resolved, id map or None, valid ids, users table): what a batch run checks before any work.
+    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+    from ..engine.manifest import load_manifest
+
+    if not 1 <= top_k <= beam:
+        raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
+    if on_unknown not in ("error", "skip"):
+        raise ValueError(f"--on-unknown must be 'error' or 'skip', got {on_unknown!r}")
+    engine_dir = str(Path(engine_dir).resolve())
+    id_map, keys = batch_ids(engine_dir, load_manifest(engine_dir, verify=True), catalog_ids)
+    return engine_dir, id_map, keys, read_users(users, id_map.id_type if id_map is not None else "")
+
+
+def ray_data(address: str | None, progress: bool):
+    """``init_ray``, with Ray Data keeping rows in input order (the output, or the parts, are cut from them)."""
+    ray = init_ray(address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = progress
+    return ray
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 256):
     """Connect to ``address`` (a cluster) or start a small local Ray (no dashboard) unless one is running."""
     import ray
@@ -195,26 +218,14 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
     import pyarrow.parquet as pq
 
-    from ..engine.manifest import load_manifest
-
-    if not 1 <= top_k <= beam:
-        raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
-    if on_unknown not in ("error", "skip"):
-        raise ValueError(f"--on-unknown must be 'error' or 'skip', got {on_unknown!r}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
-    engine_dir = str(Path(engine_dir).resolve())
-    manifest = load_manifest(engine_dir, verify=True)
-    id_map, keys = batch_ids(engine_dir, manifest, catalog_ids)
-    table = read_users(users, id_map.id_type if id_map is not None else "")
+    engine_dir, id_map, keys, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids)
     if on_unknown == "error":
         check_known(table, keys, users)
 
-    ray = init_ray(address)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # output rows in input order
-    ctx.enable_progress_bars = progress
+    ray = ray_data(address, progress)
     n_actors = actors or max(1, int(ray.available_resources().get("CPU", 1)) // max(threads, 1))
     t0 = time.perf_counter()
     # several blocks per actor, each a whole number of batches: one block goes to one actor at a time

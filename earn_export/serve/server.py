@@ -91,12 +91,7 @@ def options_from_args(args) -> ServeOptions:
     from ..runtime.cpu_workers import cpu_cores
 
     instances, threads = instances_and_threads(cpu_cores(), args.instances, args.threads)
-    return ServeOptions(engine_dir=args.engine_dir, backend=args.backend, instances=instances,
-                        threads=threads, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
-                        beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
-                        max_request_items=args.max_request_items,
-                        allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
-                        queue_timeout_us=args.queue_timeout_us, catalog_ids=args.catalog_ids).validate()
+    return ServeOptions.from_args(args, backend=args.backend, instances=instances, threads=threads)
 
 
 def example_history(opts: ServeOptions) -> str:

@@ -1,17 +1,12 @@
 """Start and stop the Triton Inference Server binary that ``nvidia-pytriton`` ships, with its Python backend.
 
-Why not PyTriton's ``Triton.bind``: a bound PyTriton function answers a whole dynamic batch with one exception,
-so one bad request would fail every good request batched with it. A native Python-backend model answers each
-request on its own (``InferenceResponse(error=...)``), so we use PyTriton's packaged server (binary, Python
-backend, per-Python-version backend stubs) with our own model repository.
-
-Two things the wheel leaves to its caller, done here:
-- the backend stub must sit at ``backends/python/triton_python_backend_stub`` and match this interpreter's
-  version (the wheel keeps one per version);
-- the stub links ``libpythonX.Y.so``: without ``LD_LIBRARY_PATH`` pointing at *this* interpreter's ``lib/`` it
-  loads the system's libpython of the same minor version (e.g. Debian's 3.11.2 under a pyenv 3.11.7), which fails
-  with ``'_thread.RLock' object has no attribute '_recursion_count'``. ``PATH`` starts with this environment's
-  ``bin/`` so the embedded interpreter resolves the same ``sys.prefix`` (virtualenv site-packages).
+Why not PyTriton's ``Triton.bind``: a bound function answers a whole dynamic batch with one exception, so one bad
+request would fail the good ones batched with it; a native Python-backend model answers each request on its own.
+Done here, as the wheel leaves it to its caller: the backend stub of this interpreter's version goes to
+``backends/python/``, and ``LD_LIBRARY_PATH`` starts with *this* interpreter's ``lib/`` (else the stub loads the
+system's libpython of the same minor version and fails with ``'_thread.RLock' object has no attribute
+'_recursion_count'``); ``PATH`` starts with this environment's ``bin/`` so the embedded interpreter finds the same
+site-packages.
 """
 
 from __future__ import annotations
@@ -48,12 +43,8 @@ def pytriton_dist() -> dict:
     dist = root / "tritonserver"
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
-    paths = {
-        "binary": dist / "bin" / "tritonserver",
-        "python_backend": dist / "backends" / "python",
-        "stub": stub,
-        "libs": root.parent / "nvidia_pytriton.libs",
-    }
+    paths = {"binary": dist / "bin" / "tritonserver", "python_backend": dist / "backends" / "python", "stub": stub,
+             "libs": root.parent / "nvidia_pytriton.libs"}
     if not stub.is_file():
         shipped = sorted(p.name for p in (dist / "python_backend_stubs").iterdir())
         raise ServeError(f"nvidia-pytriton ships Python-backend stubs for Python {shipped}, not {version}; "
