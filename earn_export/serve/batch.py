@@ -1,18 +1,13 @@
 """``earn-export batch``: offline top-K scoring of every user on Ray Data, Parquet in and out.
 
-Input: a Parquet file with a ``history`` column (list of item ids, oldest first) and optionally a ``user`` column
-(any integer id; the row number otherwise). The item ids are the catalog's original ids when the engine has an
-item id map (``item_ids.json``, docs/own-ids.md): ``list<string>`` for string ids (``sku-528``), a list of
-integers for integer ids; else, or with ``--catalog-ids``, catalog indices (a list of integers). Output: one
-Parquet file with ``user``, ``items`` (best first; catalog indices as ``list<int64>`` with -1 = fewer valid
-items, or original ids as ``list<string>`` / ``list<int64>`` with null = fewer valid items), ``scores``
-(list<float32>), ``titles`` (``list<string>``, only when the map has titles; null where an item has none),
-``skipped`` and ``truncated`` (int64), in input order.
+Input: a Parquet file with ``history`` (item ids, oldest first: the catalog's original ids when the engine has an
+id map, ``list<string>`` or a list of integers; else or with ``--catalog-ids`` catalog indices) and optionally
+``user`` (integers; the row number otherwise). Output, in input order: ``user``, ``items`` (the same kind of ids,
+best first; -1 or null pads), ``scores``, ``titles`` (when the map has them), ``skipped``, ``truncated``.
 
-``map_batches`` runs over a pool of actors that each hold one ``Recommender`` (loaded once per actor). Local Ray by
-default; ``--address ray://HOST:10001`` (or ``auto``) runs on a cluster, whose workers must have earn-export
-installed and ``ENGINE_DIR`` at the same path. Output is all-or-nothing: rows stream into a temporary file beside
-``--out`` that is renamed into place only when every row is written; on failure it is removed.
+``map_batches`` runs over a pool of actors that each hold one ``Recommender``, on a local Ray or a cluster
+(``--address``; its workers need earn-export and ``ENGINE_DIR`` at the same path). Output is all-or-nothing: rows
+stream into a temporary file that is renamed to ``--out`` only when every row is written.
 """
 
 from __future__ import annotations
@@ -133,17 +128,9 @@ class RecommenderActor:
 
     def __init__(self, engine_dir, backend="onnxruntime", top_k=20, beam=20, on_unknown="error", threads=1,
                  batch_size=64, ids="catalog"):
-        from ..runtime import Recommender
+        from .python_model import load_recommender
 
-        kwargs = {"backend": backend, "batch_size": batch_size}
-        if backend == "onnxruntime":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = max(1, threads)
-            so.inter_op_num_threads = 1
-            kwargs["session_options"] = so
-        self.rec = Recommender.load(engine_dir, **kwargs)
+        self.rec = load_recommender(engine_dir, backend, max(1, threads), batch_size)
         self.top_k, self.beam, self.on_unknown, self.ids = top_k, beam, on_unknown, ids
 
     def __call__(self, batch):

@@ -48,14 +48,6 @@ def part_name(i: int) -> str:
     return f"part-{i:05d}.parquet"
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp_path)``, fsync, rename over ``path``, fsync the directory: the file is whole or absent."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -64,7 +56,11 @@ def _atomic_write(path: Path, write) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself reaches the disk
+        finally:
+            os.close(fd)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -86,16 +82,12 @@ def _locked(out: Path):
         yield
 
 
-def _sha256(path) -> str:
-    from ..engine.manifest import sha256_file
-
-    return sha256_file(Path(path))
-
-
 def job_identity(engine_dir, users, n_users: int, part_size: int, options: dict) -> dict:
     """What a parts directory was written for; a re-run must match it exactly to reuse finished parts."""
-    return {"format": PARTS_FORMAT, "users_sha256": _sha256(users), "n_users": int(n_users),
-            "engine_manifest_sha256": _sha256(Path(engine_dir) / "manifest.json"), "part_size": int(part_size),
+    from ..engine.manifest import sha256_file
+
+    return {"format": PARTS_FORMAT, "users_sha256": sha256_file(Path(users)), "n_users": int(n_users),
+            "engine_manifest_sha256": sha256_file(Path(engine_dir) / "manifest.json"), "part_size": int(part_size),
             "options": dict(sorted(options.items()))}
 
 
@@ -309,10 +301,7 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
         placement: dict[str, dict] = {}
         n_actors = 0
         rounds = 0
-        while True:
-            todo = [i for i in pending if str(i) not in state["parts"]]
-            if not todo:
-                break
+        while todo := [i for i in pending if str(i) not in state["parts"]]:  # parts not committed yet
             try:
                 n_actors = _score_parts(table, todo, part_size, out, state, placement, address=address,
                                         actors=actors, threads=threads, rounds=rounds,

@@ -34,10 +34,8 @@ def _lazy(module: str, func: str, needs: tuple):
 
 
 def register(sub) -> None:
-    _register_serve(sub)
-    _register_client(sub)
-    _register_repo(sub)
-    _register_batch(sub)
+    for add in (_register_serve, _register_query, _register_repo, _register_batch):
+        add(sub)
 
 
 def _model_options(p) -> None:
@@ -93,7 +91,7 @@ def _register_serve(sub) -> None:
     p.set_defaults(func=_lazy("server", "run_serve", ("pytriton", "tritonclient")))
 
 
-def _register_client(sub) -> None:
+def _register_query(sub) -> None:
     q = sub.add_parser("query", help="ask a running `earn-export serve` for top-K items (tritonclient)")
     q.add_argument("url", help="server URL: http://HOST:PORT (default scheme) or grpc://HOST:PORT")
     ca.add_history(q, required=True, original_ids=True)

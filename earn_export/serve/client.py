@@ -18,8 +18,6 @@ from ..errors import UserError
 from . import MODEL_NAME
 from .served_model import OPTIONS_PARAMETER
 
-OUTPUTS = ("items", "scores", "skipped", "truncated")
-
 
 class ClientError(ValueError, UserError):
     """A bad URL or client-side argument; the message names the fix."""
@@ -88,7 +86,7 @@ def infer(tc, client, protocol: str, history, top_k=None, dtype=None, timeout_s:
     if top_k is not None:
         inputs.append(tc.InferInput("top_k", [1, 1], "INT64"))
         inputs[-1].set_data_from_numpy(np.asarray(top_k, np.int64).reshape(1, 1))
-    names = OUTPUTS + tuple(extra)
+    names = ("items", "scores", "skipped", "truncated", *extra)
     kw = {"client_timeout": timeout_s} if protocol == "grpc" else {}
     res = client.infer(MODEL_NAME, inputs, outputs=[tc.InferRequestedOutput(n) for n in names], **kw)
     return {n: res.as_numpy(n) for n in names}

@@ -11,6 +11,7 @@ site-packages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -90,10 +91,8 @@ def prepare_backends(dist: dict, workdir: Path) -> Path:
 def _set_pdeathsig():  # the server dies with the process that started it (no orphaned server on a hard kill)
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -168,10 +167,17 @@ class TritonServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
+    def _http(self, path: str, post: bool = False, port: int | None = None, timeout_s: float = 10.0) -> str:
+        """The body of GET (or POST ``{}``) ``path`` on the HTTP endpoint (or ``port``); an error status raises."""
+        req = urllib.request.Request(f"http://{self.host}:{port or self.http_port}{path}",
+                                     data=b"{}" if post else None, method="POST" if post else "GET")
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return r.read().decode()
+
     def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
-                return r.status == 200
+            self._http("/v2/health/ready", timeout_s=2)  # not ready: 400
+            return True
         except (urllib.error.URLError, OSError):
             return False
 
@@ -202,16 +208,11 @@ class TritonServer:
             return "hint: a port is in use; choose others with --http-port / --grpc-port / --metrics-port"
         return ""
 
-    def _post(self, path: str, timeout_s: float = 10.0) -> str:
-        req = urllib.request.Request(f"http://{self.http_url}{path}", data=b"{}", method="POST")
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return r.read().decode()
-
     def unload(self, model: str) -> None:
         """Start unloading ``model`` (explicit model control): Triton refuses new requests for it at once (404
         "unknown model", readiness 400) and answers the ones it accepted before it unloads the model."""
         try:
-            self._post(f"/v2/repository/models/{model}/unload")
+            self._http(f"/v2/repository/models/{model}/unload", post=True)
         except (urllib.error.URLError, OSError) as exc:
             raise ServeError(f"could not ask tritonserver to unload {model!r} ({exc}); is it running with "
                              "--model-control-mode=explicit?") from exc
@@ -221,7 +222,7 @@ class TritonServer:
         import json
 
         try:
-            index = json.loads(self._post("/v2/repository/index"))
+            index = json.loads(self._http("/v2/repository/index", post=True))
         except (urllib.error.URLError, OSError, ValueError):
             return None
         states = [m.get("state") for m in index if m.get("name") == model]
@@ -233,8 +234,7 @@ class TritonServer:
         if self.metrics_port is None:
             return None
         try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5) as r:
-                text = r.read().decode()
+            text = self._http("/metrics", port=self.metrics_port, timeout_s=5)
         except (urllib.error.URLError, OSError):
             return None
         total = None
@@ -258,10 +258,8 @@ class TritonServer:
                 stubs = {p for p in stubs if Path(f"/proc/{p}").exists()}
                 time.sleep(0.2)
             for p in stubs:
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(p, signal.SIGKILL)
-                except OSError:
-                    pass
         return self.stop()
 
     def stop(self, timeout_s: float | None = None) -> int | None:
