@@ -18,7 +18,7 @@ from .served_model import OPTIONS_PARAMETER, BadRequest, ServeOptions, parse_req
 
 def load_recommender(engine_dir, backend: str, threads: int, batch_size: int):
     """A Recommender (a served instance, a Ray actor) whose ONNX Runtime sessions, of the Python or the C++
-    runtime, use ``threads`` intra-op threads and one inter-op thread."""
+    runtime, use ``threads`` intra-op threads."""
     from ..runtime import Recommender
 
     if backend == "cpp":

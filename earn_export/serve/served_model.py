@@ -27,12 +27,10 @@ MAX_AUTO_INSTANCES = 8
 def instances_and_threads(cores: int, instances: int = 0, threads: int = 0) -> tuple[int, int]:
     """(model instances, ONNX Runtime threads per instance) for ``cores`` CPU cores; a non-zero argument is kept.
 
-    Why one single-threaded instance per core: a served batch is a few users, i.e. many small ops; threads of one
-    instance split every op and join again, while separate instances run whole batches side by side with no join.
-    On 2 cores one 2-thread instance served 55% of in-process users/s and two 1-thread instances 172%
-    (docs/results/serving.md). Instances stop at ``MAX_AUTO_INSTANCES`` (each is a process holding its own copy of
-    the engine); the remaining cores become threads of each instance.
-    """
+    Why one single-threaded instance per core: a served batch is many small ops, which the threads of one instance
+    split and join while separate instances run whole batches side by side (2 cores: 55% of in-process users/s
+    with one 2-thread instance, 172% with two 1-thread ones; docs/results/serving.md). At most
+    ``MAX_AUTO_INSTANCES`` (each holds its own copy of the engine); the remaining cores become threads."""
     cores = max(1, int(cores))
     if not instances:
         instances = min(cores, MAX_AUTO_INSTANCES)
