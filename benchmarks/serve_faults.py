@@ -11,16 +11,20 @@ behaviour seen is Triton's own, without serve's instance watch.
 import collections
 import signal
 import socket
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 
-from earn_export.serve import client as sc
 from earn_export.serve.instance_watch import stub_pids
 from earn_export.serve.served_model import ServeOptions
 from earn_export.serve.server import start_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadtest as sc  # noqa: E402 - benchmarks/loadtest.py
 
 
 def free_port():

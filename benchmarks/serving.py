@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def load_histories(engine_dir, n: int, data: str | None, known) -> tuple[list, s
         if all(i in known for h in hs for i in h):
             hs = (hs * (n // len(hs) + 1))[:n]
             return hs, f"{data_dir.name} test histories"
-    from earn_export.serve.client import sample_histories
+    from loadtest import sample_histories  # benchmarks/loadtest.py (main puts this folder on sys.path)
 
     return sample_histories(str(engine_dir), n, seed=0), "random catalog histories (1-20 items)"
 
@@ -65,11 +66,12 @@ def main(argv=None) -> int:
     import numpy as np
 
     from earn_export.runtime import Recommender
-    from earn_export.serve import client as sc
     from earn_export.serve.served_model import ServeOptions
     from earn_export.serve.server import start_server
 
     args = parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import loadtest as sc  # benchmarks/loadtest.py
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_load = time.perf_counter()

@@ -7,7 +7,7 @@ batching on), in one run so that the ratios share the machine's state:
 2. served: closed-loop gRPC clients at each of ``--concurrencies`` (default 1, 4, 16, 64) -> users/s, its ratio to
    in-process, p50/p95/p99; every answer is checked against the in-process results;
 3. with ``--duration S``: ``--hold-fraction`` of the best served users/s held open loop for S seconds
-   (``held_load.run_held_load``) -> achieved rate, p50/p95/p99, errors by kind, server RSS at start and end.
+   (``loadtest.run_held_load``) -> achieved rate, p50/p95/p99, errors by kind, server RSS at start and end.
 
 Writes ``serving-capacity.json`` under ``--out``. The issue's target: served users/s at concurrency 16 >= 90% of
 in-process.
@@ -61,13 +61,12 @@ def main(argv=None) -> int:
 
     from earn_export.runtime import Recommender
     from earn_export.runtime.cpu_workers import cpu_cores
-    from earn_export.serve import client as sc
-    from earn_export.serve.held_load import print_held, run_held_load
     from earn_export.serve.served_model import ServeOptions, instances_and_threads
     from earn_export.serve.server import start_server
 
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import loadtest as sc  # benchmarks/loadtest.py
     from serving import load_histories  # the same histories as benchmarks/serving.py
 
     out = Path(args.out)
@@ -119,11 +118,11 @@ def main(argv=None) -> int:
         if args.duration:
             capacity = max(r["users_per_s"] for r in served)
             rate = args.hold_fraction * capacity
-            held = run_held_load(f"http://{srv.http_url}", users, rate, args.duration)
+            held = sc.run_held_load(f"http://{srv.http_url}", users, rate, args.duration)
             held["capacity_users_per_s"], held["fraction"] = capacity, args.hold_fraction
             result["held"] = held
             print(f"held load: {args.hold_fraction:.0%} of {capacity:.1f} users/s", flush=True)
-            print_held(held)
+            sc.print_held(held)
     finally:
         srv.stop()
 

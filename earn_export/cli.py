@@ -35,7 +35,6 @@ COMMANDS = {
     "build": "earn_export.tensorrt.cli",
     "serve": "earn_export.serve.cli",
     "query": "earn_export.serve.cli",
-    "loadtest": "earn_export.serve.cli",
     "triton-repo": "earn_export.serve.cli",
     "batch": "earn_export.serve.cli",
     "analyze": "earn_export.analysis.cli",

@@ -318,3 +318,17 @@ def own_id_engine(root: Path, kind: str):
 
 def histories_of(kind):
     return [[item_spelling(kind, i) for i in (3, 4, 5)], [item_spelling(kind, 10)], []]
+
+
+def load_benchmark(name: str):
+    """``benchmarks/NAME.py`` imported as the module ``benchmarks_NAME`` (scripts, not a package: they run as
+    ``python benchmarks/NAME.py``); the same module object as conftest's ``benchmark_script`` fixture."""
+    import importlib.util
+    import sys
+
+    mod_name = f"benchmarks_{name}"
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, REPO / "benchmarks" / f"{name}.py")
+        sys.modules[mod_name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[mod_name])
+    return sys.modules[mod_name]

@@ -166,10 +166,9 @@ def test_qwen3_cpp_runtime_equals_python(qwen3_engines):
 
 def test_qwen3_served_equals_in_process(qwen3_engines):
     pytest.importorskip("pytriton", reason="the serve extra is not installed (pip install -e '.[serve]')")
-    from helpers import free_port
+    from helpers import free_port, load_benchmark
 
     from earn_export.runtime import Recommender
-    from earn_export.serve import client as sc
     from earn_export.serve.served_model import ServeOptions
     from earn_export.serve.server import start_server
 
@@ -181,6 +180,7 @@ def test_qwen3_served_equals_in_process(qwen3_engines):
     srv = start_server(ServeOptions(engine_dir=str(engine), beam=20, default_top_k=20), http_port=free_port(),
                        grpc_port=free_port())
     try:
+        sc = load_benchmark("loadtest")
         reqs = [sc.LoadRequest("good", np.asarray(h, np.int64), top_k=20) for h in histories]
         records, _ = sc.run_load(f"http://{srv.http_url}", reqs, concurrency=4)
     finally:

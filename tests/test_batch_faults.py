@@ -25,7 +25,9 @@ pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
 from earn_export.runtime import Recommender  # noqa: E402
-from earn_export.serve import client as sc  # noqa: E402
+from helpers import load_benchmark  # noqa: E402
+
+sc = load_benchmark("loadtest")  # benchmarks/loadtest.py: the load test, and the client calls it imports
 from earn_export.serve.batch import write_users  # noqa: E402
 from earn_export.serve.batch_parts import (BAD_ROWS, MANIFEST, PartsDirError, part_name, read_parts,  # noqa: E402
                                            run_batch_parts)

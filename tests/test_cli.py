@@ -97,10 +97,6 @@ BAD = [
     ("serve-zero-instances", "serve {engine} --instances 0", 2, "--instances: must be >= 1", True),
     ("query-bad-scheme", "query ftp://x:1 --history 1", 1, "expected http://HOST:PORT or grpc://HOST:PORT", True),
     ("query-no-server", "query http://127.0.0.1:9 --history 1", 1, "start one with `earn-export serve", False),
-    ("loadtest-zero-concurrency", "loadtest http://127.0.0.1:9 --concurrency 0", 2, "--concurrency: must be >= 1",
-     True),
-    ("loadtest-bad-fraction", "loadtest http://127.0.0.1:9 --bad-fraction 2", 2, "--bad-fraction: must be <= 1",
-     True),
     ("triton-repo-missing-engine", "triton-repo {missing} --out {out}/r1", 2, "directory {missing} does not exist",
      True),
     ("batch-missing-histories", "batch {engine} --histories-file {missing}.parquet --out {out}/b.parquet", 2,
@@ -116,8 +112,6 @@ BAD = [
      True),
     ("analyze-split-layer-auto", "analyze {ckpt} --split-layer auto --out {out}/a4", 2,
      "pass an integer or 'analyze'", True),
-    ("loadtest-missing-histories-file", "loadtest http://127.0.0.1:9 --histories-file {missing}.txt", 2,
-     "{missing}.txt does not exist", True),
     ("analyze-missing-checkpoint", "analyze {missing} --out {out}/a1", 2, "directory {missing} does not exist", True),
     ("analyze-engine-not-checkpoint", "analyze {engine} --out {out}/a2", 1, "not an earn-export checkpoint", False),
     ("analyze-threshold-above-1", "analyze {ckpt} --threshold 3 --out {out}/a3", 2, "--threshold: must be <= 1",
@@ -179,8 +173,8 @@ def _fill(text, paths):
 
 # commands that need an optional extra: on an install without it their rows are skipped (the one-line
 # missing-extra error itself is tested in tests/test_cli_options.py)
-COMMAND_EXTRAS = {"serve": ("pytriton", "tritonclient"), "query": ("tritonclient",), "loadtest": ("tritonclient",),
-                  "triton-repo": ("tritonclient",), "batch": ("ray", "pyarrow")}
+COMMAND_EXTRAS = {"serve": ("pytriton", "tritonclient"), "query": ("tritonclient",), "triton-repo": ("tritonclient",),
+                  "batch": ("ray", "pyarrow")}
 
 
 def _skip_without_extra(row):

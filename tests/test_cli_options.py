@@ -98,7 +98,6 @@ def extra_rows(tiny_engine, tiny_checkpoint, tmp_path_factory):
     e, c = str(tiny_engine), str(tiny_checkpoint)
     return [  # (argv, extra)
         (["query", "http://127.0.0.1:9", "--history", "1 2"], "serve"),
-        (["loadtest", "http://127.0.0.1:9", "--requests", "1"], "serve"),
         (["serve", e], "serve"),
         (["triton-repo", e, "--out", str(t / "repo")], "serve"),
         (["batch", e, "--histories-file", str(t / "users.parquet"), "--out", str(t / "recs.parquet")], "serve"),

@@ -24,7 +24,9 @@ pytest.importorskip("pytriton", reason="the serve extra is not installed (pip in
 from earn_export.cli import main  # noqa: E402
 from earn_export.data.errors import DataError  # noqa: E402
 from earn_export.runtime import Recommender  # noqa: E402
-from earn_export.serve import client as sc  # noqa: E402
+from helpers import load_benchmark  # noqa: E402
+
+sc = load_benchmark("loadtest")  # benchmarks/loadtest.py: the load test, and the client calls it imports
 from earn_export.serve.served_model import BadRequest, ServeOptions, model_config, parse_request  # noqa: E402
 from helpers import N_ITEMS, free_port, item_spelling, own_id_engine  # noqa: E402
 
@@ -157,7 +159,7 @@ def test_served_original_ids_equal_recommend(own, rec, server, capsys):
 
 def test_loadtest_sends_original_ids(own, server, tmp_path):
     out = tmp_path / "load.json"
-    assert main(["loadtest", server["http"], "--requests", "36", "--bad-fraction", "0.34", "--concurrency", "2",
+    assert sc.main([server["http"], "--requests", "36", "--bad-fraction", "0.34", "--concurrency", "2",
                  "--top-k", "3", "--check-answers", "--out", str(out)]) == 0
     d = json.loads(out.read_text())
     assert d["sent"] == 36 and d["good_ok"] == 24 and d["mismatches"] == 0 and d["bad_answered"] == 12, d

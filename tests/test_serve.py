@@ -22,7 +22,9 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installe
 pytest.importorskip("pytriton", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
 from earn_export.runtime import Recommender  # noqa: E402
-from earn_export.serve import client as sc  # noqa: E402
+from helpers import load_benchmark  # noqa: E402
+
+sc = load_benchmark("loadtest")  # benchmarks/loadtest.py: the load test, and the client calls it imports
 from earn_export.serve.served_model import BadRequest, ServeOptions, parse_request  # noqa: E402
 from helpers import free_port  # noqa: E402
 
@@ -231,6 +233,20 @@ def test_loadtest_16_clients_2000_requests_20pct_bad(server, rec, histories):
 def test_loadtest_refuses_remote_hosts():
     with pytest.raises(sc.ClientError, match="only targets a server on this machine"):
         sc.run_load("http://10.0.0.1:8000", [], concurrency=1)
+
+
+@pytest.mark.parametrize("argv, want", [("--concurrency 0", "--concurrency: must be >= 1"),
+                                        ("--bad-fraction 2", "--bad-fraction: must be <= 1"),
+                                        ("--histories-file {missing}.txt", "{missing}.txt does not exist")])
+def test_loadtest_bad_invocation_is_one_line(argv, want, tmp_path, capsys):
+    """benchmarks/loadtest.py refuses bad options before any request, in one line, exit 2."""
+    from earn_export.cli import run_script
+
+    missing = tmp_path / "missing"
+    assert run_script(sc.main, ["http://127.0.0.1:9", *argv.format(missing=missing).split()]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("earn-export: error: "), err
+    assert want.format(missing=missing) in err, err
 
 
 def test_zz_sigterm_stops_server_and_frees_ports(server):

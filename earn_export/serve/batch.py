@@ -1,18 +1,13 @@
 """``earn-export batch``: offline top-K scoring of every user on Ray Data, Parquet in and out.
 
-Input: a Parquet file with a ``history`` column (list of item ids, oldest first) and optionally a ``user`` column
-(any integer id; the row number otherwise). The item ids are the catalog's original ids when the engine has an
-item id map (``item_ids.json``, docs/own-ids.md): ``list<string>`` for string ids (``sku-528``), a list of
-integers for integer ids; else, or with ``--catalog-ids``, catalog indices (a list of integers). Output: one
-Parquet file with ``user``, ``items`` (best first; catalog indices as ``list<int64>`` with -1 = fewer valid
-items, or original ids as ``list<string>`` / ``list<int64>`` with null = fewer valid items), ``scores``
-(list<float32>), ``titles`` (``list<string>``, only when the map has titles; null where an item has none),
-``skipped`` and ``truncated`` (int64), in input order.
+Input: a Parquet file with ``history`` (item ids, oldest first: the catalog's original ids when the engine has an
+id map, ``list<string>`` or a list of integers; else or with ``--catalog-ids`` catalog indices) and optionally
+``user`` (integers; the row number otherwise). Output, in input order: ``user``, ``items`` (the same kind of ids,
+best first; -1 or null pads), ``scores``, ``titles`` (when the map has them), ``skipped``, ``truncated``.
 
-``map_batches`` runs over a pool of actors that each hold one ``Recommender`` (loaded once per actor). Local Ray by
-default; ``--address ray://HOST:10001`` (or ``auto``) runs on a cluster, whose workers must have earn-export
-installed and ``ENGINE_DIR`` at the same path. Output is all-or-nothing: rows stream into a temporary file beside
-``--out`` that is renamed into place only when every row is written; on failure it is removed.
+``map_batches`` runs over a pool of actors that each hold one ``Recommender``, on a local Ray or a cluster
+(``--address``; its workers need earn-export and ``ENGINE_DIR`` at the same path). Output is all-or-nothing: rows
+stream into a temporary file that is renamed to ``--out`` only when every row is written.
 """
 
 from __future__ import annotations
@@ -133,17 +128,9 @@ class RecommenderActor:
 
     def __init__(self, engine_dir, backend="onnxruntime", top_k=20, beam=20, on_unknown="error", threads=1,
                  batch_size=64, ids="catalog"):
-        from ..runtime import Recommender
+        from .python_model import load_recommender
 
-        kwargs = {"backend": backend, "batch_size": batch_size}
-        if backend == "onnxruntime":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = max(1, threads)
-            so.inter_op_num_threads = 1
-            kwargs["session_options"] = so
-        self.rec = Recommender.load(engine_dir, **kwargs)
+        self.rec = load_recommender(engine_dir, backend, max(1, threads), batch_size)
         self.top_k, self.beam, self.on_unknown, self.ids = top_k, beam, on_unknown, ids
 
     def __call__(self, batch):
@@ -174,6 +161,29 @@ def output_schema(id_map=None):
     return pa.schema(fields + [("skipped", pa.int64()), ("truncated", pa.int64())])
 
 
+def prepare_job(engine_dir, users, top_k: int, beam: int, on_unknown: str, catalog_ids: bool):
+    """(engine dir resolved, id map or None, valid ids, users table): what a batch run checks before any work.
+    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+    from ..engine.manifest import load_manifest
+
+    if not 1 <= top_k <= beam:
+        raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
+    if on_unknown not in ("error", "skip"):
+        raise ValueError(f"--on-unknown must be 'error' or 'skip', got {on_unknown!r}")
+    engine_dir = str(Path(engine_dir).resolve())
+    id_map, keys = batch_ids(engine_dir, load_manifest(engine_dir, verify=True), catalog_ids)
+    return engine_dir, id_map, keys, read_users(users, id_map.id_type if id_map is not None else "")
+
+
+def ray_data(address: str | None, progress: bool):
+    """``init_ray``, with Ray Data keeping rows in input order (the output, or the parts, are cut from them)."""
+    ray = init_ray(address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = progress
+    return ray
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int = 256):
     """Connect to ``address`` (a cluster) or start a small local Ray (no dashboard) unless one is running."""
     import ray
@@ -195,26 +205,14 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
     import pyarrow.parquet as pq
 
-    from ..engine.manifest import load_manifest
-
-    if not 1 <= top_k <= beam:
-        raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
-    if on_unknown not in ("error", "skip"):
-        raise ValueError(f"--on-unknown must be 'error' or 'skip', got {on_unknown!r}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
-    engine_dir = str(Path(engine_dir).resolve())
-    manifest = load_manifest(engine_dir, verify=True)
-    id_map, keys = batch_ids(engine_dir, manifest, catalog_ids)
-    table = read_users(users, id_map.id_type if id_map is not None else "")
+    engine_dir, id_map, keys, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids)
     if on_unknown == "error":
         check_known(table, keys, users)
 
-    ray = init_ray(address)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # output rows in input order
-    ctx.enable_progress_bars = progress
+    ray = ray_data(address, progress)
     n_actors = actors or max(1, int(ray.available_resources().get("CPU", 1)) // max(threads, 1))
     t0 = time.perf_counter()
     # several blocks per actor, each a whole number of batches: one block goes to one actor at a time

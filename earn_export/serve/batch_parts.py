@@ -1,36 +1,25 @@
 """``earn-export batch --part-size N``: batch scoring that survives faults and resumes where it stopped.
 
-Why: a 10M-user job killed at 80% used to lose everything (the single-file output is all-or-nothing). Here
-``--out`` is a directory of parts: part ``i`` holds input rows ``[i*N, (i+1)*N)`` and is committed on its own
-(written to a hidden temporary file, fsynced, renamed), then recorded in ``_parts.json`` (rewritten atomically
-the same way). A re-run of the same command on the same directory skips the parts already recorded (counted in
-the summary) and scores only the rest; a manifest written for another users file, engine or options is refused
-with the difference named (``--overwrite`` starts over). A part file renamed in but not yet recorded (a kill
-between the two steps) is simply scored and written again (same bytes).
+Why: the single-file output is all-or-nothing, so a 10M-user job killed at 80% lost everything. Here ``--out`` is
+a directory of parts: part ``i`` holds input rows ``[i*N, (i+1)*N)`` and is committed on its own (temporary file,
+fsync, rename), then recorded in ``_parts.json`` (rewritten the same way). A re-run of the same command skips the
+recorded parts; a manifest of another users file, engine or options is refused naming the difference
+(``--overwrite`` starts over). Scoring is the Ray Data pipeline of the single-file mode on the unfinished parts'
+rows, with bounded actor restarts and task retries; after Ray lost a node or a worker the unfinished parts are
+scored again on the nodes alive. A part is committed only when it holds exactly its own users in order, and
+each part's record says how many users each Ray node scored.
 
-Scoring is the same Ray Data pipeline as the single-file mode (``map_batches`` over ``RecommenderActor``), on the
-rows of the unfinished parts only. Actors restart after a crash (``max_restarts``) and the task that was running
-on a dead actor is retried (``max_task_retries``); both are bounded, so a deterministic crash fails the run
-instead of looping. The driver checks that every part receives exactly its own users in order before it commits
-the part, so a duplicated or lost row fails the run rather than reaching the output.
-
-Each actor tags its rows with its Ray node id and pid; the summary (and each part's record) says how many users
-each node scored, which shows whether a cluster run really spread over the nodes.
-
-Bad rows are reported per row in ``_bad_rows.parquet`` (``user``, ``row``, ``kind``, ``detail``, ``action``),
-never dropped silently: ``unknown_items`` (ids not in the engine's catalog, named as spelled in the file — the
-catalog's original ids when the engine has an id map; negative or malformed ids are unknown too) fail the run
-before any work under ``--on-unknown error`` and are dropped and counted under ``skip``;
-``empty_history`` rows are scored on the prompt alone; ``duplicate_user`` rows are all scored and flagged.
-
-Read the result with :func:`read_parts` (parts in order) or ``pyarrow.parquet.read_table(OUT)`` (pyarrow ignores
-the ``_``- and ``.``-prefixed bookkeeping files).
+Bad rows are never dropped silently: one row each in ``_bad_rows.parquet`` (``user``, ``row``, ``kind``,
+``detail``, ``action``) for ``unknown_items`` (named as spelled; the run fails before any work under
+``--on-unknown error``), ``empty_history`` (scored on the prompt alone) and ``duplicate_user`` (all scored).
+Read the result with :func:`read_parts` or ``pyarrow.parquet.read_table(OUT)`` (it skips ``_``/``.`` files).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+from collections import Counter
 import json
 import os
 import shutil
@@ -42,8 +31,8 @@ import numpy as np
 
 from ..data.errors import DataError
 from ..errors import UsageError
-from .batch import (RecommenderActor, batch_ids, check_known, init_ray, output_schema, read_users, run_batch,
-                    sorted_ids, unknown_ids)
+from .batch import (RecommenderActor, check_known, output_schema, prepare_job, ray_data, run_batch, sorted_ids,
+                    unknown_ids)
 
 PARTS_FORMAT = "earn-batch-parts/1"
 MANIFEST = "_parts.json"
@@ -59,14 +48,6 @@ def part_name(i: int) -> str:
     return f"part-{i:05d}.parquet"
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp_path)``, fsync, rename over ``path``, fsync the directory: the file is whole or absent."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -75,7 +56,11 @@ def _atomic_write(path: Path, write) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself reaches the disk
+        finally:
+            os.close(fd)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -97,25 +82,18 @@ def _locked(out: Path):
         yield
 
 
-def _sha256(path) -> str:
-    from ..engine.manifest import sha256_file
-
-    return sha256_file(Path(path))
-
-
 def job_identity(engine_dir, users, n_users: int, part_size: int, options: dict) -> dict:
     """What a parts directory was written for; a re-run must match it exactly to reuse finished parts."""
-    return {"format": PARTS_FORMAT, "users_sha256": _sha256(users), "n_users": int(n_users),
-            "engine_manifest_sha256": _sha256(Path(engine_dir) / "manifest.json"), "part_size": int(part_size),
+    from ..engine.manifest import sha256_file
+
+    return {"format": PARTS_FORMAT, "users_sha256": sha256_file(Path(users)), "n_users": int(n_users),
+            "engine_manifest_sha256": sha256_file(Path(engine_dir) / "manifest.json"), "part_size": int(part_size),
             "options": dict(sorted(options.items()))}
 
 
 def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict:
-    """The finished parts recorded in ``out`` for this very job ({} for a new or overwritten directory)."""
-    if out.exists() and not out.is_dir():
-        raise PartsDirError(f"{out} is a file; with --part-size, --out is a directory of parts — pass a directory "
-                            "path (or drop --part-size to write one Parquet file)")
-    out.mkdir(parents=True, exist_ok=True)
+    """The finished parts recorded in ``out`` (an existing directory) for this very job ({} for a new or
+    overwritten directory)."""
     names = {p.name for p in out.iterdir()} - {LOCK}
     if names and MANIFEST not in names:
         raise PartsDirError(f"{out} holds {len(names)} entries but no {MANIFEST}; it is not a batch parts directory. "
@@ -155,30 +133,25 @@ def bad_rows(table, known_items, on_unknown: str):
     hist = table.column("history").combine_chunks()
     users = np.asarray(table.column("user"))
     lengths = np.asarray(pc.list_value_length(hist).fill_null(0))
-    rows, kinds, details, actions = [], [], [], []
+    found = []  # (row, kind, detail, action)
+    action = ("run refused (--on-unknown error)" if on_unknown == "error"
+              else "ids dropped, rest scored (counted in 'skipped')")
     owners, values = unknown_ids(table, known_items)  # owners sorted: list_parent_indices is non-decreasing
     cuts = np.flatnonzero(np.diff(owners)) + 1
     for r, group in zip(owners[np.r_[0, cuts]] if len(owners) else [], np.split(values, cuts)):
         ids = sorted_ids(group)
-        rows.append(r), kinds.append("unknown_items")
-        details.append(f"{len(ids)} unknown item id(s) {ids[:10]}{' ...' if len(ids) > 10 else ''}")
-        actions.append("run refused (--on-unknown error)" if on_unknown == "error"
-                       else "ids dropped, rest scored (counted in 'skipped')")
-    for r in np.flatnonzero(lengths == 0):
-        rows.append(r), kinds.append("empty_history"), details.append("no items")
-        actions.append("scored on the prompt alone")
-    uniq, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
-    for r in np.flatnonzero(counts[inverse] > 1):
-        rows.append(r), kinds.append("duplicate_user")
-        details.append(f"user id {users[r]} appears {counts[inverse][r]} times")
-        actions.append("every row scored")
-    if not rows:
+        found.append((r, "unknown_items", f"{len(ids)} unknown item id(s) {ids[:10]}{' ...' if len(ids) > 10 else ''}",
+                      action))
+    found += [(r, "empty_history", "no items", "scored on the prompt alone") for r in np.flatnonzero(lengths == 0)]
+    _, inverse, counts = np.unique(users, return_inverse=True, return_counts=True)
+    found += [(r, "duplicate_user", f"user id {users[r]} appears {counts[inverse][r]} times", "every row scored")
+              for r in np.flatnonzero(counts[inverse] > 1)]
+    if not found:
         return None
-    order = np.argsort(np.asarray(rows, np.int64), kind="stable")
-    rows = np.asarray(rows, np.int64)[order]
-    return pa.table({"user": users[rows], "row": rows, "kind": np.asarray(kinds, object)[order].tolist(),
-                     "detail": np.asarray(details, object)[order].tolist(),
-                     "action": np.asarray(actions, object)[order].tolist()})
+    rows, kinds, details, actions = zip(*sorted(found, key=lambda f: f[0]))  # stable: kinds in this order per row
+    rows = np.asarray(rows, np.int64)
+    return pa.table({"user": users[rows], "row": rows, "kind": list(kinds), "detail": list(details),
+                     "action": list(actions)})
 
 
 class PlacedRecommenderActor(RecommenderActor):
@@ -238,10 +211,7 @@ def _score_parts(table, todo, part_size, out, state, placement, *, address, acto
     import pyarrow.parquet as pq
 
     n = table.num_rows
-    ray = init_ray(address)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # rows come back in input order: parts are cut from them
-    ctx.enable_progress_bars = progress
+    ray = ray_data(address, progress)
     cpus = _alive_cpus(ray) if rounds else int(ray.cluster_resources().get("CPU", 1))
     n_actors = actors or max(1, cpus // max(threads, 1))
     if rounds:
@@ -273,14 +243,13 @@ def _score_parts(table, todo, part_size, out, state, placement, *, address, acto
             if not np.array_equal(part.column("user").to_numpy(), expect.to_numpy()):
                 raise RuntimeError(f"part {i}: the scored rows are not this part's users in input order "
                                    "(a lost or duplicated row); nothing of this part was written")
-            nodes = {}
-            for node, cnt in zip(*np.unique(np.asarray(part.column("node")), return_counts=True)):
-                nodes[labels.get(node, node[:8])] = int(cnt)
-            for node, pid in set(zip(part.column("node").to_pylist(), part.column("pid").to_pylist())):
-                p = placement.setdefault(labels.get(node, node[:8]), {"users": 0, "pids": set()})
-                p["pids"].add(pid)
-            for lab, cnt in nodes.items():
-                placement[lab]["users"] += cnt
+            nodes = {}  # node label -> users of this part
+            for node, pid in zip(part.column("node").to_pylist(), part.column("pid").to_pylist()):
+                label = labels.get(node, node[:8])
+                nodes[label] = nodes.get(label, 0) + 1
+                placement.setdefault(label, {"users": 0, "pids": set()})["pids"].add(pid)
+            for label, cnt in nodes.items():
+                placement[label]["users"] += cnt
             data = part.select(schema.names).cast(schema)
             f = out / part_name(i)
             _atomic_write(f, lambda tmp: pq.write_table(data, tmp))
@@ -300,23 +269,13 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
                     max_restarts: int = 3, task_retries: int = 3, catalog_ids: bool = False) -> dict:
     """Score the users of ``users`` into the parts directory ``out``, skipping parts a previous run finished.
     ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..engine.manifest import load_manifest
-
-    if not 1 <= top_k <= beam:
-        raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
-    if on_unknown not in ("error", "skip"):
-        raise ValueError(f"--on-unknown must be 'error' or 'skip', got {on_unknown!r}")
     if part_size < 1:
         raise ValueError(f"--part-size must be >= 1, got {part_size}")
     out = Path(out)
-    engine_dir = str(Path(engine_dir).resolve())
-    manifest = load_manifest(engine_dir, verify=True)
-    id_map, known = batch_ids(engine_dir, manifest, catalog_ids)
+    engine_dir, id_map, known, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids)
     ids = "catalog" if id_map is None else "original"
-    table = read_users(users, id_map.id_type if id_map is not None else "")
     n = table.num_rows
     report = bad_rows(table, known, on_unknown)
     if on_unknown == "error":
@@ -342,10 +301,7 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
         placement: dict[str, dict] = {}
         n_actors = 0
         rounds = 0
-        while True:
-            todo = [i for i in pending if str(i) not in state["parts"]]
-            if not todo:
-                break
+        while todo := [i for i in pending if str(i) not in state["parts"]]:  # parts not committed yet
             try:
                 n_actors = _score_parts(table, todo, part_size, out, state, placement, address=address,
                                         actors=actors, threads=threads, rounds=rounds,
@@ -366,10 +322,7 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
         _write_json(out / MANIFEST, state)
     seconds = time.perf_counter() - t0
     scored = sum(min(part_size, n - i * part_size) for i in pending)
-    kinds = {}
-    if report is not None:
-        for kind in report.column("kind").to_pylist():
-            kinds[kind] = kinds.get(kind, 0) + 1
+    kinds = dict(Counter(report.column("kind").to_pylist())) if report is not None else {}
     return {"users": n, "scored_users": scored, "parts": n_parts, "parts_skipped": len(done),
             "parts_scored": len(pending), "seconds": seconds, "users_per_s": scored / seconds if seconds else 0.0,
             "actors": n_actors, "out": str(out), "bad_rows": kinds,
@@ -404,17 +357,14 @@ def print_summary(stats: dict) -> None:
 
 
 def run_batch_cli(args) -> int:
+    job = {"address": args.address, "actors": args.actors, "batch_size": args.batch_size, "top_k": args.top_k,
+           "beam": args.beam, "on_unknown": args.on_unknown, "backend": args.backend, "threads": args.threads,
+           "progress": not args.quiet, "overwrite": args.overwrite, "catalog_ids": args.catalog_ids}
     if getattr(args, "part_size", None):  # a directory of parts that a re-run resumes (batch_parts.py)
-        print_summary(run_batch_parts(
-            args.engine_dir, args.histories_file, args.out, args.part_size, address=args.address, actors=args.actors,
-            batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
-            backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite,
-            max_restarts=args.max_restarts, task_retries=args.task_retries, catalog_ids=args.catalog_ids))
+        print_summary(run_batch_parts(args.engine_dir, args.histories_file, args.out, args.part_size,
+                                      max_restarts=args.max_restarts, task_retries=args.task_retries, **job))
         return 0
-    stats = run_batch(args.engine_dir, args.histories_file, args.out, address=args.address, actors=args.actors,
-                      batch_size=args.batch_size, top_k=args.top_k, beam=args.beam, on_unknown=args.on_unknown,
-                      backend=args.backend, threads=args.threads, progress=not args.quiet, overwrite=args.overwrite,
-                      catalog_ids=args.catalog_ids)
+    stats = run_batch(args.engine_dir, args.histories_file, args.out, **job)
     print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "
           f"({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
     return 0

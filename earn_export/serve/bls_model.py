@@ -1,10 +1,7 @@
-"""Python-backend models of the production repository (``earn-export triton-repo``).
-
-- :class:`TritonPythonModel` (BLS): the ``earn_recommender`` interface of ``earn-export serve``, with the beam
-  loop of this package (``Recommender`` + ``constrained_beam_search``) calling the repository's ``prefill`` and
-  ``decode`` models through Business Logic Scripting (``pb_utils.InferenceRequest(...).exec()``);
-- :class:`OnnxGraphModel`: one ONNX graph on ONNX Runtime inside the Python backend, for servers without the ONNX
-  Runtime backend (``--graphs python-onnxruntime``; what the tests run on PyTriton's server).
+"""Python-backend models of ``earn-export triton-repo``: :class:`TritonPythonModel`, the ``earn_recommender`` of
+``earn-export serve`` whose beam loop calls the repository's ``prefill`` and ``decode`` models through Business
+Logic Scripting, and :class:`OnnxGraphModel`, one ONNX graph on ONNX Runtime inside the Python backend
+(``--graphs python-onnxruntime``, for servers without the ONNX Runtime backend; what the tests serve).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CLI of the serving package: ``serve``, ``query``, ``loadtest``, ``triton-repo``, ``batch``.
+"""CLI of the serving package: ``serve``, ``query``, ``triton-repo``, ``batch``.
 
 Only argparse at import time (``earn-export --help`` stays fast and works without the ``serve`` extra); each
 command imports its module when it runs.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from .. import cli_args as ca
-from ..cli_args import existing_dir, fraction, nonneg_int, positive_float, positive_int
+from ..cli_args import existing_dir, nonneg_int, positive_float, positive_int
 
 
 def _lazy(module: str, func: str, needs: tuple):
@@ -34,10 +34,8 @@ def _lazy(module: str, func: str, needs: tuple):
 
 
 def register(sub) -> None:
-    _register_serve(sub)
-    _register_client(sub)
-    _register_repo(sub)
-    _register_batch(sub)
+    for add in (_register_serve, _register_query, _register_repo, _register_batch):
+        add(sub)
 
 
 def _model_options(p) -> None:
@@ -93,7 +91,7 @@ def _register_serve(sub) -> None:
     p.set_defaults(func=_lazy("server", "run_serve", ("pytriton", "tritonclient")))
 
 
-def _register_client(sub) -> None:
+def _register_query(sub) -> None:
     q = sub.add_parser("query", help="ask a running `earn-export serve` for top-K items (tritonclient)")
     q.add_argument("url", help="server URL: http://HOST:PORT (default scheme) or grpc://HOST:PORT")
     ca.add_history(q, required=True, original_ids=True)
@@ -101,35 +99,6 @@ def _register_client(sub) -> None:
                    help="items per user; at most --beam (default: the server's --top-k)")
     q.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request (default 30)")
     q.set_defaults(func=_lazy("client", "run_query", ("tritonclient",)))
-
-    t = sub.add_parser("loadtest", help="bounded load test of a local `earn-export serve` (throughput, latency "
-                                        "percentiles, errors by kind)")
-    t.add_argument("url", help="server URL on this machine: http://127.0.0.1:PORT or grpc://127.0.0.1:PORT")
-    t.add_argument("--concurrency", type=positive_int, default=16, help="concurrent clients (default 16)")
-    t.add_argument("--requests", type=positive_int, default=2000, help="requests to send in total (default 2000)")
-    t.add_argument("--bad-fraction", type=fraction, default=0.0,
-                   help="fraction of bad requests (unknown ids, empty/oversized history, wrong dtype/shape, "
-                        "top_k out of range), default 0")
-    t.add_argument("--max-seconds", type=positive_float, default=300.0,
-                   help="stop sending new requests after this many seconds (default 300)")
-    t.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request (default 60)")
-    ca.add_histories_file(t, file_format="one history per line (item ids as the server takes them: original ids "
-                                         "when it speaks them); default: random catalog items of the served engine")
-    t.add_argument("--top-k", type=positive_int, default=None,
-                   help="items per user; at most --beam (sent with good requests; default: the server's)")
-    t.add_argument("--check-answers", action="store_true",
-                   help="after the run, compare every good answer with the in-process Recommender on the served "
-                        "engine")
-    t.add_argument("--engine", default=None,
-                   help="engine directory for sampling histories and --check-answers (default: the engine the server "
-                        "reports; give it for a triton-repo server)")
-    t.add_argument("--seed", type=nonneg_int, default=0, help="random seed of histories and request order (default 0)")
-    ca.add_out(t, "also write the summary as JSON to this file")
-    t.add_argument("--duration", type=positive_float, default=None,
-                   help="hold the load for this many seconds at --rate requests/s (open loop; --concurrency is then "
-                        "the number of senders), report latency percentiles, errors by kind and server RSS over time")
-    t.add_argument("--rate", type=positive_float, default=10.0, help="requests/s with --duration (default 10)")
-    t.set_defaults(func=_lazy("held_load", "run_loadtest_cli", ("tritonclient",)))
 
 
 def _register_repo(sub) -> None:

@@ -1,12 +1,9 @@
 """Model-instance processes of a running ``tritonserver``, and which of them died.
 
-Why: Triton 2.51 does not restart a Python-backend stub process that died (OOM kill, segfault). The server and
-the model keep reporting READY while every request the scheduler hands to the dead instance fails with
-"Stub process '...' is not healthy" — a partial outage that no health check sees and that never ends
-(docs/serve_overload.md has the measurement). ``earn-export serve`` therefore watches the stubs and, when one
-dies, stops the server and exits non-zero, so a supervisor (systemd, Kubernetes) restarts it.
-
-Linux ``/proc`` only; elsewhere nothing is watched (the functions return empty sets).
+Why: Triton 2.51 does not restart a Python-backend stub that died (OOM kill, segfault); the server keeps reporting
+READY while every request handed to the dead instance fails, forever (docs/serve_overload.md). ``earn-export
+serve`` watches the stubs and exits non-zero when one dies, so a supervisor restarts it. Linux ``/proc`` only;
+elsewhere nothing is watched (the functions return empty sets).
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """``TritonPythonModel`` of ``earn_recommender``: one ``Recommender`` per model instance (stub process).
 
-``execute`` gets a dynamic batch of requests of different history lengths (ragged). Each request is checked on
-its own (``served_model.parse_request``); the valid ones go through one ``Recommender.recommend`` call (the
-runtime left-pads them into one prompt batch), the invalid ones get their own error response. A failure inside
-``recommend`` itself fails only that batch's valid requests, with the error text; the instance keeps serving.
-Requests and answers are in the catalog's original item ids when the options say so (``ServeOptions.id_type``,
-set from the engine's id map), else in catalog indices.
+``execute`` gets a ragged dynamic batch. Each request is checked on its own (``served_model.parse_request``):
+the valid ones go through one ``Recommender.recommend`` call, each invalid one gets its own error response. A
+failure inside ``recommend`` fails only that batch's valid requests, with its text; the instance keeps serving.
 """
 
 from __future__ import annotations
@@ -19,25 +16,24 @@ import numpy as np
 from .served_model import OPTIONS_PARAMETER, BadRequest, ServeOptions, parse_request
 
 
-def load_recommender(opts: ServeOptions):
-    """The instance's Recommender; ``backend`` is passed through to ``Recommender.load``."""
+def load_recommender(engine_dir, backend: str, threads: int, batch_size: int):
+    """A Recommender (a served instance, a Ray actor) whose ONNX Runtime sessions, of the Python or the C++
+    runtime, use ``threads`` intra-op threads."""
     from ..runtime import Recommender
 
-    threads = opts.threads or max(1, (os.cpu_count() or 1) // max(opts.instances, 1))
-    if opts.backend == "cpp":  # the C++ runtime's own ONNX Runtime sessions get the same thread count
+    if backend == "cpp":
         from ..runtime.cpp_runtime import CppRecommender
 
-        return CppRecommender.load(opts.engine_dir, verify="fast", batch_size=max(opts.max_batch, 1),
-                                   intra_op_threads=threads)
-    kwargs = {"backend": opts.backend, "batch_size": max(opts.max_batch, 1)}
-    if opts.backend == "onnxruntime":
+        return CppRecommender.load(engine_dir, verify="fast", batch_size=batch_size, intra_op_threads=threads)
+    kwargs = {"backend": backend, "batch_size": batch_size}
+    if backend == "onnxruntime":
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         kwargs["session_options"] = so
-    return Recommender.load(opts.engine_dir, **kwargs)
+    return Recommender.load(engine_dir, **kwargs)
 
 
 def answer(rec, opts: ServeOptions, requests: list[tuple]) -> list:
@@ -115,7 +111,9 @@ class TritonPythonModel:
     def load(self, args):
         """The instance's Recommender; a failed test recommendation fails the load (the server never reports
         ready with an engine that cannot answer)."""
-        rec = load_recommender(self.opts)
+        opts = self.opts
+        threads = opts.threads or max(1, (os.cpu_count() or 1) // max(opts.instances, 1))
+        rec = load_recommender(opts.engine_dir, opts.backend, threads, max(opts.max_batch, 1))
         check_id_map(rec, self.opts)
         rec.recommend([[min(rec.known_items)]], top_k=1, beam=self.opts.beam, ids="catalog")
         return rec
@@ -139,13 +137,8 @@ class TritonPythonModel:
             return None if t is None else t.as_numpy()
 
         results = answer(self.rec, self.opts, [(tensor(r, "history"), tensor(r, "top_k")) for r in requests])
-        responses = []
-        for res in results:
-            if isinstance(res, Exception):
-                responses.append(self._error(res))
-            else:
-                responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor(n, a) for n, a in res.items()]))
-        return responses
+        return [self._error(res) if isinstance(res, Exception) else
+                pb.InferenceResponse(output_tensors=[pb.Tensor(n, a) for n, a in res.items()]) for res in results]
 
     def finalize(self):
         self.rec = None

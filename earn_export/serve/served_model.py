@@ -1,21 +1,12 @@
 """The served ``earn_recommender`` model: its options, its Triton model repository, and per-request validation.
 
-Interface (one user per request; the dynamic batcher groups requests):
-- input ``history`` ``[1, n]``: item ids, oldest first; ``n`` varies per request (``allow_ragged_batch``, so
-  requests of different lengths share a batch). Which ids depends on the engine (``ServeOptions.id_type``): the
-  catalog's original ids when the engine has an item id map (``item_ids.json``, docs/own-ids.md) — BYTES
-  (``TYPE_STRING``, UTF-8) for string ids such as ``sku-528``, INT64 for integer ids — else, or when the server
-  is started with ``--catalog-ids``, catalog indices 0..n-1 as INT64;
-- optional input ``top_k`` INT64 ``[1, 1]`` (default ``--top-k``), ``1 <= top_k <= beam``;
-- outputs ``items`` ``[1, top_k]`` (the same kind of ids as ``history``, BYTES or INT64) and ``scores`` FP32
-  ``[1, top_k]`` (best first, as ``Recommender.recommend``; score -inf pads when fewer items are valid, with item
-  -1, or ``""`` for string ids), ``skipped`` INT64 ``[1, 1]`` (unknown ids dropped under ``--on-unknown skip``)
-  and ``truncated`` INT64 ``[1, 1]`` (oldest items dropped beyond the model's ``max_history``); with original
-  ids also ``index`` INT64 ``[1, top_k]`` (the items' catalog indices, -1 = padding) and, when the map has
-  titles, ``titles`` BYTES ``[1, top_k]`` (``""`` where an item has none).
-
-A bad request gets its own Triton error naming the problem and the fix (:class:`BadRequest`); the others in the
-same batch are answered normally.
+One user per request (the dynamic batcher groups them; ``allow_ragged_batch`` lets histories of different lengths
+share a batch): input ``history`` ``[1, n]``, the catalog's original ids when the engine has an item id map
+(BYTES for string ids, INT64 for integer ids; docs/own-ids.md), else or with ``--catalog-ids`` INT64 catalog
+indices; optional ``top_k`` INT64 ``[1, 1]``. Outputs ``items`` (same ids; -1 or ``""`` pads), ``scores`` FP32
+(-inf pads), ``skipped`` and ``truncated`` INT64 ``[1, 1]``; with original ids also ``index`` (catalog indices)
+and, when the map has titles, ``titles`` BYTES. A bad request gets its own Triton error naming the problem and
+the fix (:class:`BadRequest`); the others in its batch are answered normally.
 """
 
 from __future__ import annotations
@@ -36,12 +27,10 @@ MAX_AUTO_INSTANCES = 8
 def instances_and_threads(cores: int, instances: int = 0, threads: int = 0) -> tuple[int, int]:
     """(model instances, ONNX Runtime threads per instance) for ``cores`` CPU cores; a non-zero argument is kept.
 
-    Why one single-threaded instance per core: a served batch is a few users, i.e. many small ops; threads of one
-    instance split every op and join again, while separate instances run whole batches side by side with no join.
-    On 2 cores one 2-thread instance served 55% of in-process users/s and two 1-thread instances 172%
-    (docs/results/serving.md). Instances stop at ``MAX_AUTO_INSTANCES`` (each is a process holding its own copy of
-    the engine); the remaining cores become threads of each instance.
-    """
+    Why one single-threaded instance per core: a served batch is many small ops, which the threads of one instance
+    split and join while separate instances run whole batches side by side (2 cores: 55% of in-process users/s
+    with one 2-thread instance, 172% with two 1-thread ones; docs/results/serving.md). At most
+    ``MAX_AUTO_INSTANCES`` (each holds its own copy of the engine); the remaining cores become threads."""
     cores = max(1, int(cores))
     if not instances:
         instances = min(cores, MAX_AUTO_INSTANCES)
@@ -79,31 +68,34 @@ class ServeOptions:
         return self.max_queue_size or 4 * self.max_batch * self.instances
 
     def validate(self) -> "ServeOptions":
-        problems = []
-        if self.on_unknown not in ("error", "skip"):
-            problems.append(f"--on-unknown must be 'error' or 'skip', got {self.on_unknown!r}")
-        if self.beam < 1:
-            problems.append(f"--beam must be >= 1, got {self.beam}")
-        if not 1 <= self.default_top_k <= self.beam:
-            problems.append(f"--top-k must be in 1..--beam ({self.beam}), got {self.default_top_k}")
-        if self.instances < 1:
-            problems.append(f"--instances must be >= 1, got {self.instances}")
-        if self.threads < 0:
-            problems.append(f"--threads must be >= 0 (0 = cores / instances), got {self.threads}")
-        if self.max_batch < 1:
-            problems.append(f"--max-batch must be >= 1, got {self.max_batch}")
-        if self.max_queue_delay_us < 0:
-            problems.append(f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}")
-        if self.max_queue_size < 0 or self.queue_timeout_us < 0:
-            problems.append(f"--max-queue-size and --queue-timeout-us must be >= 0, got {self.max_queue_size} and "
-                            f"{self.queue_timeout_us}")
-        if self.max_request_items < 1:
-            problems.append(f"--max-request-items must be >= 1, got {self.max_request_items}")
+        checks = [  # (ok, the problem named as the flag's rule)
+            (self.on_unknown in ("error", "skip"), f"--on-unknown must be 'error' or 'skip', got {self.on_unknown!r}"),
+            (self.beam >= 1, f"--beam must be >= 1, got {self.beam}"),
+            (1 <= self.default_top_k <= self.beam,
+             f"--top-k must be in 1..--beam ({self.beam}), got {self.default_top_k}"),
+            (self.instances >= 1, f"--instances must be >= 1, got {self.instances}"),
+            (self.threads >= 0, f"--threads must be >= 0 (0 = cores / instances), got {self.threads}"),
+            (self.max_batch >= 1, f"--max-batch must be >= 1, got {self.max_batch}"),
+            (self.max_queue_delay_us >= 0, f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}"),
+            (self.max_queue_size >= 0 and self.queue_timeout_us >= 0, "--max-queue-size and --queue-timeout-us must "
+             f"be >= 0, got {self.max_queue_size} and {self.queue_timeout_us}"),
+            (self.max_request_items >= 1, f"--max-request-items must be >= 1, got {self.max_request_items}")]
+        problems = [text for ok, text in checks if not ok]
         if problems:
             from ..errors import UsageError
 
             raise UsageError("; ".join(problems) + " — see `earn-export serve --help`")
         return self
+
+    @classmethod
+    def from_args(cls, args, **rest) -> "ServeOptions":
+        """The options of the model flags that `serve` and `triton-repo` share (serve/cli.py); ``rest`` sets the
+        others."""
+        return cls(engine_dir=args.engine_dir, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
+                   beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
+                   max_request_items=args.max_request_items, allow_empty_history=args.allow_empty_history,
+                   max_queue_size=args.max_queue_size, queue_timeout_us=args.queue_timeout_us,
+                   catalog_ids=args.catalog_ids, **rest).validate()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -191,22 +183,13 @@ def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) 
     return items, k
 
 
-def output_names(opts: ServeOptions) -> tuple[str, ...]:
-    """The outputs of the model these options describe (module doc)."""
-    return ("items", "scores", "skipped", "truncated") + (("index",) if opts.id_type else ()) + \
-        (("titles",) if opts.id_type and opts.titles else ())
-
-
 def serialize_strings(values) -> bytes:
     """Triton's raw layout of a BYTES tensor (each element: 4-byte little-endian length, then its bytes): what a
     warm-up ``input_data_file`` of a ``TYPE_STRING`` input holds."""
     import struct
 
-    out = b""
-    for v in values:
-        b = str(v).encode("utf-8")
-        out += struct.pack("<I", len(b)) + b
-    return out
+    encoded = [str(v).encode("utf-8") for v in values]
+    return b"".join(struct.pack("<I", len(b)) + b for b in encoded)
 
 
 def model_config(opts: ServeOptions, warmup: bool = True):
@@ -217,14 +200,12 @@ def model_config(opts: ServeOptions, warmup: bool = True):
     cfg = mc.ModelConfig(name=MODEL_NAME, backend="python", max_batch_size=opts.max_batch)
     cfg.input.add(name="history", data_type=ids, dims=[-1], allow_ragged_batch=True)
     cfg.input.add(name="top_k", data_type=mc.TYPE_INT64, dims=[1], optional=True)
-    cfg.output.add(name="items", data_type=ids, dims=[-1])
-    cfg.output.add(name="scores", data_type=mc.TYPE_FP32, dims=[-1])
-    cfg.output.add(name="skipped", data_type=mc.TYPE_INT64, dims=[1])
-    cfg.output.add(name="truncated", data_type=mc.TYPE_INT64, dims=[1])
+    outputs = [("items", ids, -1), ("scores", mc.TYPE_FP32, -1), ("skipped", mc.TYPE_INT64, 1),
+               ("truncated", mc.TYPE_INT64, 1)]
     if opts.id_type:
-        cfg.output.add(name="index", data_type=mc.TYPE_INT64, dims=[-1])
-    if opts.id_type and opts.titles:
-        cfg.output.add(name="titles", data_type=mc.TYPE_STRING, dims=[-1])
+        outputs += [("index", mc.TYPE_INT64, -1)] + ([("titles", mc.TYPE_STRING, -1)] if opts.titles else [])
+    for name, dtype, dim in outputs:
+        cfg.output.add(name=name, data_type=dtype, dims=[dim])
     cfg.dynamic_batching.max_queue_delay_microseconds = opts.max_queue_delay_us
     policy = cfg.dynamic_batching.default_queue_policy  # full queue or waited too long: UNAVAILABLE, retry later
     policy.max_queue_size = opts.queue_size()

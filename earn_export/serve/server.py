@@ -1,16 +1,13 @@
 """``earn-export serve``: the ``earn_recommender`` model on Triton Inference Server, until SIGINT/SIGTERM.
 
-``start_server`` (also used by tests and the serving benchmark) writes the model repository into a temporary
-directory, starts ``tritonserver`` and returns once the server is ready, which Triton reports only after every
-instance has loaded its Recommender and answered the warm-up request.
+``start_server`` returns once Triton reports ready: every instance has loaded its Recommender and answered the
+warm-up request.
 
-Stopping drains (``drain``): Triton's own SIGINT shutdown (2.51) waits for the HTTP clients to close their
-connections, up to its exit timeout, and meanwhile keeps serving requests on the open ones; keep-alive clients
-never close, so at the timeout it drops the requests then in flight (measured: 12-16 lost at concurrency 16,
-docs/serve_overload.md). The server therefore runs with explicit model control, and a signal first *unloads*
-the model: from that moment Triton refuses new requests for it (404 "unknown model", readiness 400, so a load
-balancer stops sending), answers every request it had accepted (queued or executing), and only then unloads
-it. When the model is unloaded, nothing is in flight and the server is stopped.
+Why stopping unloads the model first (``drain``): Triton's own SIGINT shutdown (2.51) waits for HTTP clients to
+close their connections; keep-alive clients never do, so at its exit timeout it drops the requests in flight
+(12-16 lost at concurrency 16, docs/serve_overload.md). Unloading (explicit model control) refuses new requests
+at once (404, readiness 400: a load balancer stops sending) and answers every accepted one before the model is
+gone; then nothing is in flight and the server is stopped.
 """
 
 from __future__ import annotations
@@ -91,12 +88,7 @@ def options_from_args(args) -> ServeOptions:
     from ..runtime.cpu_workers import cpu_cores
 
     instances, threads = instances_and_threads(cpu_cores(), args.instances, args.threads)
-    return ServeOptions(engine_dir=args.engine_dir, backend=args.backend, instances=instances,
-                        threads=threads, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
-                        beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
-                        max_request_items=args.max_request_items,
-                        allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
-                        queue_timeout_us=args.queue_timeout_us, catalog_ids=args.catalog_ids).validate()
+    return ServeOptions.from_args(args, backend=args.backend, instances=instances, threads=threads)
 
 
 def example_history(opts: ServeOptions) -> str:

@@ -1,18 +1,12 @@
 """``earn-export triton-repo``: a Triton model repository for servers with the ONNX Runtime / TensorRT backends.
 
-Layout written to ``--out REPO``:
-- ``prefill/`` and ``decode/``: the engine's graphs (``1/model.onnx`` for ``--graphs onnxruntime`` or
-  ``python-onnxruntime``, ``1/model.plan`` from ``earn-export build`` for ``--graphs tensorrt``), with
-  ``max_batch_size: 0`` (the BLS model sends whole prompt batches; the graphs' batch axis is dynamic) and the
-  graphs' own I/O names, dtypes and dims (symbolic dims -> -1);
-- ``earn_recommender/``: a Python-backend BLS model with the interface of ``earn-export serve`` (ragged dynamic
-  batching, per-request errors) whose beam loop is this package's search, calling ``prefill`` / ``decode``;
-  ``1/engine/`` holds the engine's small files (manifest, trie, tokenizer, prompt files).
-
-Every ``config.pbtxt`` is parsed back with tritonclient's ``model_config_pb2`` (strict text format) and the
-graph models' I/O is checked against the ONNX graphs (:func:`validate_repository`). ``--graphs onnxruntime`` and
-``tensorrt`` cannot be served on this machine (PyTriton's server has neither backend): unverified.
-``--graphs python-onnxruntime`` runs the graphs inside the Python backend and is served in the tests.
+``--out REPO`` gets ``prefill/`` and ``decode/`` (the engine's graphs as ``1/model.onnx``, or ``1/model.plan``
+from ``earn-export build``; ``max_batch_size: 0`` because the BLS model sends whole prompt batches; the graphs'
+own I/O, symbolic dims -> -1) and ``earn_recommender/``, a Python-backend BLS model with the interface of
+``earn-export serve`` whose beam loop is this package's search (``1/engine/`` holds the engine's small files).
+Every ``config.pbtxt`` is parsed back with tritonclient's ``model_config_pb2`` and checked against the ONNX
+graphs (:func:`validate_repository`). ``--graphs onnxruntime`` and ``tensorrt`` are unverified (PyTriton's
+server has neither backend); ``python-onnxruntime`` runs the graphs in the Python backend and is served in tests.
 """
 
 from __future__ import annotations
@@ -27,7 +21,8 @@ from . import MODEL_NAME
 from ..engine.manifest import runtime_files
 from .served_model import OPTIONS_PARAMETER, ServeOptions, model_config
 
-GRAPH_BACKENDS = ("onnxruntime", "tensorrt", "python-onnxruntime")
+GRAPH_BACKENDS = {"onnxruntime": ("onnxruntime", ""), "tensorrt": ("tensorrt", "tensorrt_plan"),
+                  "python-onnxruntime": ("python", "")}  # --graphs -> (backend, platform) of prefill/decode
 
 BLS_PY = '''"""BLS entry point of earn_recommender (written by earn-export triton-repo). Needs earn-export installed in
 the Python backend's environment (pip install earn-export[serve] in the server image, or EXECUTION_ENV_PATH)."""
@@ -70,14 +65,8 @@ def _onnx_io(path: Path) -> dict:
 def graph_config(name: str, io: dict, graphs: str, device: str, instances: int):
     from tritonclient.grpc import model_config_pb2 as mc
 
-    cfg = mc.ModelConfig(name=name, max_batch_size=0)
-    if graphs == "onnxruntime":
-        cfg.backend = "onnxruntime"
-    elif graphs == "tensorrt":
-        cfg.backend = "tensorrt"
-        cfg.platform = "tensorrt_plan"
-    else:
-        cfg.backend = "python"
+    backend, platform = GRAPH_BACKENDS[graphs]
+    cfg = mc.ModelConfig(name=name, max_batch_size=0, backend=backend, platform=platform)
     for n, dt, dims in io["inputs"]:
         cfg.input.add(name=n, data_type=dt, dims=dims)
     for n, dt, dims in io["outputs"]:
@@ -95,7 +84,7 @@ def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxru
     from ..engine.manifest import load_manifest
 
     if graphs not in GRAPH_BACKENDS:
-        raise TritonRepoError(f"--graphs must be one of {GRAPH_BACKENDS}, got {graphs!r}")
+        raise TritonRepoError(f"--graphs must be one of {tuple(GRAPH_BACKENDS)}, got {graphs!r}")
     if device not in ("gpu", "cpu"):
         raise TritonRepoError(f"--instance-kind must be gpu or cpu, got {device!r}")
     if graphs == "python-onnxruntime" and device == "gpu":
@@ -208,11 +197,7 @@ def validate_repository(repo, engine_dir) -> dict:
 
 
 def run_triton_repo(args) -> int:
-    opts = ServeOptions(engine_dir=args.engine_dir, backend="bls", instances=args.instances, max_batch=args.max_batch,
-                        max_queue_delay_us=args.max_queue_delay_us, beam=args.beam, default_top_k=args.top_k,
-                        on_unknown=args.on_unknown, max_request_items=args.max_request_items,
-                        allow_empty_history=args.allow_empty_history, max_queue_size=args.max_queue_size,
-                        queue_timeout_us=args.queue_timeout_us, catalog_ids=args.catalog_ids).validate()
+    opts = ServeOptions.from_args(args, backend="bls", instances=args.instances)
     report = write_triton_repo(args.engine_dir, args.out, opts, graphs=args.graphs, device=args.instance_kind,
                                graph_instances=args.graph_instances, overwrite=args.overwrite)
     for name, info in report["models"].items():

@@ -1,21 +1,17 @@
 """Start and stop the Triton Inference Server binary that ``nvidia-pytriton`` ships, with its Python backend.
 
-Why not PyTriton's ``Triton.bind``: a bound PyTriton function answers a whole dynamic batch with one exception,
-so one bad request would fail every good request batched with it. A native Python-backend model answers each
-request on its own (``InferenceResponse(error=...)``), so we use PyTriton's packaged server (binary, Python
-backend, per-Python-version backend stubs) with our own model repository.
-
-Two things the wheel leaves to its caller, done here:
-- the backend stub must sit at ``backends/python/triton_python_backend_stub`` and match this interpreter's
-  version (the wheel keeps one per version);
-- the stub links ``libpythonX.Y.so``: without ``LD_LIBRARY_PATH`` pointing at *this* interpreter's ``lib/`` it
-  loads the system's libpython of the same minor version (e.g. Debian's 3.11.2 under a pyenv 3.11.7), which fails
-  with ``'_thread.RLock' object has no attribute '_recursion_count'``. ``PATH`` starts with this environment's
-  ``bin/`` so the embedded interpreter resolves the same ``sys.prefix`` (virtualenv site-packages).
+Why not PyTriton's ``Triton.bind``: a bound function answers a whole dynamic batch with one exception, so one bad
+request would fail the good ones batched with it; a native Python-backend model answers each request on its own.
+Done here, as the wheel leaves it to its caller: the backend stub of this interpreter's version goes to
+``backends/python/``, and ``LD_LIBRARY_PATH`` starts with *this* interpreter's ``lib/`` (else the stub loads the
+system's libpython of the same minor version and fails with ``'_thread.RLock' object has no attribute
+'_recursion_count'``); ``PATH`` starts with this environment's ``bin/`` so the embedded interpreter finds the same
+site-packages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -48,12 +44,8 @@ def pytriton_dist() -> dict:
     dist = root / "tritonserver"
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
-    paths = {
-        "binary": dist / "bin" / "tritonserver",
-        "python_backend": dist / "backends" / "python",
-        "stub": stub,
-        "libs": root.parent / "nvidia_pytriton.libs",
-    }
+    paths = {"binary": dist / "bin" / "tritonserver", "python_backend": dist / "backends" / "python", "stub": stub,
+             "libs": root.parent / "nvidia_pytriton.libs"}
     if not stub.is_file():
         shipped = sorted(p.name for p in (dist / "python_backend_stubs").iterdir())
         raise ServeError(f"nvidia-pytriton ships Python-backend stubs for Python {shipped}, not {version}; "
@@ -99,10 +91,8 @@ def prepare_backends(dist: dict, workdir: Path) -> Path:
 def _set_pdeathsig():  # the server dies with the process that started it (no orphaned server on a hard kill)
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -177,10 +167,17 @@ class TritonServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
+    def _http(self, path: str, post: bool = False, port: int | None = None, timeout_s: float = 10.0) -> str:
+        """The body of GET (or POST ``{}``) ``path`` on the HTTP endpoint (or ``port``); an error status raises."""
+        req = urllib.request.Request(f"http://{self.host}:{port or self.http_port}{path}",
+                                     data=b"{}" if post else None, method="POST" if post else "GET")
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return r.read().decode()
+
     def is_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
-                return r.status == 200
+            self._http("/v2/health/ready", timeout_s=2)  # not ready: 400
+            return True
         except (urllib.error.URLError, OSError):
             return False
 
@@ -211,16 +208,11 @@ class TritonServer:
             return "hint: a port is in use; choose others with --http-port / --grpc-port / --metrics-port"
         return ""
 
-    def _post(self, path: str, timeout_s: float = 10.0) -> str:
-        req = urllib.request.Request(f"http://{self.http_url}{path}", data=b"{}", method="POST")
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return r.read().decode()
-
     def unload(self, model: str) -> None:
         """Start unloading ``model`` (explicit model control): Triton refuses new requests for it at once (404
         "unknown model", readiness 400) and answers the ones it accepted before it unloads the model."""
         try:
-            self._post(f"/v2/repository/models/{model}/unload")
+            self._http(f"/v2/repository/models/{model}/unload", post=True)
         except (urllib.error.URLError, OSError) as exc:
             raise ServeError(f"could not ask tritonserver to unload {model!r} ({exc}); is it running with "
                              "--model-control-mode=explicit?") from exc
@@ -230,7 +222,7 @@ class TritonServer:
         import json
 
         try:
-            index = json.loads(self._post("/v2/repository/index"))
+            index = json.loads(self._http("/v2/repository/index", post=True))
         except (urllib.error.URLError, OSError, ValueError):
             return None
         states = [m.get("state") for m in index if m.get("name") == model]
@@ -242,8 +234,7 @@ class TritonServer:
         if self.metrics_port is None:
             return None
         try:
-            with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5) as r:
-                text = r.read().decode()
+            text = self._http("/metrics", port=self.metrics_port, timeout_s=5)
         except (urllib.error.URLError, OSError):
             return None
         total = None
@@ -267,10 +258,8 @@ class TritonServer:
                 stubs = {p for p in stubs if Path(f"/proc/{p}").exists()}
                 time.sleep(0.2)
             for p in stubs:
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(p, signal.SIGKILL)
-                except OSError:
-                    pass
         return self.stop()
 
     def stop(self, timeout_s: float | None = None) -> int | None:
