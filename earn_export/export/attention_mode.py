@@ -29,13 +29,6 @@ def tracing(plugin: bool):
     return emit_op()
 
 
-def exporter_kwargs(exporter: str) -> dict:
-    """Extra ``torch.onnx.export`` arguments that make ``exporter`` emit the custom op."""
-    from ..ops.onnx_emit import exporter_kwargs as kwargs
-
-    return kwargs(exporter)
-
-
 def finish_graph(model, spec: dict, num_layers: int, name: str) -> None:
     """After exporting a plugin graph (``onnx_ir.Model``): type its outputs and check it has one custom node per
     layer."""

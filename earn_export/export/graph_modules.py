@@ -122,7 +122,7 @@ def export_view(model, head_token_ids=None, form: str = "reference"):
     The model itself is not modified; the view shares its parameters (``form="fused"`` adds the packed QKV)."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    view = _own_tree(sliced_view(model, head_token_ids))
+    view = _own_tree(model) if head_token_ids is None else sliced_view(model, head_token_ids)
     fused_cls = _fused_attention_class() if form == "fused" else None
     if form == "fused":
         norm_cls = _fused_rmsnorm_class()
@@ -155,10 +155,7 @@ def sliced_view(model, head_token_ids=None):
     w = model.lm_head.weight.detach()[ids].clone()
     head = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
     head.weight = nn.Parameter(w, requires_grad=False)
-    view = copy.copy(model)
-    view._modules = dict(model._modules)  # own module table: replacing lm_head leaves `model` untouched
-    view._parameters = dict(model._parameters)
-    view._buffers = dict(model._buffers)
+    view = _own_tree(model)  # own module tables: replacing lm_head leaves `model` untouched
     view.lm_head = head
     return view
 
