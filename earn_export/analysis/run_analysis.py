@@ -20,13 +20,9 @@ from .summary import corpus_summary, parse_heads, table4_markdown, table4_row
 def prompt_corpus(prompts, histories, next_items=None) -> Corpus:
     """Prompts with their token groups; with ``next_items`` each is followed by that item's identifier tokens
     (teacher-forced, as in training), so the rows that predict the identifier are measured too."""
-    rows, groups = [], []
-    for h in histories:
-        r, g = prompt_row_groups(prompts, h)
-        rows.append(r)
-        groups.append(g)
+    rows, groups = zip(*(prompt_row_groups(prompts, h) for h in histories))
     targets = None if next_items is None else [list(prompts.item_ids[int(i)]) for i in next_items]
-    return Corpus("prompts", rows, groups, targets=targets)
+    return Corpus("prompts", list(rows), list(groups), targets=targets)
 
 
 def text_corpus(tokenizer, path, max_tokens: int = 256, max_rows: int | None = 200) -> Corpus:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+from ..errors import check_choice
 from ..ops.contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE
 from .errors import ExportError
 
@@ -12,8 +13,7 @@ MODES = ("onnx", "plugin")
 
 
 def check_mode(attention: str) -> None:
-    if attention not in MODES:
-        raise ValueError(f"attention must be one of {MODES}, got {attention!r} (CLI: --attention onnx|plugin)")
+    check_choice("attention", attention, MODES)
 
 
 def uses_plugin(attention: str, graph: str) -> bool:

@@ -18,6 +18,8 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import check_choice
+
 
 def kv_names(prefix: str, num_layers: int) -> list[str]:
     """``prefix.{l}.key``, ``prefix.{l}.value`` for every layer, layer-major (the graph I/O order)."""
@@ -120,8 +122,7 @@ def export_view(model, head_token_ids=None, form: str = "reference"):
     """The module tree the exporter traces: ``sliced_view`` + transposed projections (+ the fused form).
 
     The model itself is not modified; the view shares its parameters (``form="fused"`` adds the packed QKV)."""
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    check_choice("form", form, FORMS)
     view = _own_tree(model) if head_token_ids is None else sliced_view(model, head_token_ids)
     fused_cls = _fused_attention_class() if form == "fused" else None
     if form == "fused":

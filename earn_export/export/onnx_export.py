@@ -25,7 +25,7 @@ from ..atomic import atomic_output
 from ..data.id_map import manifest_entry as id_map_entry
 from ..engine.manifest import FORMAT_VERSION, MANIFEST, write_manifest
 from ..engine.trie_files import resolve_trie, save_trie_arrays
-from ..errors import hint
+from ..errors import check_choice, hint
 from .errors import ExportError
 from .weights import WEIGHTS_FILE, SharedWeights
 from .graph_modules import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
@@ -280,22 +280,18 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         raise ExportError("--ort-optimize saves ONNX Runtime's optimised copy of the standard-op graphs; with "
                           "--attention plugin the decode graph holds earn::CompactedAttention nodes: drop one of the "
                           "two options")
-    if vocab not in ("items", "full"):
-        raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    check_choice("vocab", vocab, ("items", "full"))
+    check_choice("exporter", exporter, EXPORTERS)
     if quantize is not None:
         from .quantize import QUANT_MODES
 
-        if quantize not in QUANT_MODES:
-            raise ValueError(f"quantize must be one of {QUANT_MODES}, got {quantize!r}")
+        check_choice("quantize", quantize, QUANT_MODES)
         if fp16:
             raise ExportError("--quantize applies to fp32 engines (int8/int4 projections with fp32 norms, "
                               "attention and head for ONNX Runtime CPU); drop --fp16")
     if form is None:
         form = "reference" if exporter == "torchscript" else "fused"
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    check_choice("form", form, FORMS)
     if opset is None:
         opset = FUSED_OPSET if form == "fused" else DEFAULT_OPSET
     if form == "fused":
