@@ -278,7 +278,8 @@ def recommender_from_checkpoint(ckpt_dir, vocab="full", batch_size=64, dtype=Non
         PromptPieces.from_item_paths(paths, prefix=info["prefix_token_ids"], suffix=info["suffix_token_ids"],
                                      max_history=info["max_history"])
     return Recommender(TorchBackend(model, head_token_ids=head), trie, encoder, paths.keys(),
-                       max_history=info["max_history"], batch_size=batch_size, id_map=load_id_map(ckpt_dir, n_items=max(paths) + 1))
+                       max_history=info["max_history"], batch_size=batch_size,
+                       id_map=load_id_map(ckpt_dir, n_items=max(paths) + 1))
 
 
 # ------------------------------------------------------------------------------------------- own item ids

@@ -1,7 +1,7 @@
 """The command-line reference (docs/cli.md), generated from the argparse parsers' actions so it cannot drift.
 
-``python tools/cli_reference.py docs/cli.md`` (a development tool, not installed) rewrites the block between :data:`BEGIN` and :data:`END`;
-``--check`` exits 1 when the block is stale.
+A development tool, not installed with the package: ``python tools/cli_reference.py docs/cli.md`` rewrites the
+block between :data:`BEGIN` and :data:`END`; ``--check`` exits 1 when the block is stale.
 """
 
 from __future__ import annotations

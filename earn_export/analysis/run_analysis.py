@@ -25,11 +25,6 @@ def prompt_corpus(prompts, histories, next_items=None) -> Corpus:
     return Corpus("prompts", list(rows), list(groups), targets=targets)
 
 
-def text_corpus(tokenizer, path, max_tokens: int = 256, max_rows: int | None = 200) -> Corpus:
-    rows, meta = text_rows(tokenizer, path, max_tokens=max_tokens, max_rows=max_rows)
-    return Corpus("text", rows, [[GROUPS.index("text")] * len(r) for r in rows], meta=meta)
-
-
 def sample_examples(data_spec, max_history: int, users: int | None, seed: int = 0, split: str = "test"):
     """(histories, next items) of a seeded sample of the users with items in ``split``: the history as the
     evaluation builds it and the user's first item of that split."""
@@ -55,7 +50,8 @@ def analyze_model(model, prompts, histories, next_items=None, text=None, heads="
            "num_heads": model.model.layers[0].self_attn.n_heads, "corpora": {}, "maps": {}}
     corpora = [prompt_corpus(prompts, histories, next_items)]
     if text is not None:
-        tc = text_corpus(prompts.tokenizer, text)
+        rows, meta = text_rows(prompts.tokenizer, text, max_tokens=256, max_rows=200)
+        tc = Corpus("text", rows, [[GROUPS.index("text")] * len(r) for r in rows], meta=meta)
         if tc.meta["unknown_fraction"] > 0.3:
             print(f"warning: {tc.meta['unknown_fraction']:.0%} of the --text tokens are unknown to this checkpoint's "
                   "tokenizer (a word-level vocabulary of the prompt template and item codes): its text row measures "

@@ -193,7 +193,8 @@ def _io_spec(model, graph: str, vocab_out: int, kv_dtype: str) -> dict:
         return {"inputs": [io("input_ids", ["batch", "prompt_len"], "int64"), mask],
                 "outputs": [io("logits", ["batch", vocab_out], "float32"), *shared("present")]}
     step = ["batch", "beam", 1]
-    return {"inputs": [io("input_ids", step, "int64"), io("position_ids", step, "int64"), mask, *shared("past_key_values"),
+    return {"inputs": [io("input_ids", step, "int64"), io("position_ids", step, "int64"), mask,
+                       *shared("past_key_values"),
                        *[io(nm, ["batch", "beam", hkv, "t", d]) for nm in kv_names("generated", n)]],
             "outputs": [io("logits", ["batch", "beam", vocab_out], "float32"),
                         *[io(nm, ["batch", "beam", hkv, "t+1", d]) for nm in kv_names("generated_present", n)]]}
