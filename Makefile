@@ -55,7 +55,7 @@ test-fast: install
 
 # rewrite the generated CLI reference in docs/cli.md from the parsers (re-run after adding or changing a flag)
 cli-reference: install
-	$(PY) -m earn_export.cli_reference docs/cli.md
+	$(PY) tools/cli_reference.py docs/cli.md
 
 # wall time of `--help`, one `recommend` query and rejected bad flags, each in a fresh process
 bench-cli: install

@@ -318,10 +318,27 @@ def median_step_seconds(log: Path) -> float | None:
     return statistics.median(v) if v else None
 
 
+def paired_bootstrap(a, b, resamples: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Mean of ``a - b`` over the same users and its percentile bootstrap interval (users resampled with
+    replacement, the pair kept together), plus the share of resamples where ``a`` is not below ``b``."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired_bootstrap needs two equal-length 1-D arrays, got {a.shape} and {b.shape}")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(resamples)])
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"diff": float(d.mean()), "low": float(lo), "high": float(hi), "level": level,
+            "p_not_below": float((means >= 0).mean()), "users": len(d), "resamples": resamples}
+
+
 def stage_report(run: Run) -> str:
     import numpy as np
 
-    from earn_export.search.metrics import paired_bootstrap, per_user_metrics
+    from earn_export.search.metrics import per_user_metrics
 
     ev = run.out / "eval"
     res = {k: json.loads((ev / f"{k}.json").read_text()) for k in ("earn", "dense", "popularity")}

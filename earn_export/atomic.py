@@ -119,54 +119,54 @@ def atomic_output_dir(path, kind: str):
         raise
 
 
-def atomic_output(arg: str, kind: str, protect: tuple[str, ...] = ()):
-    """Decorator: the function's ``arg`` (an output directory) is written atomically with
-    :func:`atomic_output_dir`; a returned path equal to the temporary directory is returned as the final one.
-    ``protect``: arguments naming input directories that the output must not replace (nor lie inside)."""
+def _bound_decorator(run):
+    """A decorator that calls ``run(fn, bound)`` with the call's arguments bound by name (``inspect.BoundArguments``,
+    which ``run`` may change before it calls ``fn(*bound.args, **bound.kwargs)``)."""
 
     def decorate(fn):
         sig = inspect.signature(fn)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            bound = sig.bind(*args, **kwargs)
-            final = Path(bound.arguments[arg])
-            for name in protect:
-                src = bound.arguments.get(name)
-                if isinstance(src, (str, os.PathLike)) and _inside(final, Path(src)):
-                    raise OutputDirError(f"the output {final} is the input {src} or inside it, and writing it "
-                                         "would replace the input — choose another output directory")
-            with atomic_output_dir(final, kind) as tmp:
-                bound.arguments[arg] = tmp
-                result = fn(*bound.args, **bound.kwargs)
-            if isinstance(result, (str, os.PathLike)) and Path(result) == tmp:
-                return final
-            return result
+            return run(fn, sig.bind(*args, **kwargs))
 
         return wrapper
 
     return decorate
+
+
+def atomic_output(arg: str, kind: str, protect: tuple[str, ...] = ()):
+    """Decorator: the function's ``arg`` (an output directory) is written atomically with
+    :func:`atomic_output_dir`; a returned path equal to the temporary directory is returned as the final one.
+    ``protect``: arguments naming input directories that the output must not replace (nor lie inside)."""
+
+    def run(fn, bound):
+        final = Path(bound.arguments[arg])
+        for name in protect:
+            src = bound.arguments.get(name)
+            if isinstance(src, (str, os.PathLike)) and _inside(final, Path(src)):
+                raise OutputDirError(f"the output {final} is the input {src} or inside it, and writing it "
+                                     "would replace the input — choose another output directory")
+        with atomic_output_dir(final, kind) as tmp:
+            bound.arguments[arg] = tmp
+            result = fn(*bound.args, **bound.kwargs)
+        return final if isinstance(result, (str, os.PathLike)) and Path(result) == tmp else result
+
+    return _bound_decorator(run)
 
 
 def staged_output(arg: str, last: tuple[str, ...] = ()):
     """Decorator: the function receives ``staging=`` (see :func:`staged_files` over its ``arg`` directory) and
     writes its new files there; they are moved into ``arg`` when it returns."""
 
-    def decorate(fn):
-        sig = inspect.signature(fn)
+    def run(fn, bound):
+        if not Path(bound.arguments[arg]).is_dir():  # the function reports the missing directory
+            return fn(*bound.args, **bound.kwargs)
+        with staged_files(bound.arguments[arg], last=last) as stage:
+            bound.arguments["staging"] = stage
+            return fn(*bound.args, **bound.kwargs)
 
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            bound = sig.bind(*args, **kwargs)
-            if not Path(bound.arguments[arg]).is_dir():  # the function reports the missing directory
-                return fn(*bound.args, **bound.kwargs)
-            with staged_files(bound.arguments[arg], last=last) as stage:
-                bound.arguments["staging"] = stage
-                return fn(*bound.args, **bound.kwargs)
-
-        return wrapper
-
-    return decorate
+    return _bound_decorator(run)
 
 
 @contextlib.contextmanager

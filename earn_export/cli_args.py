@@ -147,16 +147,21 @@ def check_top_k_beam(top_k: int, beam: int, top_k_flag: str = "--top-k", beam_fl
                          f"{beam_flag} items per user — lower {top_k_flag} or raise {beam_flag} to at least {top_k}")
 
 
+def _text_config(model_dir) -> dict:
+    """``config.json`` of an HF checkpoint (its ``text_config`` when nested), read with ``json`` only; {} when it
+    cannot be read here (the model loader then reports the problem)."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def model_depth(model_dir=None, preset: str | None = None) -> int | None:
-    """Decoder layers of an HF checkpoint (``config.json``'s ``num_hidden_layers``) or a named preset; read with
-    ``json`` only. None when it cannot be read here (the model loader then reports the problem)."""
+    """Decoder layers of an HF checkpoint (``num_hidden_layers``) or a named preset; None when unknown."""
     if model_dir is not None:
-        try:
-            cfg = json.loads((Path(model_dir) / "config.json").read_text())
-        except (OSError, ValueError):
-            return None
-        cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
-        n = cfg.get("num_hidden_layers")
+        n = _text_config(model_dir).get("num_hidden_layers")
         return n if isinstance(n, int) else None
     if preset is not None:
         return shape_registry().depth(preset)
@@ -265,13 +270,9 @@ def auto_vocab(vocab: str, model_dir=None, vocab_size: int | None = None) -> str
     a large share of every decode step), full for the small from-scratch ones. Reads ``config.json`` with json."""
     if vocab != "auto":
         return vocab
-    if vocab_size is None:
-        try:
-            cfg = json.loads((Path(model_dir) / "config.json").read_text())
-            vocab_size = cfg.get("text_config", cfg).get("vocab_size", 0)
-        except (OSError, ValueError, AttributeError):
-            vocab_size = 0  # the exporter reports an unreadable checkpoint
-    return "items" if vocab_size > 8192 else "full"
+    if vocab_size is None:  # 0 when unreadable: the exporter reports the checkpoint
+        vocab_size = _text_config(model_dir).get("vocab_size", 0)
+    return "items" if isinstance(vocab_size, int) and vocab_size > 8192 else "full"
 
 
 def add_engine_form(p, form_default: str | None = None) -> None:

@@ -31,6 +31,13 @@ class RunWarning(UserWarning):
     it as one ``earn-export: warning:`` line."""
 
 
+def check_choice(name: str, value, choices, error=ValueError) -> None:
+    """One wording for a value outside its choices: ``NAME must be 'a', 'b' or 'c', got 'x'``."""
+    if value not in choices:
+        *head, last = [repr(c) for c in choices]
+        raise error(f"{name} must be {', '.join(head) + ' or ' if head else ''}{last}, got {value!r}")
+
+
 def hint(api: str, cli: str | None = None) -> str:
     """The fix as the caller can apply it: ``cli`` (naming flags; "" when the CLI has no such option) under
     ``earn-export``, else ``api``."""

@@ -75,14 +75,14 @@ def tiny_engine(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def benchmark_script():
-    """``load(name)`` imports ``benchmarks/NAME.py`` (scripts, not a package: they run as ``python
-    benchmarks/NAME.py`` and are not installed with earn_export)."""
+    """``load(name)`` imports ``benchmarks/NAME.py`` (``load(name, "tools")``: ``tools/NAME.py``; scripts, not a
+    package: they run as ``python benchmarks/NAME.py`` and are not installed with earn_export)."""
     import importlib.util
 
-    def load(name):
-        mod_name = f"benchmarks_{name}"
+    def load(name, folder="benchmarks"):
+        mod_name = f"{folder}_{name}"
         if mod_name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(mod_name, REPO / "benchmarks" / f"{name}.py")
+            spec = importlib.util.spec_from_file_location(mod_name, REPO / folder / f"{name}.py")
             sys.modules[mod_name] = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(sys.modules[mod_name])
         return sys.modules[mod_name]

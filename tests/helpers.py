@@ -262,8 +262,9 @@ def recommender_from_checkpoint(ckpt_dir, vocab="full", batch_size=64, dtype=Non
     from earn_export.engine.trie_files import resolve_trie
     from earn_export.model import load_pretrained
     from earn_export.runtime import Recommender
+    from earn_export.data.prompts import PromptBuilder
+    from earn_export.engine.prompt_pieces import PromptPieces
     from earn_export.runtime.backends import TorchBackend
-    from earn_export.runtime.prompt_encoders import build_encoder
 
     model = load_pretrained(ckpt_dir, dtype=dtype)
     trie = resolve_trie(None, Path(ckpt_dir))
@@ -272,8 +273,12 @@ def recommender_from_checkpoint(ckpt_dir, vocab="full", batch_size=64, dtype=Non
     info = {"prefix_token_ids": list(earn.prefix_token_ids), "suffix_token_ids": list(earn.suffix_token_ids),
             "paradigm": earn.paradigm, "id_length": earn.id_length, "max_history": earn.max_history or 20}
     head = np.unique(trie.tokens) if vocab == "items" else None
-    return Recommender(TorchBackend(model, head_token_ids=head), trie, build_encoder(Path(ckpt_dir), info, paths),
-                       paths.keys(), max_history=info["max_history"], batch_size=batch_size,
+    # the training prompt builder, or the TIGER-style pieces for a checkpoint without prompt.json
+    encoder = PromptBuilder.load(ckpt_dir) if (Path(ckpt_dir) / "prompt.json").is_file() else \
+        PromptPieces.from_item_paths(paths, prefix=info["prefix_token_ids"], suffix=info["suffix_token_ids"],
+                                     max_history=info["max_history"])
+    return Recommender(TorchBackend(model, head_token_ids=head), trie, encoder, paths.keys(),
+                       max_history=info["max_history"], batch_size=batch_size,
                        id_map=load_id_map(ckpt_dir, n_items=max(paths) + 1))
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from earn_export.analysis.metrics import GROUPS, QUERY_SETS, AttentionStats, metric_names
-from earn_export.analysis.probes import attention_probs, capture_attention
+from earn_export.analysis.metrics import GROUPS, METRIC_NAMES, QUERY_SETS, AttentionStats
+from earn_export.analysis.probes import capture_attention
 from earn_export.analysis.split_rule import recommend_split
 from model_configs import tiny_llama, tiny_qwen
 
@@ -23,6 +23,16 @@ def _numpy_row(p, valid, groups, eps=0.05, topk=5):
     for gi, g in enumerate(GROUPS):
         out[f"mass_{g}"] = q[groups[idx] == gi].sum()
     return out
+
+
+@torch.no_grad()
+def attention_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    mode: str = "dense") -> list[torch.Tensor]:
+    """All layers' attention [B, Hq, T, T] for one batch, kept (the analysis itself reduces at once)."""
+    got: dict[int, torch.Tensor] = {}
+    with capture_attention(model, lambda i, p: got.__setitem__(i, p.detach().clone())):
+        model(input_ids, attention_mask, n_target=0, mode=mode)
+    return [got[i] for i in sorted(got)]
 
 
 def test_metrics_equal_numpy_on_hand_made_rows_with_padding_and_masked_keys():
@@ -56,7 +66,7 @@ def test_metrics_equal_numpy_on_hand_made_rows_with_padding_and_masked_keys():
                  {"all": torch.from_numpy(real), "last": torch.from_numpy(last)})
     means = stats.means()
     for q, rows in (("all", real), ("last", last)):
-        ref = {m: np.zeros(h) for m in metric_names()}
+        ref = {m: np.zeros(h) for m in METRIC_NAMES}
         n = 0
         for i in range(b):
             for r in np.flatnonzero(rows[i]):
@@ -65,7 +75,7 @@ def test_metrics_equal_numpy_on_hand_made_rows_with_padding_and_masked_keys():
                     for m, v in _numpy_row(probs[i, hh, r], key_valid[i, r], groups[i]).items():
                         ref[m][hh] += v
         assert stats.rows[q][1] == n and stats.rows[q][0] == 0
-        for m in metric_names():
+        for m in METRIC_NAMES:
             np.testing.assert_allclose(means[q][m][1], ref[m] / n, rtol=1e-5, atol=1e-6, err_msg=f"{q}/{m}")
             assert np.isnan(means[q][m][0]).all()  # a layer without rows is NaN, not 0
     # the padding junk would have changed the answer: counting every key gives a different sparsity

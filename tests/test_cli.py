@@ -307,8 +307,9 @@ def test_command_modules_import_light():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
-def test_cli_reference_is_current():
-    from earn_export.cli_reference import DEFAULT_PATH, current_block, reference
+def test_cli_reference_is_current(benchmark_script):
+    tool = benchmark_script("cli_reference", "tools")
+    DEFAULT_PATH, current_block, reference = tool.DEFAULT_PATH, tool.current_block, tool.reference
 
     block = current_block((REPO / DEFAULT_PATH).read_text(encoding="utf-8"))
     assert block is not None, f"{DEFAULT_PATH} has no generated CLI reference block"

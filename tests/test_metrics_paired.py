@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from earn_export.search.metrics import evaluate_rankings, paired_bootstrap, per_user_metrics
+from earn_export.search.metrics import evaluate_rankings, per_user_metrics
 
 
 def test_per_user_metrics_average_to_the_reported_ones():
@@ -19,7 +19,8 @@ def test_per_user_metrics_average_to_the_reported_ones():
     assert one["recall@10"][0] == 1.0 and one["ndcg@10"][0] == pytest.approx(1 / np.log2(3))
 
 
-def test_paired_bootstrap_interval_covers_the_difference_and_detects_a_clear_win():
+def test_paired_bootstrap_interval_covers_the_difference_and_detects_a_clear_win(benchmark_script):
+    paired_bootstrap = benchmark_script("llm_beauty").paired_bootstrap
     rng = np.random.default_rng(1)
     a = rng.random(500)
     b = a - 0.05 + 0.01 * rng.standard_normal(500)

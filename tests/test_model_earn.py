@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from earn_export.model import (CheckpointError, EarnConfig, EarnForCausalLM, KVShape,
-                               ModelConfigError, UnsupportedArchitectureError, add_register_tokens, kv_bytes,
+                               ModelConfigError, UnsupportedArchitectureError, kv_bytes,
                                load_hf_config, load_pretrained, save_pretrained)
 from model_configs import tiny_llama, tiny_mistral, tiny_qwen, tiny_qwen3
 from helpers import P_ID, S_ID, make_model
@@ -131,12 +131,12 @@ def test_roundtrip_bf16_and_earn_json(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(m.state_dict().values(), m2.state_dict().values()))
 
 
-def test_add_register_tokens_resizes_vocab():
+def test_resize_token_embeddings_for_registers():
     torch.manual_seed(0)
     m = EarnForCausalLM(tiny_qwen(layers=2, vocab=50))
     emb_before = m.model.embed_tokens.weight.detach().clone()
-    earn = add_register_tokens(m, 1, 1, split_layer=1)
-    assert earn.prefix_token_ids == [50] and earn.suffix_token_ids == [51]
+    m.resize_token_embeddings(52)  # room for two registers
+    m.set_earn(EarnConfig(split_layer=1, prefix_token_ids=[50], suffix_token_ids=[51]))
     assert m.config.vocab_size == 52 and m.lm_head.weight.shape[0] == 52
     assert m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()  # still tied
     assert torch.equal(m.model.embed_tokens.weight[:50], emb_before)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import check_choice
 from .metrics import EPS, GROUPS, QUERY_SETS, TOPK, AttentionStats
 from .probes import capture_attention
 
@@ -60,8 +61,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
 
     from .groups import pad_groups
 
-    if forward not in FORWARDS:
-        raise ValueError(f"forward must be one of {FORWARDS}, got {forward!r}")
+    check_choice("forward", forward, FORWARDS)
     n_layers = model.num_layers
     n_heads = model.model.layers[0].self_attn.n_heads
     k = model.split_layer

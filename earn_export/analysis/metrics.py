@@ -18,10 +18,7 @@ TOPK = 5
 GROUPS = ("bos", "prefix_register", "instruction", "history", "suffix_register", "target", "text")
 ROW_METRICS = ("sparsity", "sink_head", "sink_tail", "entropy", "topk_mass")
 QUERY_SETS = ("all", "last", "predict")
-
-
-def metric_names() -> tuple[str, ...]:
-    return ROW_METRICS + tuple(f"mass_{g}" for g in GROUPS)
+METRIC_NAMES = ROW_METRICS + tuple(f"mass_{g}" for g in GROUPS)
 
 
 def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.Tensor, eps: float = EPS,
@@ -66,7 +63,7 @@ class AttentionStats:
     def __init__(self, num_layers: int, num_heads: int, eps: float = EPS, topk: int = TOPK):
         self.num_layers, self.num_heads = num_layers, num_heads
         self.eps, self.topk = eps, topk
-        self.sums = {q: {m: np.zeros((num_layers, num_heads)) for m in metric_names()} for q in QUERY_SETS}
+        self.sums = {q: {m: np.zeros((num_layers, num_heads)) for m in METRIC_NAMES} for q in QUERY_SETS}
         self.rows = {q: np.zeros(num_layers, dtype=np.int64) for q in QUERY_SETS}
 
     def update(self, layer: int, probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.Tensor,

@@ -28,13 +28,3 @@ def capture_attention(model, callback: Callable[[int, torch.Tensor], None]):
     finally:
         for a in attns:
             a.probs_hook = None
-
-
-@torch.no_grad()
-def attention_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                    mode: str = "dense") -> list[torch.Tensor]:
-    """All layers' attention [B, Hq, T, T] for one batch (tests and small inputs; the analysis reduces instead)."""
-    got: dict[int, torch.Tensor] = {}
-    with capture_attention(model, lambda i, p: got.__setitem__(i, p.detach().clone())):
-        model(input_ids, attention_mask, n_target=0, mode=mode)
-    return [got[i] for i in sorted(got)]

@@ -20,18 +20,9 @@ from .summary import corpus_summary, parse_heads, table4_markdown, table4_row
 def prompt_corpus(prompts, histories, next_items=None) -> Corpus:
     """Prompts with their token groups; with ``next_items`` each is followed by that item's identifier tokens
     (teacher-forced, as in training), so the rows that predict the identifier are measured too."""
-    rows, groups = [], []
-    for h in histories:
-        r, g = prompt_row_groups(prompts, h)
-        rows.append(r)
-        groups.append(g)
+    rows, groups = zip(*(prompt_row_groups(prompts, h) for h in histories))
     targets = None if next_items is None else [list(prompts.item_ids[int(i)]) for i in next_items]
-    return Corpus("prompts", rows, groups, targets=targets)
-
-
-def text_corpus(tokenizer, path, max_tokens: int = 256, max_rows: int | None = 200) -> Corpus:
-    rows, meta = text_rows(tokenizer, path, max_tokens=max_tokens, max_rows=max_rows)
-    return Corpus("text", rows, [[GROUPS.index("text")] * len(r) for r in rows], meta=meta)
+    return Corpus("prompts", list(rows), list(groups), targets=targets)
 
 
 def sample_examples(data_spec, max_history: int, users: int | None, seed: int = 0, split: str = "test"):
@@ -59,7 +50,8 @@ def analyze_model(model, prompts, histories, next_items=None, text=None, heads="
            "num_heads": model.model.layers[0].self_attn.n_heads, "corpora": {}, "maps": {}}
     corpora = [prompt_corpus(prompts, histories, next_items)]
     if text is not None:
-        tc = text_corpus(prompts.tokenizer, text)
+        rows, meta = text_rows(prompts.tokenizer, text, max_tokens=256, max_rows=200)
+        tc = Corpus("text", rows, [[GROUPS.index("text")] * len(r) for r in rows], meta=meta)
         if tc.meta["unknown_fraction"] > 0.3:
             print(f"warning: {tc.meta['unknown_fraction']:.0%} of the --text tokens are unknown to this checkpoint's "
                   "tokenizer (a word-level vocabulary of the prompt template and item codes): its text row measures "

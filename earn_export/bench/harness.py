@@ -199,28 +199,6 @@ def _run_search(tb: TimedBackend, trie, ids, mask, beam: int):
     return rec, res
 
 
-class _ForwardTimer:
-    """Forward hooks on the HF model: time of each forward call (the first of a generate call is the prefill)."""
-
-    def __init__(self, model, sync):
-        self.calls: list[float] = []
-        self._t = 0.0
-        self._sync = sync
-        self._handles = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
-
-    def _pre(self, *_):
-        self._sync()
-        self._t = time.perf_counter()
-
-    def _post(self, *_):
-        self._sync()
-        self.calls.append(time.perf_counter() - self._t)
-
-    def remove(self):
-        for h in self._handles:
-            h.remove()
-
-
 def _hf_cache_bytes(out) -> int | None:
     """Bytes of the cache ``generate`` returned: a ``Cache`` with ``layers``, or legacy (key, value) pairs."""
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -243,7 +221,17 @@ def hf_generate(hf, ids, mask, beam: int, id_length: int, walker, device: str) -
     x = torch.as_tensor(ids, device=device)
     m = torch.as_tensor(mask, device=device)
     walker.prompt_len = x.shape[1]
-    timer = _ForwardTimer(hf, sync)
+    calls: list[float] = []  # forward hooks: the time of each forward call (the first one is the prefill)
+
+    def start(*_):
+        sync()
+        calls.append(-time.perf_counter())
+
+    def stop(*_):
+        sync()
+        calls[-1] += time.perf_counter()
+
+    hooks = [hf.register_forward_pre_hook(start), hf.register_forward_hook(stop)]
     gc.collect()
     try:
         sync()
@@ -255,10 +243,10 @@ def hf_generate(hf, ids, mask, beam: int, id_length: int, walker, device: str) -
         sync()
         total = time.perf_counter() - t
     finally:
-        timer.remove()
+        for h in hooks:
+            h.remove()
     seqs = out.sequences[:, x.shape[1]:].cpu().numpy()
     items = np.array([walker.item_of(s) for s in seqs], np.int64).reshape(len(ids), beam)
-    calls = timer.calls
     rec = {"total_s": total, "prefill_s": calls[0] if calls else 0.0, "decode_s": float(sum(calls[1:])),
            "search_bookkeeping_s": total - float(sum(calls)), "decode_calls": max(len(calls) - 1, 0)}
     return rec, items, _hf_cache_bytes(out)
@@ -326,16 +314,12 @@ def _stats(runs: list[dict], warmup: int, users: int, beam: int, id_length: int)
     }
 
 
-def _engine_key(cfg: BenchConfig, shape: dict) -> dict:
-    return {"shape": shape, "seed": cfg.seed, "vocab": cfg.vocab, "exporter": cfg.exporter, "form": cfg.form,
-            "quantize": cfg.quantize, "n_items": cfg.n_items,
-            "codes": cfg.codes, "id_length": cfg.id_length, "schema": SCHEMA_VERSION}
-
-
 def _export_pair(setup, cfg: BenchConfig, engines_dir: Path, say) -> dict:
     from ..export import export_onnx
 
-    key = _engine_key(cfg, setup.shape)
+    key = {"shape": setup.shape, "seed": cfg.seed, "vocab": cfg.vocab, "exporter": cfg.exporter, "form": cfg.form,
+           "quantize": cfg.quantize, "n_items": cfg.n_items, "codes": cfg.codes, "id_length": cfg.id_length,
+           "schema": SCHEMA_VERSION}  # what the engines in OUT/engines were built for
     key_file = engines_dir / "bench_key.json"
     times = {}
     if cfg.reuse_engines and key_file.is_file() and json.loads(key_file.read_text()) == key and all(
@@ -432,14 +416,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
             return 0, cfg.repeats  # same sessions as the batch-size jobs, already warm
         return cfg.warmup, cfg.repeats
 
+    def setting_jobs(p, b):  # (timed jobs, whether HF runs, the HF batch) of one setting
+        run_hf = hf is not None and (cfg.hf_max_prompt_len is None or p <= cfg.hf_max_prompt_len)
+        hb = min(cfg.hf_batch, b) if run_hf else None
+        # ORT again at the HF batch, per-user times compared with HF's
+        extra = ["ort_earn@hf", "ort_dense@hf"] if run_hf and hb != b and "ort" in cfg.backends else []
+        return [*backends, *extra], run_hf, hb
+
     n_jobs = 0
-    for p, b, bm in combos:
-        per = sum(sum(plan(name)) for name in backends)
-        if hf is not None and (cfg.hf_max_prompt_len is None or p <= cfg.hf_max_prompt_len):
-            per += cfg.hf_repeats
-            if min(cfg.hf_batch, b) != b and "ort" in cfg.backends:
-                per += 2 * sum(plan("ort@hf"))
-        n_jobs += per
+    for p, b, _ in combos:
+        names, run_hf, _ = setting_jobs(p, b)
+        n_jobs += sum(sum(plan(name)) for name in names) + (cfg.hf_repeats if run_hf else 0)
     bar = tqdm(total=n_jobs, desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
     kv_shape = KVShape(n, shape["n_kv_heads"], shape["head_dim"], 4)
     vocab_out = len(setup.item_token_ids) if cfg.vocab == "items" else shape["vocab_size"]
@@ -447,12 +434,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
     for p, b, bm in combos:
         bar.set_postfix_str(f"P={p} B={b} beam={bm}")
         ids, mask = setup.prompts(p, b, seed=cfg.seed)
-        jobs = {name: (tb, ids, mask) for name, tb in backends.items()}
-        run_hf = hf is not None and (cfg.hf_max_prompt_len is None or p <= cfg.hf_max_prompt_len)
-        hb = min(cfg.hf_batch, b) if run_hf else None
-        if run_hf and hb != b and "ort" in cfg.backends:
-            jobs["ort_earn@hf"] = (backends["ort_earn"], ids[:hb], mask[:hb])
-            jobs["ort_dense@hf"] = (backends["ort_dense"], ids[:hb], mask[:hb])
+        names, run_hf, hb = setting_jobs(p, b)
+        users = {name: hb if name.endswith("@hf") else b for name in names}  # per job; hf_dense: hb
+        jobs = {name: (backends[name.removesuffix("@hf")], ids[:u], mask[:u]) for name, u in users.items()}
         records: dict[str, list] = {name: [] for name in jobs}
         results: dict[str, object] = {}
         kv_measured: dict[str, dict] = {}
@@ -479,10 +463,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
                 hf_recs.append(rec)
                 bar.update(1)
             records["hf_dense"] = hf_recs
-        runs = {}
-        for name, recs in records.items():
-            users = hb if name in ("hf_dense", "ort_earn@hf", "ort_dense@hf") else b
-            runs[name] = _stats(recs, 0 if name == "hf_dense" else plan(name)[0], users, bm, cfg.id_length)
+        users["hf_dense"] = hb
+        runs = {name: _stats(recs, 0 if name == "hf_dense" else plan(name)[0], users[name], bm, cfg.id_length)
+                for name, recs in records.items()}
         formula = kv_report(kv_shape, batch=b, beam=bm, prompt_len=p, steps=cfg.id_length - 1, split_layer=k,
                             n_registers=shape["n_registers"])
         if hf_kv is not None:
@@ -499,11 +482,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
                 speedup[kind] = runs[f"{kind}_dense"]["median_s"] / runs[f"{kind}_earn"]["median_s"]
                 fraction[kind] = speedup[kind] / bound
         if "hf_dense" in runs and "ort" in cfg.backends:
-            e_name = "ort_earn@hf" if "ort_earn@hf" in runs else "ort_earn"
-            d_name = "ort_dense@hf" if "ort_dense@hf" in runs else "ort_dense"
-            hf_user = runs["hf_dense"]["per_user_s"]
-            speedup["ort_earn_vs_hf"] = hf_user / runs[e_name]["per_user_s"]
-            speedup["ort_dense_vs_hf"] = hf_user / runs[d_name]["per_user_s"]
+            hf_user = runs["hf_dense"]["per_user_s"]  # against ORT at the HF batch where it ran there
+            speedup["ort_earn_vs_hf"] = hf_user / runs.get("ort_earn@hf", runs["ort_earn"])["per_user_s"]
+            speedup["ort_dense_vs_hf"] = hf_user / runs.get("ort_dense@hf", runs["ort_dense"])["per_user_s"]
             speedup["ort_earn_vs_hf_at_batch"] = hf_user / runs["ort_earn"]["per_user_s"]
         if "hf_dense" in runs and "torch" in cfg.backends:
             speedup["torch_dense_vs_hf"] = runs["hf_dense"]["per_user_s"] / runs["torch_dense"]["per_user_s"]

@@ -18,38 +18,22 @@ PAD_ID = 0
 
 @dataclass
 class VocabLayout:
+    """Token ids of the vocabulary (module doc): words ``word_range``, codes from ``first_code``, the registers."""
+
     vocab_size: int
     id_length: int
     codes: int
 
-    @property
-    def n_code_tokens(self) -> int:
-        return self.id_length * self.codes
-
-    @property
-    def first_code(self) -> int:
-        return self.vocab_size - 2 - self.n_code_tokens
-
-    @property
-    def reg_p(self) -> int:
-        return self.vocab_size - 2
-
-    @property
-    def reg_s(self) -> int:
-        return self.vocab_size - 1
-
-    @property
-    def word_range(self) -> tuple[int, int]:
-        return 1, self.first_code
+    def __post_init__(self):
+        self.reg_p, self.reg_s = self.vocab_size - 2, self.vocab_size - 1
+        self.first_code = self.reg_p - self.id_length * self.codes
+        self.word_range = (1, self.first_code)
 
     def validate(self) -> None:
-        lo, hi = self.word_range
-        if hi - lo < 16:
-            raise ValueError(
-                f"vocab_size={self.vocab_size} leaves {hi - lo} prompt-word tokens beside {self.n_code_tokens} "
-                f"identifier tokens (id_length={self.id_length} x codes={self.codes}) and 2 registers; raise "
-                "--vocab-size or lower --codes"
-            )
+        if self.first_code - 1 < 16:
+            raise ValueError(f"vocab_size={self.vocab_size} leaves {self.first_code - 1} prompt-word tokens beside "
+                             f"{self.id_length * self.codes} identifier tokens (id_length={self.id_length} x "
+                             f"codes={self.codes}) and 2 registers; raise --vocab-size or lower --codes")
 
     def code_token(self, level: int, code: int) -> int:
         return self.first_code + level * self.codes + code

@@ -31,11 +31,11 @@ def run_convert(args) -> int:
 
     from ..atomic import check_replaceable
     from ..cli_args import check_split_layer, model_depth, require_gguf_reader
+    from ..data.data_spec import DataSpec
     from ..errors import UsageError
 
-    if args.data and args.interactions:
-        raise UsageError("--data and --interactions both given — pass one: --data (sequential split files) or "
-                         "--interactions (CSV/TSV)")
+    spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core, n_users=args.synthetic_users,
+                              n_items=args.synthetic_items)
     if args.split_layer == "analyze":
         raise UsageError("convert takes --split-layer auto, dense or an integer — run `earn-export analyze` on a "
                          "dense checkpoint, or `earn-export train --model SOURCE --split-layer analyze`")
@@ -45,12 +45,9 @@ def run_convert(args) -> int:
     if Path(args.source).is_dir():
         check_split_layer(args.split_layer, model_depth(args.source), args.source)
     check_replaceable(args.out, "checkpoint")
-    from ..data.data_spec import DataSpec
     from .pretrained import convert
     from .smollm2 import resolve_source
 
-    spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core, n_users=args.synthetic_users,
-                              n_items=args.synthetic_items)
     out = convert(resolve_source(args.source), args.out, spec, split=args.split_layer, paradigm=args.paradigm,
                   max_history=args.max_history, init=args.init, dtype=args.dtype, progress=True)
     log = json.loads((out / "train_log.json").read_text())

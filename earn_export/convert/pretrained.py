@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data.tokenizer import REGISTERS
+from ..errors import check_choice
 from ..model.architectures import supported
 from ..model.config import ModelConfigError
 
@@ -87,8 +88,7 @@ def add_catalog_tokens(model, tokenizer, code_tokens, register_tokens=REGISTERS,
     already there keep their ids and rows. Returns ``{"added": n, "init": init, "resized_from": old vocab or None}``."""
     from ..data.tokenizer import extend_tokenizer
 
-    if init not in INITS:
-        raise ConvertError(f"init must be one of {INITS}, got {init!r}")
+    check_choice("init", init, INITS, ConvertError)
     strings = list(dict.fromkeys([*code_tokens, *register_tokens]))
     vocab = tokenizer.get_vocab()
     new = [s for s in strings if s not in vocab]

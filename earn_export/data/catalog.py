@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, read_json, where
+from .errors import DataError, read_json
 
 FORMAT_VERSION = 1
 _CODE_RE = re.compile(r"^<([A-Za-z]+)_(\d+)>$")
@@ -32,17 +32,13 @@ def read_index(path) -> dict[int, list[str]]:
     checked for shape; duplicates are *not* checked here (see :func:`dedupe_codes`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        empty = not path.read_text(encoding="utf-8").strip()
     except OSError as e:
         raise DataError(f"{path}: cannot read the semantic-ID index ({e}); pass index= with an existing .json file")
-    if not text.strip():
+    if empty:
         raise DataError(f"{path}: the semantic-ID index is empty; it must map item ids to code lists, "
                         'e.g. {"0": ["<a_47>", "<b_103>", "<c_234>", "<d_99>"]}')
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{where(path, e.lineno)}: invalid JSON in the semantic-ID index ({e.msg}); fix the file")
-    return _codes_from_json(raw, path)
+    return _codes_from_json(read_json(path, "fix the semantic-ID index"), path)
 
 
 def _codes_from_json(raw, path) -> dict[int, list[str]]:
@@ -151,10 +147,6 @@ class ItemCatalog:
 
     def __getitem__(self, item) -> list[str]:
         return self.codes[int(item)]
-
-    @property
-    def num_items(self) -> int:
-        return len(self.codes)
 
     def items(self) -> list[int]:
         return list(self.codes)

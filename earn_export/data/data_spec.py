@@ -26,7 +26,8 @@ class DataSpec:
     @classmethod
     def from_args(cls, data=None, interactions=None, seed=0, k_core=5, **kw) -> "DataSpec":
         if data and interactions:
-            raise UsageError("give --data (sequential split files) or --interactions (CSV/TSV), not both")
+            raise UsageError("--data and --interactions both given — pass one: --data (sequential split files) or "
+                             "--interactions (CSV/TSV)")
         if data:
             return cls("sequential", str(Path(data).resolve()), seed, k_core, **kw)
         if interactions:

@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from ..errors import check_choice
 from .errors import DataError
 
 ID_MAP_FILE = "item_ids.json"
@@ -37,8 +38,7 @@ class ItemIdMap:
         spellings = [str(i) for i in ids]
         if id_type is None:
             id_type = "int" if spellings and all(_canonical_int(s) for s in spellings) else "str"
-        if id_type not in ("int", "str"):
-            raise IdMapError(f"id_type must be 'int' or 'str', got {id_type!r}")
+        check_choice("id_type", id_type, ("int", "str"), IdMapError)
         self.id_type = id_type
         self.ids = [int(s) for s in spellings] if id_type == "int" else spellings
         self.titles = {int(k): str(v) for k, v in (titles or {}).items()}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import check_choice
 from .catalog import ItemCatalog, _token_ids
 from .errors import DataError, read_json
 
@@ -49,8 +50,7 @@ def template_words(paradigm: str = "lcrec", template: str | None = None, item_se
     in order of first appearance; pass them to ``tokenizer.build_tokenizer``."""
     from tokenizers.pre_tokenizers import Whitespace
 
-    if paradigm not in PARADIGMS:
-        raise DataError(f"paradigm must be one of {PARADIGMS}, got {paradigm!r}")
+    check_choice("paradigm", paradigm, PARADIGMS, DataError)
     head, tail = _split_template(template or TEMPLATES[paradigm])
     sep = ITEM_SEPS[paradigm] if item_sep is None else item_sep
     pre = Whitespace()
@@ -76,8 +76,7 @@ class PromptBuilder:
     def __init__(self, tokenizer, catalog: ItemCatalog, paradigm: str = "lcrec", max_history: int = 20,
                  prefix_tokens=("<reg_p>",), suffix_tokens=("<reg_s>",), template: str | None = None,
                  item_sep: str | None = None):
-        if paradigm not in PARADIGMS:
-            raise DataError(f"paradigm must be one of {PARADIGMS}, got {paradigm!r}")
+        check_choice("paradigm", paradigm, PARADIGMS, DataError)
         self.tokenizer = tokenizer
         self.catalog = catalog
         self.paradigm = paradigm
@@ -223,7 +222,3 @@ class PromptBuilder:
         return cls(tokenizer, catalog, paradigm=cfg["paradigm"], max_history=cfg["max_history"],
                    prefix_tokens=cfg["prefix_tokens"], suffix_tokens=cfg["suffix_tokens"],
                    template=cfg.get("template"), item_sep=cfg.get("item_sep"))
-
-    @staticmethod
-    def template_words(paradigm: str = "lcrec", template: str | None = None) -> list[str]:
-        return template_words(paradigm, template)

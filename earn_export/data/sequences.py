@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import hint
+from ..errors import check_choice, hint
 from .errors import DataError, where
 
 SPLITS = ("train", "valid", "test")
@@ -35,8 +35,7 @@ class SequentialData:
     item_base: int = 0  # what was subtracted from the file's item ids (load_sequential)
 
     def split(self, name: str) -> dict[int, list[int]]:
-        if name not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        check_choice("split", name, SPLITS)
         return getattr(self, name)
 
     @property
@@ -98,8 +97,7 @@ def eval_examples(data: SequentialData, split: str, max_history: int = 20) -> Ev
     """The paper group's protocol: history = train (+ valid when ``split="test"``) items, last
     ``max_history``; targets = all of the user's items in ``split``; users without targets are left out.
     Users with an empty history are kept (the prompt then holds only the template and registers)."""
-    if split not in ("valid", "test"):
-        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    check_choice("split", split, ("valid", "test"))
     target_split = data.split(split)
     users, hists, targets = [], [], []
     for u in sorted(target_split):
@@ -205,8 +203,7 @@ def load_sequential(directory, index=None, item_base="auto", dedupe: bool = True
     if item_base == "auto":
         top = n_index if n_index is not None else max(used, default=0)
         item_base = 1 if used and 0 not in used and (n_index is None or top in used) else 0
-    if item_base not in (0, 1):
-        raise ValueError(f"item_base must be 'auto', 0 or 1, got {item_base!r}")
+    check_choice("item_base", item_base, ("auto", 0, 1))  # "auto" is resolved above
 
     out = {}
     for s in SPLITS:

@@ -28,12 +28,8 @@ class PromptPieces:
 
     def __init__(self, special_prefix, prefix, head, sep, tail, suffix, item_offsets, item_tokens,
                  pad_id: int = 0, max_history: int = 20, register_token_ids=()):
-        self.special_prefix = [int(t) for t in special_prefix]
-        self.prefix = [int(t) for t in prefix]
-        self.head = [int(t) for t in head]
-        self.sep = [int(t) for t in sep]
-        self.tail = [int(t) for t in tail]
-        self.suffix = [int(t) for t in suffix]
+        for name, piece in zip(FIXED, (special_prefix, prefix, head, sep, tail, suffix)):
+            setattr(self, name, [int(t) for t in piece])
         self.item_offsets = np.ascontiguousarray(item_offsets, dtype=np.int64)
         self.item_tokens = np.ascontiguousarray(item_tokens, dtype=np.int64)
         self.pad_id = int(pad_id)

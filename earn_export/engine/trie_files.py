@@ -58,8 +58,10 @@ def resolve_trie(trie, ckpt_dir: Path | None = None) -> Trie | None:
     None (the checkpoint's trie.npz, else one built from its item catalog). None when there is none."""
     if trie is None and ckpt_dir is not None and (ckpt_dir / "trie.npz").is_file():
         trie = ckpt_dir / "trie.npz"
-    if trie is None and ckpt_dir is not None:
-        trie = _trie_from_catalog(ckpt_dir)
+    if trie is None and ckpt_dir is not None and (ckpt_dir / "items.json").is_file():
+        from ..data.catalog import ItemCatalog
+
+        return ItemCatalog.load(ckpt_dir).trie()  # with the tokenizer saved beside items.json
     if trie is None or isinstance(trie, Trie):
         return trie
     if isinstance(trie, (str, os.PathLike)):
@@ -68,13 +70,3 @@ def resolve_trie(trie, ckpt_dir: Path | None = None) -> Trie | None:
         return Trie.from_arrays(trie)
     raise DataError(f"trie must be a Trie, a trie.npz path or a dict of CSR arrays, got {type(trie).__name__}")
 
-
-def _trie_from_catalog(ckpt_dir: Path) -> Trie | None:
-    """The trie of a checkpoint that has an item catalog (items.json) and a tokenizer but no trie.npz."""
-    if not (ckpt_dir / "items.json").is_file():
-        return None
-    from transformers import AutoTokenizer
-
-    from ..data.catalog import ItemCatalog
-
-    return ItemCatalog.load(ckpt_dir).trie(AutoTokenizer.from_pretrained(str(ckpt_dir)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+from ..errors import check_choice
 from ..ops.contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE
 from .errors import ExportError
 
@@ -12,8 +13,7 @@ MODES = ("onnx", "plugin")
 
 
 def check_mode(attention: str) -> None:
-    if attention not in MODES:
-        raise ValueError(f"attention must be one of {MODES}, got {attention!r} (CLI: --attention onnx|plugin)")
+    check_choice("attention", attention, MODES)
 
 
 def uses_plugin(attention: str, graph: str) -> bool:
@@ -27,13 +27,6 @@ def tracing(plugin: bool):
     from ..ops.compacted_attention import emit_op
 
     return emit_op()
-
-
-def exporter_kwargs(exporter: str) -> dict:
-    """Extra ``torch.onnx.export`` arguments that make ``exporter`` emit the custom op."""
-    from ..ops.onnx_emit import exporter_kwargs as kwargs
-
-    return kwargs(exporter)
 
 
 def finish_graph(model, spec: dict, num_layers: int, name: str) -> None:

@@ -129,20 +129,16 @@ def run_check(args) -> int:
     report = check_engine(args.engine_dir, args.reference, n=args.users, beam=args.beam, top_k=args.top_k,
                           batch_size=args.batch_size, polygraphy=args.polygraphy, progress=True,
                           reference_dtype=args.reference_dtype)
-    threshold = args.min_identical
     quant = report.get("quantization")
     if quant:
         # weight-only int8/int4 moves scores by more than any tie tolerance: identical lists are not the bar; the
         # engine must keep most of the reference's top-K set (accuracy cost: `earn-export eval`, docs/export.md)
-        key = "topk_overlap_mean"
-        if threshold is None:
-            threshold = QUANT_MIN_OVERLAP[quant]
-    else:
-        if threshold is None:
-            threshold = 0.99 if report["dtype"] == "float16" else 0.999
-        # fp16 cannot order items whose scores differ by less than its resolution: the tie-aware fraction is the
-        # pass criterion there; fp32 must match exactly
-        key = "topk_identical_up_to_ties_fraction" if report["dtype"] == "float16" else "topk_identical_fraction"
+        key, threshold = "topk_overlap_mean", QUANT_MIN_OVERLAP[quant]
+    elif report["dtype"] == "float16":  # fp16 cannot order items closer than its resolution: tie-aware fraction
+        key, threshold = "topk_identical_up_to_ties_fraction", 0.99
+    else:  # fp32 must match exactly
+        key, threshold = "topk_identical_fraction", 0.999
+    threshold = threshold if args.min_identical is None else args.min_identical
     report["min_identical"] = threshold
     report["pass_criterion"] = key
     report["passed"] = report[key] >= threshold

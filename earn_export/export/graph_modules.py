@@ -18,6 +18,8 @@ import copy
 import torch
 from torch import nn
 
+from ..errors import check_choice
+
 
 def kv_names(prefix: str, num_layers: int) -> list[str]:
     """``prefix.{l}.key``, ``prefix.{l}.value`` for every layer, layer-major (the graph I/O order)."""
@@ -117,15 +119,18 @@ def _own_tree(module: nn.Module) -> nn.Module:
 
 
 def export_view(model, head_token_ids=None, form: str = "reference"):
-    """The module tree the exporter traces: ``sliced_view`` + transposed projections (+ the fused form).
-
-    The model itself is not modified; the view shares its parameters (``form="fused"`` adds the packed QKV)."""
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    view = _own_tree(sliced_view(model, head_token_ids))
-    fused_cls = _fused_attention_class() if form == "fused" else None
-    if form == "fused":
-        norm_cls = _fused_rmsnorm_class()
+    """The module tree the exporter traces: the LM head sliced to ``head_token_ids`` (in that order; None: all rows),
+    transposed projections (+ the fused form). The model itself is not modified; the view shares its parameters
+    (``form="fused"`` adds the packed QKV)."""
+    check_choice("form", form, FORMS)
+    view = _own_tree(model)  # own module tables: replacing modules leaves `model` untouched
+    if head_token_ids is not None:
+        w = model.lm_head.weight.detach()[torch.as_tensor(head_token_ids, dtype=torch.long)].clone()
+        view.lm_head = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
+        view.lm_head.weight = nn.Parameter(w, requires_grad=False)
+    fused = form == "fused"
+    if fused:
+        attn_cls, norm_cls = _fused_attention_class(), _fused_rmsnorm_class()
         for norm in [view.model.norm] + [n for layer in view.model.layers
                                          for n in (layer.input_layernorm, layer.post_attention_layernorm)]:
             norm.__class__ = norm_cls
@@ -134,32 +139,14 @@ def export_view(model, head_token_ids=None, form: str = "reference"):
                 layer.self_attn.q_norm.__class__ = layer.self_attn.k_norm.__class__ = norm_cls
     for layer in view.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
-        if fused_cls is not None:
-            attn.__class__ = fused_cls
+        if fused:
+            attn.__class__ = attn_cls
             attn.qkv_proj = _packed_qkv(attn)
             del attn.q_proj, attn.k_proj, attn.v_proj
-        else:
-            attn.q_proj, attn.k_proj, attn.v_proj = (_transposed(attn.q_proj), _transposed(attn.k_proj),
-                                                     _transposed(attn.v_proj))
-        attn.o_proj = _transposed(attn.o_proj)
-        mlp.gate_proj, mlp.up_proj, mlp.down_proj = (_transposed(mlp.gate_proj), _transposed(mlp.up_proj),
-                                                     _transposed(mlp.down_proj))
-    return view
-
-
-def sliced_view(model, head_token_ids=None):
-    """The model itself, or a shallow view whose LM head keeps only rows ``head_token_ids`` (in that order)."""
-    if head_token_ids is None:
-        return model
-    ids = torch.as_tensor(head_token_ids, dtype=torch.long)
-    w = model.lm_head.weight.detach()[ids].clone()
-    head = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
-    head.weight = nn.Parameter(w, requires_grad=False)
-    view = copy.copy(model)
-    view._modules = dict(model._modules)  # own module table: replacing lm_head leaves `model` untouched
-    view._parameters = dict(model._parameters)
-    view._buffers = dict(model._buffers)
-    view.lm_head = head
+        for module, names in ((attn, ("o_proj",) if fused else ("q_proj", "k_proj", "v_proj", "o_proj")),
+                              (mlp, ("gate_proj", "up_proj", "down_proj"))):
+            for name in names:
+                setattr(module, name, _transposed(getattr(module, name)))
     return view
 
 
@@ -167,9 +154,9 @@ class PrefillGraph(nn.Module):
     """prefill.onnx: ``(input_ids, attention_mask) -> (logits [B, V_out], present.{l}.key/value ...)``, present
     ``[B, Hkv, P, D]`` for l < k and ``[B, Hkv, R, D]`` for l >= k."""
 
-    def __init__(self, model=None, head_token_ids=None, form: str = "reference", view=None):
+    def __init__(self, view):  # export_view(model, ...)
         super().__init__()
-        self.core = view if view is not None else export_view(model, head_token_ids, form)
+        self.core = view
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         sink: list = []
@@ -182,9 +169,9 @@ class DecodeGraph(nn.Module):
     """decode.onnx: one step for all beams over the shared prefix KV and the per-beam generated KV
     (inputs and outputs: docs/design.md §4)."""
 
-    def __init__(self, model=None, head_token_ids=None, form: str = "reference", view=None):
+    def __init__(self, view):  # export_view(model, ...)
         super().__init__()
-        self.core = view if view is not None else export_view(model, head_token_ids, form)
+        self.core = view
 
     def forward(self, input_ids, position_ids, attention_mask, *kv):
         n = self.core.num_layers

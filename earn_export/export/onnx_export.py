@@ -25,7 +25,7 @@ from ..atomic import atomic_output
 from ..data.id_map import manifest_entry as id_map_entry
 from ..engine.manifest import FORMAT_VERSION, MANIFEST, write_manifest
 from ..engine.trie_files import resolve_trie, save_trie_arrays
-from ..errors import hint
+from ..errors import check_choice, hint
 from .errors import ExportError
 from .weights import WEIGHTS_FILE, SharedWeights
 from .graph_modules import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
@@ -180,25 +180,24 @@ def _io_spec(model, graph: str, vocab_out: int, kv_dtype: str) -> dict:
     n, k = model.num_layers, model.split_layer
     hkv, d = model.n_kv_heads, model.head_dim
     r = model.earn.n_registers if model.earn else 0
-    shared = lambda l: ["batch", hkv, "prompt_len" if l < k else r, d]  # noqa: E731
+
+    def io(name, shape, dtype=kv_dtype):
+        return {"name": name, "dtype": dtype, "shape": shape}
+
+    def shared(prefix):  # per-user KV: the prompt's rows below layer k, the registers' from k on
+        return [io(nm, ["batch", hkv, "prompt_len" if int(nm.split(".")[1]) < k else r, d])
+                for nm in kv_names(prefix, n)]
+
+    mask = io("attention_mask", ["batch", "prompt_len"], "int64")
     if graph == "prefill":
-        inputs = [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "prompt_len"]},
-                  {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "prompt_len"]}]
-        outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", vocab_out]}]
-        outputs += [{"name": nm, "dtype": kv_dtype, "shape": shared(int(nm.split(".")[1]))}
-                    for nm in kv_names("present", n)]
-        return {"inputs": inputs, "outputs": outputs}
-    inputs = [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "beam", 1]},
-              {"name": "position_ids", "dtype": "int64", "shape": ["batch", "beam", 1]},
-              {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "prompt_len"]}]
-    inputs += [{"name": nm, "dtype": kv_dtype, "shape": shared(int(nm.split(".")[1]))}
-               for nm in kv_names("past_key_values", n)]
-    inputs += [{"name": nm, "dtype": kv_dtype, "shape": ["batch", "beam", hkv, "t", d]}
-               for nm in kv_names("generated", n)]
-    outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", "beam", vocab_out]}]
-    outputs += [{"name": nm, "dtype": kv_dtype, "shape": ["batch", "beam", hkv, "t+1", d]}
-                for nm in kv_names("generated_present", n)]
-    return {"inputs": inputs, "outputs": outputs}
+        return {"inputs": [io("input_ids", ["batch", "prompt_len"], "int64"), mask],
+                "outputs": [io("logits", ["batch", vocab_out], "float32"), *shared("present")]}
+    step = ["batch", "beam", 1]
+    return {"inputs": [io("input_ids", step, "int64"), io("position_ids", step, "int64"), mask,
+                       *shared("past_key_values"),
+                       *[io(nm, ["batch", "beam", hkv, "t", d]) for nm in kv_names("generated", n)]],
+            "outputs": [io("logits", ["batch", "beam", vocab_out], "float32"),
+                        *[io(nm, ["batch", "beam", hkv, "t+1", d]) for nm in kv_names("generated_present", n)]]}
 
 
 def _dynamic_axes(spec: dict) -> dict:
@@ -224,26 +223,17 @@ def _dynamo_shapes(spec: dict, n_layers: int, graph: str):
 
 
 def _versions() -> dict:
-    import onnx
-    import transformers
+    import importlib
 
-    out = {"torch": torch.__version__, "onnx": onnx.__version__, "transformers": transformers.__version__}
-    try:
-        import onnxruntime
-
-        out["onnxruntime"] = onnxruntime.__version__
-    except Exception:  # pragma: no cover - onnxruntime is a dependency
-        out["onnxruntime"] = None
-    try:
-        import onnxscript
-
-        out["onnxscript"] = onnxscript.__version__
-    except Exception:
-        out["onnxscript"] = None
     from .. import __version__ as ee_version
 
-    out["earn_export"] = ee_version
-    return out
+    out = {}
+    for name in ("torch", "onnx", "transformers", "onnxruntime", "onnxscript"):
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except Exception:  # noqa: BLE001 - recorded as unknown
+            out[name] = None
+    return {**out, "earn_export": ee_version}
 
 
 def _op_counts(model) -> dict:
@@ -266,12 +256,6 @@ def _check_form(counts: dict, form: str, graph: str, n_layers: int, qk_norm: boo
                           "with --form reference (the model's own ops) and report this")
 
 
-def _quant_entry(infos: dict) -> dict:
-    from .quantize import manifest_entry
-
-    return manifest_entry(infos)
-
-
 @atomic_output("out_dir", "engine", protect=("model_or_ckpt_dir",))
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int | None = None,
                 item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
@@ -288,29 +272,27 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     ``"onnx"`` or ``"plugin"`` (:mod:`.attention_mode`). Returns the manifest.
     """
     from ..model.architectures import architecture
+    from ..ops.onnx_emit import exporter_kwargs
     from . import attention_mode
+    from .quantize import manifest_entry as quant_entry
 
     attention_mode.check_mode(attention)
     if attention == "plugin" and ort_optimize:
         raise ExportError("--ort-optimize saves ONNX Runtime's optimised copy of the standard-op graphs; with "
                           "--attention plugin the decode graph holds earn::CompactedAttention nodes: drop one of the "
                           "two options")
-    if vocab not in ("items", "full"):
-        raise ValueError(f"vocab must be 'items' or 'full', got {vocab!r}")
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    check_choice("vocab", vocab, ("items", "full"))
+    check_choice("exporter", exporter, EXPORTERS)
     if quantize is not None:
         from .quantize import QUANT_MODES
 
-        if quantize not in QUANT_MODES:
-            raise ValueError(f"quantize must be one of {QUANT_MODES}, got {quantize!r}")
+        check_choice("quantize", quantize, QUANT_MODES)
         if fp16:
             raise ExportError("--quantize applies to fp32 engines (int8/int4 projections with fp32 norms, "
                               "attention and head for ONNX Runtime CPU); drop --fp16")
     if form is None:
         form = "reference" if exporter == "torchscript" else "fused"
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    check_choice("form", form, FORMS)
     if opset is None:
         opset = FUSED_OPSET if form == "fused" else DEFAULT_OPSET
     if form == "fused":
@@ -385,7 +367,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
                     graph_ir, used[graph] = _export_graph(
                         module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
                         [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
-                        opset, exporter, attention_mode.exporter_kwargs if plugin else None)
+                        opset, exporter, exporter_kwargs if plugin else None)
                 if plugin:
                     attention_mode.finish_graph(graph_ir, spec, n, f"{graph}.onnx")
                 _check_form(_op_counts(graph_ir), form, graph, n, architecture(model.config).qk_norm)
@@ -462,7 +444,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             "beam": "beams per user", "t": "generated tokens held per beam (0 at the first decode call, up to L-1)",
         },
         "weights": weights_entry,
-        "quantization": _quant_entry(quant_infos) if quant_infos else None,
+        "quantization": quant_entry(quant_infos) if quant_infos else None,
         "trie": {"format": "npy", "prefix": "trie", "depth": trie.depth} if trie is not None else None,
         "prompt": prompt,
         "id_map": id_map_entry(out_dir, trie),  # item_ids.json (copied with aux): original item ids

@@ -20,13 +20,6 @@ def engine_histories(engine_dir, n: int, max_history: int) -> list[list[int]] | 
     return eval_examples(spec.load(), "test", max_history=max_history).histories[:n]
 
 
-def synthetic_histories(known_items, n: int, max_len: int, seed: int = 0) -> list[list[int]]:
-    """``n`` random histories over the catalog, lengths 0..max_len (mixed lengths on purpose)."""
-    rng = np.random.default_rng(seed)
-    items = np.array(sorted(known_items))
-    return [rng.choice(items, size=int(rng.integers(0, max_len + 1))).tolist() for _ in range(n)]
-
-
 def _replay(backend, prefill_call: dict, decode_calls: list) -> list:
     """Decode log-probs of ``backend`` along a recorded beam path (prefill inputs + decode calls)."""
     _, state = backend.prefill(prefill_call["input_ids"], prefill_call["attention_mask"])
@@ -64,6 +57,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
     from ..search.beam import constrained_beam_search
 
     import torch
+    from tqdm.auto import tqdm
 
     on_cpu = reference_model is None or next(reference_model.parameters()).device.type == "cpu"
     if workers is None:
@@ -88,8 +82,10 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
 
     if users is None:
         users = engine_histories(engine_dir, n, rec.max_history)
-    if users is None:
-        users = synthetic_histories(rec.known_items, n, rec.max_history, seed=seed)
+    if users is None:  # no data.json: random histories over the catalog, lengths 0..max_history
+        rng = np.random.default_rng(seed)
+        items = np.array(sorted(rec.known_items))
+        users = [rng.choice(items, size=int(rng.integers(0, rec.max_history + 1))).tolist() for _ in range(n)]
     users = list(users)[:n]
     clean, skipped, _ = rec.prepare(users, on_unknown="skip")
 
@@ -110,11 +106,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
         return res, recorder.calls
 
     jobs = [(b, s) for s in starts for b in (rec.backend, ref)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(clean), desc="parity", unit="user")
+    bar = tqdm(total=len(clean), desc="parity", unit="user", disable=not progress)
     with torch_single_threaded(workers > 1), ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(search, jobs)  # in job order: (ORT, torch) per batch
         for s in starts:
@@ -156,13 +148,10 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
                         "user": s + i, "history": chunk[i], "first_diff_rank": int(diff[0]),
                         "n_diff": int(len(diff)), "same_set": bool(set(a[i].tolist()) == set(b[i].tolist())),
                         "onnxruntime": a[i].tolist(), "torch": b[i].tolist(),
-                        "onnxruntime_scores": np.asarray(ort_res.scores)[i, :top_k].round(5).tolist(),
-                        "torch_scores": np.asarray(ref_res.scores)[i, :top_k].round(5).tolist(),
+                        "onnxruntime_scores": sa[i].round(5).tolist(), "torch_scores": sb[i].round(5).tolist(),
                     })
-            if bar is not None:
-                bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+            bar.update(len(chunk))
+    bar.close()
     u = len(clean)
     report = {
         "engine_dir": str(engine_dir), "users": u, "beam": beam, "top_k": top_k,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import check_choice
 from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
 
 QUANT_MODES = ("int8", "int8-nbits", "int4")
@@ -40,8 +41,7 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
                    keep_float: tuple[str, ...] = ()):
     """Quantized copy of an ONNX ModelProto (weights loaded); returns (ModelProto, info). ``keep_float``: name
     fragments of further MatMuls to leave in fp32 (e.g. ``"down_proj"``)."""
-    if mode not in QUANT_MODES:
-        raise ValueError(f"quantize must be one of {QUANT_MODES}, got {mode!r}")
+    check_choice("quantize", mode, QUANT_MODES)
     for node in model_proto.graph.node:  # the quantizers match nodes by name: give every node one
         if not node.name:
             node.name = f"{node.op_type}_{id(node)}"

@@ -4,7 +4,7 @@ Names load on first use, so the light modules (``shapes``, ``config``, ``kv_cach
 from ..lazy_import import lazy_attributes
 
 _LAZY = {
-    "CheckpointError": ".checkpoint", "EarnForCausalLM": ".checkpoint", "add_register_tokens": ".checkpoint",
+    "CheckpointError": ".checkpoint", "EarnForCausalLM": ".checkpoint",
     "load_pretrained": ".checkpoint", "save_pretrained": ".checkpoint", "EarnConfig": ".config",
     "ModelConfigError": ".config", "UnsupportedArchitectureError": ".config", "load_hf_config": ".config",
     "GeneratedCache": ".decoder", "PrefixCache": ".decoder", "position_ids_from_mask": ".decoder",

@@ -97,24 +97,5 @@ def save_pretrained(model: EarnForCausalLM, path) -> Path:
     return path
 
 
-def add_register_tokens(model: EarnForCausalLM, n_prefix: int = 1, n_suffix: int = 1, split_layer: int | None = None,
-                        first_id: int | None = None, init: str = "mean", **earn_fields) -> EarnConfig:
-    """Make room for register tokens (from ``first_id``, default after the vocabulary; embedding rows grow as
-    needed) and attach an EarnConfig."""
-    n = n_prefix + n_suffix
-    start = model.config.vocab_size if first_id is None else first_id
-    needed = start + n
-    if needed > model.config.vocab_size:
-        model.resize_token_embeddings(needed, init=init)
-    ids = list(range(start, start + n))
-    earn = EarnConfig(
-        split_layer=model.num_layers if split_layer is None else split_layer,
-        n_prefix=n_prefix, n_suffix=n_suffix,
-        prefix_token_ids=ids[:n_prefix], suffix_token_ids=ids[n_prefix:], **earn_fields,
-    )
-    model.set_earn(earn)
-    return earn
-
-
 EarnForCausalLM.from_pretrained = staticmethod(load_pretrained)
 EarnForCausalLM.save_pretrained = save_pretrained

@@ -17,11 +17,12 @@ def load_hf_config(source):
     :mod:`.architectures` only)."""
     from transformers import AutoConfig, PretrainedConfig
 
+    from .architectures import check_config, lookup
+
     if isinstance(source, PretrainedConfig):
         cfg = source
     elif isinstance(source, dict):
-        model_type = source.get("model_type")
-        _check_model_type(model_type, "config dict")
+        lookup(source.get("model_type"), "config dict")
         cfg = AutoConfig.for_model(**source)
     else:
         path = Path(source)
@@ -29,18 +30,10 @@ def load_hf_config(source):
         if not cfg_path.is_file():
             raise ModelConfigError(f"{cfg_path}: no config.json found; pass a Hugging Face checkpoint directory")
         raw = json.loads(cfg_path.read_text())
-        _check_model_type(raw.get("model_type"), str(cfg_path))
+        lookup(raw.get("model_type"), str(cfg_path))
         cfg = AutoConfig.from_pretrained(str(cfg_path.parent))
-    from .architectures import check_config
-
     check_config(cfg)
     return cfg
-
-
-def _check_model_type(model_type, where: str) -> None:
-    from .architectures import lookup
-
-    lookup(model_type, where)
 
 
 def head_dim(cfg) -> int:
@@ -94,7 +87,7 @@ class EarnConfig:
         if bad:
             raise ModelConfigError(
                 f"earn.json: register token ids {bad} do not fit the vocabulary of size {vocab_size}; resize the "
-                "embeddings with add_register_tokens() (or model.resize_token_embeddings) before using them."
+                "embeddings with model.resize_token_embeddings before using them."
             )
         if self.format_version != EARN_FORMAT_VERSION:
             raise ModelConfigError(

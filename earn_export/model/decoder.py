@@ -15,8 +15,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import check_choice
 from ..ops.compacted_attention import compacted_attention
-from .architectures import architecture
+from .architectures import architecture, rope_type
 from .config import EarnConfig, ModelConfigError, head_dim, load_hf_config
 
 MODES = ("split", "masked", "dense")
@@ -44,20 +45,18 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        params = getattr(cfg, "rope_parameters", None) or {}
-        scaling = getattr(cfg, "rope_scaling", None) or {}
-        rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-        if rope_type == "default":
-            base = params.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+        kind = rope_type(cfg)
+        if kind == "default":
+            base = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
             dim = head_dim(cfg)
             inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
             scale = 1.0
         else:
             from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-            if rope_type not in ROPE_INIT_FUNCTIONS:
-                raise ModelConfigError(f"rope_type {rope_type!r} is not known to this transformers version")
-            inv_freq, scale = ROPE_INIT_FUNCTIONS[rope_type](cfg, None)
+            if kind not in ROPE_INIT_FUNCTIONS:
+                raise ModelConfigError(f"rope_type {kind!r} is not known to this transformers version")
+            inv_freq, scale = ROPE_INIT_FUNCTIONS[kind](cfg, None)
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
         self.attention_scaling = float(scale)
 
@@ -364,17 +363,14 @@ class EarnForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """Logits for the last prompt row and the ``n_target`` rows after it: ``[B, 1 + n_target, V]``; row i
         predicts target token i. ``kv_sink`` (a list) receives per-layer (k, v) of the rows each layer processed."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_choice("mode", mode, MODES)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         b, s = input_ids.shape
         p = s - n_target
         if p < 1:
             raise ValueError(f"n_target={n_target} leaves no prompt in a sequence of length {s}")
-        k = self.split_layer
-        if mode == "dense":
-            k = self.num_layers
+        k = self.num_layers if mode == "dense" else self.split_layer
         pos = position_ids_from_mask(attention_mask)
         x = self.embed(input_ids)
         cos, sin = self.model.rotary_emb(pos, self.compute_dtype)

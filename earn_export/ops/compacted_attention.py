@@ -34,15 +34,11 @@ def compacted_attention_reference(query, shared_key, shared_value, key_bias, gen
     q_own = query.reshape(b, nb, hkv, g, d).to(f32)
     s_own = torch.matmul(q_own, gen_key.transpose(-1, -2).to(f32)).permute(0, 2, 1, 3, 4)  # [B,Hkv,beam,G,T]
     scores = torch.cat([s_sh, s_own], dim=-1) * scale
-    bias = None
+    # fp32 softmax with an additive finite mask (the model's masked_softmax, inlined: no import cycle)
     if key_bias is not None:
         pad = torch.zeros(b, gen_key.shape[3], dtype=key_bias.dtype, device=key_bias.device)
-        bias = torch.cat([key_bias, pad], dim=-1)[:, None, None, None, :]
-    # fp32 softmax with an additive finite mask (the model's masked_softmax, inlined: no import cycle)
-    s = scores.to(f32)
-    if bias is not None:
-        s = s + bias
-    probs = torch.softmax(s, dim=-1).to(f32)
+        scores = scores + torch.cat([key_bias, pad], dim=-1)[:, None, None, None, :]
+    probs = torch.softmax(scores, dim=-1)
     n_sh = shared_key.shape[2]
     p_sh = probs[..., :n_sh].reshape(b, hkv, nb * g, n_sh)
     o_sh = torch.matmul(p_sh, shared_value.to(f32)).reshape(b, hkv, nb, g, d).permute(0, 2, 1, 3, 4)

@@ -34,19 +34,15 @@ def register_torchscript_symbolic() -> None:
     _registered = True
 
 
-def dynamo_translation_table() -> dict:
-    """``custom_translation_table`` for ``torch.onnx.export(dynamo=True)``."""
-    import torch
-
-    from .dynamo_translation import compacted_attention_translation
-
-    return {torch.ops.earn.compacted_attention.default: compacted_attention_translation}
-
-
 def exporter_kwargs(exporter: str) -> dict:
     """Extra ``torch.onnx.export`` arguments that make ``exporter`` emit the custom op."""
     if exporter == "dynamo":
-        return {"custom_translation_table": dynamo_translation_table()}
+        import torch
+
+        from .dynamo_translation import compacted_attention_translation
+
+        return {"custom_translation_table": {torch.ops.earn.compacted_attention.default:
+                                             compacted_attention_translation}}
     register_torchscript_symbolic()
     return {"custom_opsets": dict(CUSTOM_OPSETS)}
 

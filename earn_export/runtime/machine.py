@@ -72,13 +72,6 @@ def int8_note(features: dict) -> str | None:
             "(results are correct, the speed-up over fp32 is smaller or none)")
 
 
-def _weights(K: int, N: int, seed: int = 0):
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal((K, N)) * 0.02).astype(np.float32)
-
-
 def _matmul_model(W, dtype=None, m="m"):
     """A one-MatMul ONNX model ``y = x @ W`` with W (a numpy array or TensorProto) as an initializer: what the
     exporter's projections are."""
@@ -136,7 +129,7 @@ def measure_peaks(shapes: dict | None = None, seconds: float = 0.15, paths=PATHS
     with torch_single_threaded():
         for name, (M, K, N) in shapes.items():
             flop = 2.0 * M * K * N
-            W = _weights(K, N)
+            W = (np.random.default_rng(0).standard_normal((K, N)) * 0.02).astype(np.float32)
             x = np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)
             row = {}
             for dt, path in ((torch.float32, "torch_fp32"), (torch.bfloat16, "torch_bf16")):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, check_choice
 
 ID_MODES = ("original", "catalog")
 
@@ -18,8 +18,7 @@ def resolve_mode(id_map, ids) -> str:
     """``ids``: None (original when the engine has an id map, else catalog), "original" or "catalog"."""
     if ids is None:
         return "original" if id_map is not None else "catalog"
-    if ids not in ID_MODES:
-        raise ValueError(f"ids must be 'original' or 'catalog', got {ids!r}")
+    check_choice("ids", ids, ID_MODES)
     if ids == "original" and id_map is None:
         raise UsageError("ids='original' needs an engine with an item id map (item_ids.json), and this one has none "
                          "(trained on data without original ids, or exported before id maps) — pass catalog indices "
@@ -31,8 +30,7 @@ def to_catalog(id_map, histories, on_unknown: str):
     """Original-id histories -> (catalog-index histories, unknown ids dropped per user [U], {user: unknown ids})."""
     from .results import UnknownItemError
 
-    if on_unknown not in ("error", "skip"):
-        raise ValueError(f"on_unknown must be 'error' or 'skip', got {on_unknown!r}")
+    check_choice("on_unknown", on_unknown, ("error", "skip"))
     out, unknown = [], {}
     skipped = np.zeros(len(histories), np.int64)
     for u, hist in enumerate(histories):

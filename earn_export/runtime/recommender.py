@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import hint
+from ..errors import check_choice, hint
 from ..search.beam import constrained_beam_search, token_columns
 from ..engine.trie_files import engine_trie
 from .prompt_encoders import engine_encoder
@@ -85,8 +85,7 @@ class Recommender:
     # -- inference -------------------------------------------------------------------------------------------
     def prepare(self, histories, on_unknown: str = "error"):
         """Validate, filter and truncate histories -> (clean histories, skipped [U], truncated [U])."""
-        if on_unknown not in ("error", "skip"):
-            raise ValueError(f"on_unknown must be 'error' or 'skip', got {on_unknown!r}")
+        check_choice("on_unknown", on_unknown, ("error", "skip"))
         clean, unknown = [], {}
         skipped = np.zeros(len(histories), np.int64)
         truncated = np.zeros(len(histories), np.int64)

@@ -1,5 +1,6 @@
 """Recall@K and NDCG@K with several targets per user (docs/design.md §6): binary gains, IDCG over
-min(|targets|, K) hits, users weighted equally; slots of -1 never hit."""
+min(|targets|, K) hits, users weighted equally; slots of -1 never hit. (The paired bootstrap of two models on one
+user set is ``benchmarks/llm_beauty.py``'s.)"""
 
 from __future__ import annotations
 
@@ -38,18 +39,3 @@ def evaluate_rankings(ranked, targets, ks=(10, 20)) -> dict:
     for name, values in per_user.items():
         out[name] = float(values.mean()) if len(targets) else 0.0
     return out
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0,
-                     level: float = 0.95) -> dict:
-    """Mean of ``a - b`` over the same users and its percentile bootstrap interval (users resampled with
-    replacement, the pair kept together), plus the share of resamples where ``a`` is not below ``b``."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
-        raise ValueError(f"paired_bootstrap needs two equal-length 1-D arrays, got {a.shape} and {b.shape}")
-    d = a - b
-    rng = np.random.default_rng(seed)
-    means = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(resamples)])
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"diff": float(d.mean()), "low": float(lo), "high": float(hi), "level": level,
-            "p_not_below": float((means >= 0).mean()), "users": len(d), "resamples": resamples}

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..engine.manifest import EngineDirError
+from ..ops import libraries
 
 _LOCK = threading.RLock()
 
@@ -57,12 +58,6 @@ def registered(registry, key) -> bool:
     return get(*key) is not None
 
 
-def _info(path) -> dict:
-    from ..ops import libraries
-
-    return libraries.trt_plugin_info(path)
-
-
 def ensure_loaded(registry, path, info: dict | None = None) -> Entry:
     """The creator of the library at ``path`` in ``registry``: loaded now if absent, else left as it is."""
     return _ensure(registry, path, info)[0]
@@ -70,7 +65,7 @@ def ensure_loaded(registry, path, info: dict | None = None) -> Entry:
 
 def _ensure(registry, path, info) -> tuple[Entry, bool]:
     """(entry, whether this call loaded the library)."""
-    info = info if info is not None else _info(path)
+    info = info if info is not None else libraries.trt_plugin_info(path)
     key = creator_key(info)
     with _LOCK:
         if registered(registry, key):

@@ -69,14 +69,6 @@ def register(sub) -> None:
     e.set_defaults(func=run_eval)
 
 
-def _check_data_args(args) -> None:
-    from ..errors import UsageError
-
-    if args.data and args.interactions:
-        raise UsageError("--data and --interactions both given — pass one: --data (sequential split files) or "
-                         "--interactions (CSV/TSV)")
-
-
 def _stdout_to_stderr(quiet: bool):
     """--quiet: everything the work prints (Trainer logs included) goes to stderr; stdout keeps the summary."""
     return contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext()
@@ -85,8 +77,10 @@ def _stdout_to_stderr(quiet: bool):
 def run_train(args) -> int:
     from ..atomic import check_replaceable
     from ..cli_args import check_split_layer, model_depth, require_gguf_reader
+    from ..data.data_spec import DataSpec
 
-    _check_data_args(args)
+    spec = DataSpec.from_args(args.data, args.interactions, seed=0, k_core=args.k_core, n_users=args.synthetic_users,
+                              n_items=args.synthetic_items)
     require_gguf_reader(args.model, "earn-export train --model")
     if args.split_layer == "analyze" and not args.model:
         from ..errors import UsageError
@@ -102,7 +96,6 @@ def run_train(args) -> int:
     check_replaceable(args.out, "checkpoint")
     with _stdout_to_stderr(args.quiet):
         from ..cli_args import set_threads
-        from ..data.data_spec import DataSpec
         from .train_checkpoint import train
 
         set_threads(args.threads)
@@ -110,8 +103,6 @@ def run_train(args) -> int:
             from ..convert.smollm2 import smollm2_gguf
 
             args.model = str(smollm2_gguf())
-        spec = DataSpec.from_args(args.data, args.interactions, seed=0, k_core=args.k_core,
-                                  n_users=args.synthetic_users, n_items=args.synthetic_items)
         out = train(args.out, spec, split=args.split_layer, paradigm=args.paradigm, model_path=args.model,
                     preset=args.model_config, max_history=args.max_history, epochs=args.epochs,
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.max_minutes,
@@ -131,9 +122,11 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
+    from ..data.data_spec import DataSpec
     from ..errors import UsageError
 
-    _check_data_args(args)
+    spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core) if args.data or args.interactions \
+        else None
     if args.beam < 20 and args.baseline != "popularity":
         raise UsageError(f"--beam {args.beam} ranks {args.beam} items per user, and Recall/NDCG@20 need 20 — pass "
                          "--beam 20 or more")
@@ -148,15 +141,10 @@ def run_eval(args) -> int:
                          "or --baseline popularity")
     with _stdout_to_stderr(args.quiet):
         from ..cli_args import resolve_device, set_threads
-        from ..data.data_spec import DataSpec
         from .evaluate import evaluate_checkpoint
 
         set_threads(args.threads)  # torch; an engine dir's ORT session uses its own default
         device = resolve_device(args.device)
-
-        spec = None
-        if args.data or args.interactions:
-            spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core)
         res = evaluate_checkpoint(args.checkpoint, split=args.split, beam=args.beam, users=args.users,
                                   batch_size=args.batch_size, baseline=args.baseline, data_spec=spec,
                                   progress=not args.quiet, window=args.window, n_sink=args.sink, keep=args.keep,

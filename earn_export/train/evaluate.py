@@ -113,13 +113,13 @@ def _item_head(ckpt) -> np.ndarray | None:
 
 
 def eval_vocab(model, vocab: str = "auto") -> str:
-    """``auto``: ``items`` for pretrained-size vocabularies (> 8,192 tokens: SmolLM2 has 49k, Qwen2.5 151k, and
-    the full LM head is then a large share of every decode step), ``full`` for the small from-scratch ones."""
+    """``auto`` as ``--vocab auto`` does (:func:`earn_export.cli_args.auto_vocab`): ``items`` for pretrained-size
+    vocabularies, ``full`` for the small from-scratch ones."""
+    from ..cli_args import auto_vocab
+
     if vocab not in ("auto", "full", "items"):
         raise ValueError(f"--vocab {vocab!r}: choose auto, full or items")
-    if vocab != "auto":
-        return vocab
-    return "items" if model.config.vocab_size > 8192 else "full"
+    return auto_vocab(vocab, vocab_size=model.config.vocab_size)
 
 
 def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=64, baseline=None,

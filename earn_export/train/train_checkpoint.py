@@ -129,10 +129,8 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
     # validation loss: the first valid item of (a sample of) users with valid items, history = train items
     ve = eval_examples(data, "valid", max_history=max_history)
     pick = np.random.default_rng(seed).permutation(len(ve.users))[:valid_users]
-    valid_set = None
-    if len(pick):
-        valid_set = encode(prompts, [ve.histories[i] for i in pick],
-                           [min(ve.targets[i]) for i in pick])
+    valid_set = encode(prompts, [ve.histories[i] for i in pick], [min(ve.targets[i]) for i in pick]) \
+        if len(pick) else None
     with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir (checkpoints: resume_dir)
         cfg = TrainConfig(output_dir=scratch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                           progress=progress, max_minutes=max_minutes, deadline=deadline, device=device,

@@ -1,7 +1,7 @@
 """The command-line reference (docs/cli.md), generated from the argparse parsers' actions so it cannot drift.
 
-``python -m earn_export.cli_reference docs/cli.md`` rewrites the block between :data:`BEGIN` and :data:`END`;
-``--check`` exits 1 when the block is stale.
+A development tool, not installed with the package: ``python tools/cli_reference.py docs/cli.md`` rewrites the
+block between :data:`BEGIN` and :data:`END`; ``--check`` exits 1 when the block is stale.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def command_reference(name: str, parser: argparse.ArgumentParser, summary: str |
 
 def reference() -> str:
     """The whole generated block (markers included) for the parsers of every registered command."""
-    from .cli import build_parser
+    from earn_export.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -96,7 +96,7 @@ def current_block(text: str) -> str | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m earn_export.cli_reference", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python tools/cli_reference.py", description=__doc__.splitlines()[0])
     p.add_argument("markdown", nargs="?", default=str(DEFAULT_PATH), help="markdown file holding the block")
     p.add_argument("--check", action="store_true", help="exit 1 if the block is stale instead of rewriting it")
     args = p.parse_args(argv)
