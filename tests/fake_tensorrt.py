@@ -1,5 +1,6 @@
-"""A stand-in for the ``tensorrt`` Python module: just what ``build_engines`` and ``deserialize_plan`` call, with a
-plugin registry that refuses what TensorRT documents it refuses. Tests only (TensorRT is not installable here).
+"""A stand-in for the ``tensorrt`` Python module: just what ``build_engines`` and ``plan_loading.deserialize_plan``
+call, with a plugin registry that refuses what TensorRT documents it refuses. Tests only (TensorRT is not installable
+here).
 
 - ``IPluginRegistry::loadLibrary`` "will fail and return nullptr if any of the plugins are already registered"
   (NvInferRuntimeCommon.h, TensorRT 10.16 and 11.1): ``load_library`` returns None then.

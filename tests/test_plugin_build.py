@@ -8,7 +8,8 @@ from earn_export.cli import main
 from earn_export.engine.manifest import EngineDirError
 from earn_export.engine.manifest import sha256_file
 from earn_export.ops import libraries
-from earn_export.tensorrt.plugin_library import check_plan_plugins, embedded_in, plugin_metadata, resolve_for_build
+from earn_export.tensorrt.plugin_library import embedded_in, plugin_metadata, resolve_for_build
+from plan_loading import check_plan_plugins
 
 PLAIN = {"attention": {"mode": "onnx"}}
 PLUGIN = {"attention": {"mode": "plugin", "op": "earn::CompactedAttention", "op_version": "1"}}

@@ -10,7 +10,7 @@ import pytest
 
 import fake_tensorrt
 from earn_export.tensorrt import tensorrt_builder
-from earn_export.tensorrt.plugin_library import deserialize_plan
+from plan_loading import deserialize_plan
 from earn_export.engine.manifest import FORMAT_VERSION
 from earn_export.ops import libraries
 

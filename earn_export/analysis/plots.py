@@ -14,7 +14,8 @@ _GROUP_COLORS = {"bos": "#7f7f7f", "prefix_register": "#d62728", "instruction": 
 _STYLES = ["-", "--", ":", "-."]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (also for the bench's speedup.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -23,7 +24,7 @@ def _plt():
     return plt
 
 
-def _save(plt, fig, path) -> Path:
+def save_figure(plt, fig, path) -> Path:
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -45,7 +46,7 @@ def attention_maps(path, maps: dict, groups: list[int], heads: list[int], title:
     token groups drawn as a colour bar along both axes."""
     from matplotlib.colors import LogNorm
 
-    plt = _plt()
+    plt = pyplot()
     layers = sorted(maps)
     cols = min(4, len(layers))
     rows = int(np.ceil(len(layers) / cols))
@@ -78,7 +79,7 @@ def attention_maps(path, maps: dict, groups: list[int], heads: list[int], title:
     fig.suptitle(f"{title}: attention of one median-length sequence, {head_txt}", fontsize=10)
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="attention probability (log)")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 _CURVES = [("sparsity", "all", "Sparsity (share of keys with p > 0.05)"),
@@ -91,7 +92,7 @@ _CURVES = [("sparsity", "all", "Sparsity (share of keys with p > 0.05)"),
 
 def metric_curves(path, series: list[dict], num_layers: int) -> Path:
     """``series``: {label, summary (corpus_summary), k}. One panel per metric, one line per series."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (metric, qset, title) in zip(axes.flat, _CURVES):
         for i, s in enumerate(series):
@@ -102,13 +103,13 @@ def metric_curves(path, series: list[dict], num_layers: int) -> Path:
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("attention per layer, all query rows (dashed line: split layer k)", fontsize=10)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def register_mass(path, series: list[dict], num_layers: int) -> Path:
     """Per layer: mass the suffix-register row sends to each prompt group, and the mass all rows send to the
     prefix register (the head sink)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, s in enumerate(series):
         ls = _STYLES[i % len(_STYLES)]
@@ -128,4 +129,4 @@ def register_mass(path, series: list[dict], num_layers: int) -> Path:
     axes[0].legend(fontsize=7, ncol=2)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)

@@ -16,10 +16,6 @@ def _ms(x):
     return "–" if x is None else f"{1000 * x:.0f}"
 
 
-def _run(s, name):
-    return s["runs"].get(name)
-
-
 def markdown(result: dict) -> str:
     """The result tables (speed, vs HF, time split, KV bytes) as GitHub markdown."""
     m, mach, cfg = result["model"], result["machine"], result["config"]
@@ -43,7 +39,7 @@ def markdown(result: dict) -> str:
               "N/k | ORT fraction of N/k | FLOP-model speedup | EARN ORT users/s | EARN ORT tokens/s |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in result["settings"]:
-        e, d = _run(s, "ort_earn"), _run(s, "ort_dense")
+        e, d = s["runs"].get("ort_earn"), s["runs"].get("ort_dense")
         sp = s["speedup"]
         lines.append(
             f"| {s['prompt_len']} | {s['batch']} | {s['beam']} | {_f(e and e['median_s'], 3)} | "
@@ -58,11 +54,11 @@ def markdown(result: dict) -> str:
                   "**EARN ORT vs HF** | dense ORT vs HF | dense torch vs HF | FLOP ratio HF/EARN |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for s in result["settings"]:
-            h = _run(s, "hf_dense")
+            h = s["runs"].get("hf_dense")
             if not h:
                 continue
-            e = _run(s, "ort_earn@hf") or _run(s, "ort_earn")
-            d = _run(s, "ort_dense@hf") or _run(s, "ort_dense")
+            e = s["runs"].get("ort_earn@hf") or s["runs"].get("ort_earn")
+            d = s["runs"].get("ort_dense@hf") or s["runs"].get("ort_dense")
             sp, sl = s["speedup"], h["split"]
             lines.append(
                 f"| {s['prompt_len']} | {s['hf_batch']} | {_f(h['per_user_s'], 2)} | "
@@ -77,7 +73,7 @@ def markdown(result: dict) -> str:
               "|---:|---:|---|---:|---:|---:|---:|---:|"]
     for s in result["settings"]:
         for name in ("ort_earn", "ort_dense"):
-            r = _run(s, name)
+            r = s["runs"].get(name)
             if not r:
                 continue
             sl = r["split"]
@@ -115,11 +111,9 @@ def _export_s(result):
 
 def plot(result: dict, path) -> Path:
     """speedup.png: left, EARN/dense per backend with N/k and the FLOP model; right, speedups over HF generate."""
-    import matplotlib
+    from ..analysis.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     settings = result["settings"]
     groups: dict[tuple, list] = {}
     for s in settings:
@@ -159,10 +153,7 @@ def plot(result: dict, path) -> Path:
     fig.suptitle(f"{m['hidden_size']}h × {m['num_layers']} layers, k = {m['split_layer']}, "
                  f"{result['machine']['cpu_count']} CPUs, device {result['machine']['device']}", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def write_all(result: dict, out) -> dict:

@@ -152,13 +152,7 @@ class PromptBuilder:
         cached = getattr(self, "cached", True) if _cached is None else _cached
         if not cached:
             return self.special_prefix + self._encode(self.text(history))
-        hist = self._truncate(history)
-        ids = list(self.special_prefix) + self.prefix_ids + self._head
-        for k, item in enumerate(hist):
-            if k:
-                ids += self._sep
-            ids += self.item_ids[item]
-        return ids + self._tail + self.suffix_ids
+        return [t for _, ids in self.segments(history) for t in ids]
 
     def segments(self, history) -> list[tuple[str, list[int]]]:
         """The pieces of ``row(history)`` in order, named by role (``bos``, ``prefix_register``, ``instruction``,

@@ -272,9 +272,7 @@ class EarnForCausalLM(nn.Module):
         self.lm_head = nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.earn = earn
-        if earn is not None:
-            earn.validate(self.num_layers, self.config.vocab_size)
+        self.set_earn(earn)
         if init:  # False when a checkpoint's weights replace them anyway (load_pretrained)
             self.init_weights()
 

@@ -117,14 +117,13 @@ class CppRecommender:
         return recommend_with_ids(self.id_map, self._recommend_catalog, histories, top_k, beam, on_unknown, ids)
 
     def _recommend_catalog(self, histories, top_k, beam, on_unknown):
-        items, scores, skipped, truncated = self.native.recommend(_lists(histories), top_k, beam, on_unknown)
-        return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated)
+        # libearn returns (items, scores, skipped, truncated): RecommendResult's first four fields, in order
+        return RecommendResult(*self.native.recommend(_lists(histories), top_k, beam, on_unknown))
 
     def recommend_timed(self, histories, top_k: int = 20, beam: int = 20, on_unknown: str = "error"):
         """``(RecommendResult, timings)``: timings splits the call into graph time and bookkeeping + copies."""
-        (items, scores, skipped, truncated), times = self.native.recommend_timed(_lists(histories), top_k, beam,
-                                                                                 on_unknown)
-        return RecommendResult(items=items, scores=scores, skipped=skipped, truncated=truncated), times
+        result, times = self.native.recommend_timed(_lists(histories), top_k, beam, on_unknown)
+        return RecommendResult(*result), times
 
 
 def _lists(histories) -> list[list[int]]:

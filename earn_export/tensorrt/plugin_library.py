@@ -1,16 +1,15 @@
-"""The TensorRT plugin library in ``earn-export build`` and when a plan is loaded (UNVERIFIED calls into TensorRT).
+"""The TensorRT plugin library in ``earn-export build`` (UNVERIFIED calls into TensorRT).
 
-Build: the library is registered before the ONNX parser looks the creator up, and with ``embed_plugins`` put into
-the plan; ``engine.json`` records op version, sha256 and embedding. Load: a plan that does not embed its plugin
-needs the library again; a missing one or another op version is refused with the fix before TensorRT sees the
-plan. All but the two TensorRT calls is plain Python, tested in tests/test_build.py.
+The library is registered before the ONNX parser looks the creator up, and with ``embed_plugins`` put into the
+plan; ``engine.json`` records op version, sha256 and embedding, which a plan loader checks (tests/plan_loading.py,
+a verification helper: Triton loads the plans in production). Plain Python, tested in tests/test_plugin_build.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine.manifest import EngineDirError, attention_mode, sha256_file
+from ..engine.manifest import attention_mode, sha256_file
 from ..ops import libraries
 from ..ops.contract import OP_DOMAIN, OP_NAME
 
@@ -57,71 +56,3 @@ def plugin_metadata(path: Path, embedded_plans, info: dict | None = None) -> dic
         "sha256": sha256_file(Path(path)), "serialized_into_plan": bool(embedded_plans),
         "embedded_in": list(embedded_plans),
     }
-
-
-def check_plan_plugins(engine_meta: dict, plugins=None, info_reader=None) -> list[Path]:
-    """Libraries to load before deserialising plans described by ``engine_meta``, or EngineDirError: none for an
-    embedded plugin, else ``plugins``, the one recorded at build, or ``plugins/build``'s, at the plan's op version.
-    ``info_reader(path) -> earnPluginInfo dict`` (tests substitute it)."""
-    read = info_reader or libraries.trt_plugin_info
-    entries = engine_meta.get("plugins") or []
-    needed = [e for e in entries if not e.get("serialized_into_plan")]
-    if not needed:
-        return []
-    given = [Path(p) for p in plugins] if plugins else []
-    out = []
-    for entry in needed:
-        what = (f"the plans were built with the TensorRT plugin {entry.get('plugin_name')} "
-                f"v{entry.get('plugin_version')} ({entry.get('library')}, not embedded in the plan)")
-        candidates = given or [p for p in (Path(entry["path"]) if entry.get("path") else None,
-                                           libraries.trt_plugin_library()) if p is not None]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise EngineDirError(f"{what}, but that library is missing (looked at {[str(c) for c in candidates]}): "
-                                 f"pass it (--plugins / plugins=[...]) or rebuild the plans with `earn-export build`")
-        info = read(path)
-        if (info.get("name"), info.get("version"), info.get("namespace")) != (
-                entry.get("plugin_name"), entry.get("plugin_version"), entry.get("plugin_namespace")):
-            raise EngineDirError(f"{what}, but {path} implements {info.get('name')} v{info.get('version')} "
-                                 f"(namespace {info.get('namespace')!r}): use the library the plans were built with, "
-                                 f"or rebuild the plans with this one (`earn-export build --plugins {path}`)")
-        out.append(path)
-    return out
-
-
-def load_into_registry(registry, paths) -> list:
-    """The creators of ``paths`` in ``registry``: ``IPluginRegistry.load_library`` (TensorRT calls ``getCreators`` /
-    ``setLoggerFinder``) for those not registered yet, once per process (``plugin_registry.ensure_loaded``)."""
-    from .plugin_registry import ensure_loaded
-
-    return [ensure_loaded(registry, p) for p in paths]
-
-
-def deserialize_plan(engine_dir, graph: str, plugins=None, logger=None):
-    """A TensorRT ICudaEngine for ``{graph}.plan``, after the plugin checks. UNVERIFIED: no TensorRT here."""
-    import json
-
-    import tensorrt as trt
-
-    engine_dir = Path(engine_dir)
-    meta_path = engine_dir / "engine.json"
-    if not meta_path.is_file():
-        raise EngineDirError(f"{engine_dir}: no engine.json; build the plans with `earn-export build {engine_dir}`")
-    meta = json.loads(meta_path.read_text())
-    from .plugin_registry import check_embedded_absent, note_embedded
-
-    libs = check_plan_plugins(meta, plugins)
-    logger = logger or trt.Logger(trt.Logger.WARNING)
-    runtime = trt.Runtime(logger)
-    registry = runtime.get_plugin_registry()
-    # embed or load, never both: a plan that carries a library registers it itself, and must find it absent
-    embedded = check_embedded_absent(registry, meta.get("plugins") or [], graph, engine_dir)
-    if embedded:
-        runtime.engine_host_code_allowed = True  # the plan carries the plugin library's code
-    load_into_registry(registry, libs)
-    engine = runtime.deserialize_cuda_engine((engine_dir / f"{graph}.plan").read_bytes())
-    if engine is None:
-        raise RuntimeError(f"TensorRT could not deserialise {graph}.plan; see the log above")
-    note_embedded(embedded, engine_dir / f"{graph}.plan")
-    return engine
-

@@ -2,9 +2,9 @@
 
 ``IPluginRegistry::loadLibrary`` fails when a creator is already registered (NvInferRuntimeCommon.h), and so does
 deserialising a plan that embeds it; a build then a check, or two engines in one server, would register twice.
-So a library is loaded only when the registry lacks its creator (:func:`ensure_loaded`), a build deregisters
-what it loaded (:func:`loaded_for_build`), and an embedded plan needs its creator absent
-(:func:`check_embedded_absent`). UNVERIFIED against TensorRT: tested with a fake registry
+So a library is loaded only when the registry lacks its creator (:func:`ensure`), a build deregisters
+what it loaded (:func:`loaded_for_build`), and an embedded plan needs its creator absent (the plan loader,
+tests/plan_loading.py, checks it). UNVERIFIED against TensorRT: tested with a fake registry
 (tests/test_plugin_registration.py).
 """
 
@@ -14,7 +14,6 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..engine.manifest import EngineDirError
 from ..ops import libraries
 
 _LOCK = threading.RLock()
@@ -58,13 +57,9 @@ def registered(registry, key) -> bool:
     return get(*key) is not None
 
 
-def ensure_loaded(registry, path, info: dict | None = None) -> Entry:
-    """The creator of the library at ``path`` in ``registry``: loaded now if absent, else left as it is."""
-    return _ensure(registry, path, info)[0]
-
-
-def _ensure(registry, path, info) -> tuple[Entry, bool]:
-    """(entry, whether this call loaded the library)."""
+def ensure(registry, path, info: dict | None = None) -> tuple[Entry, bool]:
+    """The creator of the library at ``path`` in ``registry``, loaded now if absent, else left as it is: (entry,
+    whether this call loaded the library)."""
     info = info if info is not None else libraries.trt_plugin_info(path)
     key = creator_key(info)
     with _LOCK:
@@ -99,7 +94,7 @@ def loaded_for_build(registry, paths, infos=None):
     entries, mine = [], []
     try:
         for i, p in enumerate(paths):
-            entry, loaded_now = _ensure(registry, p, infos[i] if infos else None)
+            entry, loaded_now = ensure(registry, p, infos[i] if infos else None)
             entries.append(entry)
             if loaded_now:
                 mine.append(entry)
@@ -107,27 +102,6 @@ def loaded_for_build(registry, paths, infos=None):
     finally:
         for entry in reversed(mine):
             release(registry, entry)
-
-
-def check_embedded_absent(registry, entries: list[dict], graph: str, engine_dir) -> list[tuple[str, str, str]]:
-    """Before deserialising ``graph``'s plan whose engine.json ``entries`` say it embeds a library: its creator must
-    not be registered (TensorRT refuses to register it twice). Returns the keys the plan will register."""
-    keys = []
-    for e in entries:
-        if graph not in (e.get("embedded_in") or []):
-            continue
-        key = (str(e.get("plugin_name")), str(e.get("plugin_version")), str(e.get("plugin_namespace") or ""))
-        if registered(registry, key):
-            how = record().get(key)
-            by = {"loaded": f"loaded from {how.path}", "embedded": f"carried by a plan from {how.path}",
-                  "found": "registered by the application"}.get(how.how if how else "found")
-            raise EngineDirError(
-                f"{engine_dir}/{graph}.plan embeds the TensorRT plugin {key[0]} v{key[1]}, which is already "
-                f"registered in this process ({by}); TensorRT refuses to register it twice: rebuild the engine with "
-                f"`earn-export build {engine_dir}` without --embed-plugins (the library is then loaded once per "
-                f"process), or deserialise it in a process of its own")
-        keys.append(key)
-    return keys
 
 
 def note_embedded(keys, plan_path) -> None:

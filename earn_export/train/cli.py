@@ -144,20 +144,17 @@ def run_eval(args) -> int:
         from .evaluate import evaluate_checkpoint
 
         set_threads(args.threads)  # torch; an engine dir's ORT session uses its own default
-        device = resolve_device(args.device)
-        res = evaluate_checkpoint(args.checkpoint, split=args.split, beam=args.beam, users=args.users,
-                                  batch_size=args.batch_size, baseline=args.baseline, data_spec=spec,
-                                  progress=not args.quiet, window=args.window, n_sink=args.sink, keep=args.keep,
-                                  device=device, dtype=args.dtype, vocab=args.vocab, rankings_out=args.rankings)
+        same = dict(split=args.split, beam=args.beam, users=args.users, batch_size=args.batch_size, data_spec=spec,
+                    progress=not args.quiet, device=resolve_device(args.device), dtype=args.dtype, vocab=args.vocab)
+        res = evaluate_checkpoint(args.checkpoint, baseline=args.baseline, window=args.window, n_sink=args.sink,
+                                  keep=args.keep, rankings_out=args.rankings, **same)
         from ..export.quantize import quantized_engine_reference
 
         ref_ckpt = None if args.baseline else quantized_engine_reference(args.checkpoint)
         if ref_ckpt is not None:  # a quantized engine: its accuracy cost against the fp32 checkpoint, same users
             from ..export.quantize import accuracy_cost
 
-            ref = evaluate_checkpoint(ref_ckpt, split=args.split, beam=args.beam, users=args.users,
-                                      batch_size=args.batch_size, data_spec=spec, progress=not args.quiet,
-                                      device=device, dtype=args.dtype, vocab=args.vocab)
+            ref = evaluate_checkpoint(ref_ckpt, **same)  # same users, split and beam as the engine
             res = {"engine": res, "fp32_reference": ref, "accuracy_cost": accuracy_cost(res, ref)}
     text = json.dumps(res, indent=2)
     if args.out:

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.prompts import left_pad
+
 
 class EncodedExamples(torch.utils.data.Dataset):
     """Prompts (token ids, registers included, unpadded) and their L target identifier tokens."""
@@ -41,16 +43,8 @@ class LeftPadCollator:
     pad_id: int
 
     def __call__(self, batch):
-        p = max(len(x["input_ids"]) for x in batch)
-        n = len(batch)
-        t = len(batch[0]["labels"])
-        ids = np.full((n, p + t), self.pad_id, dtype=np.int64)
-        mask = np.zeros((n, p + t), dtype=np.int64)
-        for i, x in enumerate(batch):
-            q = x["input_ids"]
-            ids[i, p - len(q): p] = q
-            mask[i, p - len(q):] = 1
-            ids[i, p:] = x["labels"]
+        # every example has L targets, so left-padding prompt + targets right-aligns the prompts at one column
+        ids, mask = left_pad([np.concatenate([x["input_ids"], x["labels"]]) for x in batch], self.pad_id)
         labels = np.stack([x["labels"] for x in batch])
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
                 "labels": torch.from_numpy(labels)}
