@@ -105,8 +105,9 @@ class Run:
     def minutes_left(self):
         return None if self.deadline is None else (self.deadline - time.time()) / 60
 
-    def earn(self, *cmd, log=None):
-        """Run one `earn-export` command; its output goes to the terminal and to ``log``. Returns wall seconds."""
+    def earn(self, *cmd, log=None, ok=(0,)):
+        """Run one `earn-export` command; its output goes to the terminal and to ``log``. Returns wall seconds.
+        ``ok``: exit statuses that are results rather than failures (`check` exits 1 below its criterion)."""
         full = self.cli + [str(c) for c in cmd]
         if self.args.threads:
             full += ["--threads", str(self.args.threads)] if cmd[0] in ("train", "eval") else []
@@ -120,7 +121,7 @@ class Run:
                 sys.stdout.write(line)
                 f.write(line)
             rc = proc.wait()
-        if rc != 0:
+        if rc not in ok:
             raise SystemExit(f"llm_beauty: `earn-export {cmd[0]}` failed with status {rc} (log: {log})")
         return time.perf_counter() - t
 
@@ -245,10 +246,11 @@ def stage_deploy(run: Run) -> bool:
             if not run.done(f"check:{name}"):
                 rep = run.out / f"check-{name}.json"
                 s = run.earn("check", eng, "--reference", run.out / kind, "--users", run.args.check_users,
-                             "--out", rep, log=run.out / f"check-{name}.log")
-                r = json.loads(rep.read_text())
+                             "--out", rep, log=run.out / f"check-{name}.log", ok=(0, 1))
+                r = json.loads(rep.read_text())  # status 1 = below the criterion: a result, recorded as such
                 run.mark(f"check:{name}", seconds=s, users=r.get("users"), identical=r.get("topk_identical_fraction"),
-                         overlap=r.get("topk_overlap_mean"))
+                         overlap=r.get("topk_overlap_mean"), passed=r.get("passed"),
+                         criterion=f"{r.get('pass_criterion')} >= {r.get('min_identical')}")
     if not run.done("speed"):
         speed = measure_speed(run)
         (run.out / "speed.json").write_text(json.dumps(speed, indent=2) + "\n")
@@ -391,21 +393,24 @@ def stage_report(run: Run) -> str:
         lines += ["", f"Deployment ({sp.get('mean_history', 0):.1f} items of history on average, batches of 4 users, "
                   "beam 20, top-20; parity = `check` against the fine-tuned torch model on "
                   f"{run.args.check_users} test users):", "",
-                  "| engine | precision | runtime | users/s | CPU s per user | top-20 identical | top-20 overlap |",
-                  "|---|---|---|---:|---:|---:|---:|"]
+                  "| engine | precision | runtime | users/s | CPU s per user | top-20 identical | top-20 overlap "
+                  "| check |",
+                  "|---|---|---|---:|---:|---:|---:|---|"]
         for kind in ("earn", "dense"):
             for q in QUANT:
                 chk = st.get(f"check:{kind}-{q}", {})
                 for backend in ("onnxruntime", "cpp"):
                     v = sp.get(f"{kind}-{q}/{backend}", {})
                     if "users_per_s" not in v:
-                        lines.append(f"| {kind} | {q} | {backend} | {v.get('error', 'not measured')} | | | |")
+                        lines.append(f"| {kind} | {q} | {backend} | {v.get('error', 'not measured')} | | | | |")
                         continue
                     ident = chk.get("identical")
                     ov = chk.get("overlap")
+                    verdict = "" if "passed" not in chk else (
+                        f"{'passed' if chk['passed'] else 'FAILED'} ({chk.get('criterion', '')})")
                     lines.append(f"| {kind} | {q} | {backend} | {v['users_per_s']:.2f} | "
                                  f"{v['cpu_seconds'] / v['users']:.3f} | "
-                                 f"{'' if ident is None else f'{ident:.1%}'} | {'' if ov is None else f'{ov:.3f}'} |")
+                                 f"{'' if ident is None else f'{ident:.1%}'} | {'' if ov is None else f'{ov:.3f}'} | {verdict} |")
         ke, kd = sp.get("earn/kv_bytes_per_user"), sp.get("dense/kv_bytes_per_user")
         if ke and kd:
             lines += ["", f"KV cache per user (fp32, beam 20, these prompts): EARN {ke / 2**20:.2f} MiB, dense "

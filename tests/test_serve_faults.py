@@ -306,13 +306,15 @@ def test_second_sigterm_stops_hard_and_counts_the_abandoned(tiny_engine):
     try:
         triton = _children(proc.pid)
         hs = sc.sample_histories(str(tiny_engine), 64, seed=4, max_len=5)
-        reqs = [sc.LoadRequest("good", np.asarray(hs[i % 64], np.int64), top_k=5) for i in range(96)]
+        # enough queued work that the drain cannot finish between the two signals on an idle machine
+        reqs = [sc.LoadRequest("good", np.asarray(hs[i % 64], np.int64), top_k=5) for i in range(400)]
         box = {}
         load = threading.Thread(target=lambda: box.setdefault("r", _send_all(url, reqs)))
         load.start()
-        _wait_accepted(metrics, len(reqs))
+        pending = _wait_accepted(metrics, len(reqs))
+        assert pending >= 20, f"only {pending} requests queued at the signal: the test needs a backlog"
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=120)
         out = proc.stdout.read()
