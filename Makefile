@@ -46,8 +46,12 @@ plugins:
 demo: install
 	$(VENV)/bin/earn-export demo $(ARGS)
 
+# two pytest-xdist workers, one test file each at a time (module fixtures, Ray clusters and Triton servers stay
+# within their file), the longest files first (tests/conftest.py LONGEST_FIRST): about half the serial wall time
+# on 2 cores. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 # the quick subset: no Beauty-trained fixtures, subprocess kills or long fuzzing (the `slow` and `beauty` markers of pyproject.toml)
 test-fast: install

@@ -11,6 +11,31 @@ REPO = Path(__file__).resolve().parents[1]
 BEAUTY = Path(os.environ.get("EARN_BEAUTY_DIR", REPO.parent / "shared" / "data" / "amazon-beauty"))
 
 
+def _built_once(tmp_path_factory, name, build):
+    """The directory ``name`` made by ``build(dir)`` once per test run, also under pytest-xdist: the workers share
+    the run's base temp dir, the first one builds under a file lock and the others wait and reuse it (the Beauty
+    checkpoint costs about a minute of 2 cores, building it on each worker doubled that). Without xdist: a plain
+    session-scoped directory."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # the run's dir, parent of every worker's popen-gwN
+    out, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            if out.exists():  # a worker died mid-build: start again
+                import shutil
+
+                shutil.rmtree(out)
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def beauty_dir():
     if not (BEAUTY / "sequential_train.txt").is_file():
@@ -26,10 +51,9 @@ def beauty_ckpt(beauty_dir, tmp_path_factory):
     from earn_export.data.data_spec import DataSpec
     from earn_export.train.train_checkpoint import train
 
-    out = tmp_path_factory.mktemp("beauty-ckpt")
-    train(out, DataSpec.from_args(data=beauty_dir), split="auto", preset="micro", epochs=3, batch_size=64,
-          lr=3e-3, progress=False, max_train_examples=3000, valid_users=200)
-    return out
+    return _built_once(tmp_path_factory, "beauty-ckpt", lambda out: train(
+        out, DataSpec.from_args(data=beauty_dir), split="auto", preset="micro", epochs=3, batch_size=64, lr=3e-3,
+        progress=False, max_train_examples=3000, valid_users=200))
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +61,8 @@ def beauty_engine(beauty_ckpt, tmp_path_factory):
     """``beauty_ckpt`` exported to an fp32 engine (items head, TorchScript exporter: the fast one)."""
     from earn_export.export import export_onnx
 
-    out = tmp_path_factory.mktemp("beauty-engine")
-    export_onnx(beauty_ckpt, out, vocab="items", exporter="torchscript")
-    return out
+    return _built_once(tmp_path_factory, "beauty-engine",
+                       lambda out: export_onnx(beauty_ckpt, out, vocab="items", exporter="torchscript"))
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +114,25 @@ def benchmark_script():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that use the Beauty data are marked ``beauty`` (``make test-fast`` leaves them out with ``slow``)."""
+    """Tests that use the Beauty data are marked ``beauty`` (``make test-fast`` leaves them out with ``slow``);
+    under pytest-xdist the longest files go first (LONGEST_FIRST below)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = _longest_first(items)
     for item in items:
         if {"beauty_dir", "beauty_ckpt", "beauty_engine", "beauty_test_histories"} & set(item.fixturenames):
             item.add_marker(pytest.mark.beauty)
+
+
+# The files that take longest (seconds of one pytest-xdist worker on 2 shared cores, fixtures included), longest
+# first. Under `make test` (-n 2 --dist loadfile --no-loadscope-reorder) xdist hands whole files to whichever
+# worker is free, in collection order: starting the long ones first keeps one of them from running alone at the
+# end (with xdist's default order, by number of tests, the 2-test SmolLM2 file started last).
+LONGEST_FIRST = ["test_batch_faults.py", "test_llm_experiment.py", "test_cpp_package.py", "test_plugins.py",
+                 "test_architectures.py", "test_smollm2.py", "test_train.py", "test_serve_faults.py",
+                 "test_graph_forms.py", "test_serve.py"]
+
+
+def _longest_first(items):
+    """Items regrouped file by file, the files of LONGEST_FIRST first; the order within a file is kept."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    return sorted(items, key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps the rest in order
