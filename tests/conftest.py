@@ -6,6 +6,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: a torch pool of 2 threads in each would oversubscribe the cores, and OpenMP's
+    # spinning barriers then slow every small op many-fold; one torch thread per worker keeps each on its core
+    import torch
+
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 BEAUTY = Path(os.environ.get("EARN_BEAUTY_DIR", REPO.parent / "shared" / "data" / "amazon-beauty"))

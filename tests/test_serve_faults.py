@@ -326,7 +326,9 @@ def test_second_sigterm_stops_hard_and_counts_the_abandoned(tiny_engine):
         lost = sum(1 for r in records if r.error)  # accepted, then dropped by the hard stop
         m = re.search(r"stopped hard after [\d.]+ s \(a second signal\): abandoned (\d+) queued request", out)
         assert code == 1 and m, out
-        assert lost >= int(m.group(1)) > 0, (lost, out)  # the queued ones and the batch in execution
+        # the queue is counted when the hard stop begins; the one request then in execution (1 instance x max batch
+        # 1) may still be answered or not, so the clients' errors are at least the count minus that one
+        assert lost >= int(m.group(1)) - 1 and int(m.group(1)) > 0, (lost, out)
         assert not _no_server_left(triton), "tritonserver left running"
         print(f"second SIGTERM: serve exited {code}; {lost} of {len(reqs)} requests lost, serve said "
               f"{m.group(1)} queued + the batch in execution")
