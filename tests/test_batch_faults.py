@@ -216,22 +216,23 @@ def _wait_parts(out: Path, proc, at_least: int, timeout: float = 300.0) -> dict:
     raise TimeoutError(f"fewer than {at_least} parts after {timeout} s")
 
 
-def test_kill_worker_actor_process_mid_job(cluster, tiny_engine, users, reference, tmp_path):
+def _kill_mid_job(cluster, tiny_engine, users, reference, out, victims_of, gone_ok=False):
+    """Start the cluster job, kill ``victims_of()`` (SIGKILL) once a part is committed, wait for the job; assert it
+    finished with every user exactly once -> (victims, parts done at the kill, seconds from kill to end, stdout,
+    stderr). ``gone_ok``: a victim may exit on its own first (a node's children die with its raylet)."""
     path, ids, _ = users
-    out = tmp_path / "recs"
     proc = _start_job(batch_cmd(tiny_engine, path, out, cluster.address), cluster.env)
     try:
         _wait_parts(out, proc, 1)
-        victims = []
-        deadline = time.monotonic() + 60
-        while not victims and time.monotonic() < deadline:
-            victims = cluster.actor_processes("worker_1")
-            time.sleep(0.1)
-        assert victims, "no actor process found on worker_1"
+        victims = victims_of()
         done_at_kill = len(manifest(out)["parts"])
         t_kill = time.monotonic()
         for v in victims:
-            v.kill()
+            try:
+                v.kill()
+            except psutil.NoSuchProcess:
+                if not gone_ok:
+                    raise
         stdout, stderr = proc.communicate(timeout=600)
         finished = time.monotonic() - t_kill
     finally:
@@ -241,6 +242,21 @@ def test_kill_worker_actor_process_mid_job(cluster, tiny_engine, users, referenc
     assert proc.returncode == 0, stderr[-5000:]
     assert done_at_kill < N_USERS // PART, "the job finished before the kill; nothing was tested"
     check_exactly_once(read_parts(out), ids, reference)
+    return victims, done_at_kill, finished, stdout, stderr
+
+
+def test_kill_worker_actor_process_mid_job(cluster, tiny_engine, users, reference, tmp_path):
+    def actors():
+        victims = []
+        deadline = time.monotonic() + 60
+        while not victims and time.monotonic() < deadline:
+            victims = cluster.actor_processes("worker_1")
+            time.sleep(0.1)
+        assert victims, "no actor process found on worker_1"
+        return victims
+
+    victims, done_at_kill, finished, stdout, _ = _kill_mid_job(cluster, tiny_engine, users, reference,
+                                                               tmp_path / "recs", actors)
     print(f"killed {len(victims)} actor process(es) on worker_1 after {done_at_kill} of {N_USERS // PART} parts; "
           f"job finished {finished:.1f} s later\n{stdout}")
 
@@ -248,29 +264,12 @@ def test_kill_worker_actor_process_mid_job(cluster, tiny_engine, users, referenc
 def test_zy_kill_worker_node_mid_job(cluster, tiny_engine, users, reference, tmp_path):
     """A whole worker node dies (its raylet and every process under it, SIGKILL): the job finishes on the other
     node, every user exactly once. Runs after the other cluster tests (``zy``): the cluster keeps one worker node."""
-    path, ids, _ = users
-    out = tmp_path / "recs"
-    proc = _start_job(batch_cmd(tiny_engine, path, out, cluster.address), cluster.env)
-    try:
-        _wait_parts(out, proc, 1)
+    def node():
         raylet = cluster.raylet("worker_1")
-        node = [raylet, *raylet.children(recursive=True)]
-        done_at_kill = len(manifest(out)["parts"])
-        t_kill = time.monotonic()
-        for p in node:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        stdout, stderr = proc.communicate(timeout=600)
-        finished = time.monotonic() - t_kill
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    assert proc.returncode == 0, stderr[-5000:]
-    assert done_at_kill < N_USERS // PART, "the job finished before the kill; nothing was tested"
-    check_exactly_once(read_parts(out), ids, reference)
+        return [raylet, *raylet.children(recursive=True)]
+
+    node, done_at_kill, finished, stdout, stderr = _kill_mid_job(cluster, tiny_engine, users, reference,
+                                                                 tmp_path / "recs", node, gone_ok=True)
     rounds = [line for line in stderr.splitlines() if line.startswith("Ray lost work")]
     print(f"killed worker_1 ({len(node)} processes: raylet and its workers/agents) after {done_at_kill} of "
           f"{N_USERS // PART} parts; job finished {finished:.1f} s later\n{stdout}" + "\n".join(rounds))
