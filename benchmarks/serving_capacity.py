@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -50,12 +49,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv=None) -> int:
     import numpy as np
 
@@ -67,7 +60,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import loadtest as sc  # benchmarks/loadtest.py
-    from serving import load_histories  # the same histories as benchmarks/serving.py
+    from serving import _free_port, load_histories  # the same histories and ports as benchmarks/serving.py
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,6 @@
 "busy, retry" error that the load test counts as ``busy``, and every request it does accept is answered
 correctly. Uses the tiny random-weight engine: the point is the queue, not the model."""
 
-import socket
 import time
 
 import numpy as np
@@ -12,16 +11,10 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installe
 pytest.importorskip("pytriton", reason="the serve extra is not installed (pip install -e '.[serve]')")
 
 from earn_export.runtime import Recommender  # noqa: E402
-from helpers import REPO, load_benchmark  # noqa: E402
+from helpers import REPO, free_port, load_benchmark  # noqa: E402
 
 sc = load_benchmark("loadtest")  # benchmarks/loadtest.py: the load test, and the client calls it imports
 from earn_export.serve.served_model import ServeOptions, model_config  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_queue_policy_in_config():
