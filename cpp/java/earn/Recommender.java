@@ -123,6 +123,15 @@ public final class Recommender implements AutoCloseable {
     return new Recommender(ptr);
   }
 
+  /** CSR offsets of the histories (each an array): offsets[u]..offsets[u + 1] is user u's slice of the flat ids. */
+  private static long[] offsets(Object[] histories) {
+    long[] offsets = new long[histories.length + 1];
+    for (int u = 0; u < histories.length; u++) {
+      offsets[u + 1] = offsets[u] + java.lang.reflect.Array.getLength(histories[u]);
+    }
+    return offsets;
+  }
+
   /** Top-{@code topK} items per history (item ids, oldest first); unknown ids throw (UNKNOWN_ITEM). */
   public Result recommend(long[][] histories, int topK, int beam) {
     return recommend(histories, topK, beam, false);
@@ -130,12 +139,8 @@ public final class Recommender implements AutoCloseable {
 
   /** As above; with skipUnknown, unknown ids are dropped and counted in {@link Result#skipped}. */
   public Result recommend(long[][] histories, int topK, int beam, boolean skipUnknown) {
-    int total = 0;
-    long[] offsets = new long[histories.length + 1];
-    for (int u = 0; u < histories.length; u++) {
-      total += histories[u].length;
-      offsets[u + 1] = total;
-    }
+    long[] offsets = offsets(histories);
+    int total = (int) offsets[histories.length];
     long[] flat = new long[total];
     for (int u = 0; u < histories.length; u++) {
       System.arraycopy(histories[u], 0, flat, (int) offsets[u], histories[u].length);
@@ -160,12 +165,8 @@ public final class Recommender implements AutoCloseable {
   /** As above; with skipUnknown, unknown ids are dropped, counted in {@link IdResult#skipped} and listed in
    * {@link IdResult#unknown}. */
   public IdResult recommendIds(String[][] histories, int topK, int beam, boolean skipUnknown) {
-    int total = 0;
-    long[] offsets = new long[histories.length + 1];
-    for (int u = 0; u < histories.length; u++) {
-      total += histories[u].length;
-      offsets[u + 1] = total;
-    }
+    long[] offsets = offsets(histories);
+    int total = (int) offsets[histories.length];
     byte[][] flat = new byte[total][];
     for (int u = 0; u < histories.length; u++) {
       for (int i = 0; i < histories[u].length; i++) {
