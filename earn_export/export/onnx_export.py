@@ -82,19 +82,20 @@ def _sample_prompt(model, batch: int, prompt_len: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def _write_prompt(ckpt_dir: Path | None, model, trie, out_dir: Path) -> tuple[dict, list[str]]:
-    """Prompt pieces for a tokenizer-free runtime -> (manifest entry, files): from ``prompt.json`` when its rows
-    are concatenations of pieces, the TIGER layout for a bare model, none for a context-dependent tokenizer."""
-    from ..engine.prompt_pieces import PIECES_FILE, PromptPieces
+def _prompt_pieces(ckpt_dir: Path | None, model, trie, template: bool = True):
+    """Prompt pieces for a tokenizer-free runtime: from ``prompt.json`` when its rows are concatenations of
+    pieces, the TIGER layout for a bare model (or with ``template`` False), None for a context-dependent
+    tokenizer."""
+    from ..engine.prompt_pieces import PromptPieces
 
     paths = trie.item_paths()
-    if ckpt_dir is not None and (ckpt_dir / "prompt.json").is_file():
+    if template and ckpt_dir is not None and (ckpt_dir / "prompt.json").is_file():
         from ..data.prompts import PromptBuilder
 
         builder = PromptBuilder.load(ckpt_dir)
         pieces = PromptPieces.from_builder(builder)
         if pieces is None:
-            return {"format": "tokenizer", "file": "prompt.json"}, []
+            return None
         missing = sorted(set(paths) - set(builder.item_ids))[:5]
         if missing:
             raise ExportError(f"trie items {missing} have no entry in the checkpoint's item catalog (items.json); "
@@ -106,6 +107,15 @@ def _write_prompt(ckpt_dir: Path | None, model, trie, out_dir: Path) -> tuple[di
             suffix=list(earn.suffix_token_ids) if earn else [],
             max_history=(earn.max_history if earn else None) or 20,
             register_token_ids=earn.register_token_ids if earn else [])
+    return pieces
+
+
+def _write_prompt(pieces, out_dir: Path) -> tuple[dict, list[str]]:
+    """The prompt's manifest entry and files: the pieces, or the tokenizer's ``prompt.json`` (copied with aux)."""
+    from ..engine.prompt_pieces import PIECES_FILE
+
+    if pieces is None:
+        return {"format": "tokenizer", "file": "prompt.json"}, []
     return {"format": "pieces", "file": PIECES_FILE}, pieces.save(out_dir)
 
 
@@ -260,14 +270,15 @@ def _check_form(counts: dict, form: str, graph: str, n_layers: int, qk_norm: boo
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int | None = None,
                 item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
                 progress=None, form: str | None = None, quantize: str | None = None,
-                ort_optimize: bool = False, attention: str = "onnx") -> dict:
+                ort_optimize: bool = False, attention: str = "onnx", smoothquant: float | None = None) -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json, the trie's ``.npy`` arrays, the prompt pieces and the
     checkpoint's small files into ``out_dir`` (atomically: a failed export leaves the previous one).
 
     ``model_or_ckpt_dir``: an ``EarnForCausalLM`` (not modified) or a checkpoint directory; ``vocab``: ``"items"``
     (head sliced to ``item_token_ids``, default the trie's tokens) or ``"full"``; ``trie``: Trie, trie.npz, CSR
     dict or None (the checkpoint's); ``form``: ``"fused"`` or ``"reference"`` (:mod:`.graph_modules`);
-    ``quantize``: None, ``"int8"``, ``"int8-nbits"``, ``"int4"`` (:mod:`.quantize`); ``ort_optimize``
+    ``quantize``: None, ``"int8"``, ``"int8-nbits"``, ``"int4"`` (:mod:`.quantize`); ``smoothquant``: alpha of
+    :mod:`.smoothquant` applied before ``int8`` (None or 0: off); ``ort_optimize``
     (:mod:`.ort_optimize`); ``progress``: ``callable(message)`` or :class:`.progress.StageBars`; ``attention``:
     ``"onnx"`` or ``"plugin"`` (:mod:`.attention_mode`). Returns the manifest.
     """
@@ -312,6 +323,19 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     model, ckpt_dir = _load_model(model_or_ckpt_dir, fp16)
     aux = _copy_aux_files(ckpt_dir, out_dir)
     trie = resolve_trie(trie, ckpt_dir)
+    pieces = _prompt_pieces(ckpt_dir, model, trie) if trie is not None else None
+    smoothing = None
+    if smoothquant and quantize != "int8":
+        raise ExportError(f"smoothquant={smoothquant} applies to quantize='int8' only; drop it or quantize to int8")
+    if smoothquant:
+        from .smoothquant import calibration_batch, smooth_model
+
+        if trie is None:
+            raise ExportError("--smoothquant calibrates on prompts of catalog items and this export has no catalog; "
+                              "pass the trie, or --smoothquant 0")
+        say(f"SmoothQuant (alpha {smoothquant}): calibrating on catalog prompts")
+        cal = pieces or _prompt_pieces(ckpt_dir, model, trie, template=False)  # tokenizer prompts: the TIGER rows
+        smoothing = smooth_model(model, *calibration_batch(cal, trie.item_paths()), alpha=smoothquant)
 
     if vocab == "items":
         if item_token_ids is None:
@@ -395,7 +419,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     trie_files, prompt, prompt_files = [], None, []
     if trie is not None:
         trie_files = save_trie_arrays(trie, out_dir)
-        prompt, prompt_files = _write_prompt(ckpt_dir, model, trie, out_dir)
+        prompt, prompt_files = _write_prompt(pieces, out_dir)
     earn = model.earn
     cfg = model.config.to_dict()
     manifest = {
@@ -444,7 +468,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             "beam": "beams per user", "t": "generated tokens held per beam (0 at the first decode call, up to L-1)",
         },
         "weights": weights_entry,
-        "quantization": quant_entry(quant_infos) if quant_infos else None,
+        "quantization": quant_entry(quant_infos) | {"smoothquant": smoothing} if quant_infos else None,
         "trie": {"format": "npy", "prefix": "trie", "depth": trie.depth} if trie is not None else None,
         "prompt": prompt,
         "id_map": id_map_entry(out_dir, trie),  # item_ids.json (copied with aux): original item ids
