@@ -92,7 +92,7 @@ BAD = [
     ("export-smoothquant-without-int8", "export {ckpt} --out {out}/e5 --smoothquant 0.5", 2,
      "--smoothquant 0.5 needs --quantize int8", True),
     ("export-smoothquant-alpha-one", "export {ckpt} --out {out}/e6 --quantize int8 --smoothquant 1", 2,
-     "an alpha strictly between 0 and 1", True),
+     "and an alpha in [0, 1)", True),
     ("convert-missing-source", "convert {missing} --out {out}/c1", 2, "{missing} does not exist", True),
     ("convert-split-layer-beyond-model", "convert {ckpt} --split-layer 7 --out {out}/c2", 2,
      "--split-layer 7 is outside the model's 4 layers", True),

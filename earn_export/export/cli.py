@@ -26,8 +26,8 @@ def register(sub) -> None:
     ca.add_vocab(p, default="items", note="export: items is fast, full gives exact full-vocabulary scores")
     ca.add_engine_form(p)
     p.add_argument("--smoothquant", type=float, default=None, metavar="ALPHA",
-                   help="with --quantize int8: fold SmoothQuant scales (alpha in (0, 1), e.g. 0.5) into the weights "
-                        "before quantizing, calibrated on prompts of catalog items (docs/quantization.md)")
+                   help="with --quantize int8: SmoothQuant strength folded into the weights before quantizing, "
+                        "calibrated on prompts of catalog items (default 0.5; 0 = off; docs/quantization.md)")
     p.add_argument("--ort-optimize", action="store_true",
                    help="also save ONNX Runtime's offline-optimised CPU graphs (prefill.ort.onnx, decode.ort.onnx; "
                         "used when the onnxruntime version matches, weights shared)")
@@ -76,9 +76,9 @@ def preflight_export(checkpoint, out, vocab: str) -> None:
 def run_export(args) -> int:
     from ..errors import UsageError
 
-    if args.smoothquant is not None and (args.quantize != "int8" or not 0 < args.smoothquant < 1):
-        raise UsageError(f"--smoothquant {args.smoothquant} needs --quantize int8 and an alpha strictly between 0 and "
-                         "1 — pass e.g. --quantize int8 --smoothquant 0.5, or drop --smoothquant")
+    if args.smoothquant is not None and (args.quantize != "int8" or not 0 <= args.smoothquant < 1):
+        raise UsageError(f"--smoothquant {args.smoothquant} needs --quantize int8 and an alpha in [0, 1) — pass e.g. "
+                         "--quantize int8 --smoothquant 0.5 (0 = off), or drop --smoothquant")
     if args.attention == "plugin" and args.ort_optimize:
         raise UsageError("--ort-optimize saves ONNX Runtime's optimised copy of standard-op graphs, and --attention "
                          "plugin puts earn::CompactedAttention nodes in decode.onnx — drop one of the two options")

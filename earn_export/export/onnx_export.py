@@ -278,7 +278,8 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     (head sliced to ``item_token_ids``, default the trie's tokens) or ``"full"``; ``trie``: Trie, trie.npz, CSR
     dict or None (the checkpoint's); ``form``: ``"fused"`` or ``"reference"`` (:mod:`.graph_modules`);
     ``quantize``: None, ``"int8"``, ``"int8-nbits"``, ``"int4"`` (:mod:`.quantize`); ``smoothquant``: alpha of
-    :mod:`.smoothquant` applied before ``int8`` (None or 0: off); ``ort_optimize``
+    :mod:`.smoothquant` applied before ``int8`` (None: 0.5 when a catalog is there to calibrate on; 0: off);
+    ``ort_optimize``
     (:mod:`.ort_optimize`); ``progress``: ``callable(message)`` or :class:`.progress.StageBars`; ``attention``:
     ``"onnx"`` or ``"plugin"`` (:mod:`.attention_mode`). Returns the manifest.
     """
@@ -327,6 +328,12 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     smoothing = None
     if smoothquant and quantize != "int8":
         raise ExportError(f"smoothquant={smoothquant} applies to quantize='int8' only; drop it or quantize to int8")
+    if quantize == "int8" and smoothquant is None:
+        from .smoothquant import DEFAULT_ALPHA
+
+        smoothquant = DEFAULT_ALPHA if trie is not None else 0
+        if trie is None:
+            say("SmoothQuant skipped: no item catalog to calibrate on (int8 with per-tensor activation scales only)")
     if smoothquant:
         from .smoothquant import calibration_batch, smooth_model
 
