@@ -130,9 +130,7 @@ def run_check(args) -> int:
     else:  # fp32 must match exactly
         key, threshold = "topk_identical_fraction", 0.999
     threshold = threshold if args.min_identical is None else args.min_identical
-    report["min_identical"] = threshold
-    report["pass_criterion"] = key
-    report["passed"] = report[key] >= threshold
+    report.update(min_identical=threshold, pass_criterion=key, passed=report[key] >= threshold)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -17,6 +17,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +53,10 @@ def _load_model(model_or_ckpt, fp16: bool):
     from ..model import EarnForCausalLM, load_pretrained
 
     dtype = torch.float16 if fp16 else torch.float32
-    ckpt_dir = None
     if isinstance(model_or_ckpt, EarnForCausalLM):
-        model = copy.deepcopy(model_or_ckpt).to(dtype)
-    else:
-        ckpt_dir = Path(model_or_ckpt)
-        model = load_pretrained(ckpt_dir, dtype=dtype)
-    return model.eval().requires_grad_(False), ckpt_dir
+        return copy.deepcopy(model_or_ckpt).to(dtype).eval().requires_grad_(False), None
+    ckpt_dir = Path(model_or_ckpt)
+    return load_pretrained(ckpt_dir, dtype=dtype).eval().requires_grad_(False), ckpt_dir
 
 
 def _sample_prompt(model, batch: int, prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,9 +109,8 @@ def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
         return []
     copied = []
     for src in sorted(ckpt_dir.iterdir()):
-        if not src.is_file() or src.name in SKIP_FILES or src.name.endswith(WEIGHT_SUFFIXES):
-            continue
-        if src.name.startswith((".", "rng_state")) or src.stat().st_size > AUX_MAX_BYTES:
+        if (not src.is_file() or src.name in SKIP_FILES or src.name.endswith(WEIGHT_SUFFIXES)
+                or src.name.startswith((".", "rng_state")) or src.stat().st_size > AUX_MAX_BYTES):
             continue
         shutil.copyfile(src, out_dir / src.name)
         copied.append(src.name)
@@ -225,8 +222,6 @@ def _versions() -> dict:
 
 
 def _op_counts(model) -> dict:
-    from collections import Counter
-
     return dict(sorted(Counter(node.op_type for node in model.graph).items()))
 
 
@@ -406,8 +401,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "attention": attention_mode.manifest_entry(attention),
         "graphs": {
             g: {"file": f"{g}.onnx", "nodes": sum(op_counts[g].values()), "op_types": op_counts[g],
-                "ort_optimized": ort_graphs.get(g),
-                "external_data": WEIGHTS_FILE,
+                "ort_optimized": ort_graphs.get(g), "external_data": WEIGHTS_FILE,
                 **specs[g]}
             for g in ("prefill", "decode")
         },

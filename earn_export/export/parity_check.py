@@ -19,12 +19,6 @@ def _replay(backend, prefill_call: dict, decode_calls: list) -> list:
     return out
 
 
-def _same_path(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(
-        x["step"] == y["step"] and np.array_equal(x["tokens"], y["tokens"]) and np.array_equal(x["parents"], y["parents"])
-        for x, y in zip(a, b))
-
-
 def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam: int = 20, top_k: int = 20,
                  batch_size: int = 32, providers=None, polygraphy: bool = False, progress: bool = False,
                  reference_model=None, reference_dtype: str | None = None, session_options=None) -> dict:
@@ -109,7 +103,9 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
             pre_diff = max(pre_diff, float(d.max()))
             pre_rel = max(pre_rel, float(d.max() / max(np.abs(lp_ref).max(), 1e-12)))
             ref_dec, ort_dec = ref_calls[1:], ort_calls[1:]
-            if _same_path(ref_dec, ort_dec):
+            if len(ref_dec) == len(ort_dec) and all(  # the same beam path
+                    x["step"] == y["step"] and np.array_equal(x["tokens"], y["tokens"])
+                    and np.array_equal(x["parents"], y["parents"]) for x, y in zip(ref_dec, ort_dec)):
                 ort_lps = [c["logprobs"] for c in ort_dec]
             else:  # the ORT search went elsewhere: score the torch path on ONNX Runtime
                 replayed += 1
@@ -147,8 +143,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
         "dtype": manifest["dtype"], "reference_dtype": reference_dtype, "vocab": manifest["vocab"]["mode"],
         "providers": list(getattr(rec.backend, "device_providers", [])),
         "prefill_max_abs_diff": pre_diff, "prefill_max_rel_diff": pre_rel, "decode_max_abs_diff": dec_diff,
-        "topk_identical_fraction": identical / u if u else 1.0,
-        "tie_tolerance": tol,
+        "topk_identical_fraction": identical / u if u else 1.0, "tie_tolerance": tol,
         "topk_identical_up_to_ties_fraction": tie_equal / u if u else 1.0,
         "topk_overlap_mean": overlap / u if u else 1.0,
         "quantization": (manifest.get("quantization") or {}).get("mode"),
@@ -181,14 +176,10 @@ def polygraphy_prefill(engine_dir, prompts, reference_backend, atol: float) -> d
     results = Comparator.run(runners, data_loader=feeds)
     torch_iters = []
     for f in feeds:
-        lp, state = reference_backend.prefill(f["input_ids"], f["attention_mask"])
-        outs = {"logits": lp}
-        for layer, (k, v) in enumerate(zip(state.prefix.keys, state.prefix.values)):
-            outs[f"present.{layer}.key"] = k.float().numpy()
-            outs[f"present.{layer}.value"] = v.float().numpy()
-        torch_iters.append(IterationResult(outputs=outs, runner_name="torch-reference"))
+        lp, _ = reference_backend.prefill(f["input_ids"], f["attention_mask"])
+        torch_iters.append(IterationResult(outputs={"logits": lp}, runner_name="torch-reference"))
     results.append(("torch-reference", torch_iters))
-    # compare every polygraphy runner against the torch reference (its logits output only: KV dtype may differ)
+    # compare every polygraphy runner against the torch reference on the logits only (KV dtype may differ)
     func = CompareFunc.simple(atol=atol, rtol=0.0, check_shapes=True,
                               find_output_func=lambda name, idx, res: [name] if name == "logits" else [])
     comparisons = [(i, len(results) - 1) for i in range(len(results) - 1)]

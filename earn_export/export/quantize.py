@@ -113,10 +113,6 @@ def quantized_engine_reference(path):
 
 def accuracy_cost(engine: dict, reference: dict) -> dict:
     """Relative change of every recall/ndcg metric of a quantized engine against its fp32 reference."""
-    out = {}
-    for key, ref in reference.items():
-        if (key.startswith(("recall", "ndcg")) and isinstance(ref, (int, float)) and key in engine
-                and isinstance(engine[key], (int, float))):
-            out[key] = {"engine": engine[key], "fp32": ref,
-                        "relative_change": (engine[key] - ref) / ref if ref else 0.0}
-    return out
+    return {key: {"engine": engine[key], "fp32": ref, "relative_change": (engine[key] - ref) / ref if ref else 0.0}
+            for key, ref in reference.items() if key.startswith(("recall", "ndcg")) and isinstance(ref, (int, float))
+            and isinstance(engine.get(key), (int, float))}
