@@ -29,10 +29,6 @@ class ConvertError(ModelConfigError):
     """A source that cannot be converted, with the reason and the fix."""
 
 
-def _is_gguf(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() == ".gguf"
-
-
 def load_source(source, dtype: torch.dtype = torch.float32, progress: bool = False):
     """``(EarnForCausalLM without earn.json, tokenizer)`` from an HF checkpoint dir or a ``.gguf`` file."""
     from transformers import AutoTokenizer
@@ -40,7 +36,7 @@ def load_source(source, dtype: torch.dtype = torch.float32, progress: bool = Fal
     from ..model import EarnForCausalLM, load_pretrained
 
     path = Path(source)
-    if _is_gguf(path):
+    if path.is_file() and path.suffix.lower() == ".gguf":
         try:
             import gguf  # noqa: F401  (transformers' GGUF reader needs it)
         except ImportError as exc:
@@ -116,11 +112,10 @@ def add_catalog_tokens(model, tokenizer, code_tokens, register_tokens=REGISTERS,
         emb = model.model.embed_tokens.weight
         gen = torch.Generator().manual_seed(0)
         mean, std = emb[:old_size].float().mean(0), float(emb[:old_size].float().std())
-        rows = [mean + 0.02 * std * torch.randn(mean.shape, generator=gen) for _ in ids]
-        for i, r in zip(ids, rows):
-            emb[i] = r.to(emb.dtype)
+        for i in ids:
+            emb[i] = (mean + 0.02 * std * torch.randn(mean.shape, generator=gen)).to(emb.dtype)
             if not model.config.tie_word_embeddings:
-                model.lm_head.weight[i] = r.to(emb.dtype)
+                model.lm_head.weight[i] = emb[i]
     return {"added": len(new), "init": init, "resized_from": resized}
 
 
@@ -168,8 +163,7 @@ def convert(source, out_dir, data_spec=None, split="auto", paradigm: str = "lcre
     from ..model.checkpoint_dir import save_checkpoint
 
     t0 = time.perf_counter()
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise ConvertError(f"--dtype {dtype!r}: choose float32, bfloat16 or float16")
+    check_choice("dtype", dtype, ("float32", "bfloat16", "float16"), ConvertError)
     spec = data_spec or DataSpec()
     data = spec.load()
     catalog = make_catalog(data, seed=spec.seed)

@@ -49,11 +49,8 @@ def write_manifest(out_dir: Path, manifest: dict, files: list[str], known: dict 
 def runtime_files(manifest: dict) -> list[str]:
     """The engine's small files a runtime reads besides the graphs and their weights (trie arrays, prompt pieces,
     tokenizer/config files): what a copy of the engine needs when the graphs are served elsewhere (Triton BLS)."""
-    graph_files = set()
-    for spec in (manifest.get("graphs") or {}).values():
-        for key in ("file", "external_data"):
-            if spec.get(key):
-                graph_files.add(spec[key])
+    graphs = (manifest.get("graphs") or {}).values()
+    graph_files = {spec.get(key) for spec in graphs for key in ("file", "external_data")}
     return [name for name in sorted(manifest.get("sha256") or {})
             if name not in graph_files and not name.endswith((".data", ".onnx", ".ort"))]
 

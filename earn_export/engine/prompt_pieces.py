@@ -26,7 +26,7 @@ class PromptPiecesError(ValueError, UserError):
 class PromptPieces:
     """Histories → left-padded prompt token ids by concatenating stored pieces (see the module doc)."""
 
-    def __init__(self, special_prefix, prefix, head, sep, tail, suffix, item_offsets, item_tokens,
+    def __init__(self, item_offsets, item_tokens, special_prefix=(), prefix=(), head=(), sep=(), tail=(), suffix=(),
                  pad_id: int = 0, max_history: int = 20, register_token_ids=()):
         for name, piece in zip(FIXED, (special_prefix, prefix, head, sep, tail, suffix)):
             setattr(self, name, [int(t) for t in piece])
@@ -42,7 +42,6 @@ class PromptPieces:
         # lists, not array slices, for the per-row concatenation (the hot path of prompt building)
         self._items = [self.item_tokens[o[i]:o[i + 1]].tolist() for i in range(len(o) - 1)]
 
-    # -- construction --------------------------------------------------------------------------------------
     @classmethod
     def from_item_paths(cls, item_paths: dict[int, list[int]], **fixed) -> "PromptPieces":
         """Pieces with items given as ``item id -> token ids`` (ids absent from the dict are unknown)."""
@@ -51,10 +50,7 @@ class PromptPieces:
         lengths[list(paths)] = [len(toks) for toks in paths.values()]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         tokens = np.array([t for toks in paths.values() for t in toks], dtype=np.int64)
-        kw = {k: fixed.get(k, ()) for k in FIXED}
-        return cls(item_offsets=offsets, item_tokens=tokens, pad_id=fixed.get("pad_id", 0),
-                   max_history=fixed.get("max_history", 20),
-                   register_token_ids=fixed.get("register_token_ids", ()), **kw)
+        return cls(offsets, tokens, **fixed)
 
     @classmethod
     def from_builder(cls, builder) -> "PromptPieces | None":
@@ -68,7 +64,6 @@ class PromptPieces:
             pad_id=builder.pad_id, max_history=builder.max_history,
             register_token_ids=builder.register_ids.tolist())
 
-    # -- rows ----------------------------------------------------------------------------------------------
     @property
     def n_registers(self) -> int:
         return len(self.prefix) + len(self.suffix)
@@ -99,7 +94,6 @@ class PromptPieces:
         """``(input_ids [B, P], attention_mask [B, P])`` int64, left-padded with the pad id."""
         return left_pad([self.row(h) for h in histories], self.pad_id)
 
-    # -- I/O -----------------------------------------------------------------------------------------------
     def save(self, directory) -> list[str]:
         """Write the three files into ``directory``; returns their names (for the manifest's sha256)."""
         directory = Path(directory)
@@ -134,6 +128,5 @@ class PromptPieces:
         except (OSError, KeyError, ValueError) as exc:
             raise PromptPiecesError(f"{path}: cannot read the prompt pieces ({type(exc).__name__}: {exc}); "
                                     f"{fix}") from exc
-        return cls(item_offsets=offsets, item_tokens=tokens, pad_id=doc.get("pad_id", 0),
-                   max_history=doc.get("max_history", 20),
+        return cls(offsets, tokens, pad_id=doc.get("pad_id", 0), max_history=doc.get("max_history", 20),
                    register_token_ids=doc.get("register_token_ids", ()), **fixed)

@@ -20,13 +20,10 @@ def save_trie_arrays(trie: Trie, directory, prefix: str = "trie") -> list[str]:
     manifest's sha256)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    names = []
     for key in Trie.KEYS:
-        name = f"{prefix}.{key}.npy"
         value = np.int64(trie.depth) if key == "depth" else getattr(trie, key)
-        np.save(directory / name, np.asarray(value, dtype=np.int64))
-        names.append(name)
-    return names
+        np.save(directory / f"{prefix}.{key}.npy", np.asarray(value, dtype=np.int64))
+    return [f"{prefix}.{key}.npy" for key in Trie.KEYS]
 
 
 def load_trie_arrays(directory, prefix: str = "trie") -> Trie:

@@ -57,35 +57,27 @@ def register(sub) -> None:
     c.set_defaults(func=run_check)
 
 
-def preflight_export(checkpoint, out, vocab: str) -> None:
-    """What ``export`` can check from file names alone, before loading torch: a checkpoint to read, a catalog for
-    ``--vocab items``, an output directory that may be replaced."""
-    from ..atomic import check_replaceable
-    from ..errors import UsageError
-
-    ckpt = Path(checkpoint)
-    if not (ckpt / "config.json").is_file():
-        raise UsageError(f"{ckpt} has no config.json, so it is not a Hugging Face checkpoint directory — pass the "
-                         "directory written by `earn-export train` (or a downloaded HF model)")
-    if vocab == "items" and not ((ckpt / "trie.npz").is_file() or (ckpt / "items.json").is_file()):
-        raise UsageError(f"--vocab items needs the item catalog, and {ckpt} has no trie.npz or items.json (a plain "
-                         "HF checkpoint?) — pass --vocab full, or export a checkpoint written by `earn-export train`")
-    check_replaceable(out, "engine")
-
-
 def run_export(args) -> int:
+    from ..atomic import check_replaceable
+    from ..cli_args import auto_vocab
     from ..errors import UsageError
 
+    # what can be checked from file names alone, before loading torch
     if args.smoothquant is not None and (args.quantize != "int8" or not 0 <= args.smoothquant < 1):
         raise UsageError(f"--smoothquant {args.smoothquant} needs --quantize int8 and an alpha in [0, 1) — pass e.g. "
                          "--quantize int8 --smoothquant 0.5 (0 = off), or drop --smoothquant")
     if args.attention == "plugin" and args.ort_optimize:
         raise UsageError("--ort-optimize saves ONNX Runtime's optimised copy of standard-op graphs, and --attention "
                          "plugin puts earn::CompactedAttention nodes in decode.onnx — drop one of the two options")
-    from ..cli_args import auto_vocab
-
     args.vocab = auto_vocab(args.vocab, args.checkpoint)
-    preflight_export(args.checkpoint, args.out, args.vocab)
+    ckpt = Path(args.checkpoint)
+    if not (ckpt / "config.json").is_file():
+        raise UsageError(f"{ckpt} has no config.json, so it is not a Hugging Face checkpoint directory — pass the "
+                         "directory written by `earn-export train` (or a downloaded HF model)")
+    if args.vocab == "items" and not ((ckpt / "trie.npz").is_file() or (ckpt / "items.json").is_file()):
+        raise UsageError(f"--vocab items needs the item catalog, and {ckpt} has no trie.npz or items.json (a plain "
+                         "HF checkpoint?) — pass --vocab full, or export a checkpoint written by `earn-export train`")
+    check_replaceable(args.out, "engine")
     from .onnx_export import export_onnx
     from .progress import StageBars
 
@@ -108,8 +100,7 @@ def run_export(args) -> int:
         return 0
     print(f"wrote {args.out}: prefill.onnx + decode.onnx ({manifest['dtype']}, vocab={manifest['vocab']['mode']} "
           f"[{manifest['vocab']['vocab_out']}], exporter={manifest['exporter']}, attention={args.attention}), "
-          f"k={m['split_layer']} of "
-          f"{m['num_layers']} layers, {m['n_registers']} registers")
+          f"k={m['split_layer']} of {m['num_layers']} layers, {m['n_registers']} registers")
     w = manifest["weights"]
     print(f"form {manifest['form']['name']} (opset {manifest['opset']}); {w['file']}: {w['bytes'] / 1e6:.1f} MB, "
           f"{w['tensors']} tensors shared by {' + '.join(w['shared_by'])}; stages: "
@@ -146,9 +137,7 @@ def run_check(args) -> int:
     else:  # fp32 must match exactly
         key, threshold = "topk_identical_fraction", 0.999
     threshold = threshold if args.min_identical is None else args.min_identical
-    report["min_identical"] = threshold
-    report["pass_criterion"] = key
-    report["passed"] = report[key] >= threshold
+    report.update(min_identical=threshold, pass_criterion=key, passed=report[key] >= threshold)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import check_choice
+from ..model.decoder import Attention, RMSNorm
 
 
 def kv_names(prefix: str, num_layers: int) -> list[str]:
@@ -54,59 +55,47 @@ def _packed_qkv(attn) -> TransposedLinear:
     return TransposedLinear(w, b)
 
 
-def _fused_attention_class():
-    from ..model.decoder import Attention
+class FusedAttention(Attention):
+    """Export form of ``Attention`` (``form="fused"``): packed QKV, opset-23 ``RotaryEmbedding`` and (prefill)
+    ``Attention``. Same results as the base class to rounding; the base class stays the reference path."""
 
-    class FusedAttention(Attention):
-        """Export form of ``Attention`` (``form="fused"``): packed QKV, opset-23 ``RotaryEmbedding`` and (prefill)
-        ``Attention``. Same results as the base class to rounding; the base class stays the reference path."""
+    def qkv(self, x, cos, sin):
+        *lead, t, _ = x.shape
+        hq, hkv, d = self.n_heads, self.n_kv, self.head_dim
+        q, k, v = self.qkv_proj(x).split([hq * d, hkv * d, hkv * d], dim=-1)
+        if self.qk_norm:  # per head over D: RMSNormalization on [..., T, H, D] (axis -1), then packed again
+            q = self.q_norm(q.reshape(*lead, t, hq, d)).reshape(*lead, t, hq * d)
+            k = self.k_norm(k.reshape(*lead, t, hkv, d)).reshape(*lead, t, hkv * d)
 
-        def qkv(self, x, cos, sin):
-            *lead, t, _ = x.shape
-            hq, hkv, d = self.n_heads, self.n_kv, self.head_dim
-            q, k, v = self.qkv_proj(x).split([hq * d, hkv * d, hkv * d], dim=-1)
-            if self.qk_norm:  # per head over D: RMSNormalization on [..., T, H, D] (axis -1), then packed again
-                q = self.q_norm(q.reshape(*lead, t, hq, d)).reshape(*lead, t, hq * d)
-                k = self.k_norm(k.reshape(*lead, t, hkv, d)).reshape(*lead, t, hkv * d)
+        def rows(z):  # [..., T, C] -> [N, T, C]: RotaryEmbedding's 3-D form (heads packed in C)
+            return z.reshape(-1, t, z.shape[-1])
 
-            def rows(z):  # [..., T, C] -> [N, T, C]: RotaryEmbedding's 3-D form (heads packed in C)
-                return z.reshape(-1, t, z.shape[-1])
+        half_cos, half_sin = rows(cos[..., : d // 2]), rows(sin[..., : d // 2])
+        q = torch.onnx.ops.rotary_embedding(rows(q), half_cos, half_sin, num_heads=hq)
+        k = torch.onnx.ops.rotary_embedding(rows(k), half_cos, half_sin, num_heads=hkv)
 
-            half_cos, half_sin = rows(cos[..., : d // 2]), rows(sin[..., : d // 2])
-            q = torch.onnx.ops.rotary_embedding(rows(q), half_cos, half_sin, num_heads=hq)
-            k = torch.onnx.ops.rotary_embedding(rows(k), half_cos, half_sin, num_heads=hkv)
+        def heads(z, h):
+            return z.reshape(*lead, t, h, d).transpose(-2, -3)
 
-            def heads(z, h):
-                return z.reshape(*lead, t, h, d).transpose(-2, -3)
+        return heads(q, hq), heads(k, hkv), heads(v, hkv)
 
-            return heads(q, hq), heads(k, hkv), heads(v, hkv)
-
-        def attend(self, q, k, v, bias):
-            f32 = torch.float32
-            out = torch.onnx.ops.attention(q.to(f32), k.to(f32), v.to(f32), attn_mask=bias, scale=self.scaling)[0]
-            return out.to(q.dtype)
-
-    return FusedAttention
+    def attend(self, q, k, v, bias):
+        f32 = torch.float32
+        out = torch.onnx.ops.attention(q.to(f32), k.to(f32), v.to(f32), attn_mask=bias, scale=self.scaling)[0]
+        return out.to(q.dtype)
 
 
-def _fused_rmsnorm_class():
-    from ..model.decoder import RMSNorm
+class FusedRMSNorm(RMSNorm):
+    """Export form of ``RMSNorm``: one opset-23 ``RMSNormalization`` (eager runs keep the reference math)."""
 
-    class FusedRMSNorm(RMSNorm):
-        """Export form of ``RMSNorm``: one opset-23 ``RMSNormalization`` (eager runs keep the reference math)."""
-
-        def forward(self, x, out_dtype=None):
-            dtype = out_dtype or self.weight.dtype
-            if not torch.onnx.is_in_onnx_export():
-                return super().forward(x, out_dtype)
-            f32 = torch.float32
-            y = torch.onnx.ops.symbolic(
-                "RMSNormalization", (x.to(f32), self.weight.to(f32)),
-                {"axis": -1, "epsilon": float(self.variance_epsilon), "stash_type": 1},
-                dtype=f32, shape=x.shape, version=23)
-            return y.to(dtype)
-
-    return FusedRMSNorm
+    def forward(self, x, out_dtype=None):
+        if not torch.onnx.is_in_onnx_export():
+            return super().forward(x, out_dtype)
+        f32 = torch.float32
+        y = torch.onnx.ops.symbolic("RMSNormalization", (x.to(f32), self.weight.to(f32)),
+                                    {"axis": -1, "epsilon": float(self.variance_epsilon), "stash_type": 1},
+                                    dtype=f32, shape=x.shape, version=23)
+        return y.to(out_dtype or self.weight.dtype)
 
 
 def _own_tree(module: nn.Module) -> nn.Module:
@@ -130,17 +119,14 @@ def export_view(model, head_token_ids=None, form: str = "reference"):
         view.lm_head.weight = nn.Parameter(w, requires_grad=False)
     fused = form == "fused"
     if fused:
-        attn_cls, norm_cls = _fused_attention_class(), _fused_rmsnorm_class()
-        for norm in [view.model.norm] + [n for layer in view.model.layers
-                                         for n in (layer.input_layernorm, layer.post_attention_layernorm)]:
-            norm.__class__ = norm_cls
-        for layer in view.model.layers:  # QK-norm (architecture table): RMSNormalization too
-            if layer.self_attn.qk_norm:
-                layer.self_attn.q_norm.__class__ = layer.self_attn.k_norm.__class__ = norm_cls
+        view.model.norm.__class__ = FusedRMSNorm
     for layer in view.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
         if fused:
-            attn.__class__ = attn_cls
+            norms = [layer.input_layernorm, layer.post_attention_layernorm]
+            for norm in norms + ([attn.q_norm, attn.k_norm] if attn.qk_norm else []):  # QK-norm: RMSNormalization too
+                norm.__class__ = FusedRMSNorm
+            attn.__class__ = FusedAttention
             attn.qkv_proj = _packed_qkv(attn)
             del attn.q_proj, attn.k_proj, attn.v_proj
         for module, names in ((attn, ("o_proj",) if fused else ("q_proj", "k_proj", "v_proj", "o_proj")),
@@ -150,13 +136,15 @@ def export_view(model, head_token_ids=None, form: str = "reference"):
     return view
 
 
-class PrefillGraph(nn.Module):
-    """prefill.onnx: ``(input_ids, attention_mask) -> (logits [B, V_out], present.{l}.key/value ...)``, present
-    ``[B, Hkv, P, D]`` for l < k and ``[B, Hkv, R, D]`` for l >= k."""
-
+class _Graph(nn.Module):
     def __init__(self, view):  # export_view(model, ...)
         super().__init__()
         self.core = view
+
+
+class PrefillGraph(_Graph):
+    """prefill.onnx: ``(input_ids, attention_mask) -> (logits [B, V_out], present.{l}.key/value ...)``, present
+    ``[B, Hkv, P, D]`` for l < k and ``[B, Hkv, R, D]`` for l >= k."""
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         sink: list = []
@@ -165,13 +153,9 @@ class PrefillGraph(nn.Module):
         return (logprobs, *[t for kv in sink for t in kv])
 
 
-class DecodeGraph(nn.Module):
+class DecodeGraph(_Graph):
     """decode.onnx: one step for all beams over the shared prefix KV and the per-beam generated KV
     (inputs and outputs: docs/design.md §4)."""
-
-    def __init__(self, view):  # export_view(model, ...)
-        super().__init__()
-        self.core = view
 
     def forward(self, input_ids, position_ids, attention_mask, *kv):
         n = self.core.num_layers

@@ -10,12 +10,14 @@ fp16: weights and KV in fp16, norms, softmax and log-softmax in fp32.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import shutil
 import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,10 @@ from ..data.id_map import manifest_entry as id_map_entry
 from ..engine.manifest import FORMAT_VERSION, MANIFEST, write_manifest
 from ..engine.trie_files import resolve_trie, save_trie_arrays
 from ..errors import check_choice, hint
+from ..ops.compacted_attention import emit_op
+from . import attention_mode
 from .errors import ExportError
-from .weights import WEIGHTS_FILE, SharedWeights
+from .weights import MIN_EXTERNAL_BYTES, WEIGHTS_FILE, SharedWeights
 from .graph_modules import FORMS, DecodeGraph, PrefillGraph, export_view, kv_names
 
 DEFAULT_OPSET = 18  # the reference form; the fused form needs 23
@@ -45,24 +49,14 @@ AUX_MAX_BYTES = 64 << 20
 SAMPLE = {"batch": 2, "beam": 5, "prompt_len": 9, "t": 3}
 
 
-def _no_catalog() -> str:
-    return ("vocab='items' needs the identifier tokens, and the checkpoint has no trie.npz or items.json — "
-            + hint("pass item_token_ids= or a trie (trie=...), or vocab='full'",
-                   "pass --vocab full, or export a checkpoint written by `earn-export train` (it holds the item "
-                   "catalog)"))
-
-
 def _load_model(model_or_ckpt, fp16: bool):
     from ..model import EarnForCausalLM, load_pretrained
 
     dtype = torch.float16 if fp16 else torch.float32
-    ckpt_dir = None
     if isinstance(model_or_ckpt, EarnForCausalLM):
-        model = copy.deepcopy(model_or_ckpt).to(dtype)
-    else:
-        ckpt_dir = Path(model_or_ckpt)
-        model = load_pretrained(ckpt_dir, dtype=dtype)
-    return model.eval().requires_grad_(False), ckpt_dir
+        return copy.deepcopy(model_or_ckpt).to(dtype).eval().requires_grad_(False), None
+    ckpt_dir = Path(model_or_ckpt)
+    return load_pretrained(ckpt_dir, dtype=dtype).eval().requires_grad_(False), ckpt_dir
 
 
 def _sample_prompt(model, batch: int, prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,21 +119,21 @@ def _copy_aux_files(ckpt_dir: Path | None, out_dir: Path) -> list[str]:
         return []
     copied = []
     for src in sorted(ckpt_dir.iterdir()):
-        if not src.is_file() or src.name in SKIP_FILES or src.name.endswith(WEIGHT_SUFFIXES):
-            continue
-        if src.name.startswith((".", "rng_state")) or src.stat().st_size > AUX_MAX_BYTES:
+        if (not src.is_file() or src.name in SKIP_FILES or src.name.endswith(WEIGHT_SUFFIXES)
+                or src.name.startswith((".", "rng_state")) or src.stat().st_size > AUX_MAX_BYTES):
             continue
         shutil.copyfile(src, out_dir / src.name)
         copied.append(src.name)
     return copied
 
 
-def _export_graph(module, args, tmp_dir: Path, name: str, names_in, names_out, dynamic_axes: dict, dynamo_shapes,
-                  opset: int, exporter: str, custom_ops=None):
+def _export_graph(module, args, tmp_dir: Path, graph: str, spec: dict, opset: int, exporter: str, custom_ops=None):
     """Export one graph; returns (``onnx_ir.Model``, exporter used). dynamo keeps the torch parameters as
     initializers (no copy); TorchScript output is loaded back lazily from ``tmp_dir``."""
     import onnx_ir as ir
 
+    name = f"{graph}.onnx"
+    names_in, names_out = [io["name"] for io in spec["inputs"]], [io["name"] for io in spec["outputs"]]
     errors = []
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     for which in order:
@@ -151,12 +145,12 @@ def _export_graph(module, args, tmp_dir: Path, name: str, names_in, names_out, d
                     # its op registry logs one warning per torchvision op when torchvision is absent (not needed)
                     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
                     program = torch.onnx.export(module, args, None, dynamo=True, input_names=names_in,
-                                                output_names=names_out, dynamic_shapes=dynamo_shapes,
+                                                output_names=names_out, dynamic_shapes=_dynamo_shapes(spec, graph),
                                                 opset_version=opset, verbose=False, **extra)
                     return program.model, which
                 path = Path(tmp_dir) / name
                 torch.onnx.export(module, args, str(path), dynamo=False, input_names=names_in,
-                                  output_names=names_out, dynamic_axes=dynamic_axes, opset_version=opset,
+                                  output_names=names_out, dynamic_axes=_dynamic_axes(spec), opset_version=opset,
                                   do_constant_folding=True, **extra)
                 return ir.load(str(path)), which
         except Exception as exc:  # noqa: BLE001 - report both exporters' errors below
@@ -174,13 +168,12 @@ def _finalize(model, out_dir: Path, name: str, weights: SharedWeights, metadata:
 
     if hasattr(progress, "start_bytes"):
         progress.start_bytes(sum(v.const_value.nbytes for v in model.graph.initializers.values()
-                                 if v.const_value is not None and v.const_value.nbytes >= weights.min_bytes))
+                                 if v.const_value is not None and v.const_value.nbytes >= MIN_EXTERNAL_BYTES))
     model.metadata_props.clear()
     model.metadata_props.update({k: str(v) for k, v in metadata.items()})
     weights.add_graph(model, name.removesuffix(".onnx"))
     dst = out_dir / name
-    if dst.exists():
-        dst.unlink()
+    dst.unlink(missing_ok=True)
     ir.save(model, str(dst))  # tensors already external keep their location/offset/length
     onnx.checker.check_model(str(dst))
     return name
@@ -212,24 +205,16 @@ def _io_spec(model, graph: str, vocab_out: int, kv_dtype: str) -> dict:
 
 def _dynamic_axes(spec: dict) -> dict:
     """TorchScript ``dynamic_axes`` from an I/O spec (string dims are dynamic)."""
-    axes = {}
-    for io in spec["inputs"] + spec["outputs"]:
-        dyn = {i: (s.replace("+", "_plus_") if isinstance(s, str) else s)
-               for i, s in enumerate(io["shape"]) if isinstance(s, str)}
-        if dyn:
-            axes[io["name"]] = dyn
-    return axes
+    return {io["name"]: {i: s.replace("+", "_plus_") for i, s in enumerate(io["shape"]) if isinstance(s, str)}
+            for io in spec["inputs"] + spec["outputs"] if any(isinstance(s, str) for s in io["shape"])}
 
 
-def _dynamo_shapes(spec: dict, n_layers: int, graph: str):
+def _dynamo_shapes(spec: dict, graph: str):
     from torch.export import Dim
 
-    dims = {"batch": Dim("batch", min=1), "prompt_len": Dim("prompt_len", min=1), "beam": Dim("beam", min=1),
-            "t": Dim("t", min=0)}
+    dims = {name: Dim(name, min=0 if name == "t" else 1) for name in ("batch", "prompt_len", "beam", "t")}
     per_input = [{i: dims[s] for i, s in enumerate(io["shape"]) if isinstance(s, str)} for io in spec["inputs"]]
-    if graph == "prefill":
-        return tuple(per_input)
-    return (per_input[0], per_input[1], per_input[2], tuple(per_input[3:]))
+    return tuple(per_input) if graph == "prefill" else (*per_input[:3], tuple(per_input[3:]))  # decode: *kv
 
 
 def _versions() -> dict:
@@ -247,8 +232,6 @@ def _versions() -> dict:
 
 
 def _op_counts(model) -> dict:
-    from collections import Counter
-
     return dict(sorted(Counter(node.op_type for node in model.graph).items()))
 
 
@@ -268,9 +251,9 @@ def _check_form(counts: dict, form: str, graph: str, n_layers: int, qk_norm: boo
 
 @atomic_output("out_dir", "engine", protect=("model_or_ckpt_dir",))
 def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = False, opset: int | None = None,
-                item_token_ids=None, trie=None, exporter: str = "auto", max_prompt_len: int | None = None,
-                progress=None, form: str | None = None, quantize: str | None = None,
-                ort_optimize: bool = False, attention: str = "onnx", smoothquant: float | None = None) -> dict:
+                item_token_ids=None, trie=None, exporter: str = "auto", progress=None, form: str | None = None,
+                quantize: str | None = None, ort_optimize: bool = False, attention: str = "onnx",
+                smoothquant: float | None = None) -> dict:
     """Export prefill.onnx + decode.onnx + manifest.json, the trie's ``.npy`` arrays, the prompt pieces and the
     checkpoint's small files into ``out_dir`` (atomically: a failed export leaves the previous one).
 
@@ -285,10 +268,10 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     """
     from ..model.architectures import architecture
     from ..ops.onnx_emit import exporter_kwargs
-    from . import attention_mode
+    from .quantize import QUANT_MODES, quantize_ir
     from .quantize import manifest_entry as quant_entry
 
-    attention_mode.check_mode(attention)
+    check_choice("attention", attention, attention_mode.MODES)
     if attention == "plugin" and ort_optimize:
         raise ExportError("--ort-optimize saves ONNX Runtime's optimised copy of the standard-op graphs; with "
                           "--attention plugin the decode graph holds earn::CompactedAttention nodes: drop one of the "
@@ -296,8 +279,6 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     check_choice("vocab", vocab, ("items", "full"))
     check_choice("exporter", exporter, EXPORTERS)
     if quantize is not None:
-        from .quantize import QUANT_MODES
-
         check_choice("quantize", quantize, QUANT_MODES)
         if fp16:
             raise ExportError("--quantize applies to fp32 engines (int8/int4 projections with fp32 norms, "
@@ -318,8 +299,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     say = progress or (lambda msg: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if (out_dir / MANIFEST).exists():
-        (out_dir / MANIFEST).unlink()  # a half-rewritten dir must not look valid
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # a half-rewritten dir must not look valid
     say("loading checkpoint")
     model, ckpt_dir = _load_model(model_or_ckpt_dir, fp16)
     aux = _copy_aux_files(ckpt_dir, out_dir)
@@ -347,7 +327,10 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     if vocab == "items":
         if item_token_ids is None:
             if trie is None:
-                raise ExportError(_no_catalog())
+                raise ExportError("vocab='items' needs the identifier tokens, and the checkpoint has no trie.npz or "
+                                  "items.json — " + hint("pass item_token_ids= or a trie (trie=...), or vocab='full'",
+                                                         "pass --vocab full, or export a checkpoint written by "
+                                                         "`earn-export train` (it holds the item catalog)"))
             item_token_ids = np.unique(trie.tokens)
         head_ids = [int(t) for t in np.asarray(item_token_ids).reshape(-1)]
         if len(set(head_ids)) != len(head_ids):
@@ -373,38 +356,30 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
     ids, mask = _sample_prompt(model, b, p)
     with torch.no_grad():
         out = prefill(ids, mask)
-    present = list(out[1:])
     g = torch.Generator().manual_seed(0)
     hkv, d = model.n_kv_heads, model.head_dim
-    dt = torch.float16 if fp16 else torch.float32
-    gen = [torch.randn(b, nb, hkv, t, d, generator=g).to(dt) for _ in range(2 * n)]
+    gen = [torch.randn(b, nb, hkv, t, d, generator=g).to(getattr(torch, kv_dtype)) for _ in range(2 * n)]
     tok = torch.randint(0, model.config.vocab_size, (b, nb, 1), generator=g)
     pos = (mask.sum(-1) + t)[:, None, None].expand(b, nb, 1).contiguous()
-    decode_args = (tok, pos, mask, *present, *gen)
+    decode_args = (tok, pos, mask, *out[1:], *gen)
 
     meta = {"earn_export.format_version": FORMAT_VERSION, "earn_export.vocab": vocab}
     written, used, op_counts, quant_infos = [], {}, {}, {}
-    for stale in [out_dir / f"{g}.onnx.data" for g in ("prefill", "decode")]:
-        if stale.exists():  # per-graph weight files of an earlier export
-            stale.unlink()
+    for g in ("prefill", "decode"):
+        (out_dir / f"{g}.onnx.data").unlink(missing_ok=True)  # per-graph weight files of an earlier export
     weights = SharedWeights(out_dir, progress=getattr(progress, "advance", None))
     try:
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             for graph, module, args in (("prefill", prefill, (ids, mask)), ("decode", decode, decode_args)):
                 say(f"tracing {graph}.onnx ({'dynamo' if exporter != 'torchscript' else 'TorchScript'})")
-                spec = specs[graph]
-                plugin = attention_mode.uses_plugin(attention, graph)
-                with attention_mode.tracing(plugin):
-                    graph_ir, used[graph] = _export_graph(
-                        module, args, Path(tmp), f"{graph}.onnx", [io["name"] for io in spec["inputs"]],
-                        [io["name"] for io in spec["outputs"]], _dynamic_axes(spec), _dynamo_shapes(spec, n, graph),
-                        opset, exporter, exporter_kwargs if plugin else None)
+                plugin = attention == "plugin" and graph == "decode"
+                with emit_op() if plugin else contextlib.nullcontext():  # plugin: one opaque node per layer
+                    graph_ir, used[graph] = _export_graph(module, args, Path(tmp), graph, specs[graph], opset,
+                                                          exporter, exporter_kwargs if plugin else None)
                 if plugin:
-                    attention_mode.finish_graph(graph_ir, spec, n, f"{graph}.onnx")
+                    attention_mode.finish_graph(graph_ir, specs[graph], n, f"{graph}.onnx")
                 _check_form(_op_counts(graph_ir), form, graph, n, architecture(model.config).qk_norm)
                 if quantize is not None:
-                    from .quantize import quantize_ir
-
                     say(f"quantizing {graph}.onnx ({quantize})")
                     graph_ir, quant_infos[graph] = quantize_ir(graph_ir, quantize, tmp, graph)
                 op_counts[graph] = _op_counts(graph_ir)
@@ -437,23 +412,16 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
             "architecture": architecture(model.config).family,
             "num_layers": n, "split_layer": k, "dense": k == n,
             "n_kv_heads": hkv, "head_dim": d, "hidden_size": model.config.hidden_size,
-            "vocab_size": model.config.vocab_size,
-            "n_registers": r,
+            "vocab_size": model.config.vocab_size, "n_registers": r,
             "n_prefix": earn.n_prefix if earn else 0, "n_suffix": earn.n_suffix if earn else 0,
-            "prefix_token_ids": list(earn.prefix_token_ids) if earn else [],
-            "suffix_token_ids": list(earn.suffix_token_ids) if earn else [],
-            "register_token_ids": earn.register_token_ids if earn else [],
-            "paradigm": earn.paradigm if earn else None,
-            "id_length": earn.id_length if earn else None,
-            "max_history": earn.max_history if earn else None,
-            "max_prompt_len": max_prompt_len,
+            **{key: list(getattr(earn, key, [])) for key in ("prefix_token_ids", "suffix_token_ids",
+                                                             "register_token_ids")},
+            **{key: getattr(earn, key, None) for key in ("paradigm", "id_length", "max_history")},
         },
         "hf_config": json.loads(json.dumps(cfg, default=str)),
         "earn_config": (json.loads(json.dumps(earn.__dict__, default=str)) if earn else None),
         "vocab": {"mode": vocab, "vocab_out": vocab_out, "vocab_out_token_ids": head_ids},
-        "logits": "log_softmax",
-        "dtype": kv_dtype,
-        "logits_dtype": "float32",
+        "logits": "log_softmax", "dtype": kv_dtype, "logits_dtype": "float32",
         "opset": opset,
         "form": {"name": form, "opset": opset,
                  "standard_ops": ["RMSNormalization", "RotaryEmbedding", "Attention (prefill)", "packed QKV MatMul"]
@@ -465,8 +433,7 @@ def export_onnx(model_or_ckpt_dir, out_dir, vocab: str = "items", fp16: bool = F
         "attention": attention_mode.manifest_entry(attention),
         "graphs": {
             g: {"file": f"{g}.onnx", "nodes": sum(op_counts[g].values()), "op_types": op_counts[g],
-                "ort_optimized": ort_graphs.get(g),
-                "external_data": WEIGHTS_FILE,
+                "ort_optimized": ort_graphs.get(g), "external_data": WEIGHTS_FILE,
                 **specs[g]}
             for g in ("prefill", "decode")
         },

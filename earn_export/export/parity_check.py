@@ -9,17 +9,6 @@ from pathlib import Path
 import numpy as np
 
 
-def engine_histories(engine_dir, n: int, max_history: int) -> list[list[int]] | None:
-    """Test-split histories of the data the engine's checkpoint was trained on (``data.json``), if known."""
-    from ..data.sequences import eval_examples
-    from ..data.data_spec import DataSpec
-
-    spec = DataSpec.load_from(engine_dir)
-    if spec is None:
-        return None
-    return eval_examples(spec.load(), "test", max_history=max_history).histories[:n]
-
-
 def _replay(backend, prefill_call: dict, decode_calls: list) -> list:
     """Decode log-probs of ``backend`` along a recorded beam path (prefill inputs + decode calls)."""
     _, state = backend.prefill(prefill_call["input_ids"], prefill_call["attention_mask"])
@@ -30,27 +19,21 @@ def _replay(backend, prefill_call: dict, decode_calls: list) -> list:
     return out
 
 
-def _same_path(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(
-        x["step"] == y["step"] and np.array_equal(x["tokens"], y["tokens"]) and np.array_equal(x["parents"], y["parents"])
-        for x, y in zip(a, b))
-
-
 def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam: int = 20, top_k: int = 20,
-                 batch_size: int = 32, providers=None, polygraphy: bool = False,
-                 progress: bool = False, reference_model=None, seed: int = 0, max_mismatches: int = 50,
-                 reference_dtype: str | None = None, tie_tolerance: float | None = None,
-                 workers: int | None = None, session_options=None) -> dict:
+                 batch_size: int = 32, providers=None, polygraphy: bool = False, progress: bool = False,
+                 reference_model=None, reference_dtype: str | None = None, session_options=None) -> dict:
     """Compare an engine with its reference on ``users`` (histories; default the test users of ``data.json``,
     else catalog samples; ``n`` caps the count). ``reference_model`` replaces ``reference_ckpt`` (tests).
 
     Per batch one ORT and one torch search run, both recorded; decode log-probs are compared where the paths
     agree, else the torch path is replayed on ONNX Runtime, so both see the same inputs and torch runs once.
     ``topk_identical_up_to_ties_fraction`` also accepts lists that differ only where scores are within
-    ``tie_tolerance`` (default 1e-4 fp32, 2e-2 fp16): an order the dtype cannot decide.
+    ``tie_tolerance`` (1e-4 fp32, 2e-2 fp16): an order the dtype cannot decide.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..data.data_spec import DataSpec
+    from ..data.sequences import eval_examples
     from ..runtime.backends import RecordingBackend, TorchBackend
     from ..runtime.cpu_workers import cpu_cores, ort_single_threaded_options, torch_single_threaded
     from ..runtime.recommender import Recommender
@@ -60,8 +43,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
     from tqdm.auto import tqdm
 
     on_cpu = reference_model is None or next(reference_model.parameters()).device.type == "cpu"
-    if workers is None:
-        workers = cpu_cores() if on_cpu and not providers else 1
+    workers = cpu_cores() if on_cpu and not providers else 1
     opts = session_options if session_options is not None else ort_single_threaded_options() if workers > 1 else None
     rec = Recommender.load(engine_dir, backend="onnxruntime", providers=providers, session_options=opts)
     manifest = rec.manifest
@@ -80,10 +62,11 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
     reference_model = reference_model.to(getattr(torch, reference_dtype)).eval()
     ref = TorchBackend(reference_model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
 
-    if users is None:
-        users = engine_histories(engine_dir, n, rec.max_history)
+    spec = DataSpec.load_from(engine_dir) if users is None else None  # the data the checkpoint was trained on
+    if spec is not None:
+        users = eval_examples(spec.load(), "test", max_history=rec.max_history).histories[:n]
     if users is None:  # no data.json: random histories over the catalog, lengths 0..max_history
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(0)
         items = np.array(sorted(rec.known_items))
         users = [rng.choice(items, size=int(rng.integers(0, rec.max_history + 1))).tolist() for _ in range(n)]
     users = list(users)[:n]
@@ -92,7 +75,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
     pre_diff, dec_diff, pre_rel = 0.0, 0.0, 0.0
     identical = tie_equal = replayed = 0
     overlap = 0.0  # mean fraction of the reference's top-K items also in the engine's top-K (quantized engines)
-    tol = tie_tolerance if tie_tolerance is not None else (2e-2 if manifest["dtype"] == "float16" else 1e-4)
+    tol = 2e-2 if manifest["dtype"] == "float16" else 1e-4
     mismatches = []
     starts = list(range(0, len(clean), batch_size))
     poly_prompts = []
@@ -120,7 +103,9 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
             pre_diff = max(pre_diff, float(d.max()))
             pre_rel = max(pre_rel, float(d.max() / max(np.abs(lp_ref).max(), 1e-12)))
             ref_dec, ort_dec = ref_calls[1:], ort_calls[1:]
-            if _same_path(ref_dec, ort_dec):
+            if len(ref_dec) == len(ort_dec) and all(  # the same beam path
+                    x["step"] == y["step"] and np.array_equal(x["tokens"], y["tokens"])
+                    and np.array_equal(x["parents"], y["parents"]) for x, y in zip(ref_dec, ort_dec)):
                 ort_lps = [c["logprobs"] for c in ort_dec]
             else:  # the ORT search went elsewhere: score the torch path on ONNX Runtime
                 replayed += 1
@@ -142,7 +127,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
                     tie_equal += 1
                     continue
                 tie_equal += int(close[i])
-                if len(mismatches) < max_mismatches:
+                if len(mismatches) < 50:  # the report lists the first 50
                     diff = np.nonzero(a[i] != b[i])[0]
                     mismatches.append({
                         "user": s + i, "history": chunk[i], "first_diff_rank": int(diff[0]),
@@ -158,8 +143,7 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
         "dtype": manifest["dtype"], "reference_dtype": reference_dtype, "vocab": manifest["vocab"]["mode"],
         "providers": list(getattr(rec.backend, "device_providers", [])),
         "prefill_max_abs_diff": pre_diff, "prefill_max_rel_diff": pre_rel, "decode_max_abs_diff": dec_diff,
-        "topk_identical_fraction": identical / u if u else 1.0,
-        "tie_tolerance": tol,
+        "topk_identical_fraction": identical / u if u else 1.0, "tie_tolerance": tol,
         "topk_identical_up_to_ties_fraction": tie_equal / u if u else 1.0,
         "topk_overlap_mean": overlap / u if u else 1.0,
         "quantization": (manifest.get("quantization") or {}).get("mode"),
@@ -168,23 +152,18 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
         "mismatches": mismatches,
     }
     if polygraphy:
-        report["polygraphy"] = polygraphy_prefill(engine_dir, poly_prompts, ref)
+        report["polygraphy"] = polygraphy_prefill(engine_dir, poly_prompts, ref, atol=tol)
     return report
 
 
-def polygraphy_prefill(engine_dir, prompts, reference_backend, atol: float | None = None) -> dict:
+def polygraphy_prefill(engine_dir, prompts, reference_backend, atol: float) -> dict:
     """``polygraphy run prefill.onnx --onnxrt [--trt]`` on real prompts, compared with the torch outputs."""
     try:
         from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
         from polygraphy.comparator import Comparator, CompareFunc, IterationResult
     except ImportError:
         return {"skipped": "polygraphy is not installed (pip install 'earn-export[parity]')"}
-    from ..engine.manifest import load_manifest
-
     engine_dir = Path(engine_dir)
-    manifest = load_manifest(engine_dir, verify=False)
-    if atol is None:
-        atol = 2e-2 if manifest["dtype"] == "float16" else 1e-4
     feeds = [{"input_ids": ids, "attention_mask": mask} for ids, mask in prompts]
     runners = [OnnxrtRunner(SessionFromOnnx(str(engine_dir / "prefill.onnx"), providers=["CPUExecutionProvider"]))]
     try:
@@ -197,14 +176,10 @@ def polygraphy_prefill(engine_dir, prompts, reference_backend, atol: float | Non
     results = Comparator.run(runners, data_loader=feeds)
     torch_iters = []
     for f in feeds:
-        lp, state = reference_backend.prefill(f["input_ids"], f["attention_mask"])
-        outs = {"logits": lp}
-        for layer, (k, v) in enumerate(zip(state.prefix.keys, state.prefix.values)):
-            outs[f"present.{layer}.key"] = k.float().numpy()
-            outs[f"present.{layer}.value"] = v.float().numpy()
-        torch_iters.append(IterationResult(outputs=outs, runner_name="torch-reference"))
+        lp, _ = reference_backend.prefill(f["input_ids"], f["attention_mask"])
+        torch_iters.append(IterationResult(outputs={"logits": lp}, runner_name="torch-reference"))
     results.append(("torch-reference", torch_iters))
-    # compare every polygraphy runner against the torch reference (its logits output only: KV dtype may differ)
+    # compare every polygraphy runner against the torch reference on the logits only (KV dtype may differ)
     func = CompareFunc.simple(atol=atol, rtol=0.0, check_shapes=True,
                               find_output_func=lambda name, idx, res: [name] if name == "logits" else [])
     comparisons = [(i, len(results) - 1) for i in range(len(results) - 1)]

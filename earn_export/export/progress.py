@@ -7,14 +7,13 @@ import time
 
 
 class StageBars:
-    def __init__(self, enabled: bool = True, prefix: str = "export"):
+    def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self.prefix = prefix
         self._bar = None
         self.stages: list[tuple[str, float]] = []  # (stage, seconds), for logs
         self._t = None
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._t is not None:
             self.stages[-1] = (self.stages[-1][0], time.perf_counter() - self._t)
         if self._bar is not None:
@@ -22,13 +21,13 @@ class StageBars:
             self._bar = None
 
     def __call__(self, stage: str) -> None:
-        self._close()
+        self.close()
         self.stages.append((stage, 0.0))
         self._t = time.perf_counter()
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(desc=f"{self.prefix}: {stage}", bar_format="{desc} {elapsed}", leave=True)
+            self._bar = tqdm(desc=f"export: {stage}", bar_format="{desc} {elapsed}", leave=True)
 
     def start_bytes(self, total: int) -> None:
         if self._bar is not None:
@@ -41,6 +40,3 @@ class StageBars:
     def advance(self, n: int) -> None:
         if self._bar is not None:
             self._bar.update(n)
-
-    def close(self) -> None:
-        self._close()

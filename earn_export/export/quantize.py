@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import check_choice
 from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
+from .errors import ExportError
 
 QUANT_MODES = ("int8", "int8-nbits", "int4")
 BITS = {"int8": 8, "int8-nbits": 8, "int4": 4}
@@ -65,20 +66,18 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
     if keep_float:
         info["kept_float"]["matmuls"] = {"fragments": list(keep_float), "count": len(extra)}
     if n_q == 0:
-        from .errors import ExportError
-
         raise ExportError("quantization found no MatMul with a weight initializer to quantize")
     return out, info
 
 
-def quantize_ir(model, mode: str, tmp_dir, name: str, accuracy_level: int = ACCURACY_LEVEL):
+def quantize_ir(model, mode: str, tmp_dir, name: str):
     """Quantize one ``onnx_ir.Model`` graph: serialised with its weights (the quantizer works on ModelProto),
     quantized, saved to ``tmp_dir`` and loaded back lazily. Returns (``onnx_ir.Model``, info)."""
     import onnx
     import onnx_ir as ir
 
     proto = ir.serde.serialize_model(model)
-    qproto, info = quantize_graph(proto, mode, accuracy_level=accuracy_level)
+    qproto, info = quantize_graph(proto, mode)
     del proto
     path = Path(tmp_dir) / f"{name}.quant.onnx"
     onnx.save_model(qproto, str(path), save_as_external_data=True, location=f"{name}.quant.data",
@@ -107,21 +106,13 @@ def quantized_engine_reference(path):
     import json
 
     man = Path(path) / "manifest.json"
-    if not man.is_file():
-        return None
-    manifest = json.loads(man.read_text())
+    manifest = json.loads(man.read_text()) if man.is_file() else {}
     src = manifest.get("source_checkpoint")
-    if not manifest.get("quantization") or not src or not Path(src).is_dir():
-        return None
-    return src
+    return src if manifest.get("quantization") and src and Path(src).is_dir() else None
 
 
 def accuracy_cost(engine: dict, reference: dict) -> dict:
     """Relative change of every recall/ndcg metric of a quantized engine against its fp32 reference."""
-    out = {}
-    for key, ref in reference.items():
-        if (key.startswith(("recall", "ndcg")) and isinstance(ref, (int, float)) and key in engine
-                and isinstance(engine[key], (int, float))):
-            out[key] = {"engine": engine[key], "fp32": ref,
-                        "relative_change": (engine[key] - ref) / ref if ref else 0.0}
-    return out
+    return {key: {"engine": engine[key], "fp32": ref, "relative_change": (engine[key] - ref) / ref if ref else 0.0}
+            for key, ref in reference.items() if key.startswith(("recall", "ndcg")) and isinstance(ref, (int, float))
+            and isinstance(engine.get(key), (int, float))}

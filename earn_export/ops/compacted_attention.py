@@ -72,18 +72,12 @@ def emit_op():
         _EMIT_OP.reset(token)
 
 
-def _use_op() -> bool:
-    if _EMIT_OP.get():
-        return True
-    # tracing for a plain ONNX export (or torch.compile) sees the reference's standard ops
-    return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
-
-
 def compacted_attention(query, shared_key, shared_value, key_bias, gen_key, gen_value, num_heads: int,
                         num_kv_heads: int, head_dim: int, scale: float) -> torch.Tensor:
     """What ``Attention.decode`` calls: [B, beam, Hq * D]. Eager: the custom op; plain-graph tracing: the reference
     inlined (the graph of ``--attention onnx``); under :func:`emit_op`: the custom op (one ONNX node)."""
-    if not _use_op():
+    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+    if tracing and not _EMIT_OP.get():  # a plain ONNX export (or torch.compile) sees the reference's standard ops
         return compacted_attention_reference(query, shared_key, shared_value, key_bias, gen_key, gen_value,
                                              num_heads, num_kv_heads, head_dim, scale)
     b, nb = query.shape[0], query.shape[1]

@@ -26,12 +26,9 @@ def build_dir() -> Path:
 
 def built() -> dict:
     """``earn_plugins.json`` of the build folder (what CMake configured), or {} when nothing was built."""
-    path = build_dir() / "earn_plugins.json"
-    if not path.is_file():
-        return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        return json.loads((build_dir() / "earn_plugins.json").read_text())
+    except (OSError, json.JSONDecodeError):
         return {}
 
 

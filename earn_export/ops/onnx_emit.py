@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from .contract import OP_DOMAIN, OP_NAME, OP_VERSION, PLUGIN_NAMESPACE, TORCH_OP
 
-CUSTOM_OPSETS = {OP_DOMAIN: 1}
-_registered = False
 
-
-def register_torchscript_symbolic() -> None:
-    """Register the TorchScript exporter's symbolic for the custom op (idempotent)."""
-    global _registered
-    if _registered:
-        return
+def exporter_kwargs(exporter: str) -> dict:
+    """Extra ``torch.onnx.export`` arguments that make ``exporter`` emit the custom op."""
     import torch
+
+    if exporter == "dynamo":
+        from .dynamo_translation import compacted_attention_translation
+
+        return {"custom_translation_table": {torch.ops.earn.compacted_attention.default:
+                                             compacted_attention_translation}}
     from torch.onnx import symbolic_helper
 
     @symbolic_helper.parse_args("v", "v", "v", "v", "v", "v", "i", "i", "i", "f")
@@ -30,21 +30,8 @@ def register_torchscript_symbolic() -> None:
         out.setType(query.type())
         return out
 
-    torch.onnx.register_custom_op_symbolic(TORCH_OP, symbolic, 1)
-    _registered = True
-
-
-def exporter_kwargs(exporter: str) -> dict:
-    """Extra ``torch.onnx.export`` arguments that make ``exporter`` emit the custom op."""
-    if exporter == "dynamo":
-        import torch
-
-        from .dynamo_translation import compacted_attention_translation
-
-        return {"custom_translation_table": {torch.ops.earn.compacted_attention.default:
-                                             compacted_attention_translation}}
-    register_torchscript_symbolic()
-    return {"custom_opsets": dict(CUSTOM_OPSETS)}
+    torch.onnx.register_custom_op_symbolic(TORCH_OP, symbolic, 1)  # a custom symbolic replaces an earlier one
+    return {"custom_opsets": {OP_DOMAIN: 1}}
 
 
 def annotate_outputs(model, spec: dict) -> None:
@@ -55,13 +42,6 @@ def annotate_outputs(model, spec: dict) -> None:
     types = {"float32": ir.DataType.FLOAT, "float16": ir.DataType.FLOAT16, "int64": ir.DataType.INT64}
     by_name = {io["name"]: io for io in spec["outputs"]}
     for out in model.graph.outputs:
-        io = by_name.get(out.name)
-        if io is None:
-            continue
-        out.dtype = types[io["dtype"]]
-        out.shape = ir.Shape([s.replace("+", "_plus_") if isinstance(s, str) else s for s in io["shape"]])
-
-
-def plugin_nodes_ir(model) -> list:
-    """The ``earn::CompactedAttention`` nodes of an ``onnx_ir.Model``."""
-    return [n for n in model.graph if n.domain == OP_DOMAIN and n.op_type == OP_NAME]
+        if (io := by_name.get(out.name)) is not None:
+            out.dtype = types[io["dtype"]]
+            out.shape = ir.Shape([s.replace("+", "_plus_") if isinstance(s, str) else s for s in io["shape"]])

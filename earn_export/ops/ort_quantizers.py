@@ -3,14 +3,14 @@ kernels from the same options."""
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from pathlib import Path
 
 
 def matmul_nbits(model_proto, bits: int, excluded: list, accuracy_level: int = 4, block_size: int = 32):
     """Weight-only ``com.microsoft.MatMulNBits`` (symmetric, per block of ``block_size``) on every MatMul with a
     weight initializer except ``excluded``; returns the quantized ModelProto."""
-    import logging
-
     from onnxruntime.quantization import matmul_nbits_quantizer as mnq
 
     cfg = mnq.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
@@ -26,9 +26,6 @@ def matmul_nbits(model_proto, bits: int, excluded: list, accuracy_level: int = 4
 def matmul_integer_s8(model_proto, excluded: list):
     """``quantize_dynamic`` on MatMuls with a constant weight: s8 per-channel weights, u8 dynamic activations.
     It reads and writes files (weights as external data, so models over 2 GB work); the result is loaded back."""
-    import logging
-    import tempfile
-
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -1,9 +1,6 @@
-"""The TensorRT plugin library in ``earn-export build`` (UNVERIFIED calls into TensorRT).
-
-The library is registered before the ONNX parser looks the creator up, and with ``embed_plugins`` put into the
-plan; ``engine.json`` records op version, sha256 and embedding, which a plan loader checks (tests/plan_loading.py,
-a verification helper: Triton loads the plans in production). Plain Python, tested in tests/test_plugin_build.py.
-"""
+"""The TensorRT plugin libraries of ``earn-export build``: which to load, which plans embed them, and their
+``engine.json`` entry (op version, sha256, embedding), which a plan loader checks (tests/plan_loading.py; Triton
+loads the plans in production). Plain Python, tested in tests/test_plugin_build.py."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
-"""One process-wide record of the TensorRT plugin libraries this process put into TensorRT's plugin registry.
-
-``IPluginRegistry::loadLibrary`` fails when a creator is already registered (NvInferRuntimeCommon.h), and so does
-deserialising a plan that embeds it; a build then a check, or two engines in one server, would register twice.
-So a library is loaded only when the registry lacks its creator (:func:`ensure`), a build deregisters
-what it loaded (:func:`loaded_for_build`), and an embedded plan needs its creator absent (the plan loader,
-tests/plan_loading.py, checks it). UNVERIFIED against TensorRT: tested with a fake registry
-(tests/test_plugin_registration.py).
-"""
+"""One process-wide record of the TensorRT plugin libraries this process put into TensorRT's plugin registry:
+``loadLibrary``, and deserialising a plan that embeds a library, fail when its creator is already registered
+(rules: docs/tensorrt.md, "Plugin registration"). UNVERIFIED against TensorRT: tested with a fake registry
+(tests/test_plugin_registration.py)."""
 
 from __future__ import annotations
 
@@ -45,11 +40,6 @@ def record() -> dict[tuple[str, str, str], Entry]:
         return dict(_RECORD)
 
 
-def creator_key(info: dict) -> tuple[str, str, str]:
-    """(name, version, namespace) of a library's creator from its ``earnPluginInfo``."""
-    return (str(info.get("name")), str(info.get("version")), str(info.get("namespace") or ""))
-
-
 def registered(registry, key) -> bool:
     """Whether ``registry`` holds a creator of this (name, version, namespace): TensorRT 10+ ``get_creator``,
     older ``get_plugin_creator``."""
@@ -61,7 +51,7 @@ def ensure(registry, path, info: dict | None = None) -> tuple[Entry, bool]:
     """The creator of the library at ``path`` in ``registry``, loaded now if absent, else left as it is: (entry,
     whether this call loaded the library)."""
     info = info if info is not None else libraries.trt_plugin_info(path)
-    key = creator_key(info)
+    key = (str(info.get("name")), str(info.get("version")), str(info.get("namespace") or ""))
     with _LOCK:
         if registered(registry, key):
             entry = _RECORD.get(key)
@@ -78,15 +68,6 @@ def ensure(registry, path, info: dict | None = None) -> tuple[Entry, bool]:
         return entry, True
 
 
-def release(registry, entry: Entry) -> None:
-    """Deregister a library this process loaded (``how == "loaded"``); anything else is left in place."""
-    with _LOCK:
-        if entry.how != "loaded" or _RECORD.get(entry.key) is not entry:
-            return
-        registry.deregister_library(entry.handle)
-        del _RECORD[entry.key]
-
-
 @contextmanager
 def loaded_for_build(registry, paths, infos=None):
     """Creators of ``paths`` registered for the parser and the builder; what this call loaded is deregistered at the
@@ -100,8 +81,11 @@ def loaded_for_build(registry, paths, infos=None):
                 mine.append(entry)
         yield entries
     finally:
-        for entry in reversed(mine):
-            release(registry, entry)
+        with _LOCK:
+            for entry in reversed(mine):
+                if _RECORD.get(entry.key) is entry:  # still the one this call loaded
+                    registry.deregister_library(entry.handle)
+                    del _RECORD[entry.key]
 
 
 def note_embedded(keys, plan_path) -> None:

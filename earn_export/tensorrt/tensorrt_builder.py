@@ -105,7 +105,7 @@ def engine_metadata(manifest: dict, trt_version: str, gpu: dict, shapes: ShapeRa
 
 @staged_output("engine_dir", last=("engine.json",))
 def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRange(),
-                  workspace_gib: float = 8.0, timing_cache: str | None = None, progress=None, plugins=None,
+                  workspace_gib: float = 8.0, timing_cache: str | None = None, plugins=None,
                   embed_plugins: bool = False, staging=None) -> dict:
     """Build prefill.plan and decode.plan beside the ONNX graphs and write engine.json, atomically (staged, engine.json
     last). ``plugins``: plugin libraries (default for ``--attention plugin``: plugins/build's); ``embed_plugins``:
@@ -129,56 +129,42 @@ def build_engines(engine_dir, fp16: bool = False, shapes: ShapeRange = ShapeRang
     builder = trt.Builder(logger)
     if not hasattr(trt.IBuilderConfig, "plugins_to_serialize"):
         embed = set()  # this TensorRT cannot embed libraries: loaders must load them (engine.json says so)
+    cache_path = Path(timing_cache) if timing_cache else engine_dir / "timing.cache"
+    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+    written = {}  # graph -> plan path
     # before parsing (the parser looks the creator up); deregistered after the build if this build loaded it
     with loaded_for_build(builder.get_plugin_registry(), libs, infos):
-        written, cache_bytes = _build_plans(trt, builder, logger, engine_dir, manifest, shapes, plan, workspace_gib,
-                                            timing_cache, progress, libs, embed, staging)
-    cache_out = Path(timing_cache) if timing_cache else staging / "timing.cache"
-    cache_out.write_bytes(cache_bytes)
-    gpu = _gpu_info()
-    meta = engine_metadata(manifest, trt.__version__, gpu, shapes, plan, written,
+        for graph, prof in profiles(manifest, shapes).items():
+            flags = 0
+            if plan["strongly_typed"] and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+                flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+            network = builder.create_network(flags)
+            parser = trt.OnnxParser(network, logger)
+            if not parser.parse_from_file(str(engine_dir / f"{graph}.onnx")):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise RuntimeError(f"TensorRT could not parse {graph}.onnx: {errors}")
+            config = builder.create_builder_config()
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+            for flag in plan["builder_flags"]:
+                config.set_flag(getattr(trt.BuilderFlag, flag))
+            if graph in embed:
+                config.plugins_to_serialize = [str(p) for p in libs]  # the plan carries the library
+            config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=False)
+            profile = builder.create_optimization_profile()
+            for name, (lo, opt, hi) in prof.items():
+                profile.set_shape(name, lo, opt, hi)
+            config.add_optimization_profile(profile)
+            serialized = builder.build_serialized_network(network, config)
+            if serialized is None:
+                raise RuntimeError(f"TensorRT failed to build {graph}; see the log above")
+            written[graph] = staging / f"{graph}.plan"
+            written[graph].write_bytes(bytes(serialized))
+            cache_bytes = bytes(config.get_timing_cache().serialize())
+    (Path(timing_cache) if timing_cache else staging / "timing.cache").write_bytes(cache_bytes)
+    meta = engine_metadata(manifest, trt.__version__, _gpu_info(), shapes, plan, written,
                            [plugin_metadata(p, sorted(embed), info) for p, info in zip(libs, infos)])
     (staging / "engine.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
-
-
-def _build_plans(trt, builder, logger, engine_dir, manifest, shapes, plan, workspace_gib, timing_cache, progress,
-                 libs, embed, staging):
-    """Parse and build each graph into ``staging``; returns ({graph: plan path}, the updated timing cache)."""
-    cache_path = Path(timing_cache) if timing_cache else engine_dir / "timing.cache"
-    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-    written = {}
-    for graph, prof in profiles(manifest, shapes).items():
-        flags = 0
-        if plan["strongly_typed"] and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(engine_dir / f"{graph}.onnx")):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise RuntimeError(f"TensorRT could not parse {graph}.onnx: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-        for flag in plan["builder_flags"]:
-            config.set_flag(getattr(trt.BuilderFlag, flag))
-        if graph in embed:
-            config.plugins_to_serialize = [str(p) for p in libs]  # the plan carries the library
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-        if progress is not None:
-            config.progress_monitor = progress
-        profile = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in prof.items():
-            profile.set_shape(name, lo, opt, hi)
-        config.add_optimization_profile(profile)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise RuntimeError(f"TensorRT failed to build {graph}; see the log above")
-        out = staging / f"{graph}.plan"
-        out.write_bytes(bytes(serialized))
-        written[graph] = out
-        cache_bytes = bytes(config.get_timing_cache().serialize())
-    return written, cache_bytes
 
 
 def _gpu_info() -> dict:
