@@ -37,11 +37,8 @@ def load_hf_config(source):
 
 
 def head_dim(cfg) -> int:
-    """The config's head_dim when its family honours it (architecture table), else hidden / heads."""
-    from .architectures import architecture
-
-    given = getattr(cfg, "head_dim", None) if architecture(cfg).head_dim == "config" else None
-    return given or cfg.hidden_size // cfg.num_attention_heads
+    """The config's head_dim (may differ from hidden / heads, as in Qwen3), else hidden / heads."""
+    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
 
 @dataclass
@@ -106,8 +103,7 @@ class EarnConfig:
         if not path.is_file():
             return None
         raw = json.loads(path.read_text())
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(raw) - known
+        unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise ModelConfigError(f"{path}: unknown keys {sorted(unknown)}; written by a newer earn-export?")
         return cls(**raw)
