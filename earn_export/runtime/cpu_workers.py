@@ -22,8 +22,7 @@ def cpu_cores() -> int:
 
 def is_cpu_backend(backend) -> bool:
     """A torch backend on the CPU (``TorchBackend`` or a wrapper exposing its ``device``)."""
-    dev = getattr(backend, "device", None)
-    return dev is not None and str(dev).startswith("cpu")
+    return str(getattr(backend, "device", None)).startswith("cpu")
 
 
 @contextlib.contextmanager
