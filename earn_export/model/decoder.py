@@ -294,14 +294,11 @@ class EarnForCausalLM(nn.Module):
         # == + any instead of torch.isin: isin has no ONNX translation in either torch.onnx exporter
         is_reg = (prompt_ids[..., None] == reg_ids).any(-1) & prompt_mask.bool()
         counts = is_reg.sum(-1)
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            r = self.earn.n_registers
-            if bool((counts != r).any()):
-                bad = counts.tolist()
-                raise ValueError(
-                    f"every prompt must contain exactly {r} register tokens {self.earn.register_token_ids}; "
-                    f"got counts {bad}. Build prompts with earn_export.data.prompts (registers around the prompt)."
-                )
+        r = self.earn.n_registers
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and bool((counts != r).any()):
+            raise ValueError(f"every prompt must contain exactly {r} register tokens {self.earn.register_token_ids}; "
+                             f"got counts {counts.tolist()}. Build prompts with earn_export.data.prompts (registers "
+                             "around the prompt).")
         return is_reg
 
     @property
