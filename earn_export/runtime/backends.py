@@ -120,9 +120,7 @@ class TorchBackend:
             lp = self._graphs.decode(state.generated, self._tensor(tokens), self._tensor(parents), step)
             return lp, state
         with torch.no_grad():
-            gen = state.generated
-            if gen is not None:
-                gen = gen.reorder(self._tensor(parents))
+            gen = None if state.generated is None else state.generated.reorder(self._tensor(parents))
             logits, gen = self.model.decode_step(self._tensor(tokens), state.prefix, gen,
                                                  head_token_ids=self._head)
             logprobs = torch.log_softmax(logits.float(), dim=-1)

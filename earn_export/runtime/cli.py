@@ -46,6 +46,10 @@ def register(sub) -> None:
 
 
 def run_inspect(args) -> int:
+    from ..engine.manifest import load_manifest
+    from ..errors import UsageError
+    from ..model.kv_cache_bytes import KVShape, kv_report
+
     if args.machine:
         from .machine import format_report, machine_report
 
@@ -53,13 +57,8 @@ def run_inspect(args) -> int:
         print(json.dumps(rep, indent=2) if args.json else format_report(rep))
         return 0
     if args.engine_dir is None:
-        from ..errors import UsageError
-
         raise UsageError("inspect needs an engine directory — pass ENGINE_DIR, or --machine to probe this CPU")
-    from ..engine.manifest import load_manifest
-
     man = load_manifest(args.engine_dir, verify=args.verify)
-    from ..model.kv_cache_bytes import KVShape, kv_report
     if args.json:
         print(json.dumps(man, indent=2))
         return 0

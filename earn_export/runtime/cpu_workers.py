@@ -27,14 +27,11 @@ def is_cpu_backend(backend) -> bool:
 
 @contextlib.contextmanager
 def torch_single_threaded(enabled: bool = True):
-    """``torch.set_num_threads(1)`` for the block (process-wide), restored afterwards."""
+    """``torch.set_num_threads(1)`` for the block (process-wide; ``enabled=False``: unchanged), restored afterwards."""
     import torch
 
-    if not enabled:
-        yield
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if enabled else before)
     try:
         yield
     finally:

@@ -84,29 +84,16 @@ def _matmul_model(W, dtype=None, m="m"):
     return model
 
 
-def _ort_models(W) -> dict:
-    """Serialized ONNX models of the ORT paths, all from the same fp32 weights."""
-    from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
-
-    out = {"ort_fp32": _matmul_model(W).SerializeToString(),
-           "ort_int8_dynamic": matmul_integer_s8(_matmul_model(W), []).SerializeToString()}
-    for path, bits in (("ort_nbits8", 8), ("ort_nbits4", 4)):  # what --quantize int8-nbits / int4 write
-        out[path] = matmul_nbits(_matmul_model(W), bits, []).SerializeToString()
-    return out
-
-
 def _time(fn, seconds: float) -> float:
     """Seconds of this thread's CPU time per call (best of a few rounds, after a warm-up call)."""
     fn()
-    best, rounds = float("inf"), 3
-    for _ in range(rounds):
-        n, t0 = 0, time.thread_time()
-        while True:
+    best = float("inf")
+    for _ in range(3):
+        n, t0, dt = 0, time.thread_time(), 0.0
+        while dt < seconds / 3:
             fn()
             n += 1
             dt = time.thread_time() - t0
-            if dt >= seconds / rounds:
-                break
         best = min(best, dt / n)
     return best
 
@@ -117,10 +104,11 @@ def measure_peaks(shapes: dict | None = None, seconds: float = 0.15, paths=PATHS
     import onnxruntime as ort
     import torch
 
+    from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
     from .cpu_workers import ort_single_threaded_options, torch_single_threaded
 
     out = {}
-    models_by_kn = {}  # the ORT models of one (K, N): the quantizers run once for both shapes
+    models_by_kn = {}  # the ORT models of one (K, N), all from the same fp32 weights: quantized once for both shapes
     with torch_single_threaded():
         for name, (M, K, N) in (shapes or SHAPES).items():
             flop = 2.0 * M * K * N
@@ -132,9 +120,12 @@ def measure_peaks(shapes: dict | None = None, seconds: float = 0.15, paths=PATHS
                     a, b = torch.from_numpy(x).to(dt), torch.from_numpy(W).to(dt)
                     row[path] = flop / _time(lambda a=a, b=b: torch.matmul(a, b), seconds) / 1e9
             for path in (p for p in paths if p.startswith("ort_")):
-                if (K, N) not in models_by_kn:
-                    models_by_kn[(K, N)] = _ort_models(W)
-                sess = ort.InferenceSession(models_by_kn[(K, N)][path], ort_single_threaded_options(),
+                if (K, N) not in models_by_kn:  # fp32 and what --quantize int8 / int8-nbits / int4 write
+                    models_by_kn[(K, N)] = {"ort_fp32": _matmul_model(W),
+                                            "ort_int8_dynamic": matmul_integer_s8(_matmul_model(W), []),
+                                            **{f"ort_nbits{b}": matmul_nbits(_matmul_model(W), b, []) for b in (8, 4)}}
+                model = models_by_kn[(K, N)][path].SerializeToString()
+                sess = ort.InferenceSession(model, ort_single_threaded_options(),
                                             providers=["CPUExecutionProvider"])
                 row[path] = flop / _time(lambda s=sess: s.run(None, {"x": x}), seconds) / 1e9
             out[name] = {p: round(row[p], 1) for p in paths if p in row}
