@@ -117,8 +117,7 @@ class TorchBackend:
         import torch
 
         if self._graphs is not None:
-            lp = self._graphs.decode(state.generated, self._tensor(tokens), self._tensor(parents), step)
-            return lp, state
+            return self._graphs.decode(state.generated, self._tensor(tokens), self._tensor(parents), step), state
         with torch.no_grad():
             gen = None if state.generated is None else state.generated.reorder(self._tensor(parents))
             logits, gen = self.model.decode_step(self._tensor(tokens), state.prefix, gen,

@@ -13,6 +13,7 @@ import numpy as np
 
 from .results import RecommendResult
 
+
 class CppRuntimeUnavailable(ImportError):
     """The C++ runtime was not built or cannot load ONNX Runtime; the message says how to get it."""
 

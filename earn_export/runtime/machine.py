@@ -173,8 +173,8 @@ def format_report(rep: dict) -> str:
     if rep.get("int8_note"):
         lines.append(rep["int8_note"])
     bf = rep["ort_bf16_matmul"]
-    lines.append("ONNX Runtime CPU bf16 MatMul: " + ("supported" if bf["supported"] else
-                                                      f"not available ({bf['error']})"))
+    lines.append("ONNX Runtime CPU bf16 MatMul: "
+                 + ("supported" if bf["supported"] else f"not available ({bf['error']})"))
     peaks = rep["peak_gflops"]
     names = list(peaks)
     lines.append(f"\npeak GFLOP/s, one thread ({rep['timing']}):")

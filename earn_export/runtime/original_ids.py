@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import UsageError, check_choice
 
+
 def to_catalog(id_map, histories, on_unknown: str):
     """Original-id histories -> (catalog-index histories, unknown ids dropped per user [U], {user: unknown ids})."""
     from .results import UnknownItemError
