@@ -19,8 +19,7 @@ ROPE_COMMON = ("default", "linear", "dynamic", "yarn")
 @dataclass(frozen=True)
 class Architecture:
     """What one family's checkpoints need from the shared decoder. Bias facts are a bool when the family fixes
-    them, else the config key that switches them; ``head_dim`` is ``"config"`` (may differ from hidden / heads,
-    as in Qwen3) or ``"derived"``; ``sliding_window`` names the config switch earn-export refuses."""
+    them, else the config key that switches them; ``sliding_window`` names the config switch earn-export refuses."""
 
     family: str
     model_types: tuple[str, ...]
@@ -29,9 +28,6 @@ class Architecture:
     o_bias: bool | str = False
     mlp_bias: bool | str = False
     qk_norm: bool = False
-    head_dim: str = "config"
-    tied_embeddings: str = "config"
-    norm: str = "rmsnorm"
     activations: tuple[str, ...] = ("silu",)
     rope_types: tuple[str, ...] = ROPE_COMMON
     sliding_window: str | None = None
@@ -116,14 +112,9 @@ def _binding_window(cfg) -> int | None:
     longest position), else None. transformers' Qwen configs already clear ``sliding_window`` when
     ``use_sliding_window`` is false; ``layer_types`` says which layers slide when the config has it."""
     window = getattr(cfg, "sliding_window", None)
-    if getattr(cfg, "use_sliding_window", None) is False:
-        return None
-    if not window:
-        return None
     types = getattr(cfg, "layer_types", None)
-    if types is not None and "sliding_attention" not in types:
-        return None
     max_pos = getattr(cfg, "max_position_embeddings", None)
-    if max_pos is not None and window >= max_pos:
+    if (not window or getattr(cfg, "use_sliding_window", None) is False
+            or (types is not None and "sliding_attention" not in types) or (max_pos is not None and window >= max_pos)):
         return None
     return int(window)

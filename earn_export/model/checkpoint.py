@@ -40,12 +40,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path}: no {WEIGHTS} or {INDEX}; pass a Hugging Face checkpoint directory")
 
 
-def load_pretrained(path, earn: EarnConfig | None = None, dtype: torch.dtype | None = None) -> EarnForCausalLM:
-    """Build the model from a checkpoint dir; ``earn`` overrides the dir's earn.json (None: use the file)."""
+def load_pretrained(path, dtype: torch.dtype | None = None) -> EarnForCausalLM:
+    """Build the model from a checkpoint dir (with its earn.json, if any)."""
     path = Path(path)
     cfg = load_hf_config(path)
     state = _read_state_dict(path)
-    earn = earn if earn is not None else EarnConfig.load(path)
     if "model.embed_tokens.weight" in state:
         rows = state["model.embed_tokens.weight"].shape[0]
         if rows != cfg.vocab_size:
@@ -77,7 +76,7 @@ def load_pretrained(path, earn: EarnConfig | None = None, dtype: torch.dtype | N
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb = type(model.model.rotary_emb)(model.config)  # computed buffer, not in the checkpoint
     model.to(target)
-    model.set_earn(earn)
+    model.set_earn(EarnConfig.load(path))
     return model
 
 

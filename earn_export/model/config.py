@@ -37,11 +37,8 @@ def load_hf_config(source):
 
 
 def head_dim(cfg) -> int:
-    """The config's head_dim when its family honours it (architecture table), else hidden / heads."""
-    from .architectures import architecture
-
-    given = getattr(cfg, "head_dim", None) if architecture(cfg).head_dim == "config" else None
-    return given or cfg.hidden_size // cfg.num_attention_heads
+    """The config's head_dim (may differ from hidden / heads, as in Qwen3), else hidden / heads."""
+    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
 
 @dataclass
@@ -69,31 +66,25 @@ class EarnConfig:
 
     def validate(self, num_layers: int, vocab_size: int) -> None:
         if not 1 <= self.split_layer <= num_layers:
-            raise ModelConfigError(
-                f"earn.json: split_layer k={self.split_layer} is out of range; it must satisfy 1 <= k <= "
-                f"{num_layers} (the model has {num_layers} layers; k={num_layers} is the dense model)."
-            )
+            raise ModelConfigError(f"earn.json: split_layer k={self.split_layer} is out of range; it must satisfy "
+                                   f"1 <= k <= {num_layers} (the model has {num_layers} layers; k={num_layers} is the "
+                                   "dense model).")
         if len(self.prefix_token_ids) != self.n_prefix or len(self.suffix_token_ids) != self.n_suffix:
-            raise ModelConfigError(
-                f"earn.json: n_prefix={self.n_prefix}/n_suffix={self.n_suffix} but prefix_token_ids="
-                f"{self.prefix_token_ids}, suffix_token_ids={self.suffix_token_ids}; give one id per register."
-            )
+            raise ModelConfigError(f"earn.json: n_prefix={self.n_prefix}/n_suffix={self.n_suffix} but "
+                                   f"prefix_token_ids={self.prefix_token_ids}, suffix_token_ids="
+                                   f"{self.suffix_token_ids}; give one id per register.")
         if self.split_layer < num_layers and self.n_registers == 0:
-            raise ModelConfigError(
-                "earn.json: split_layer < num_layers needs at least one register token (n_prefix + n_suffix > 0);"
-                " the late layers would have nothing to attend to."
-            )
+            raise ModelConfigError("earn.json: split_layer < num_layers needs at least one register token (n_prefix + "
+                                   "n_suffix > 0); the late layers would have nothing to attend to.")
         bad = [t for t in self.register_token_ids if not 0 <= t < vocab_size]
         if bad:
-            raise ModelConfigError(
-                f"earn.json: register token ids {bad} do not fit the vocabulary of size {vocab_size}; resize the "
-                "embeddings with model.resize_token_embeddings before using them."
-            )
+            raise ModelConfigError(f"earn.json: register token ids {bad} do not fit the vocabulary of size "
+                                   f"{vocab_size}; resize the embeddings with model.resize_token_embeddings before "
+                                   "using them.")
         if self.format_version != EARN_FORMAT_VERSION:
-            raise ModelConfigError(
-                f"earn.json: format_version {self.format_version} is not supported by this earn-export "
-                f"(expects {EARN_FORMAT_VERSION}); re-save the checkpoint with this version."
-            )
+            raise ModelConfigError(f"earn.json: format_version {self.format_version} is not supported by this "
+                                   f"earn-export (expects {EARN_FORMAT_VERSION}); re-save the checkpoint with this "
+                                   "version.")
 
     def save(self, directory) -> Path:
         path = Path(directory) / "earn.json"
@@ -106,8 +97,7 @@ class EarnConfig:
         if not path.is_file():
             return None
         raw = json.loads(path.read_text())
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(raw) - known
+        unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
             raise ModelConfigError(f"{path}: unknown keys {sorted(unknown)}; written by a newer earn-export?")
         return cls(**raw)

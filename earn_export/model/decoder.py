@@ -21,6 +21,7 @@ from .architectures import architecture, rope_type
 from .config import EarnConfig, ModelConfigError, head_dim, load_hf_config
 
 MODES = ("split", "masked", "dense")
+NEG = torch.finfo(torch.float32).min  # additive mask value: finite, so fully masked rows give no NaN
 
 
 class RMSNorm(nn.Module):
@@ -66,21 +67,9 @@ class RotaryEmbedding(nn.Module):
         return (emb.cos() * self.attention_scaling).to(dtype), (emb.sin() * self.attention_scaling).to(dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos + rotate_half(x) * sin
-
-
-def masked_softmax(scores: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """Softmax in fp32 with an additive finite mask: padded or fully masked rows give no NaN."""
-    s = scores.to(torch.float32)
-    if bias is not None:
-        s = s + bias
-    return torch.softmax(s, dim=-1).to(dtype)
+    x1, x2 = x.chunk(2, dim=-1)  # transformers' rotate_half: first/second halves
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
 class Attention(nn.Module):
@@ -137,7 +126,7 @@ class Attention(nn.Module):
         f32 = torch.float32
         qg = q.reshape(b, self.n_kv, self.group, t, d).to(f32)
         scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2).to(f32)) * self.scaling  # [B,Hkv,G,T,S]
-        probs = masked_softmax(scores, None if bias is None else bias.unsqueeze(1), f32)
+        probs = torch.softmax(scores if bias is None else scores + bias.unsqueeze(1), dim=-1)  # bias: finite NEG
         if self.probs_hook is not None:  # head h = kv * G + g, transformers' repeat_kv order
             self.probs_hook(probs.reshape(b, self.n_heads, t, probs.shape[-1]))
         out = torch.matmul(probs, v.unsqueeze(2).to(f32))  # [B,Hkv,G,T,D]
@@ -192,9 +181,8 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
     def decode(self, x, cos, sin, shared_k, shared_v, shared_bias, gen_k, gen_v):
-        a, k, v = self.self_attn.decode(
-            self.input_layernorm(x), cos, sin, shared_k, shared_v, shared_bias, gen_k, gen_v
-        )
+        h = self.input_layernorm(x)
+        a, k, v = self.self_attn.decode(h, cos, sin, shared_k, shared_v, shared_bias, gen_k, gen_v)
         x = x + a
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
@@ -218,7 +206,6 @@ class PrefixCache:
     values: list
     attention_mask: torch.Tensor  # [B, P] int64 (mask of the prompt rows, used by layers < k)
     last_position: torch.Tensor  # [B] int64: position id of the last prompt row (the suffix register)
-    split_layer: int
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
@@ -230,10 +217,6 @@ class GeneratedCache:
 
     keys: list
     values: list
-
-    @property
-    def length(self) -> int:
-        return self.keys[0].shape[3]
 
     def reorder(self, parents: torch.Tensor) -> "GeneratedCache":
         """Beam b of the next step continues beam parents[:, b] of this step. parents [B, beam] int64."""
@@ -247,14 +230,6 @@ class GeneratedCache:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
-
-    @classmethod
-    def empty(cls, model: "EarnForCausalLM", batch: int, beam: int, device=None, dtype=None):
-        a = model.model.layers[0].self_attn
-        p = next(model.parameters())
-        z = torch.zeros(batch, beam, a.n_kv, 0, a.head_dim, device=device or p.device, dtype=dtype or p.dtype)
-        n = len(model.model.layers)
-        return cls([z] * n, [z] * n)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -311,9 +286,6 @@ class EarnForCausalLM(nn.Module):
             earn.validate(self.num_layers, self.config.vocab_size)
         self.earn = earn
 
-    def _neg(self) -> float:
-        return torch.finfo(torch.float32).min
-
     def _register_mask(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
         """[B, P] bool: which prompt rows are registers. Every row must hold exactly R registers."""
         if self.earn is None or self.earn.n_registers == 0:
@@ -322,14 +294,11 @@ class EarnForCausalLM(nn.Module):
         # == + any instead of torch.isin: isin has no ONNX translation in either torch.onnx exporter
         is_reg = (prompt_ids[..., None] == reg_ids).any(-1) & prompt_mask.bool()
         counts = is_reg.sum(-1)
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            r = self.earn.n_registers
-            if bool((counts != r).any()):
-                bad = counts.tolist()
-                raise ValueError(
-                    f"every prompt must contain exactly {r} register tokens {self.earn.register_token_ids}; "
-                    f"got counts {bad}. Build prompts with earn_export.data.prompts (registers around the prompt)."
-                )
+        r = self.earn.n_registers
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling() and bool((counts != r).any()):
+            raise ValueError(f"every prompt must contain exactly {r} register tokens {self.earn.register_token_ids}; "
+                             f"got counts {counts.tolist()}. Build prompts with earn_export.data.prompts (registers "
+                             "around the prompt).")
         return is_reg
 
     @property
@@ -350,15 +319,8 @@ class EarnForCausalLM(nn.Module):
         return F.linear(h, w.to(torch.float32))
 
     # -- full-sequence forwards ------------------------------------------------------------------------
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        n_target: int = 0,
-        mode: str = "split",
-        kv_sink: list | None = None,
-        head_token_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, n_target: int = 0,
+                mode: str = "split", kv_sink: list | None = None, head_token_ids: torch.Tensor | None = None):
         """Logits for the last prompt row and the ``n_target`` rows after it: ``[B, 1 + n_target, V]``; row i
         predicts target token i. ``kv_sink`` (a list) receives per-layer (k, v) of the rows each layer processed."""
         check_choice("mode", mode, MODES)
@@ -373,33 +335,27 @@ class EarnForCausalLM(nn.Module):
         x = self.embed(input_ids)
         cos, sin = self.model.rotary_emb(pos, self.compute_dtype)
 
-        neg = self._neg()
         causal = torch.ones(s, s, dtype=torch.bool, device=input_ids.device).tril()
         key_ok = attention_mask.bool()[:, None, :] & causal[None]  # [B, S, S]
-        bias_full = torch.where(key_ok, 0.0, neg).to(torch.float32)[:, None]  # [B,1,S,S]
+        bias_full = torch.where(key_ok, 0.0, NEG).to(torch.float32)[:, None]  # [B,1,S,S]
 
         late_bias = None
-        if mode == "masked" and k < self.num_layers:
-            kept = self._kept_rows(input_ids[:, :p], attention_mask[:, :p], n_target)
-            late_bias = torch.where(key_ok & kept[:, None, :], 0.0, neg).to(torch.float32)[:, None]
+        if mode == "masked" and k < self.num_layers:  # keys of layers >= k: the registers and every row after them
+            is_reg = self._register_mask(input_ids[:, :p], attention_mask[:, :p])
+            kept = torch.cat([is_reg, torch.ones(b, n_target, dtype=torch.bool, device=is_reg.device)], dim=1)
+            late_bias = torch.where(key_ok & kept[:, None, :], 0.0, NEG).to(torch.float32)[:, None]
 
         for i, layer in enumerate(self.model.layers):
             if i == k and mode == "split":
                 x, cos, sin = self._gather(input_ids[:, :p], attention_mask[:, :p], n_target, x, cos, sin)
                 g = x.shape[1]
                 bias_full = None if g == 1 else torch.where(
-                    torch.ones(g, g, dtype=torch.bool, device=x.device).tril(), 0.0, neg
+                    torch.ones(g, g, dtype=torch.bool, device=x.device).tril(), 0.0, NEG
                 ).to(torch.float32)[None, None]
             bias = late_bias if (late_bias is not None and i >= k) else bias_full
             x = layer(x, cos, sin, bias, kv_sink)
         rows = x[:, -(n_target + 1):]
         return self.logits_from_hidden(rows, head_token_ids)
-
-    def _kept_rows(self, prompt_ids, prompt_mask, n_target) -> torch.Tensor:
-        """[B, S] bool: registers in the prompt and every row after it (targets / generated tokens)."""
-        is_reg = self._register_mask(prompt_ids, prompt_mask)
-        tail = torch.ones(is_reg.shape[0], n_target, dtype=torch.bool, device=is_reg.device)
-        return torch.cat([is_reg, tail], dim=1)
 
     def _gather(self, prompt_ids, prompt_mask, n_target: int, x, cos, sin):
         """Keep the register rows and the ``n_target`` rows after the prompt with their RoPE angles; registers are
@@ -426,54 +382,40 @@ class EarnForCausalLM(nn.Module):
         sink: list = []
         logits = self.forward(input_ids, attention_mask, n_target=0, mode="split", kv_sink=sink,
                               head_token_ids=head_token_ids)
-        cache = PrefixCache(
-            keys=[kv[0] for kv in sink],
-            values=[kv[1] for kv in sink],
-            attention_mask=attention_mask,
-            last_position=position_ids_from_mask(attention_mask)[:, -1],
-            split_layer=self.split_layer,
-        )
+        cache = PrefixCache(keys=[kv[0] for kv in sink], values=[kv[1] for kv in sink], attention_mask=attention_mask,
+                            last_position=position_ids_from_mask(attention_mask)[:, -1])
         return logits[:, 0], cache
 
     @torch.no_grad()
-    def decode_step(
-        self,
-        tokens: torch.Tensor,
-        cache: PrefixCache,
-        generated: GeneratedCache | None = None,
-        position_ids: torch.Tensor | None = None,
-        head_token_ids: torch.Tensor | None = None,
-    ):
+    def decode_step(self, tokens: torch.Tensor, cache: PrefixCache, generated: GeneratedCache | None = None,
+                    head_token_ids: torch.Tensor | None = None):
         """Feed one token per beam: tokens [B, beam] -> (logits [B, beam, V], GeneratedCache with t+1)."""
         b, nb = tokens.shape
-        if generated is None:
-            generated = GeneratedCache.empty(self, b, nb)
-        if position_ids is None:
-            position_ids = (cache.last_position + 1 + generated.length)[:, None].expand(b, nb)
-        return self.decode_tensors(
-            tokens, position_ids, cache.attention_mask, cache.keys, cache.values,
-            generated.keys, generated.values, head_token_ids,
-        )
+        if generated is None:  # zero-length per-beam KV before the first generated token
+            w = self.model.embed_tokens.weight
+            z = torch.zeros(b, nb, self.n_kv_heads, 0, self.head_dim, device=w.device, dtype=w.dtype)
+            generated = GeneratedCache([z] * self.num_layers, [z] * self.num_layers)
+        position_ids = (cache.last_position + 1 + generated.keys[0].shape[3])[:, None].expand(b, nb)
+        return self.decode_tensors(tokens, position_ids, cache.attention_mask, cache.keys, cache.values,
+                                   generated.keys, generated.values, head_token_ids)
 
     def decode_tensors(self, tokens, position_ids, attention_mask, shared_k, shared_v, gen_k, gen_v,
                        head_token_ids=None):
         """Flat-tensor decode step (what the ONNX decode graph computes)."""
         x = self.embed(tokens)
         cos, sin = self.model.rotary_emb(position_ids, self.compute_dtype)
-        neg = self._neg()
-        prompt_bias = torch.where(attention_mask.bool(), 0.0, neg).to(torch.float32)
+        prompt_bias = torch.where(attention_mask.bool(), 0.0, NEG).to(torch.float32)
         k = self.split_layer
         new_k, new_v = [], []
         for i, layer in enumerate(self.model.layers):
-            x, nk, nv = layer.decode(
-                x, cos, sin, shared_k[i], shared_v[i], prompt_bias if i < k else None, gen_k[i], gen_v[i]
-            )
+            bias = prompt_bias if i < k else None
+            x, nk, nv = layer.decode(x, cos, sin, shared_k[i], shared_v[i], bias, gen_k[i], gen_v[i])
             new_k.append(nk)
             new_v.append(nv)
         return self.logits_from_hidden(x, head_token_ids), GeneratedCache(new_k, new_v)
 
     # -- vocabulary --------------------------------------------------------------------------------------
-    def resize_token_embeddings(self, new_size: int, init: str = "mean", seed: int = 0) -> None:
+    def resize_token_embeddings(self, new_size: int) -> None:
         """Grow the vocabulary; new rows = mean of old rows (+ small noise) so new tokens start neutral."""
         old = self.model.embed_tokens.weight.data
         n_old, h = old.shape
@@ -481,21 +423,16 @@ class EarnForCausalLM(nn.Module):
             raise ValueError(f"cannot shrink vocabulary from {n_old} to {new_size}")
         if new_size == n_old:
             return
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(0)
         std = float(old.float().std()) if n_old > 1 else 0.02
 
         def grow(w):
-            extra = torch.randn(new_size - n_old, w.shape[1], generator=gen) * (0.02 * std if init == "mean" else std)
-            if init == "mean":
-                extra = extra + w.float().mean(0, keepdim=True)
-            return torch.cat([w, extra.to(w.dtype)], 0)
+            extra = torch.randn(new_size - n_old, w.shape[1], generator=gen) * (0.02 * std)
+            return torch.cat([w, (extra + w.float().mean(0, keepdim=True)).to(w.dtype)], 0)
 
         self.model.embed_tokens = nn.Embedding(new_size, h, _weight=grow(old))
-        if self.config.tie_word_embeddings:
-            self.lm_head = nn.Linear(h, new_size, bias=False)
-            self.lm_head.weight = self.model.embed_tokens.weight
-        else:
-            w = self.lm_head.weight.data
-            self.lm_head = nn.Linear(h, new_size, bias=False)
-            self.lm_head.weight = nn.Parameter(grow(w))
+        head = self.lm_head.weight.data
+        self.lm_head = nn.Linear(h, new_size, bias=False)
+        tied = self.config.tie_word_embeddings
+        self.lm_head.weight = self.model.embed_tokens.weight if tied else nn.Parameter(grow(head))
         self.config.vocab_size = new_size

@@ -14,13 +14,8 @@ class KVShape:
     dtype_bytes: int = 4
 
     @classmethod
-    def of(cls, model, dtype_bytes: int | None = None) -> "KVShape":
-        p = next(model.parameters())
-        return cls(model.num_layers, model.n_kv_heads, model.head_dim, dtype_bytes or p.element_size())
-
-    @property
-    def per_token_layer(self) -> int:
-        return 2 * self.n_kv_heads * self.head_dim * self.dtype_bytes
+    def of(cls, model) -> "KVShape":
+        return cls(model.num_layers, model.n_kv_heads, model.head_dim, next(model.parameters()).element_size())
 
 
 def kv_bytes(shape: KVShape, *, batch: int, beam: int, prompt_len: int, steps: int,
@@ -36,7 +31,7 @@ def kv_bytes(shape: KVShape, *, batch: int, beam: int, prompt_len: int, steps: i
         tokens = n * beam * (prompt_len + steps)
     else:
         raise ValueError(f"layout must be 'earn' or 'hf', got {layout!r}")
-    return batch * shape.per_token_layer * tokens
+    return batch * 2 * shape.n_kv_heads * shape.head_dim * shape.dtype_bytes * tokens  # 2: keys and values
 
 
 def kv_report(shape: KVShape, *, batch: int, beam: int, prompt_len: int, steps: int, split_layer: int,
@@ -46,7 +41,5 @@ def kv_report(shape: KVShape, *, batch: int, beam: int, prompt_len: int, steps: 
     earn = kv_bytes(shape, split_layer=split_layer, n_registers=n_registers, **common)
     dense = kv_bytes(shape, split_layer=shape.num_layers, **common)
     hf = kv_bytes(shape, layout="hf", **common)
-    return {
-        "earn_bytes": earn, "dense_bytes": dense, "hf_beam_bytes": hf,
-        "reduction_vs_dense": 1 - earn / dense, "reduction_vs_hf": 1 - earn / hf,
-    }
+    return {"earn_bytes": earn, "dense_bytes": dense, "hf_beam_bytes": hf, "reduction_vs_dense": 1 - earn / dense,
+            "reduction_vs_hf": 1 - earn / hf}

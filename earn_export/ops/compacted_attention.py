@@ -34,7 +34,7 @@ def compacted_attention_reference(query, shared_key, shared_value, key_bias, gen
     q_own = query.reshape(b, nb, hkv, g, d).to(f32)
     s_own = torch.matmul(q_own, gen_key.transpose(-1, -2).to(f32)).permute(0, 2, 1, 3, 4)  # [B,Hkv,beam,G,T]
     scores = torch.cat([s_sh, s_own], dim=-1) * scale
-    # fp32 softmax with an additive finite mask (the model's masked_softmax, inlined: no import cycle)
+    # fp32 softmax with an additive finite mask (as the model's Attention.attend, inlined: no import cycle)
     if key_bias is not None:
         pad = torch.zeros(b, gen_key.shape[3], dtype=key_bias.dtype, device=key_bias.device)
         scores = scores + torch.cat([key_bias, pad], dim=-1)[:, None, None, None, :]

@@ -20,31 +20,26 @@ def choose_providers(providers=None) -> list:
 
     if providers:
         return list(providers)
-    available = ort.get_available_providers()
-    chosen = [p for p in GPU_PROVIDERS if p in available]
-    return chosen + ["CPUExecutionProvider"]
+    return [p for p in GPU_PROVIDERS if p in ort.get_available_providers()] + ["CPUExecutionProvider"]
 
 
 class OrtBackend(GraphBackend):
     """prefill.onnx / decode.onnx in ONNX Runtime sessions (thread-safe ``run``; no per-call state on self)."""
 
     def __init__(self, engine_dir, providers=None, manifest: dict | None = None, session_options=None,
-                 verify="fast", provider_options=None):
+                 verify="fast"):
         import onnxruntime as ort
 
-        from ..engine.manifest import load_manifest
+        from ..engine.manifest import EngineDirError, load_manifest
+        from ..ops.libraries import prepare_session_options
+        from .machine import note_int8_kernel
 
         self.engine_dir = Path(engine_dir)
         self.manifest = manifest if manifest is not None else load_manifest(self.engine_dir, verify=verify)
         self.providers = choose_providers(providers)
-        from .machine import note_int8_kernel
-
         note_int8_kernel(self.manifest, self.providers)  # one line where --quantize int8 has no VNNI/AMX here
         opts = session_options or ort.SessionOptions()
-        from ..ops.libraries import prepare_session_options
-
         prepare_session_options(opts, self.manifest, self.engine_dir)  # custom-op library of --attention plugin
-        kw = {"provider_options": provider_options} if provider_options is not None else {}
         g = self.manifest["graphs"]
         files = {name: g[name]["file"] for name in ("prefill", "decode")}
         pre = {name: g[name].get("ort_optimized") for name in files}
@@ -56,15 +51,12 @@ class OrtBackend(GraphBackend):
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         self.graph_files = files
         self.prefill_session, self.decode_session = (
-            ort.InferenceSession(str(self.engine_dir / files[g]), opts, providers=self.providers, **kw)
+            ort.InferenceSession(str(self.engine_dir / files[g]), opts, providers=self.providers)
             for g in ("prefill", "decode"))
         super().__init__(self._run_session, self.manifest, to_numpy=lambda value: value.numpy())
-        self.num_layers = self.manifest["model"]["num_layers"]
         self._ortvalue = ort.OrtValue
         names = {i.name for i in self.decode_session.get_inputs()}
         if names != {"input_ids", "position_ids", "attention_mask", *self.past_names, *self.gen_names}:
-            from ..engine.manifest import EngineDirError
-
             raise EngineDirError(f"{self.engine_dir}: the inputs of {files['decode']} differ from the manifest's "
                                  "decode inputs; re-export")
 
@@ -125,12 +117,9 @@ class TorchBackend:
         import torch
 
         if self._graphs is not None:
-            lp = self._graphs.decode(state.generated, self._tensor(tokens), self._tensor(parents), step)
-            return lp, state
+            return self._graphs.decode(state.generated, self._tensor(tokens), self._tensor(parents), step), state
         with torch.no_grad():
-            gen = state.generated
-            if gen is not None:
-                gen = gen.reorder(self._tensor(parents))
+            gen = None if state.generated is None else state.generated.reorder(self._tensor(parents))
             logits, gen = self.model.decode_step(self._tensor(tokens), state.prefix, gen,
                                                  head_token_ids=self._head)
             logprobs = torch.log_softmax(logits.float(), dim=-1)

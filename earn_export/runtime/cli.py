@@ -46,6 +46,10 @@ def register(sub) -> None:
 
 
 def run_inspect(args) -> int:
+    from ..engine.manifest import load_manifest
+    from ..errors import UsageError
+    from ..model.kv_cache_bytes import KVShape, kv_report
+
     if args.machine:
         from .machine import format_report, machine_report
 
@@ -53,13 +57,8 @@ def run_inspect(args) -> int:
         print(json.dumps(rep, indent=2) if args.json else format_report(rep))
         return 0
     if args.engine_dir is None:
-        from ..errors import UsageError
-
         raise UsageError("inspect needs an engine directory — pass ENGINE_DIR, or --machine to probe this CPU")
-    from ..engine.manifest import load_manifest
-
     man = load_manifest(args.engine_dir, verify=args.verify)
-    from ..model.kv_cache_bytes import KVShape, kv_report
     if args.json:
         print(json.dumps(man, indent=2))
         return 0
@@ -102,7 +101,11 @@ def run_recommend(args) -> int:
                   for n, line in enumerate(Path(args.histories_file).read_text().splitlines(), 1)]
     if not lines:
         raise UsageError("no histories given — pass --history '12 873 4051' (repeatable) or --histories-file FILE")
-    id_map = engine_id_map_entry(args.engine_dir)  # read before loading graphs: bad histories fail fast
+    try:  # manifest["id_map"], read before loading graphs (bad histories fail fast); checked when the engine loads
+        id_map = json.loads((Path(args.engine_dir) / "manifest.json").read_text()).get("id_map")
+    except (OSError, ValueError, AttributeError):
+        id_map = None
+    id_map = id_map if isinstance(id_map, dict) else None
     original = id_map is not None and not args.catalog_ids
     histories = []
     for where, tokens in lines:
@@ -138,12 +141,3 @@ def run_recommend(args) -> int:
                           **({"titles": titles} if titles is not None else {}),
                           **({"note": ", ".join(note)} if note else {})}, ensure_ascii=False))
     return 0
-
-
-def engine_id_map_entry(engine_dir) -> dict | None:
-    """``manifest["id_map"]`` read without checks (they run when the engine loads), None if absent/unreadable."""
-    try:
-        entry = json.loads((Path(engine_dir) / "manifest.json").read_text()).get("id_map")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return entry if isinstance(entry, dict) else None

@@ -4,6 +4,7 @@ the same engine and search semantics without Python in the per-step loop (calls 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -11,8 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from .results import RecommendResult
-
-_MODULE = None
 
 
 class CppRuntimeUnavailable(ImportError):
@@ -32,21 +31,19 @@ def onnxruntime_library() -> Path:
     return libs[0]
 
 
+@functools.cache  # a failed load is not cached: the next call tries again
 def module():
     """The ``earn_export_cpp`` extension with ONNX Runtime loaded (once per process)."""
-    global _MODULE
-    if _MODULE is None:
-        try:
-            import earn_export_cpp
-        except ImportError as exc:
-            raise CppRuntimeUnavailable(
-                f"the C++ runtime is not built ({exc}); it is built by `make install` / `pip install -e .` when the "
-                "ONNX Runtime C++ headers are found (ORT_INCLUDE_DIR, /usr/include/onnxruntime or "
-                "../shared/third_party/onnxruntime/1.27.1-include; docs/cpp-runtime.md). "
-                "Use backend='onnxruntime' meanwhile.") from exc
-        earn_export_cpp.load_onnxruntime(str(onnxruntime_library()))
-        _MODULE = earn_export_cpp
-    return _MODULE
+    try:
+        import earn_export_cpp
+    except ImportError as exc:
+        raise CppRuntimeUnavailable(
+            f"the C++ runtime is not built ({exc}); it is built by `make install` / `pip install -e .` when the "
+            "ONNX Runtime C++ headers are found (ORT_INCLUDE_DIR, /usr/include/onnxruntime or "
+            "../shared/third_party/onnxruntime/1.27.1-include; docs/cpp-runtime.md). "
+            "Use backend='onnxruntime' meanwhile.") from exc
+    earn_export_cpp.load_onnxruntime(str(onnxruntime_library()))
+    return earn_export_cpp
 
 
 def available() -> bool:
@@ -65,24 +62,18 @@ class CppRecommender:
         self.engine_dir = Path(engine_dir)
         self.manifest = json.loads(native.manifest_json)
         self.max_history = native.max_history
-        self.batch_size = native.batch_size
-        self.providers = list(native.providers)
-        self._known_items = None
         from ..data.id_map import engine_id_map
 
         # original item ids: translated here, around libearn (which works on catalog indices)
         self.id_map = engine_id_map(self.engine_dir, self.manifest)
 
-    @property
+    @functools.cached_property
     def known_items(self) -> frozenset:
         """The catalog's item ids (read once from the engine's trie arrays): servers check requests against it
         before they reach libearn, as for the Python ``Recommender``."""
-        if self._known_items is None:
-            from ..engine.trie_files import engine_trie
+        from ..engine.trie_files import engine_trie
 
-            trie = engine_trie(self.engine_dir, self.manifest)
-            self._known_items = frozenset(int(i) for i in trie.item_paths())
-        return self._known_items
+        return frozenset(int(i) for i in engine_trie(self.engine_dir, self.manifest).item_paths())
 
     @classmethod
     def load(cls, engine_dir, providers=None, verify="full", batch_size: int = 64,
@@ -90,23 +81,19 @@ class CppRecommender:
         """``verify``: ``"full"``/True (libearn hashes every file), ``"fast"`` (Python's remembered check,
         ``earn_export.engine.manifest``, hashes only files not verified before; libearn then checks presence only)
         or ``"off"``/False (presence only)."""
-        if verify == "fast":
-            from ..engine.manifest import load_manifest
+        from ..engine.manifest import attention_mode, load_manifest
+        from ..ops.libraries import require_ort_ops
 
+        if verify == "fast":
             load_manifest(engine_dir, verify="fast")
-        native_verify = verify in (True, "full")
         man_path = Path(engine_dir) / "manifest.json"
         if not custom_op_libraries and man_path.is_file():  # --attention plugin: the op library Python registers
-            from ..engine.manifest import attention_mode
-
             manifest = json.loads(man_path.read_text())
             if attention_mode(manifest) == "plugin":
-                from ..ops.libraries import require_ort_ops
-
                 custom_op_libraries = [require_ort_ops(manifest, engine_dir)]
         native = module().Recommender.load(str(engine_dir), providers=list(providers or []),
                                            custom_op_libraries=[str(p) for p in custom_op_libraries],
-                                           verify=native_verify, batch_size=batch_size,
+                                           verify=verify in (True, "full"), batch_size=batch_size,
                                            intra_op_threads=intra_op_threads)
         return cls(native, engine_dir)
 

@@ -22,20 +22,16 @@ def cpu_cores() -> int:
 
 def is_cpu_backend(backend) -> bool:
     """A torch backend on the CPU (``TorchBackend`` or a wrapper exposing its ``device``)."""
-    dev = getattr(backend, "device", None)
-    return dev is not None and str(dev).startswith("cpu")
+    return str(getattr(backend, "device", None)).startswith("cpu")
 
 
 @contextlib.contextmanager
 def torch_single_threaded(enabled: bool = True):
-    """``torch.set_num_threads(1)`` for the block (process-wide), restored afterwards."""
+    """``torch.set_num_threads(1)`` for the block (process-wide; ``enabled=False``: unchanged), restored afterwards."""
     import torch
 
-    if not enabled:
-        yield
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1 if enabled else before)
     try:
         yield
     finally:

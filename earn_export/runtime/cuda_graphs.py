@@ -27,18 +27,18 @@ class _Slot:
     last_position: torch.Tensor
     tokens: torch.Tensor
     parents: torch.Tensor
-    graphs: dict = field(default_factory=dict)  # step -> (graph or None, body, outputs)
+    graphs: dict = field(default_factory=dict)  # step -> captured torch.cuda.CUDAGraph
     outputs: dict = field(default_factory=dict)  # step -> (logprobs, gen_k list, gen_v list)
     owner: int | None = None
 
 
+@dataclass
 class GraphState:
     """What ``TorchBackend.decode`` passes between steps in graph mode."""
 
-    def __init__(self, prefix, search_id: int):
-        self.prefix = prefix
-        self.search_id = search_id
-        self.slot = None
+    prefix: object  # earn_export.model.PrefixCache
+    search_id: int
+    slot: _Slot | None = None
 
 
 class CudaGraphDecoder:
@@ -112,23 +112,19 @@ class CudaGraphDecoder:
 
         return run
 
-    def _graph(self, slot: _Slot, step: int):
-        if step in slot.graphs:
-            return slot.graphs[step]
-        body = self._body(slot, step)
-        if not self.capture:
-            slot.graphs[step] = (None, body)
-            return slot.graphs[step]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up (cuBLAS workspaces, autotuning) outside the capture
+    def _graph(self, slot: _Slot, step: int) -> torch.cuda.CUDAGraph:
+        """The graph of ``step``, captured on first use; its outputs land in ``slot.outputs[step]``."""
+        if step not in slot.graphs:
+            body = self._body(slot, step)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up (cuBLAS workspaces, autotuning) outside the capture
+                    slot.outputs[step] = body()
+            torch.cuda.current_stream().wait_stream(side)
+            slot.graphs[step] = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(slot.graphs[step], pool=self.pool):
                 slot.outputs[step] = body()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            slot.outputs[step] = body()
-        slot.graphs[step] = (graph, body)
         return slot.graphs[step]
 
     @torch.no_grad()
@@ -146,9 +142,8 @@ class CudaGraphDecoder:
                                    "concurrent searches")
             slot.tokens.copy_(tokens)
             slot.parents.copy_(parents)
-            graph, body = self._graph(slot, step)
-            if graph is None:
-                slot.outputs[step] = body()
-            else:
-                graph.replay()
+            if self.capture:
+                self._graph(slot, step).replay()
+            else:  # the same step body, run eagerly
+                slot.outputs[step] = self._body(slot, step)()
             return slot.outputs[step][0].cpu().numpy()

@@ -7,7 +7,7 @@ beam parents; no per-call state lives on ``self``, so one backend serves concurr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -58,6 +58,4 @@ class GraphBackend:
         feeds.update(zip(self.past_names, state.past))  # shared prompt KV: fed as is, never copied per beam
         feeds.update((n, np.ascontiguousarray(g)) for n, g in zip(self.gen_names, gen))
         outs = self.run("decode", feeds, self.decode_outputs)
-        new_state = GraphState(state.past, state.attention_mask, state.last_position,
-                               [self.to_numpy(o) for o in outs[1:]])
-        return self.to_numpy(outs[0]), new_state
+        return self.to_numpy(outs[0]), replace(state, generated=[self.to_numpy(o) for o in outs[1:]])

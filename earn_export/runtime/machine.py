@@ -18,10 +18,6 @@ from pathlib import Path
 SHAPES = {"decode": (80, 1024, 4096), "prefill": (512, 1024, 4096)}
 FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 PATHS = ("torch_fp32", "torch_bf16", "ort_fp32", "ort_int8_dynamic", "ort_nbits8", "ort_nbits4")
-# which CPU extension makes each path fast (None: plain AVX2/AVX-512 FMA)
-PATH_UNITS = {"torch_fp32": None, "torch_bf16": ("avx512_bf16", "amx_bf16"), "ort_fp32": None,
-              "ort_int8_dynamic": ("avx512_vnni", "amx_int8"), "ort_nbits8": ("avx512_vnni",),
-              "ort_nbits4": ("avx512_vnni",)}
 
 
 def _cpuinfo(*keys: str) -> str | None:
@@ -88,29 +84,16 @@ def _matmul_model(W, dtype=None, m="m"):
     return model
 
 
-def _ort_models(W) -> dict:
-    """Serialized ONNX models of the ORT paths, all from the same fp32 weights."""
-    from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
-
-    out = {"ort_fp32": _matmul_model(W).SerializeToString(),
-           "ort_int8_dynamic": matmul_integer_s8(_matmul_model(W), []).SerializeToString()}
-    for path, bits in (("ort_nbits8", 8), ("ort_nbits4", 4)):  # what --quantize int8-nbits / int4 write
-        out[path] = matmul_nbits(_matmul_model(W), bits, []).SerializeToString()
-    return out
-
-
 def _time(fn, seconds: float) -> float:
     """Seconds of this thread's CPU time per call (best of a few rounds, after a warm-up call)."""
     fn()
-    best, rounds = float("inf"), 3
-    for _ in range(rounds):
-        n, t0 = 0, time.thread_time()
-        while True:
+    best = float("inf")
+    for _ in range(3):
+        n, t0, dt = 0, time.thread_time(), 0.0
+        while dt < seconds / 3:
             fn()
             n += 1
             dt = time.thread_time() - t0
-            if dt >= seconds / rounds:
-                break
         best = min(best, dt / n)
     return best
 
@@ -121,13 +104,13 @@ def measure_peaks(shapes: dict | None = None, seconds: float = 0.15, paths=PATHS
     import onnxruntime as ort
     import torch
 
+    from ..ops.ort_quantizers import matmul_integer_s8, matmul_nbits
     from .cpu_workers import ort_single_threaded_options, torch_single_threaded
 
-    shapes = shapes or SHAPES
     out = {}
-    models_by_kn = {}
+    models_by_kn = {}  # the ORT models of one (K, N), all from the same fp32 weights: quantized once for both shapes
     with torch_single_threaded():
-        for name, (M, K, N) in shapes.items():
+        for name, (M, K, N) in (shapes or SHAPES).items():
             flop = 2.0 * M * K * N
             W = (np.random.default_rng(0).standard_normal((K, N)) * 0.02).astype(np.float32)
             x = np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)
@@ -136,15 +119,15 @@ def measure_peaks(shapes: dict | None = None, seconds: float = 0.15, paths=PATHS
                 if path in paths:
                     a, b = torch.from_numpy(x).to(dt), torch.from_numpy(W).to(dt)
                     row[path] = flop / _time(lambda a=a, b=b: torch.matmul(a, b), seconds) / 1e9
-            ort_paths = [p for p in paths if p.startswith("ort_")]
-            if ort_paths:
-                if (K, N) not in models_by_kn:
-                    models_by_kn[(K, N)] = _ort_models(W)
-                for path in ort_paths:
-                    sess = ort.InferenceSession(models_by_kn[(K, N)][path], ort_single_threaded_options(),
-                                                providers=["CPUExecutionProvider"])
-                    feed = {"x": x}
-                    row[path] = flop / _time(lambda s=sess, f=feed: s.run(None, f), seconds) / 1e9
+            for path in (p for p in paths if p.startswith("ort_")):
+                if (K, N) not in models_by_kn:  # fp32 and what --quantize int8 / int8-nbits / int4 write
+                    models_by_kn[(K, N)] = {"ort_fp32": _matmul_model(W),
+                                            "ort_int8_dynamic": matmul_integer_s8(_matmul_model(W), []),
+                                            **{f"ort_nbits{b}": matmul_nbits(_matmul_model(W), b, []) for b in (8, 4)}}
+                model = models_by_kn[(K, N)][path].SerializeToString()
+                sess = ort.InferenceSession(model, ort_single_threaded_options(),
+                                            providers=["CPUExecutionProvider"])
+                row[path] = flop / _time(lambda s=sess: s.run(None, {"x": x}), seconds) / 1e9
             out[name] = {p: round(row[p], 1) for p in paths if p in row}
     return out
 
@@ -164,7 +147,7 @@ def ort_bf16_matmul() -> str | None:
     return None
 
 
-def machine_report(seconds: float = 0.15, measure: bool = True) -> dict:
+def machine_report(seconds: float = 0.15) -> dict:
     """Everything ``inspect --machine`` prints: CPU, features, library versions, peaks per path and shape."""
     import onnxruntime
     import torch
@@ -177,8 +160,7 @@ def machine_report(seconds: float = 0.15, measure: bool = True) -> dict:
            "threads": 1, "timing": "GFLOP per thread CPU second (time.thread_time), best of 3 rounds"}
     reason = ort_bf16_matmul()
     rep["ort_bf16_matmul"] = {"supported": reason is None, "error": reason}
-    if measure:
-        rep["peak_gflops"] = measure_peaks(seconds=seconds)
+    rep["peak_gflops"] = measure_peaks(seconds=seconds)
     return rep
 
 
@@ -190,39 +172,33 @@ def format_report(rep: dict) -> str:
              f"torch {rep['versions']['torch']}, onnxruntime {rep['versions']['onnxruntime']}"]
     if rep.get("int8_note"):
         lines.append(rep["int8_note"])
-    bf = rep.get("ort_bf16_matmul")
-    if bf:
-        lines.append("ONNX Runtime CPU bf16 MatMul: " + ("supported" if bf["supported"] else
-                                                          f"not available ({bf['error']})"))
-    peaks = rep.get("peak_gflops")
-    if peaks:
-        names = list(peaks)
-        lines.append(f"\npeak GFLOP/s, one thread ({rep['timing']}):")
-        lines.append(f"  {'path':18s}" + "".join(
-            f"{n + ' ' + 'x'.join(str(rep['shapes'][n][d]) for d in 'MKN'):>24s}" for n in names))
-        for p in PATHS:
-            vals = [peaks[n].get(p) for n in names]
-            ratio = [f"{v:8.1f} ({v / peaks[n]['ort_fp32']:.1f}x)" if v is not None and peaks[n].get("ort_fp32")
-                     else "-" for v, n in zip(vals, names)]
-            lines.append(f"  {p:18s}" + "".join(f"{r:>24s}" for r in ratio))
-        lines.append("  (x: against ort_fp32 on the same shape)")
+    bf = rep["ort_bf16_matmul"]
+    lines.append("ONNX Runtime CPU bf16 MatMul: "
+                 + ("supported" if bf["supported"] else f"not available ({bf['error']})"))
+    peaks = rep["peak_gflops"]
+    names = list(peaks)
+    lines.append(f"\npeak GFLOP/s, one thread ({rep['timing']}):")
+    lines.append(f"  {'path':18s}" + "".join(
+        f"{n + ' ' + 'x'.join(str(rep['shapes'][n][d]) for d in 'MKN'):>24s}" for n in names))
+    for p in PATHS:
+        vals = [peaks[n].get(p) for n in names]
+        ratio = [f"{v:8.1f} ({v / peaks[n]['ort_fp32']:.1f}x)" if v is not None and peaks[n].get("ort_fp32")
+                 else "-" for v, n in zip(vals, names)]
+        lines.append(f"  {p:18s}" + "".join(f"{r:>24s}" for r in ratio))
+    lines.append("  (x: against ort_fp32 on the same shape)")
     return "\n".join(lines)
 
 
 _NOTED = set()
 
 
-def note_int8_kernel(manifest: dict, providers=None, stream=None) -> str | None:
+def note_int8_kernel(manifest: dict, providers: list) -> None:
     """Print :func:`int8_note` once per process when an ``--quantize int8`` engine runs on the CPU of a machine
     without an int8 dot-product unit (the engine still runs, on ONNX Runtime's slower exact kernel)."""
     import sys
 
-    if (manifest.get("quantization") or {}).get("mode") != "int8":
-        return None
-    if providers is not None and "CPUExecutionProvider" not in list(providers)[:1]:
-        return None
-    note = int8_note(cpu_features())
-    if note and note not in _NOTED:
-        _NOTED.add(note)
-        print(note, file=stream or sys.stderr)
-    return note
+    if (manifest.get("quantization") or {}).get("mode") == "int8" and providers[:1] == ["CPUExecutionProvider"]:
+        note = int8_note(cpu_features())
+        if note and note not in _NOTED:
+            _NOTED.add(note)
+            print(note, file=sys.stderr)

@@ -11,20 +11,6 @@ import numpy as np
 
 from ..errors import UsageError, check_choice
 
-ID_MODES = ("original", "catalog")
-
-
-def resolve_mode(id_map, ids) -> str:
-    """``ids``: None (original when the engine has an id map, else catalog), "original" or "catalog"."""
-    if ids is None:
-        return "original" if id_map is not None else "catalog"
-    check_choice("ids", ids, ID_MODES)
-    if ids == "original" and id_map is None:
-        raise UsageError("ids='original' needs an engine with an item id map (item_ids.json), and this one has none "
-                         "(trained on data without original ids, or exported before id maps) — pass catalog indices "
-                         "(ids='catalog'), or retrain/re-export from `earn-export train --interactions FILE`")
-    return ids
-
 
 def to_catalog(id_map, histories, on_unknown: str):
     """Original-id histories -> (catalog-index histories, unknown ids dropped per user [U], {user: unknown ids})."""
@@ -51,32 +37,32 @@ def to_catalog(id_map, histories, on_unknown: str):
     return out, skipped, unknown
 
 
-def to_original(id_map, res, skipped_before, unknown=None):
-    """A catalog-index RecommendResult -> the same result in original ids (module doc)."""
-    index = np.asarray(res.items, dtype=np.int64)
-    items = np.empty(index.shape, dtype=object)
-    titles = np.empty(index.shape, dtype=object)
+def _per_item(index: np.ndarray, fn) -> np.ndarray:
+    """``fn(n)`` of every catalog index as an object array (None for the -1 padding)."""
+    out = np.empty(index.shape, dtype=object)
     for pos, n in np.ndenumerate(index):
-        items[pos] = id_map.original(n) if n >= 0 else None
-        titles[pos] = id_map.title(n) if n >= 0 else None
-    res.index = index
-    res.items = items
-    res.titles = titles
-    res.skipped = np.asarray(res.skipped, np.int64) + skipped_before
-    res.unknown = unknown or {}
-    return res
+        out[pos] = fn(n) if n >= 0 else None
+    return out
 
 
 def recommend_with_ids(id_map, inner, histories, top_k, beam, on_unknown, ids):
-    """``inner(histories, top_k, beam, on_unknown)`` (catalog indices) in the chosen id mode."""
-    mode = resolve_mode(id_map, ids)
-    if mode == "catalog":
-        res = inner(histories, top_k, beam, on_unknown)
-        res.index = np.asarray(res.items, dtype=np.int64)
-        if id_map is not None:
-            res.titles = np.vectorize(lambda n: id_map.title(n) if n >= 0 else None, otypes=[object])(res.index) \
-                if res.index.size else np.empty(res.index.shape, dtype=object)
-        return res
-    histories = list(histories)
-    clean, skipped, unknown = to_catalog(id_map, histories, on_unknown)
-    return to_original(id_map, inner(clean, top_k, beam, on_unknown), skipped, unknown)
+    """``inner(histories, top_k, beam, on_unknown)`` (catalog indices) in the id mode ``ids``: None (original
+    when the engine has an id map, else catalog), "original" or "catalog"."""
+    if ids is None:
+        ids = "original" if id_map is not None else "catalog"
+    check_choice("ids", ids, ("original", "catalog"))
+    if ids == "original" and id_map is None:
+        raise UsageError("ids='original' needs an engine with an item id map (item_ids.json), and this one has none "
+                         "(trained on data without original ids, or exported before id maps) — pass catalog indices "
+                         "(ids='catalog'), or retrain/re-export from `earn-export train --interactions FILE`")
+    if ids == "original":
+        histories, skipped, unknown = to_catalog(id_map, list(histories), on_unknown)
+    res = inner(histories, top_k, beam, on_unknown)
+    res.index = np.asarray(res.items, dtype=np.int64)
+    if id_map is not None:
+        res.titles = _per_item(res.index, id_map.title)
+    if ids == "original":
+        res.items = _per_item(res.index, id_map.original)
+        res.skipped = np.asarray(res.skipped, np.int64) + skipped
+        res.unknown = unknown
+    return res

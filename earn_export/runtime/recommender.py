@@ -14,8 +14,8 @@ import numpy as np
 
 from ..errors import check_choice, hint
 from ..search.beam import constrained_beam_search, token_columns
+from ..engine.prompt_pieces import PromptPieces
 from ..engine.trie_files import engine_trie
-from .prompt_encoders import engine_encoder
 from .results import RecommendResult, UnknownItemError  # noqa: F401 (UnknownItemError: imported from here)
 
 
@@ -38,7 +38,7 @@ class Recommender:
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify="fast",
-             batch_size: int = 64, session_options=None, device=None) -> "Recommender":
+             batch_size: int = 64, session_options=None) -> "Recommender":
         """An exported engine directory. ``backend="torch"``: the torch reference on the source checkpoint with the
         engine's trie, prompts and head; ``"cpp"``: the C++ runtime. ``verify``: ``"fast"``, ``"full"`` or ``"off"``."""
         from ..engine.manifest import EngineDirError, load_manifest
@@ -61,10 +61,7 @@ class Recommender:
                                      + hint("pass checkpoint=DIR", "pass --checkpoint DIR"))
             from ..model import load_pretrained
 
-            model = load_pretrained(ckpt)
-            if device is not None:
-                model = model.to(device)
-            be = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
+            be = TorchBackend(load_pretrained(ckpt), head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
         else:
             raise ValueError(f"backend must be 'onnxruntime', 'cpp' or 'torch', got {backend!r}")
         return cls.from_engine(engine_dir, manifest, be, batch_size=batch_size, trie=trie)
@@ -72,15 +69,21 @@ class Recommender:
     @classmethod
     def from_engine(cls, engine_dir, manifest: dict, backend, batch_size: int = 64, trie=None) -> "Recommender":
         """The engine's trie, prompt encoder and history rules around any search backend (ORT sessions, the
-        torch reference, Triton BLS calls ...). ``manifest`` is the already-checked ``load_manifest`` result."""
-        trie = trie if trie is not None else engine_trie(engine_dir, manifest)
+        torch reference, Triton BLS calls ...). ``manifest`` is the already-checked ``load_manifest`` result.
+        Prompts come from the engine's prompt pieces (no tokenizer) unless its tokenizer is context-dependent."""
         from ..data.id_map import engine_id_map
 
+        trie = trie if trie is not None else engine_trie(engine_dir, manifest)
+        if (manifest.get("prompt") or {}).get("format") == "pieces":
+            encoder = PromptPieces.load(engine_dir)
+        else:
+            from ..data.prompts import PromptBuilder
+
+            encoder = PromptBuilder.load(engine_dir)
         paths = trie.item_paths()
         id_map = engine_id_map(engine_dir, manifest, n_items=max(paths) + 1 if paths else 0)
-        return cls(backend, trie, engine_encoder(engine_dir, manifest), paths.keys(),
-                   max_history=manifest["model"].get("max_history") or 20, batch_size=batch_size,
-                   manifest=manifest, id_map=id_map)
+        return cls(backend, trie, encoder, paths.keys(), max_history=manifest["model"].get("max_history") or 20,
+                   batch_size=batch_size, manifest=manifest, id_map=id_map)
 
     # -- inference -------------------------------------------------------------------------------------------
     def prepare(self, histories, on_unknown: str = "error"):
