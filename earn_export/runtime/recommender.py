@@ -38,9 +38,10 @@ class Recommender:
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
     def load(cls, engine_dir, backend: str = "onnxruntime", providers=None, checkpoint=None, verify="fast",
-             batch_size: int = 64, session_options=None) -> "Recommender":
-        """An exported engine directory. ``backend="torch"``: the torch reference on the source checkpoint with the
-        engine's trie, prompts and head; ``"cpp"``: the C++ runtime. ``verify``: ``"fast"``, ``"full"`` or ``"off"``."""
+             batch_size: int = 64, session_options=None, device=None) -> "Recommender":
+        """An exported engine directory. ``backend="torch"``: the torch reference on the source checkpoint (on
+        ``device``) with the engine's trie, prompts and head; ``"cpp"``: the C++ runtime. ``verify``: ``"fast"``,
+        ``"full"`` or ``"off"``."""
         from ..engine.manifest import EngineDirError, load_manifest
         from .backends import OrtBackend, TorchBackend
 
@@ -61,7 +62,8 @@ class Recommender:
                                      + hint("pass checkpoint=DIR", "pass --checkpoint DIR"))
             from ..model import load_pretrained
 
-            be = TorchBackend(load_pretrained(ckpt), head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
+            be = TorchBackend(load_pretrained(ckpt).to(device or "cpu"),
+                              head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
         else:
             raise ValueError(f"backend must be 'onnxruntime', 'cpp' or 'torch', got {backend!r}")
         return cls.from_engine(engine_dir, manifest, be, batch_size=batch_size, trie=trie)
