@@ -97,10 +97,8 @@ def _set_pdeathsig():  # the server dies with the process that started it (no or
 
 @dataclass
 class TritonServer:
-    """One ``tritonserver`` process over ``model_repository``; ``start()``, ``wait_ready()``, ``stop()``.
-
-    Ports must be free; addresses default to 127.0.0.1. ``metrics_port=None`` disables the metrics endpoint.
-    """
+    """One ``tritonserver`` process over ``model_repository``: ``start()``, ``wait_ready()``, ``stop()`` (ports must
+    be free; ``metrics_port=None`` disables the metrics endpoint)."""
 
     model_repository: Path
     host: str = "127.0.0.1"
@@ -174,13 +172,6 @@ class TritonServer:
         with urllib.request.urlopen(req, timeout=timeout_s) as r:
             return r.read().decode()
 
-    def is_ready(self) -> bool:
-        try:
-            self._http("/v2/health/ready", timeout_s=2)  # not ready: 400
-            return True
-        except (urllib.error.URLError, OSError):
-            return False
-
     def wait_ready(self, timeout_s: float = 180.0, cancel=None) -> bool:
         """Block until the server reports ready (every model loaded and warmed up) -> True, or raise ServeError.
         ``cancel`` (a threading.Event) set while waiting -> False."""
@@ -191,7 +182,8 @@ class TritonServer:
             if self.process.poll() is not None:
                 raise ServeError(f"tritonserver exited with code {self.process.returncode} before it was ready; "
                                  f"its log ({self.log_path}) ends:\n{self.log_tail()}\n{self._hint()}")
-            if self.is_ready():
+            with contextlib.suppress(urllib.error.URLError, OSError):  # not ready: 400
+                self._http("/v2/health/ready", timeout_s=2)
                 return True
             time.sleep(0.25)
         tail = self.log_tail()
@@ -262,14 +254,14 @@ class TritonServer:
                     os.kill(p, signal.SIGKILL)
         return self.stop()
 
-    def stop(self, timeout_s: float | None = None) -> int | None:
+    def stop(self) -> int | None:
         """SIGINT (Triton waits for in-flight requests up to exit_timeout_s), then SIGKILL; removes the workdir."""
         proc, code = self.process, None
         if proc is not None:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 try:
-                    proc.wait(timeout=timeout_s or self.exit_timeout_s + 20)
+                    proc.wait(timeout=self.exit_timeout_s + 20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=30)
@@ -278,9 +270,3 @@ class TritonServer:
         if self.remove_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return code
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
