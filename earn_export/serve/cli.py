@@ -23,10 +23,6 @@ def _lazy(module: str, func: str, needs: tuple):
 
             raise UsageError(f"{command} --backend torch: the torch reference is for `recommend` and `check` — "
                              "serve the graphs with --backend onnxruntime or cpp")
-        if hasattr(args, "threads") and args.threads is None:
-            args.threads = 0  # serve: chosen from the CPU cores (served_model.instances_and_threads)
-        if hasattr(args, "instances") and args.instances is None:
-            args.instances = 0 if command == "serve" else 1  # serve: chosen from the CPU cores
         return getattr(importlib.import_module(f"earn_export.serve.{module}"), func)(args)
 
     run.__name__ = func

@@ -1,9 +1,8 @@
 """``earn-export query`` over ``tritonclient``, and the client calls that ``benchmarks/loadtest.py`` builds on.
 
-URLs are ``http://HOST:PORT`` or ``grpc://HOST:PORT`` (no scheme = HTTP). A client reads the served model's
-options first (:func:`server_options`): when the server speaks the catalog's original item ids (an engine with an
-id map, docs/own-ids.md), ``query --history "sku-528 sku-115"`` sends them as a BYTES tensor (INT64 for integer
-ids) and prints the answer in original ids (and titles).
+A client reads the served model's options first (:func:`server_options`): when the server speaks the catalog's
+original item ids (docs/own-ids.md), ``query --history "sku-528 sku-115"`` sends them as a BYTES tensor (INT64
+for integer ids) and prints the answer in original ids (and titles).
 """
 
 from __future__ import annotations
@@ -70,9 +69,6 @@ def history_array(history, id_type: str = "") -> np.ndarray:
     return np.asarray(history, np.int64)
 
 
-WIRE_TYPES = {np.dtype(object): "BYTES", np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32"}
-
-
 def infer(tc, client, protocol: str, history, top_k=None, dtype=None, timeout_s: float = 30.0,
           extra: tuple = ()) -> dict:
     """One request -> {"items", "scores", "skipped", "truncated", *extra} (raises tritonclient's
@@ -80,7 +76,7 @@ def infer(tc, client, protocol: str, history, top_k=None, dtype=None, timeout_s:
     outputs of an original-id model ("index", "titles")."""
     history = np.asarray(history)
     history = history[None] if history.ndim == 1 else history
-    x = tc.InferInput("history", list(history.shape), dtype or WIRE_TYPES.get(history.dtype, "INT64"))
+    x = tc.InferInput("history", list(history.shape), dtype or ("BYTES" if history.dtype == object else "INT64"))
     x.set_data_from_numpy(history)
     inputs = [x]
     if top_k is not None:
