@@ -1,13 +1,7 @@
-"""``earn-export batch``: offline top-K scoring of every user on Ray Data, Parquet in and out.
-
-Input: a Parquet file with ``history`` (item ids, oldest first: the catalog's original ids when the engine has an
-id map, ``list<string>`` or a list of integers; else or with ``--catalog-ids`` catalog indices) and optionally
-``user`` (integers; the row number otherwise). Output, in input order: ``user``, ``items`` (the same kind of ids,
-best first; -1 or null pads), ``scores``, ``titles`` (when the map has them), ``skipped``, ``truncated``.
-
-``map_batches`` runs over a pool of actors that each hold one ``Recommender``, on a local Ray or a cluster
-(``--address``; its workers need earn-export and ``ENGINE_DIR`` at the same path). Output is all-or-nothing: rows
-stream into a temporary file that is renamed to ``--out`` only when every row is written.
+"""``earn-export batch``: offline top-K scoring of every user on Ray Data, Parquet in and out (columns and id
+kinds: docs/serving.md). ``map_batches`` runs over a pool of actors that each hold one ``Recommender``, on a local
+Ray or a cluster (``--address``; its workers need earn-export and ``ENGINE_DIR`` at the same path). Output is
+all-or-nothing: rows stream into a temporary file that is renamed to ``--out`` only when every row is written.
 """
 
 from __future__ import annotations
@@ -19,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import check_choice
 
 
 def read_users(path, id_type: str = ""):
@@ -138,20 +133,16 @@ class RecommenderActor:
 
         res = self.rec.recommend(batch.column("history").to_pylist(), top_k=self.top_k, beam=self.beam,
                                  on_unknown=self.on_unknown, ids=self.ids)
-        id_map = self.rec.id_map if self.ids == "original" else None
-        schema = output_schema(id_map)
-        cols = {"user": batch.column("user"),
-                "items": pa.array([row.tolist() for row in res.items], type=schema.field("items").type),
-                "scores": pa.array(list(res.scores), type=pa.list_(pa.float32()))}
+        schema = output_schema(self.rec.id_map if self.ids == "original" else None)
+        cols = {"user": batch.column("user"), "items": [row.tolist() for row in res.items], "scores": list(res.scores),
+                "skipped": res.skipped, "truncated": res.truncated}
         if "titles" in schema.names:
-            cols["titles"] = pa.array([row.tolist() for row in res.titles], type=pa.list_(pa.string()))
-        cols["skipped"] = pa.array(res.skipped, type=pa.int64())
-        cols["truncated"] = pa.array(res.truncated, type=pa.int64())
-        return pa.table(cols)
+            cols["titles"] = [row.tolist() for row in res.titles]
+        return pa.table(cols, schema=schema)  # in the schema's column order and types
 
 
 def output_schema(id_map=None):
-    """The output columns (module doc): ``id_map`` is the engine's map when the run speaks original ids."""
+    """The output columns (docs/serving.md): ``id_map`` is the engine's map when the run speaks original ids."""
     import pyarrow as pa
 
     item = pa.string() if id_map is not None and id_map.id_type == "str" else pa.int64()
@@ -161,18 +152,23 @@ def output_schema(id_map=None):
     return pa.schema(fields + [("skipped", pa.int64()), ("truncated", pa.int64())])
 
 
-def prepare_job(engine_dir, users, top_k: int, beam: int, on_unknown: str, catalog_ids: bool):
-    """(engine dir resolved, id map or None, valid ids, users table): what a batch run checks before any work.
-    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+def prepare_job(engine_dir, users, top_k: int, beam: int, on_unknown: str, catalog_ids: bool, backend: str,
+                threads: int, batch_size: int):
+    """(``RecommenderActor`` kwargs, id map or None, valid ids, users table): what a batch run checks before any
+    work. ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
     from ..engine.manifest import load_manifest
 
     if not 1 <= top_k <= beam:
         raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
-    if on_unknown not in ("error", "skip"):
-        raise ValueError(f"--on-unknown must be 'error' or 'skip', got {on_unknown!r}")
+    check_choice("--on-unknown", on_unknown, ("error", "skip"))
     engine_dir = str(Path(engine_dir).resolve())
     id_map, keys = batch_ids(engine_dir, load_manifest(engine_dir, verify=True), catalog_ids)
-    return engine_dir, id_map, keys, read_users(users, id_map.id_type if id_map is not None else "")
+    table = read_users(users, id_map.id_type if id_map is not None else "")
+    if on_unknown == "error":
+        check_known(table, keys, users)
+    actor = {"engine_dir": engine_dir, "backend": backend, "top_k": top_k, "beam": beam, "on_unknown": on_unknown,
+             "threads": threads, "batch_size": batch_size, "ids": "catalog" if id_map is None else "original"}
+    return actor, id_map, keys, table
 
 
 def ray_data(address: str | None, progress: bool):
@@ -208,10 +204,8 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
-    engine_dir, id_map, keys, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids)
-    if on_unknown == "error":
-        check_known(table, keys, users)
-
+    actor, id_map, _, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids, backend, threads,
+                                          batch_size)
     ray = ray_data(address, progress)
     n_actors = actors or max(1, int(ray.available_resources().get("CPU", 1)) // max(threads, 1))
     t0 = time.perf_counter()
@@ -219,12 +213,8 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     per_block = max(batch_size, -(-table.num_rows // (4 * n_actors) // batch_size) * batch_size)
     blocks = [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)] or [table]
     ds = ray.data.from_arrow(blocks).map_batches(
-        RecommenderActor, fn_constructor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k,
-                                                 "beam": beam, "on_unknown": on_unknown, "threads": threads,
-                                                 "batch_size": batch_size,
-                                                 "ids": "catalog" if id_map is None else "original"},
-        batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_actors),
-        num_cpus=threads)
+        RecommenderActor, fn_constructor_kwargs=actor, batch_size=batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=threads)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
