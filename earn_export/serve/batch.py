@@ -17,9 +17,8 @@ from ..errors import check_choice
 
 
 def read_users(path, id_type: str = ""):
-    """The users table (``user`` int64, ``history`` list<int64>, or list<string> when ``id_type`` is "str") from a
-    Parquet file, checked. ``id_type``: the ids the histories hold ("" catalog indices, "int"/"str" the engine's
-    original ids, :func:`batch_ids`)."""
+    """The users table (``user`` int64, ``history`` list<int64> or list<string>) from a Parquet file, checked.
+    ``id_type``: the ids the histories hold ("" catalog indices, "int"/"str" the engine's original ids)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -56,8 +55,7 @@ def read_users(path, id_type: str = ""):
 
 
 def write_users(path, histories, users=None) -> Path:
-    """Write a users file (tests, benchmarks, and users who have histories in Python); histories of str ids are
-    written as list<string>, others as list<int64>."""
+    """Write a users file (tests, benchmarks, callers with histories in Python): str ids as list<string>, else int64."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -90,8 +88,6 @@ def unknown_ids(table, keys):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not isinstance(keys, (pa.Array, pa.ChunkedArray)):
-        keys = pa.array(np.fromiter(keys, np.int64))
     flat_hist = table.column("history").combine_chunks()
     values = pc.list_flatten(flat_hist)
     probe = pc.utf8_trim_whitespace(values) if pa.types.is_string(values.type) else values
@@ -104,22 +100,9 @@ def sorted_ids(ids) -> list:
     return sorted(set(ids.tolist()), key=lambda i: (isinstance(i, str), i))
 
 
-def check_known(table, known_items, path) -> None:
-    """Unknown item ids fail before any work, naming users and ids as spelled (``--on-unknown skip`` drops them
-    instead). ``known_items``: the valid ids (:func:`batch_ids`' keys, or catalog indices)."""
-    rows, values = unknown_ids(table, known_items)
-    if len(rows):
-        users = np.asarray(table.column("user"))[np.unique(rows)]
-        ids = sorted_ids(values)
-        raise DataError(f"{path}: unknown item ids {ids[:10]}{' ...' if len(ids) > 10 else ''} in the "
-                        f"histories of {len(users)} users (e.g. {users[:10].tolist()}); the engine's catalog has no "
-                        "such items. Map them to catalog ids, or pass --on-unknown skip to drop them (counted in "
-                        "the 'skipped' column)")
-
-
 class RecommenderActor:
-    """One ``Recommender`` per Ray actor; called on pyarrow batches of (user, history). ``ids``: "original" (the
-    engine's item id map, in and out) or "catalog"."""
+    """One ``Recommender`` per Ray actor, called on pyarrow batches of (user, history); ``ids``: "original" or
+    "catalog"."""
 
     def __init__(self, engine_dir, backend="onnxruntime", top_k=20, beam=20, on_unknown="error", threads=1,
                  batch_size=64, ids="catalog"):
@@ -155,7 +138,8 @@ def output_schema(id_map=None):
 def prepare_job(engine_dir, users, top_k: int, beam: int, on_unknown: str, catalog_ids: bool, backend: str,
                 threads: int, batch_size: int):
     """(``RecommenderActor`` kwargs, id map or None, valid ids, users table): what a batch run checks before any
-    work. ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+    work: unknown ids fail here under ``on_unknown="error"``, named as spelled with their users. ``catalog_ids``:
+    histories and items are catalog indices even when the engine has an id map."""
     from ..engine.manifest import load_manifest
 
     if not 1 <= top_k <= beam:
@@ -164,8 +148,14 @@ def prepare_job(engine_dir, users, top_k: int, beam: int, on_unknown: str, catal
     engine_dir = str(Path(engine_dir).resolve())
     id_map, keys = batch_ids(engine_dir, load_manifest(engine_dir, verify=True), catalog_ids)
     table = read_users(users, id_map.id_type if id_map is not None else "")
-    if on_unknown == "error":
-        check_known(table, keys, users)
+    rows, values = unknown_ids(table, keys) if on_unknown == "error" else ((), ())
+    if len(rows):
+        bad_users = np.asarray(table.column("user"))[np.unique(rows)]
+        ids = sorted_ids(values)
+        raise DataError(f"{users}: unknown item ids {ids[:10]}{' ...' if len(ids) > 10 else ''} in the "
+                        f"histories of {len(bad_users)} users (e.g. {bad_users[:10].tolist()}); the engine's catalog "
+                        "has no such items. Map them to catalog ids, or pass --on-unknown skip to drop them (counted "
+                        "in the 'skipped' column)")
     actor = {"engine_dir": engine_dir, "backend": backend, "top_k": top_k, "beam": beam, "on_unknown": on_unknown,
              "threads": threads, "batch_size": batch_size, "ids": "catalog" if id_map is None else "original"}
     return actor, id_map, keys, table
@@ -197,8 +187,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
 def run_batch(engine_dir, users, out, address: str | None = None, actors: int | None = None, batch_size: int = 64,
               top_k: int = 20, beam: int = 20, on_unknown: str = "error", backend: str = "onnxruntime",
               threads: int = 1, progress: bool = True, overwrite: bool = False, catalog_ids: bool = False) -> dict:
-    """Score every user of ``users`` (Parquet) into ``out`` (Parquet); returns {"users", "seconds", "users_per_s"}.
-    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+    """Score every user of ``users`` (Parquet) into ``out`` (Parquet); returns counts and timings."""
     import pyarrow.parquet as pq
 
     out = Path(out)
@@ -230,8 +219,7 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
             raise RuntimeError(f"wrote {written} rows for {table.num_rows} users; nothing written to {out}")
         os.replace(tmp, out)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     return {"users": written, "seconds": seconds, "users_per_s": written / seconds if seconds else 0.0,
             "first_rows_s": first[0] if first else float("nan"),

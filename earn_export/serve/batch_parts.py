@@ -53,8 +53,7 @@ def _atomic_write(path: Path, write) -> None:
         finally:
             os.close(fd)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -83,8 +82,7 @@ def job_identity(engine_dir, users, n_users: int, part_size: int, options: dict)
 
 
 def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict:
-    """The finished parts recorded in ``out`` (an existing directory) for this very job ({} for a new or
-    overwritten directory)."""
+    """The finished parts recorded in ``out`` for this very job ({} for a new or overwritten directory)."""
     names = {p.name for p in out.iterdir()} - {LOCK}
     if names and MANIFEST not in names:
         raise PartsDirError(f"{out} holds {len(names)} entries but no {MANIFEST}; it is not a batch parts directory. "
@@ -105,11 +103,8 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict:
         detail = "; ".join(f"{k}: was {old.get('job', {}).get(k)!r}, now {identity.get(k)!r}" for k in diff)
         raise PartsDirError(f"{out} was written for another job ({detail}); re-run with the same users file, engine "
                             "and options to resume, or pass --overwrite to start over")
-    done = {}
-    for key, rec in old.get("parts", {}).items():
-        f = out / rec["file"]
-        if f.is_file() and f.stat().st_size == rec["bytes"]:  # a recorded part that vanished is scored again
-            done[int(key)] = rec
+    done = {int(key): rec for key, rec in old.get("parts", {}).items()  # a part that vanished is scored again
+            if (out / rec["file"]).is_file() and (out / rec["file"]).stat().st_size == rec["bytes"]}
     for p in out.glob(".*.tmp-*"):  # leftovers of a killed run (a part or the manifest being written)
         p.unlink()
     return done
@@ -117,13 +112,12 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict:
 
 def bad_rows(table, known_items, on_unknown: str):
     """One row per problem found in the users table (docs/batch_faults.md); ``None`` when there is none.
-    ``known_items``: the valid ids (``batch_ids``' keys, or catalog indices); unknown ones are named as spelled."""
+    ``known_items``: ``batch_ids``' keys (original ids or catalog indices); unknown ones are named as spelled."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    hist = table.column("history").combine_chunks()
     users = np.asarray(table.column("user"))
-    lengths = np.asarray(pc.list_value_length(hist).fill_null(0))
+    lengths = np.asarray(pc.list_value_length(table.column("history")).fill_null(0))
     found = []  # (row, kind, detail, action)
     action = ("run refused (--on-unknown error)" if on_unknown == "error"
               else "ids dropped, rest scored (counted in 'skipped')")
@@ -190,9 +184,8 @@ def _lost_work(exc: BaseException) -> bool:
 def _score_parts(table, todo, part_size, out, state, pids, rounds, actor_kwargs, id_map, *, address, actors,
                  progress, max_restarts, task_retries) -> int:
     """One Ray Data pass over the parts ``todo``, committing each part as soon as its rows are in; returns the
-    number of actors. After a lost node (``rounds`` > 0) the pool starts with one actor and grows to what the
-    nodes alive can hold (a dead node drops out once the GCS has noticed it), so it never waits for an actor that
-    cannot be placed. ``pids``: node label -> the processes that scored its committed rows (added to)."""
+    number of actors. After a lost node (``rounds`` > 0) the pool starts with one actor and grows to what the nodes
+    alive can hold, so it never waits for an actor that cannot be placed. ``pids``: node label -> scoring processes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -213,9 +206,7 @@ def _score_parts(table, todo, part_size, out, state, pids, rounds, actor_kwargs,
         max_task_retries=task_retries)
     labels = node_labels()
     schema = output_schema(id_map)
-    buf: list = []
-    buffered = 0
-    k = 0  # index into todo: the part being filled
+    buf, buffered, k = [], 0, 0  # k: index into todo, the part being filled
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         buf.append(batch)
         buffered += batch.num_rows
@@ -251,8 +242,7 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
                     batch_size: int = 64, top_k: int = 20, beam: int = 20, on_unknown: str = "error",
                     backend: str = "onnxruntime", threads: int = 1, progress: bool = True, overwrite: bool = False,
                     max_restarts: int = 3, task_retries: int = 3, catalog_ids: bool = False) -> dict:
-    """Score the users of ``users`` into the parts directory ``out``, skipping parts a previous run finished.
-    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+    """Score the users of ``users`` into the parts directory ``out``, skipping parts a previous run finished."""
     import pyarrow.parquet as pq
 
     if part_size < 1:
@@ -324,7 +314,17 @@ def read_parts(out):
     return pa.concat_tables([pq.read_table(out / part_name(i)) for i in range(state["n_parts"])])
 
 
-def print_summary(stats: dict) -> None:
+def run_batch_cli(args) -> int:
+    job = {"address": args.address, "actors": args.actors, "batch_size": args.batch_size, "top_k": args.top_k,
+           "beam": args.beam, "on_unknown": args.on_unknown, "backend": args.backend, "threads": args.threads,
+           "progress": not args.quiet, "overwrite": args.overwrite, "catalog_ids": args.catalog_ids}
+    if not args.part_size:  # one Parquet file, all-or-nothing (batch.py)
+        stats = run_batch(args.engine_dir, args.histories_file, args.out, **job)
+        print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "
+              f"({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
+        return 0
+    stats = run_batch_parts(args.engine_dir, args.histories_file, args.out, args.part_size,
+                            max_restarts=args.max_restarts, task_retries=args.task_retries, **job)
     print(f"scored {stats['scored_users']} of {stats['users']} users ({stats['parts_scored']} part(s) scored, "
           f"{stats['parts_skipped']} finished part(s) skipped) with {stats['actors']} actor(s) in "
           f"{stats['seconds']:.1f} s ({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
@@ -333,17 +333,4 @@ def print_summary(stats: dict) -> None:
     if stats["bad_rows"]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats["bad_rows"].items()))
         print(f"  bad rows: {kinds} (one row each in {Path(stats['out']) / BAD_ROWS})")
-
-
-def run_batch_cli(args) -> int:
-    job = {"address": args.address, "actors": args.actors, "batch_size": args.batch_size, "top_k": args.top_k,
-           "beam": args.beam, "on_unknown": args.on_unknown, "backend": args.backend, "threads": args.threads,
-           "progress": not args.quiet, "overwrite": args.overwrite, "catalog_ids": args.catalog_ids}
-    if getattr(args, "part_size", None):  # a directory of parts that a re-run resumes (batch_parts.py)
-        print_summary(run_batch_parts(args.engine_dir, args.histories_file, args.out, args.part_size,
-                                      max_restarts=args.max_restarts, task_retries=args.task_retries, **job))
-        return 0
-    stats = run_batch(args.engine_dir, args.histories_file, args.out, **job)
-    print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "
-          f"({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
     return 0
