@@ -17,8 +17,7 @@ from .served_model import OPTIONS_PARAMETER, BadRequest, ServeOptions, parse_req
 
 
 def load_recommender(engine_dir, backend: str, threads: int, batch_size: int):
-    """A Recommender (a served instance, a Ray actor) whose ONNX Runtime sessions, of the Python or the C++
-    runtime, use ``threads`` intra-op threads."""
+    """A Recommender (a served instance, a Ray actor) whose ONNX Runtime sessions use ``threads`` threads."""
     from ..runtime import Recommender
 
     if backend == "cpp":
@@ -72,8 +71,7 @@ def _strings(values: np.ndarray) -> np.ndarray:
 
 
 def _items_tensor(items: np.ndarray, id_type: str) -> np.ndarray:
-    """The ``items`` output: BYTES for string ids (``""`` pads), else INT64 (-1 pads; original int ids or
-    catalog indices)."""
+    """The ``items`` output: BYTES for string ids (``""`` pads), else INT64 (-1 pads)."""
     if id_type == "str":
         return _strings(items)
     if id_type == "int":

@@ -51,10 +51,8 @@ class ServeOptions:
     max_queue_size: int = 0  # bounded: overload answers "busy, retry" at once; 0 = 4 x max_batch x instances
     queue_timeout_us: int = 0  # a request waiting longer in the queue is rejected; 0 = no limit
     catalog_ids: bool = False  # --catalog-ids: catalog indices in and out even when the engine has an id map
-    # filled from the engine's manifest by with_engine_ids (not options a user sets): the ids the model speaks,
-    # "" = catalog indices, "int" / "str" = the catalog's original ids; titles: the map has titles
-    id_type: str = ""
-    titles: bool = False
+    id_type: str = ""  # set by with_engine_ids: "" catalog indices, "int" / "str" the catalog's original ids
+    titles: bool = False  # set by with_engine_ids: the engine's id map has titles
 
     def validate(self) -> "ServeOptions":
         least = {"beam": 1, "instances": 1, "threads": 0, "max_batch": 1, "max_queue_delay_us": 0, "max_queue_size": 0,
@@ -73,8 +71,7 @@ class ServeOptions:
 
     @classmethod
     def from_args(cls, args, **rest) -> "ServeOptions":
-        """The options of the model flags that `serve` and `triton-repo` share (serve/cli.py); ``rest`` sets the
-        others."""
+        """The options of the model flags that `serve` and `triton-repo` share; ``rest`` sets the others."""
         return cls(engine_dir=args.engine_dir, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
                    beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
                    max_request_items=args.max_request_items, allow_empty_history=args.allow_empty_history,
@@ -82,8 +79,7 @@ class ServeOptions:
                    catalog_ids=args.catalog_ids, **rest).validate()
 
     def with_engine_ids(self, manifest: dict) -> "ServeOptions":
-        """These options with ``id_type``/``titles`` of the engine's id map (``manifest["id_map"]``), or catalog
-        indices when it has none or ``catalog_ids`` is set."""
+        """These options with ``id_type``/``titles`` of the engine's id map, unless it has none or ``catalog_ids``."""
         entry = None if self.catalog_ids else (manifest.get("id_map") or None)
         return replace(self, id_type=entry["id_type"] if entry else "", titles=bool(entry and entry.get("titles")))
 
@@ -100,20 +96,6 @@ class BadRequest(ValueError):
         self.kind = kind
 
 
-def _history_values(history: np.ndarray, opts: ServeOptions) -> list:
-    """The request's ids as Python values: str for a string-id model (BYTES decoded as UTF-8), else int."""
-    if opts.id_type == "str":
-        if history.dtype != object:
-            raise BadRequest("bad_dtype", f"input 'history' must be BYTES (the engine's original item ids are "
-                                          f"strings), got {history.dtype}; send the ids as UTF-8 strings")
-        try:
-            return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in history[0]]
-        except UnicodeDecodeError as exc:
-            raise BadRequest("bad_dtype", f"input 'history' holds an id that is not UTF-8 ({exc}); send the "
-                                          "catalog's original ids as UTF-8 strings") from None
-    return [int(i) for i in history[0]]
-
-
 def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) -> tuple[list, int]:
     """Check one request's tensors -> (history as ids, top_k), or raise :class:`BadRequest`.
 
@@ -123,8 +105,9 @@ def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) 
     if history is None:
         raise BadRequest("bad_shape", f"input 'history' is missing; send it as {want} [1, n]")
     history = np.asarray(history)
-    if opts.id_type != "str" and history.dtype != np.int64:
-        raise BadRequest("bad_dtype", f"input 'history' must be INT64, got {history.dtype}; send int64 item ids")
+    if history.dtype != (object if want == "BYTES" else np.int64):
+        how = "UTF-8 strings: the engine's original item ids are strings" if want == "BYTES" else "int64"
+        raise BadRequest("bad_dtype", f"input 'history' must be {want}, got {history.dtype}; send the ids as {how}")
     if history.ndim != 2 or history.shape[0] != 1:
         raise BadRequest("bad_shape", f"input 'history' must have shape [1, n] (one user per request; the server "
                                       f"batches requests itself), got {list(history.shape)}")
@@ -146,7 +129,14 @@ def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) 
         if not 1 <= k <= opts.beam:
             raise BadRequest("top_k_out_of_range", f"top_k={k} is out of range: it must be in 1..{opts.beam} "
                                                    f"(the server's beam width; restart with --beam to raise it)")
-    items = _history_values(history, opts)
+    if opts.id_type != "str":
+        items = [int(i) for i in history[0]]
+    else:
+        try:  # the Python backend hands BYTES over as bytes
+            items = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in history[0]]
+        except UnicodeDecodeError as exc:
+            raise BadRequest("bad_dtype", f"input 'history' holds an id that is not UTF-8 ({exc}); send the "
+                                          "catalog's original ids as UTF-8 strings") from None
     if opts.on_unknown == "error":
         if opts.id_type:
             unknown = sorted({i for i in items if id_map.lookup(i) is None}, key=str)
@@ -155,9 +145,8 @@ def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) 
             unknown = sorted({i for i in items if i not in known_items})
             size, fix = len(known_items), "map them to catalog ids"
         if unknown:
-            shown = unknown[:10]
-            raise BadRequest("unknown_item", f"unknown item ids {shown}{' ...' if len(unknown) > 10 else ''}: not "
-                                             f"in the engine's catalog ({size} items); {fix}, or start the server "
+            raise BadRequest("unknown_item", f"unknown item ids {unknown[:10]}{' ...' if len(unknown) > 10 else ''}: "
+                                             f"not in the engine's catalog ({size} items); {fix}, or start the server "
                                              "with --on-unknown skip to drop them (counted in the 'skipped' "
                                              "output)")
     return items, k
@@ -186,10 +175,8 @@ def model_config(opts: ServeOptions, warmup: bool = True):
     cfg.instance_group.add(count=opts.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
     cfg.parameters[OPTIONS_PARAMETER].string_value = json.dumps(asdict(opts))
     if warmup:  # a real request through execute() before the model (and so the server) reports ready
-        w = cfg.model_warmup.add(name="history_warmup", batch_size=1, count=1)
-        w.inputs["history"].data_type = ids
-        w.inputs["history"].dims.append(WARMUP_ITEMS)
-        w.inputs["history"].input_data_file = "history"
+        cfg.model_warmup.add(name="history_warmup", batch_size=1, count=1).inputs["history"].CopyFrom(
+            mc.ModelWarmup.Input(data_type=ids, dims=[WARMUP_ITEMS], input_data_file="history"))
     return cfg
 
 
@@ -235,10 +222,9 @@ def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
     if opts.id_type:  # a map that does not fit the engine is refused here, by name, not by a failing warm-up
         id_map = engine_id_map(engine, manifest, n_items=known[-1] + 1)
         warm = [id_map.original(n) for n in warm]
-    if opts.id_type == "str":  # Triton's raw BYTES layout (4-byte length, then the bytes): what the file holds
-        (model_dir / "warmup" / "history").write_bytes(serialize_byte_tensor(np.asarray(warm, dtype=object)).item())
-    else:
-        np.asarray(warm, np.int64).tofile(model_dir / "warmup" / "history")
+    (model_dir / "warmup" / "history").write_bytes(  # the tensor's raw bytes (BYTES: 4-byte length, then UTF-8)
+        serialize_byte_tensor(np.asarray(warm, dtype=object)).item() if opts.id_type == "str"
+        else np.asarray(warm, np.int64).tobytes())
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(model_config(opts)))
     (model_dir / "1" / "model.py").write_text(model_py("python_model"))
     return Path(repo_dir)

@@ -14,7 +14,9 @@ import threading
 import time
 from pathlib import Path
 
+from ..runtime.cpu_workers import cpu_cores
 from . import MODEL_NAME
+from .instance_watch import dead, stub_pids
 from .served_model import ServeOptions, instances_and_threads, write_model_repository
 from .tritonserver import ServeError, TritonServer
 
@@ -59,8 +61,6 @@ def drain(server: TritonServer, timeout_s: float, hard) -> tuple[float, str]:
 
 
 def options_from_args(args) -> ServeOptions:
-    from ..runtime.cpu_workers import cpu_cores
-
     instances, threads = instances_and_threads(cpu_cores(), args.instances, args.threads)
     return ServeOptions.from_args(args, backend=args.backend, instances=instances, threads=threads)
 
@@ -87,8 +87,6 @@ def run_serve(args) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = None
     try:
-        from ..runtime.cpu_workers import cpu_cores
-
         chosen = "" if args.instances and args.threads else f", chosen from {cpu_cores()} CPU core(s)"
         print(f"starting Triton Inference Server for {opts.engine_dir} ({opts.instances} instance(s) x "
               f"{opts.threads} thread(s){chosen}, dynamic batching up to {opts.max_batch} users / "
@@ -103,8 +101,6 @@ def run_serve(args) -> int:
               + (f", metrics http://{args.host}:{args.metrics_port}/metrics" if args.metrics_port else ""), flush=True)
         print(f"try: earn-export query http://{server.http_url} --history '{example_history(opts)}'   (Ctrl-C or "
               "SIGTERM stops)", flush=True)
-        from .instance_watch import dead, stub_pids
-
         stubs = stub_pids(server.process.pid)  # one per model instance, all loaded once the server is ready
         while not stop.is_set():
             if server.process.poll() is not None:
