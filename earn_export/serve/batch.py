@@ -1,13 +1,7 @@
-"""``earn-export batch``: offline top-K scoring of every user on Ray Data, Parquet in and out.
-
-Input: a Parquet file with ``history`` (item ids, oldest first: the catalog's original ids when the engine has an
-id map, ``list<string>`` or a list of integers; else or with ``--catalog-ids`` catalog indices) and optionally
-``user`` (integers; the row number otherwise). Output, in input order: ``user``, ``items`` (the same kind of ids,
-best first; -1 or null pads), ``scores``, ``titles`` (when the map has them), ``skipped``, ``truncated``.
-
-``map_batches`` runs over a pool of actors that each hold one ``Recommender``, on a local Ray or a cluster
-(``--address``; its workers need earn-export and ``ENGINE_DIR`` at the same path). Output is all-or-nothing: rows
-stream into a temporary file that is renamed to ``--out`` only when every row is written.
+"""``earn-export batch``: offline top-K scoring of every user on Ray Data, Parquet in and out (columns and id
+kinds: docs/serving.md). ``map_batches`` runs over a pool of actors that each hold one ``Recommender``, on a local
+Ray or a cluster (``--address``; its workers need earn-export and ``ENGINE_DIR`` at the same path). Output is
+all-or-nothing: rows stream into a temporary file that is renamed to ``--out`` only when every row is written.
 """
 
 from __future__ import annotations
@@ -19,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import check_choice
 
 
 def read_users(path, id_type: str = ""):
-    """The users table (``user`` int64, ``history`` list<int64>, or list<string> when ``id_type`` is "str") from a
-    Parquet file, checked. ``id_type``: the ids the histories hold ("" catalog indices, "int"/"str" the engine's
-    original ids, :func:`batch_ids`)."""
+    """The users table (``user`` int64, ``history`` list<int64> or list<string>) from a Parquet file, checked.
+    ``id_type``: the ids the histories hold ("" catalog indices, "int"/"str" the engine's original ids)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -61,8 +55,7 @@ def read_users(path, id_type: str = ""):
 
 
 def write_users(path, histories, users=None) -> Path:
-    """Write a users file (tests, benchmarks, and users who have histories in Python); histories of str ids are
-    written as list<string>, others as list<int64>."""
+    """Write a users file (tests, benchmarks, callers with histories in Python): str ids as list<string>, else int64."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -95,8 +88,6 @@ def unknown_ids(table, keys):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not isinstance(keys, (pa.Array, pa.ChunkedArray)):
-        keys = pa.array(np.fromiter(keys, np.int64))
     flat_hist = table.column("history").combine_chunks()
     values = pc.list_flatten(flat_hist)
     probe = pc.utf8_trim_whitespace(values) if pa.types.is_string(values.type) else values
@@ -109,22 +100,9 @@ def sorted_ids(ids) -> list:
     return sorted(set(ids.tolist()), key=lambda i: (isinstance(i, str), i))
 
 
-def check_known(table, known_items, path) -> None:
-    """Unknown item ids fail before any work, naming users and ids as spelled (``--on-unknown skip`` drops them
-    instead). ``known_items``: the valid ids (:func:`batch_ids`' keys, or catalog indices)."""
-    rows, values = unknown_ids(table, known_items)
-    if len(rows):
-        users = np.asarray(table.column("user"))[np.unique(rows)]
-        ids = sorted_ids(values)
-        raise DataError(f"{path}: unknown item ids {ids[:10]}{' ...' if len(ids) > 10 else ''} in the "
-                        f"histories of {len(users)} users (e.g. {users[:10].tolist()}); the engine's catalog has no "
-                        "such items. Map them to catalog ids, or pass --on-unknown skip to drop them (counted in "
-                        "the 'skipped' column)")
-
-
 class RecommenderActor:
-    """One ``Recommender`` per Ray actor; called on pyarrow batches of (user, history). ``ids``: "original" (the
-    engine's item id map, in and out) or "catalog"."""
+    """One ``Recommender`` per Ray actor, called on pyarrow batches of (user, history); ``ids``: "original" or
+    "catalog"."""
 
     def __init__(self, engine_dir, backend="onnxruntime", top_k=20, beam=20, on_unknown="error", threads=1,
                  batch_size=64, ids="catalog"):
@@ -138,20 +116,16 @@ class RecommenderActor:
 
         res = self.rec.recommend(batch.column("history").to_pylist(), top_k=self.top_k, beam=self.beam,
                                  on_unknown=self.on_unknown, ids=self.ids)
-        id_map = self.rec.id_map if self.ids == "original" else None
-        schema = output_schema(id_map)
-        cols = {"user": batch.column("user"),
-                "items": pa.array([row.tolist() for row in res.items], type=schema.field("items").type),
-                "scores": pa.array(list(res.scores), type=pa.list_(pa.float32()))}
+        schema = output_schema(self.rec.id_map if self.ids == "original" else None)
+        cols = {"user": batch.column("user"), "items": [row.tolist() for row in res.items], "scores": list(res.scores),
+                "skipped": res.skipped, "truncated": res.truncated}
         if "titles" in schema.names:
-            cols["titles"] = pa.array([row.tolist() for row in res.titles], type=pa.list_(pa.string()))
-        cols["skipped"] = pa.array(res.skipped, type=pa.int64())
-        cols["truncated"] = pa.array(res.truncated, type=pa.int64())
-        return pa.table(cols)
+            cols["titles"] = [row.tolist() for row in res.titles]
+        return pa.table(cols, schema=schema)  # in the schema's column order and types
 
 
 def output_schema(id_map=None):
-    """The output columns (module doc): ``id_map`` is the engine's map when the run speaks original ids."""
+    """The output columns (docs/serving.md): ``id_map`` is the engine's map when the run speaks original ids."""
     import pyarrow as pa
 
     item = pa.string() if id_map is not None and id_map.id_type == "str" else pa.int64()
@@ -161,18 +135,30 @@ def output_schema(id_map=None):
     return pa.schema(fields + [("skipped", pa.int64()), ("truncated", pa.int64())])
 
 
-def prepare_job(engine_dir, users, top_k: int, beam: int, on_unknown: str, catalog_ids: bool):
-    """(engine dir resolved, id map or None, valid ids, users table): what a batch run checks before any work.
-    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+def prepare_job(engine_dir, users, top_k: int, beam: int, on_unknown: str, catalog_ids: bool, backend: str,
+                threads: int, batch_size: int):
+    """(``RecommenderActor`` kwargs, id map or None, valid ids, users table): what a batch run checks before any
+    work: unknown ids fail here under ``on_unknown="error"``, named as spelled with their users. ``catalog_ids``:
+    histories and items are catalog indices even when the engine has an id map."""
     from ..engine.manifest import load_manifest
 
     if not 1 <= top_k <= beam:
         raise ValueError(f"need 1 <= --top-k <= --beam, got --top-k {top_k}, --beam {beam}")
-    if on_unknown not in ("error", "skip"):
-        raise ValueError(f"--on-unknown must be 'error' or 'skip', got {on_unknown!r}")
+    check_choice("--on-unknown", on_unknown, ("error", "skip"))
     engine_dir = str(Path(engine_dir).resolve())
     id_map, keys = batch_ids(engine_dir, load_manifest(engine_dir, verify=True), catalog_ids)
-    return engine_dir, id_map, keys, read_users(users, id_map.id_type if id_map is not None else "")
+    table = read_users(users, id_map.id_type if id_map is not None else "")
+    rows, values = unknown_ids(table, keys) if on_unknown == "error" else ((), ())
+    if len(rows):
+        bad_users = np.asarray(table.column("user"))[np.unique(rows)]
+        ids = sorted_ids(values)
+        raise DataError(f"{users}: unknown item ids {ids[:10]}{' ...' if len(ids) > 10 else ''} in the "
+                        f"histories of {len(bad_users)} users (e.g. {bad_users[:10].tolist()}); the engine's catalog "
+                        "has no such items. Map them to catalog ids, or pass --on-unknown skip to drop them (counted "
+                        "in the 'skipped' column)")
+    actor = {"engine_dir": engine_dir, "backend": backend, "top_k": top_k, "beam": beam, "on_unknown": on_unknown,
+             "threads": threads, "batch_size": batch_size, "ids": "catalog" if id_map is None else "original"}
+    return actor, id_map, keys, table
 
 
 def ray_data(address: str | None, progress: bool):
@@ -201,17 +187,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
 def run_batch(engine_dir, users, out, address: str | None = None, actors: int | None = None, batch_size: int = 64,
               top_k: int = 20, beam: int = 20, on_unknown: str = "error", backend: str = "onnxruntime",
               threads: int = 1, progress: bool = True, overwrite: bool = False, catalog_ids: bool = False) -> dict:
-    """Score every user of ``users`` (Parquet) into ``out`` (Parquet); returns {"users", "seconds", "users_per_s"}.
-    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+    """Score every user of ``users`` (Parquet) into ``out`` (Parquet); returns counts and timings."""
     import pyarrow.parquet as pq
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
-    engine_dir, id_map, keys, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids)
-    if on_unknown == "error":
-        check_known(table, keys, users)
-
+    actor, id_map, _, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids, backend, threads,
+                                          batch_size)
     ray = ray_data(address, progress)
     n_actors = actors or max(1, int(ray.available_resources().get("CPU", 1)) // max(threads, 1))
     t0 = time.perf_counter()
@@ -219,12 +202,8 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
     per_block = max(batch_size, -(-table.num_rows // (4 * n_actors) // batch_size) * batch_size)
     blocks = [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)] or [table]
     ds = ray.data.from_arrow(blocks).map_batches(
-        RecommenderActor, fn_constructor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k,
-                                                 "beam": beam, "on_unknown": on_unknown, "threads": threads,
-                                                 "batch_size": batch_size,
-                                                 "ids": "catalog" if id_map is None else "original"},
-        batch_size=batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=n_actors),
-        num_cpus=threads)
+        RecommenderActor, fn_constructor_kwargs=actor, batch_size=batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=threads)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
@@ -240,8 +219,7 @@ def run_batch(engine_dir, users, out, address: str | None = None, actors: int | 
             raise RuntimeError(f"wrote {written} rows for {table.num_rows} users; nothing written to {out}")
         os.replace(tmp, out)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     return {"users": written, "seconds": seconds, "users_per_s": written / seconds if seconds else 0.0,
             "first_rows_s": first[0] if first else float("nan"),

@@ -1,38 +1,29 @@
 """``earn-export batch --part-size N``: batch scoring that survives faults and resumes where it stopped.
 
 Why: the single-file output is all-or-nothing, so a 10M-user job killed at 80% lost everything. Here ``--out`` is
-a directory of parts: part ``i`` holds input rows ``[i*N, (i+1)*N)`` and is committed on its own (temporary file,
-fsync, rename), then recorded in ``_parts.json`` (rewritten the same way). A re-run of the same command skips the
-recorded parts; a manifest of another users file, engine or options is refused naming the difference
-(``--overwrite`` starts over). Scoring is the Ray Data pipeline of the single-file mode on the unfinished parts'
-rows, with bounded actor restarts and task retries; after Ray lost a node or a worker the unfinished parts are
-scored again on the nodes alive. A part is committed only when it holds exactly its own users in order, and
-each part's record says how many users each Ray node scored.
-
-Bad rows are never dropped silently: one row each in ``_bad_rows.parquet`` (``user``, ``row``, ``kind``,
-``detail``, ``action``) for ``unknown_items`` (named as spelled; the run fails before any work under
-``--on-unknown error``), ``empty_history`` (scored on the prompt alone) and ``duplicate_user`` (all scored).
-Read the result with :func:`read_parts` or ``pyarrow.parquet.read_table(OUT)`` (it skips ``_``/``.`` files).
+a directory of parts, each committed on its own (temporary file, fsync, rename) and recorded in ``_parts.json``;
+a re-run of the same command skips the recorded parts, and after Ray lost a node or a worker the unfinished parts
+are scored again on the nodes alive. Guarantees, layout and the ``_bad_rows.parquet`` report (bad rows are never
+dropped silently): docs/batch_faults.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections import Counter
 import json
 import os
 import shutil
 import sys
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from ..data.errors import DataError
 from ..errors import UsageError
-from .batch import (RecommenderActor, check_known, output_schema, prepare_job, ray_data, run_batch, sorted_ids,
-                    unknown_ids)
+from .batch import RecommenderActor, output_schema, prepare_job, ray_data, run_batch, sorted_ids, unknown_ids
 
 PARTS_FORMAT = "earn-batch-parts/1"
 MANIFEST = "_parts.json"
@@ -62,8 +53,7 @@ def _atomic_write(path: Path, write) -> None:
         finally:
             os.close(fd)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -92,8 +82,7 @@ def job_identity(engine_dir, users, n_users: int, part_size: int, options: dict)
 
 
 def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict:
-    """The finished parts recorded in ``out`` (an existing directory) for this very job ({} for a new or
-    overwritten directory)."""
+    """The finished parts recorded in ``out`` for this very job ({} for a new or overwritten directory)."""
     names = {p.name for p in out.iterdir()} - {LOCK}
     if names and MANIFEST not in names:
         raise PartsDirError(f"{out} holds {len(names)} entries but no {MANIFEST}; it is not a batch parts directory. "
@@ -114,25 +103,21 @@ def _prepare_out(out: Path, identity: dict, overwrite: bool) -> dict:
         detail = "; ".join(f"{k}: was {old.get('job', {}).get(k)!r}, now {identity.get(k)!r}" for k in diff)
         raise PartsDirError(f"{out} was written for another job ({detail}); re-run with the same users file, engine "
                             "and options to resume, or pass --overwrite to start over")
-    done = {}
-    for key, rec in old.get("parts", {}).items():
-        f = out / rec["file"]
-        if f.is_file() and f.stat().st_size == rec["bytes"]:  # a recorded part that vanished is scored again
-            done[int(key)] = rec
+    done = {int(key): rec for key, rec in old.get("parts", {}).items()  # a part that vanished is scored again
+            if (out / rec["file"]).is_file() and (out / rec["file"]).stat().st_size == rec["bytes"]}
     for p in out.glob(".*.tmp-*"):  # leftovers of a killed run (a part or the manifest being written)
         p.unlink()
     return done
 
 
 def bad_rows(table, known_items, on_unknown: str):
-    """One row per problem found in the users table (see the module doc); ``None`` when there is none.
-    ``known_items``: the valid ids (``batch_ids``' keys, or catalog indices); unknown ones are named as spelled."""
+    """One row per problem found in the users table (docs/batch_faults.md); ``None`` when there is none.
+    ``known_items``: ``batch_ids``' keys (original ids or catalog indices); unknown ones are named as spelled."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    hist = table.column("history").combine_chunks()
     users = np.asarray(table.column("user"))
-    lengths = np.asarray(pc.list_value_length(hist).fill_null(0))
+    lengths = np.asarray(pc.list_value_length(table.column("history")).fill_null(0))
     found = []  # (row, kind, detail, action)
     action = ("run refused (--on-unknown error)" if on_unknown == "error"
               else "ids dropped, rest scored (counted in 'skipped')")
@@ -175,14 +160,13 @@ def node_labels() -> dict:
     labels = {}
     for n in ray.nodes():
         custom = sorted(k for k in n.get("Resources", {}) if k not in ("CPU", "GPU", "memory", "object_store_memory")
-                        and not k.startswith("node:") and not k.startswith("accelerator_type"))
-        labels[n["NodeID"]] = f"{n['NodeID'][:8]}" + (f" ({', '.join(custom)})" if custom else
-                                                     f" ({n.get('NodeManagerAddress', '?')})")
+                        and not k.startswith(("node:", "accelerator_type")))
+        labels[n["NodeID"]] = f"{n['NodeID'][:8]} ({', '.join(custom) or n.get('NodeManagerAddress', '?')})"
     return labels
 
 
-LOST_WORK = ("ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
-             "ObjectReconstructionFailedError", "WorkerCrashedError", "RaySystemError", "LocalRayletDiedError")
+LOST_WORK = {"ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError", "OwnerDiedError",
+             "ObjectReconstructionFailedError", "WorkerCrashedError", "RaySystemError", "LocalRayletDiedError"}
 
 
 def _lost_work(exc: BaseException) -> bool:
@@ -191,43 +175,38 @@ def _lost_work(exc: BaseException) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if any(type(exc).__name__ == n or n in [c.__name__ for c in type(exc).__mro__] for n in LOST_WORK):
+        if LOST_WORK & {c.__name__ for c in type(exc).__mro__}:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
 
 
-def _alive_cpus(ray) -> int:
-    """CPUs of the nodes the GCS lists as alive (a dead node drops out once the GCS has noticed it)."""
-    return int(sum(n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")))
-
-
-def _score_parts(table, todo, part_size, out, state, placement, *, address, actors, threads, rounds, actor_kwargs,
-                 batch_size, progress, max_restarts, task_retries, id_map=None) -> int:
+def _score_parts(table, todo, part_size, out, state, pids, rounds, actor_kwargs, id_map, *, address, actors,
+                 progress, max_restarts, task_retries) -> int:
     """One Ray Data pass over the parts ``todo``, committing each part as soon as its rows are in; returns the
-    number of actors. After a lost node (``rounds`` > 0) the pool starts with one actor and grows to what the
-    nodes alive can hold, so it never waits for an actor that cannot be placed."""
+    number of actors. After a lost node (``rounds`` > 0) the pool starts with one actor and grows to what the nodes
+    alive can hold, so it never waits for an actor that cannot be placed. ``pids``: node label -> scoring processes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    n = table.num_rows
+    n, threads = table.num_rows, actor_kwargs["threads"]
     ray = ray_data(address, progress)
-    cpus = _alive_cpus(ray) if rounds else int(ray.cluster_resources().get("CPU", 1))
-    n_actors = actors or max(1, cpus // max(threads, 1))
+    cpus = (sum(node.get("Resources", {}).get("CPU", 0) for node in ray.nodes() if node.get("Alive")) if rounds
+            else ray.cluster_resources().get("CPU", 1))
+    fit = max(1, int(cpus) // max(threads, 1))  # the actors the nodes can hold
+    n_actors = min(actors or fit, len(todo))
     if rounds:
-        n_actors = max(1, min(n_actors, cpus // max(threads, 1)))
-    n_actors = min(n_actors, len(todo))
+        n_actors = min(n_actors, fit)
     pool = (ray.data.ActorPoolStrategy(size=n_actors) if not rounds
             else ray.data.ActorPoolStrategy(min_size=1, max_size=n_actors))
     blocks = [table.slice(i * part_size, part_size) for i in todo]
     ds = ray.data.from_arrow(blocks).map_batches(
-        PlacedRecommenderActor, fn_constructor_kwargs=actor_kwargs, batch_size=batch_size, batch_format="pyarrow",
-        compute=pool, num_cpus=threads, max_restarts=max_restarts, max_task_retries=task_retries)
+        PlacedRecommenderActor, fn_constructor_kwargs=actor_kwargs, batch_size=actor_kwargs["batch_size"],
+        batch_format="pyarrow", compute=pool, num_cpus=threads, max_restarts=max_restarts,
+        max_task_retries=task_retries)
     labels = node_labels()
     schema = output_schema(id_map)
-    buf: list = []
-    buffered = 0
-    k = 0  # index into todo: the part being filled
+    buf, buffered, k = [], 0, 0  # k: index into todo, the part being filled
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         buf.append(batch)
         buffered += batch.num_rows
@@ -243,18 +222,14 @@ def _score_parts(table, todo, part_size, out, state, placement, *, address, acto
             if not np.array_equal(part.column("user").to_numpy(), expect.to_numpy()):
                 raise RuntimeError(f"part {i}: the scored rows are not this part's users in input order "
                                    "(a lost or duplicated row); nothing of this part was written")
-            nodes = {}  # node label -> users of this part
-            for node, pid in zip(part.column("node").to_pylist(), part.column("pid").to_pylist()):
-                label = labels.get(node, node[:8])
-                nodes[label] = nodes.get(label, 0) + 1
-                placement.setdefault(label, {"users": 0, "pids": set()})["pids"].add(pid)
-            for label, cnt in nodes.items():
-                placement[label]["users"] += cnt
+            where = [labels.get(node, node[:8]) for node in part.column("node").to_pylist()]
+            for label, pid in zip(where, part.column("pid").to_pylist()):
+                pids[label].add(pid)
             data = part.select(schema.names).cast(schema)
             f = out / part_name(i)
             _atomic_write(f, lambda tmp: pq.write_table(data, tmp))
             state["parts"][str(i)] = {"file": f.name, "rows": rows, "bytes": f.stat().st_size,
-                                      "first_user": int(expect[0].as_py()), "nodes": nodes}
+                                      "first_user": int(expect[0].as_py()), "nodes": dict(Counter(where))}
             _write_json(out / MANIFEST, state)  # the part counts as finished from here on
             k += 1
     if k != len(todo) or buffered:
@@ -267,23 +242,20 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
                     batch_size: int = 64, top_k: int = 20, beam: int = 20, on_unknown: str = "error",
                     backend: str = "onnxruntime", threads: int = 1, progress: bool = True, overwrite: bool = False,
                     max_restarts: int = 3, task_retries: int = 3, catalog_ids: bool = False) -> dict:
-    """Score the users of ``users`` into the parts directory ``out``, skipping parts a previous run finished.
-    ``catalog_ids``: histories and items are catalog indices even when the engine has an id map."""
+    """Score the users of ``users`` into the parts directory ``out``, skipping parts a previous run finished."""
     import pyarrow.parquet as pq
 
     if part_size < 1:
         raise ValueError(f"--part-size must be >= 1, got {part_size}")
     out = Path(out)
-    engine_dir, id_map, known, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids)
-    ids = "catalog" if id_map is None else "original"
+    actor, id_map, known, table = prepare_job(engine_dir, users, top_k, beam, on_unknown, catalog_ids, backend,
+                                              threads, batch_size)
     n = table.num_rows
     report = bad_rows(table, known, on_unknown)
-    if on_unknown == "error":
-        check_known(table, known, users)  # fails before any work, naming users and ids
     options = {"top_k": top_k, "beam": beam, "on_unknown": on_unknown, "backend": backend}
-    if ids == "original":  # recorded only then: parts directories of catalog-index runs keep their identity
-        options["ids"] = ids
-    identity = job_identity(engine_dir, users, n, part_size, options)
+    if id_map is not None:  # recorded only then: parts directories of catalog-index runs keep their identity
+        options["ids"] = "original"
+    identity = job_identity(actor["engine_dir"], users, n, part_size, options)
     n_parts = -(-n // part_size)
     if out.exists() and not out.is_dir():
         raise PartsDirError(f"{out} is a file; with --part-size, --out is a directory of parts — pass a directory "
@@ -298,35 +270,32 @@ def run_batch_parts(engine_dir, users, out, part_size: int, address: str | None 
         _write_json(out / MANIFEST, state)
         pending = [i for i in range(n_parts) if i not in done]
         t0 = time.perf_counter()
-        placement: dict[str, dict] = {}
-        n_actors = 0
-        rounds = 0
+        pids = defaultdict(set)  # node label -> the actor processes that scored its rows
+        n_actors = rounds = 0
         while todo := [i for i in pending if str(i) not in state["parts"]]:  # parts not committed yet
             try:
-                n_actors = _score_parts(table, todo, part_size, out, state, placement, address=address,
-                                        actors=actors, threads=threads, rounds=rounds,
-                                        actor_kwargs={"engine_dir": engine_dir, "backend": backend, "top_k": top_k,
-                                                      "beam": beam, "on_unknown": on_unknown, "threads": threads,
-                                                      "batch_size": batch_size, "ids": ids},
-                                        batch_size=batch_size, progress=progress, max_restarts=max_restarts,
-                                        task_retries=task_retries, id_map=id_map)
+                n_actors = _score_parts(table, todo, part_size, out, state, pids, rounds, actor, id_map,
+                                        address=address, actors=actors, progress=progress,
+                                        max_restarts=max_restarts, task_retries=task_retries)
             except Exception as exc:  # noqa: BLE001 - only Ray's lost-work errors are retried, the rest re-raised
                 if not _lost_work(exc) or rounds >= max_restarts:
                     raise
                 rounds += 1
                 left = [i for i in pending if str(i) not in state["parts"]]
-                print(f"Ray lost work ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); the {len(pending) - len(left)} "
-                      f"finished part(s) are kept, scoring the other {len(left)} on the nodes alive (round "
-                      f"{rounds + 1} of at most {max_restarts + 1}, --max-restarts)", file=sys.stderr, flush=True)
+                print(f"Ray lost work ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); the "
+                      f"{len(pending) - len(left)} finished part(s) are kept, scoring the other {len(left)} on the "
+                      f"nodes alive (round {rounds + 1} of at most {max_restarts + 1}, --max-restarts)",
+                      file=sys.stderr, flush=True)
         state["complete"] = True
         _write_json(out / MANIFEST, state)
     seconds = time.perf_counter() - t0
     scored = sum(min(part_size, n - i * part_size) for i in pending)
     kinds = dict(Counter(report.column("kind").to_pylist())) if report is not None else {}
+    users_by_node = sum((Counter(state["parts"][str(i)]["nodes"]) for i in pending), Counter())
     return {"users": n, "scored_users": scored, "parts": n_parts, "parts_skipped": len(done),
             "parts_scored": len(pending), "seconds": seconds, "users_per_s": scored / seconds if seconds else 0.0,
             "actors": n_actors, "out": str(out), "bad_rows": kinds,
-            "placement": {k: {"users": v["users"], "actors": len(v["pids"])} for k, v in sorted(placement.items())}}
+            "placement": {k: {"users": users_by_node[k], "actors": len(v)} for k, v in sorted(pids.items())}}
 
 
 def read_parts(out):
@@ -345,7 +314,17 @@ def read_parts(out):
     return pa.concat_tables([pq.read_table(out / part_name(i)) for i in range(state["n_parts"])])
 
 
-def print_summary(stats: dict) -> None:
+def run_batch_cli(args) -> int:
+    job = {"address": args.address, "actors": args.actors, "batch_size": args.batch_size, "top_k": args.top_k,
+           "beam": args.beam, "on_unknown": args.on_unknown, "backend": args.backend, "threads": args.threads,
+           "progress": not args.quiet, "overwrite": args.overwrite, "catalog_ids": args.catalog_ids}
+    if not args.part_size:  # one Parquet file, all-or-nothing (batch.py)
+        stats = run_batch(args.engine_dir, args.histories_file, args.out, **job)
+        print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "
+              f"({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
+        return 0
+    stats = run_batch_parts(args.engine_dir, args.histories_file, args.out, args.part_size,
+                            max_restarts=args.max_restarts, task_retries=args.task_retries, **job)
     print(f"scored {stats['scored_users']} of {stats['users']} users ({stats['parts_scored']} part(s) scored, "
           f"{stats['parts_skipped']} finished part(s) skipped) with {stats['actors']} actor(s) in "
           f"{stats['seconds']:.1f} s ({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
@@ -354,17 +333,4 @@ def print_summary(stats: dict) -> None:
     if stats["bad_rows"]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(stats["bad_rows"].items()))
         print(f"  bad rows: {kinds} (one row each in {Path(stats['out']) / BAD_ROWS})")
-
-
-def run_batch_cli(args) -> int:
-    job = {"address": args.address, "actors": args.actors, "batch_size": args.batch_size, "top_k": args.top_k,
-           "beam": args.beam, "on_unknown": args.on_unknown, "backend": args.backend, "threads": args.threads,
-           "progress": not args.quiet, "overwrite": args.overwrite, "catalog_ids": args.catalog_ids}
-    if getattr(args, "part_size", None):  # a directory of parts that a re-run resumes (batch_parts.py)
-        print_summary(run_batch_parts(args.engine_dir, args.histories_file, args.out, args.part_size,
-                                      max_restarts=args.max_restarts, task_retries=args.task_retries, **job))
-        return 0
-    stats = run_batch(args.engine_dir, args.histories_file, args.out, **job)
-    print(f"scored {stats['users']} users with {stats['actors']} actor(s) in {stats['seconds']:.1f} s "
-          f"({stats['users_per_s']:.1f} users/s) -> {stats['out']}")
     return 0

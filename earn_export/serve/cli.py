@@ -23,13 +23,8 @@ def _lazy(module: str, func: str, needs: tuple):
 
             raise UsageError(f"{command} --backend torch: the torch reference is for `recommend` and `check` — "
                              "serve the graphs with --backend onnxruntime or cpp")
-        if hasattr(args, "threads") and args.threads is None:
-            args.threads = 0  # serve: chosen from the CPU cores (served_model.instances_and_threads)
-        if hasattr(args, "instances") and args.instances is None:
-            args.instances = 0 if command == "serve" else 1  # serve: chosen from the CPU cores
         return getattr(importlib.import_module(f"earn_export.serve.{module}"), func)(args)
 
-    run.__name__ = func
     return run
 
 
@@ -117,7 +112,8 @@ def _register_repo(sub) -> None:
                         "python-onnxruntime runs ONNX Runtime inside the Python backend)")
     r.add_argument("--instance-kind", default="gpu", choices=["gpu", "cpu"],
                    help="instance kind of prefill/decode (default gpu; python-onnxruntime is always cpu)")
-    r.add_argument("--graph-instances", type=positive_int, default=1, help="instances of prefill and decode (default 1)")
+    r.add_argument("--graph-instances", type=positive_int, default=1,
+                   help="instances of prefill and decode (default 1)")
     _model_options(r)
     r.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     r.set_defaults(func=_lazy("triton_repo", "run_triton_repo", ("tritonclient",)))
@@ -126,12 +122,13 @@ def _register_repo(sub) -> None:
 def _register_batch(sub) -> None:
     b = sub.add_parser("batch", help="score every user of a Parquet file on Ray Data (local Ray, or a cluster with "
                                      "--address) into a Parquet file",
-                       description="Offline top-K for every user: --histories-file is a Parquet file with a 'history' column "
-                                   "(list of item ids, oldest first: the catalog's original ids when the engine has "
-                                   "an id map, else or with --catalog-ids catalog indices) and optionally 'user'; "
-                                   "--out gets user, items (the same kind of ids), scores, [titles,] skipped, "
+                       description="Offline top-K for every user: --histories-file is a Parquet file with a 'history' "
+                                   "column (list of item ids, oldest first: the catalog's original ids when the "
+                                   "engine has an id map, else or with --catalog-ids catalog indices) and optionally "
+                                   "'user'; --out gets user, items (the same kind of ids), scores, [titles,] skipped, "
                                    "truncated in input order, written all-or-nothing.")
-    b.add_argument("engine_dir", type=existing_dir, help="exported engine directory (at the same path on every Ray node)")
+    b.add_argument("engine_dir", type=existing_dir,
+                   help="exported engine directory (at the same path on every Ray node)")
     ca.add_histories_file(b, required=True, file_format="a Parquet file, columns history [, user]")
     ca.add_out(b, "output Parquet file", required=True)
     b.add_argument("--address", default=None, help="Ray cluster address (ray://HOST:10001 or auto); default: a "

@@ -1,14 +1,14 @@
 """``earn-export query`` over ``tritonclient``, and the client calls that ``benchmarks/loadtest.py`` builds on.
 
-URLs are ``http://HOST:PORT`` or ``grpc://HOST:PORT`` (no scheme = HTTP). A client reads the served model's
-options first (:func:`server_options`): when the server speaks the catalog's original item ids (an engine with an
-id map, docs/own-ids.md), ``query --history "sku-528 sku-115"`` sends them as a BYTES tensor (INT64 for integer
-ids) and prints the answer in original ids (and titles).
+A client reads the served model's options first (:func:`server_options`): when the server speaks the catalog's
+original item ids (docs/own-ids.md), ``query --history "sku-528 sku-115"`` sends them as a BYTES tensor (INT64
+for integer ids) and prints the answer in original ids (and titles).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 from urllib.parse import urlparse
 
@@ -37,14 +37,9 @@ def parse_url(url: str) -> tuple[str, str]:
 def connect(url: str, timeout_s: float = 30.0):
     """(protocol, tritonclient module, client). One client per thread: tritonclient clients are not thread-safe."""
     protocol, address = parse_url(url)
-    if protocol == "http":
-        import tritonclient.http as tc
-
-        return protocol, tc, tc.InferenceServerClient(address, connection_timeout=timeout_s,
-                                                      network_timeout=timeout_s)
-    import tritonclient.grpc as tc
-
-    return protocol, tc, tc.InferenceServerClient(address)
+    tc = importlib.import_module(f"tritonclient.{protocol}")  # tritonclient.http or tritonclient.grpc
+    timeouts = {"connection_timeout": timeout_s, "network_timeout": timeout_s} if protocol == "http" else {}
+    return protocol, tc, tc.InferenceServerClient(address, **timeouts)
 
 
 def admin_json(url: str, method: str) -> dict:
@@ -70,17 +65,13 @@ def history_array(history, id_type: str = "") -> np.ndarray:
     return np.asarray(history, np.int64)
 
 
-WIRE_TYPES = {np.dtype(object): "BYTES", np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32"}
-
-
 def infer(tc, client, protocol: str, history, top_k=None, dtype=None, timeout_s: float = 30.0,
           extra: tuple = ()) -> dict:
-    """One request -> {"items", "scores", "skipped", "truncated", *extra} (raises tritonclient's
-    InferenceServerException). ``dtype`` overrides the declared datatype (bad requests); ``extra``: more
-    outputs of an original-id model ("index", "titles")."""
+    """One request -> {"items", "scores", "skipped", "truncated", *extra} (raises InferenceServerException).
+    ``dtype`` overrides the declared datatype (bad requests); ``extra``: "index", "titles" of original ids."""
     history = np.asarray(history)
     history = history[None] if history.ndim == 1 else history
-    x = tc.InferInput("history", list(history.shape), dtype or WIRE_TYPES.get(history.dtype, "INT64"))
+    x = tc.InferInput("history", list(history.shape), dtype or ("BYTES" if history.dtype == object else "INT64"))
     x.set_data_from_numpy(history)
     inputs = [x]
     if top_k is not None:
@@ -152,9 +143,7 @@ def run_query(args) -> int:
                    "scores": [round(float(out["scores"][0][j]), 4) for j in found]}
             if "titles" in out:
                 row["titles"] = [t.decode("utf-8") or None for t in out["titles"][0][found]]
-            for name in ("skipped", "truncated"):
-                if out[name][0, 0]:
-                    row[name] = int(out[name][0, 0])
+            row.update({name: int(out[name][0, 0]) for name in ("skipped", "truncated") if out[name][0, 0]})
             print(json.dumps(row, ensure_ascii=False))
     finally:
         client.close()

@@ -26,17 +26,12 @@ def _stat(pid: int) -> tuple[str, str, int] | None:
 
 def stub_pids(server_pid: int) -> set[int]:
     """Live stub processes whose parent is ``server_pid`` (the kernel cuts ``comm`` to 15 characters)."""
-    out = set()
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return out
-    for d in proc.iterdir():
-        if not d.name.isdigit():
-            continue
-        st = _stat(int(d.name))
+    found = set()
+    for pid in (int(d.name) for d in Path("/proc").glob("[0-9]*")):  # nothing where there is no /proc
+        st = _stat(pid)
         if st and st[2] == server_pid and STUB_NAME.startswith(st[0]) and st[1] != "Z":
-            out.add(int(d.name))
-    return out
+            found.add(pid)
+    return found
 
 
 def dead(pids: set[int]) -> set[int]:

@@ -17,23 +17,20 @@ from .served_model import OPTIONS_PARAMETER, BadRequest, ServeOptions, parse_req
 
 
 def load_recommender(engine_dir, backend: str, threads: int, batch_size: int):
-    """A Recommender (a served instance, a Ray actor) whose ONNX Runtime sessions, of the Python or the C++
-    runtime, use ``threads`` intra-op threads."""
+    """A Recommender (a served instance, a Ray actor) whose ONNX Runtime sessions use ``threads`` threads."""
     from ..runtime import Recommender
 
     if backend == "cpp":
         from ..runtime.cpp_runtime import CppRecommender
 
         return CppRecommender.load(engine_dir, verify="fast", batch_size=batch_size, intra_op_threads=threads)
-    kwargs = {"backend": backend, "batch_size": batch_size}
+    so = None
     if backend == "onnxruntime":
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        kwargs["session_options"] = so
-    return Recommender.load(engine_dir, **kwargs)
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    return Recommender.load(engine_dir, backend=backend, batch_size=batch_size, session_options=so)
 
 
 def answer(rec, opts: ServeOptions, requests: list[tuple]) -> list:
@@ -74,8 +71,7 @@ def _strings(values: np.ndarray) -> np.ndarray:
 
 
 def _items_tensor(items: np.ndarray, id_type: str) -> np.ndarray:
-    """The ``items`` output: BYTES for string ids (``""`` pads), else INT64 (-1 pads; original int ids or
-    catalog indices)."""
+    """The ``items`` output: BYTES for string ids (``""`` pads), else INT64 (-1 pads)."""
     if id_type == "str":
         return _strings(items)
     if id_type == "int":
@@ -119,15 +115,13 @@ class TritonPythonModel:
         return rec
 
     def _error(self, exc):
-        pb = self.pb
-        code = getattr(pb.TritonError, "INVALID_ARG", None) if isinstance(exc, BadRequest) else \
-            getattr(pb.TritonError, "INTERNAL", None)
-        text = str(exc) if isinstance(exc, BadRequest) else f"{type(exc).__name__}: {exc}"
+        bad = isinstance(exc, BadRequest)
+        text = str(exc) if bad else f"{type(exc).__name__}: {exc}"
         try:
-            err = pb.TritonError(text, code) if code is not None else pb.TritonError(text)
-        except TypeError:  # older Python backends take the message only
-            err = pb.TritonError(text)
-        return pb.InferenceResponse(output_tensors=[], error=err)
+            err = self.pb.TritonError(text, getattr(self.pb.TritonError, "INVALID_ARG" if bad else "INTERNAL"))
+        except (AttributeError, TypeError):  # older Python backends have no codes and take the message only
+            err = self.pb.TritonError(text)
+        return self.pb.InferenceResponse(output_tensors=[], error=err)
 
     def execute(self, requests):
         pb = self.pb

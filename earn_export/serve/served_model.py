@@ -1,18 +1,14 @@
 """The served ``earn_recommender`` model: its options, its Triton model repository, and per-request validation.
 
 One user per request (the dynamic batcher groups them; ``allow_ragged_batch`` lets histories of different lengths
-share a batch): input ``history`` ``[1, n]``, the catalog's original ids when the engine has an item id map
-(BYTES for string ids, INT64 for integer ids; docs/own-ids.md), else or with ``--catalog-ids`` INT64 catalog
-indices; optional ``top_k`` INT64 ``[1, 1]``. Outputs ``items`` (same ids; -1 or ``""`` pads), ``scores`` FP32
-(-inf pads), ``skipped`` and ``truncated`` INT64 ``[1, 1]``; with original ids also ``index`` (catalog indices)
-and, when the map has titles, ``titles`` BYTES. A bad request gets its own Triton error naming the problem and
-the fix (:class:`BadRequest`); the others in its batch are answered normally.
+share a batch); its tensors: docs/serving.md. A bad request gets its own Triton error naming the problem and the
+fix (:class:`BadRequest`); the others in its batch are answered normally.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +21,9 @@ MAX_AUTO_INSTANCES = 8
 
 
 def instances_and_threads(cores: int, instances: int = 0, threads: int = 0) -> tuple[int, int]:
-    """(model instances, ONNX Runtime threads per instance) for ``cores`` CPU cores; a non-zero argument is kept.
-
-    Why one single-threaded instance per core: a served batch is many small ops, which the threads of one instance
-    split and join while separate instances run whole batches side by side (2 cores: 55% of in-process users/s
-    with one 2-thread instance, 172% with two 1-thread ones; docs/results/serving.md). At most
+    """(model instances, ONNX Runtime threads per instance) for ``cores`` CPU cores; a given (non-zero) one is kept.
+    Why one single-threaded instance per core: threads of one instance split and join every small op of a served
+    batch while separate instances run whole batches side by side (docs/results/serving.md). At most
     ``MAX_AUTO_INSTANCES`` (each holds its own copy of the engine); the remaining cores become threads."""
     cores = max(1, int(cores))
     if not instances:
@@ -54,33 +48,21 @@ class ServeOptions:
     on_unknown: str = "error"  # error | skip
     max_request_items: int = 1000  # longer histories are refused (the model keeps its last max_history items)
     allow_empty_history: bool = False
-    # bounded queue (overload answers "busy, retry" at once instead of queueing without limit); 0 = auto:
-    # four full batches per instance (docs/serve_overload.md)
-    max_queue_size: int = 0
+    max_queue_size: int = 0  # bounded: overload answers "busy, retry" at once; 0 = 4 x max_batch x instances
     queue_timeout_us: int = 0  # a request waiting longer in the queue is rejected; 0 = no limit
     catalog_ids: bool = False  # --catalog-ids: catalog indices in and out even when the engine has an id map
-    # filled from the engine's manifest by with_engine_ids (not options a user sets): the ids the model speaks,
-    # "" = catalog indices, "int" / "str" = the catalog's original ids; titles: the map has titles
-    id_type: str = ""
-    titles: bool = False
-
-    def queue_size(self) -> int:
-        return self.max_queue_size or 4 * self.max_batch * self.instances
+    id_type: str = ""  # set by with_engine_ids: "" catalog indices, "int" / "str" the catalog's original ids
+    titles: bool = False  # set by with_engine_ids: the engine's id map has titles
 
     def validate(self) -> "ServeOptions":
-        checks = [  # (ok, the problem named as the flag's rule)
-            (self.on_unknown in ("error", "skip"), f"--on-unknown must be 'error' or 'skip', got {self.on_unknown!r}"),
-            (self.beam >= 1, f"--beam must be >= 1, got {self.beam}"),
-            (1 <= self.default_top_k <= self.beam,
-             f"--top-k must be in 1..--beam ({self.beam}), got {self.default_top_k}"),
-            (self.instances >= 1, f"--instances must be >= 1, got {self.instances}"),
-            (self.threads >= 0, f"--threads must be >= 0 (0 = cores / instances), got {self.threads}"),
-            (self.max_batch >= 1, f"--max-batch must be >= 1, got {self.max_batch}"),
-            (self.max_queue_delay_us >= 0, f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}"),
-            (self.max_queue_size >= 0 and self.queue_timeout_us >= 0, "--max-queue-size and --queue-timeout-us must "
-             f"be >= 0, got {self.max_queue_size} and {self.queue_timeout_us}"),
-            (self.max_request_items >= 1, f"--max-request-items must be >= 1, got {self.max_request_items}")]
-        problems = [text for ok, text in checks if not ok]
+        least = {"beam": 1, "instances": 1, "threads": 0, "max_batch": 1, "max_queue_delay_us": 0, "max_queue_size": 0,
+                 "queue_timeout_us": 0, "max_request_items": 1}  # field (its flag: --field with dashes) -> minimum
+        problems = [f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}"
+                    for name, low in least.items() if getattr(self, name) < low]
+        if self.on_unknown not in ("error", "skip"):
+            problems.append(f"--on-unknown must be 'error' or 'skip', got {self.on_unknown!r}")
+        if not 1 <= self.default_top_k <= self.beam:
+            problems.append(f"--top-k must be in 1..--beam ({self.beam}), got {self.default_top_k}")
         if problems:
             from ..errors import UsageError
 
@@ -89,23 +71,17 @@ class ServeOptions:
 
     @classmethod
     def from_args(cls, args, **rest) -> "ServeOptions":
-        """The options of the model flags that `serve` and `triton-repo` share (serve/cli.py); ``rest`` sets the
-        others."""
+        """The options of the model flags that `serve` and `triton-repo` share; ``rest`` sets the others."""
         return cls(engine_dir=args.engine_dir, max_batch=args.max_batch, max_queue_delay_us=args.max_queue_delay_us,
                    beam=args.beam, default_top_k=args.top_k, on_unknown=args.on_unknown,
                    max_request_items=args.max_request_items, allow_empty_history=args.allow_empty_history,
                    max_queue_size=args.max_queue_size, queue_timeout_us=args.queue_timeout_us,
                    catalog_ids=args.catalog_ids, **rest).validate()
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
     def with_engine_ids(self, manifest: dict) -> "ServeOptions":
-        """These options with ``id_type``/``titles`` of the engine's id map (``manifest["id_map"]``), or catalog
-        indices when it has none or ``catalog_ids`` is set."""
+        """These options with ``id_type``/``titles`` of the engine's id map, unless it has none or ``catalog_ids``."""
         entry = None if self.catalog_ids else (manifest.get("id_map") or None)
-        return ServeOptions(**{**asdict(self), "id_type": entry["id_type"] if entry else "",
-                               "titles": bool(entry and entry.get("titles"))})
+        return replace(self, id_type=entry["id_type"] if entry else "", titles=bool(entry and entry.get("titles")))
 
     @classmethod
     def from_json(cls, text: str) -> "ServeOptions":
@@ -120,20 +96,6 @@ class BadRequest(ValueError):
         self.kind = kind
 
 
-def _history_values(history: np.ndarray, opts: ServeOptions) -> list:
-    """The request's ids as Python values: str for a string-id model (BYTES decoded as UTF-8), else int."""
-    if opts.id_type == "str":
-        if history.dtype != object:
-            raise BadRequest("bad_dtype", f"input 'history' must be BYTES (the engine's original item ids are "
-                                          f"strings), got {history.dtype}; send the ids as UTF-8 strings")
-        try:
-            return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in history[0]]
-        except UnicodeDecodeError as exc:
-            raise BadRequest("bad_dtype", f"input 'history' holds an id that is not UTF-8 ({exc}); send the "
-                                          "catalog's original ids as UTF-8 strings") from None
-    return [int(i) for i in history[0]]
-
-
 def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) -> tuple[list, int]:
     """Check one request's tensors -> (history as ids, top_k), or raise :class:`BadRequest`.
 
@@ -143,8 +105,9 @@ def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) 
     if history is None:
         raise BadRequest("bad_shape", f"input 'history' is missing; send it as {want} [1, n]")
     history = np.asarray(history)
-    if opts.id_type != "str" and history.dtype != np.int64:
-        raise BadRequest("bad_dtype", f"input 'history' must be INT64, got {history.dtype}; send int64 item ids")
+    if history.dtype != (object if want == "BYTES" else np.int64):
+        how = "UTF-8 strings: the engine's original item ids are strings" if want == "BYTES" else "int64"
+        raise BadRequest("bad_dtype", f"input 'history' must be {want}, got {history.dtype}; send the ids as {how}")
     if history.ndim != 2 or history.shape[0] != 1:
         raise BadRequest("bad_shape", f"input 'history' must have shape [1, n] (one user per request; the server "
                                       f"batches requests itself), got {list(history.shape)}")
@@ -166,7 +129,14 @@ def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) 
         if not 1 <= k <= opts.beam:
             raise BadRequest("top_k_out_of_range", f"top_k={k} is out of range: it must be in 1..{opts.beam} "
                                                    f"(the server's beam width; restart with --beam to raise it)")
-    items = _history_values(history, opts)
+    if opts.id_type != "str":
+        items = [int(i) for i in history[0]]
+    else:
+        try:  # the Python backend hands BYTES over as bytes
+            items = [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in history[0]]
+        except UnicodeDecodeError as exc:
+            raise BadRequest("bad_dtype", f"input 'history' holds an id that is not UTF-8 ({exc}); send the "
+                                          "catalog's original ids as UTF-8 strings") from None
     if opts.on_unknown == "error":
         if opts.id_type:
             unknown = sorted({i for i in items if id_map.lookup(i) is None}, key=str)
@@ -175,21 +145,11 @@ def parse_request(history, top_k, known_items, opts: ServeOptions, id_map=None) 
             unknown = sorted({i for i in items if i not in known_items})
             size, fix = len(known_items), "map them to catalog ids"
         if unknown:
-            shown = unknown[:10]
-            raise BadRequest("unknown_item", f"unknown item ids {shown}{' ...' if len(unknown) > 10 else ''}: not "
-                                             f"in the engine's catalog ({size} items); {fix}, or start the server "
+            raise BadRequest("unknown_item", f"unknown item ids {unknown[:10]}{' ...' if len(unknown) > 10 else ''}: "
+                                             f"not in the engine's catalog ({size} items); {fix}, or start the server "
                                              "with --on-unknown skip to drop them (counted in the 'skipped' "
                                              "output)")
     return items, k
-
-
-def serialize_strings(values) -> bytes:
-    """Triton's raw layout of a BYTES tensor (each element: 4-byte little-endian length, then its bytes): what a
-    warm-up ``input_data_file`` of a ``TYPE_STRING`` input holds."""
-    import struct
-
-    encoded = [str(v).encode("utf-8") for v in values]
-    return b"".join(struct.pack("<I", len(b)) + b for b in encoded)
 
 
 def model_config(opts: ServeOptions, warmup: bool = True):
@@ -208,34 +168,41 @@ def model_config(opts: ServeOptions, warmup: bool = True):
         cfg.output.add(name=name, data_type=dtype, dims=[dim])
     cfg.dynamic_batching.max_queue_delay_microseconds = opts.max_queue_delay_us
     policy = cfg.dynamic_batching.default_queue_policy  # full queue or waited too long: UNAVAILABLE, retry later
-    policy.max_queue_size = opts.queue_size()
+    policy.max_queue_size = opts.max_queue_size or 4 * opts.max_batch * opts.instances
     if opts.queue_timeout_us:
         policy.timeout_action = mc.ModelQueuePolicy.REJECT
         policy.default_timeout_microseconds = opts.queue_timeout_us
     cfg.instance_group.add(count=opts.instances, kind=mc.ModelInstanceGroup.KIND_CPU)
-    cfg.parameters[OPTIONS_PARAMETER].string_value = opts.to_json()
+    cfg.parameters[OPTIONS_PARAMETER].string_value = json.dumps(asdict(opts))
     if warmup:  # a real request through execute() before the model (and so the server) reports ready
-        w = cfg.model_warmup.add(name="history_warmup", batch_size=1, count=1)
-        w.inputs["history"].data_type = ids
-        w.inputs["history"].dims.append(WARMUP_ITEMS)
-        w.inputs["history"].input_data_file = "history"
+        cfg.model_warmup.add(name="history_warmup", batch_size=1, count=1).inputs["history"].CopyFrom(
+            mc.ModelWarmup.Input(data_type=ids, dims=[WARMUP_ITEMS], input_data_file="history"))
     return cfg
 
 
 WARMUP_ITEMS = 3
 
-MODEL_PY = '''"""Triton Python-backend entry point of earn_recommender (written by earn-export serve)."""
+MODEL_PY = '''"""Triton Python-backend entry point (written by earn-export). Needs earn-export installed in the Python
+backend's environment (pip install earn-export[serve] in the server image, or EXECUTION_ENV_PATH)."""
 import sys
+from pathlib import Path
 
-sys.path.insert(0, {root!r})  # the earn_export package that wrote this repository
-from earn_export.serve.python_model import TritonPythonModel  # noqa: E402,F401
+if Path({root!r}).is_dir():  # the checkout that wrote this repository, when the server runs beside it
+    sys.path.insert(0, {root!r})
+from earn_export.serve.{module} import {cls} as TritonPythonModel  # noqa: E402,F401
 '''
+
+
+def model_py(module: str, cls: str = "TritonPythonModel") -> str:
+    """A ``model.py`` whose ``TritonPythonModel`` is ``earn_export.serve.<module>.<cls>``."""
+    return MODEL_PY.format(root=str(Path(__file__).resolve().parents[2]), module=module, cls=cls)
 
 
 def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
     """``repo_dir/earn_recommender/{config.pbtxt, 1/model.py, warmup/history}``; returns the repository path.
     The model speaks the engine's original item ids when it has an id map (``ServeOptions.with_engine_ids``)."""
     from google.protobuf import text_format
+    from tritonclient.utils import serialize_byte_tensor
 
     from ..data.id_map import engine_id_map
     from ..engine.manifest import load_manifest
@@ -247,7 +214,7 @@ def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
     known = sorted(engine_trie(engine, manifest).item_paths())
     if not known:
         raise ValueError(f"{engine}: the engine's trie has no items; re-export the engine")
-    opts = ServeOptions(**{**asdict(opts), "engine_dir": str(engine)}).with_engine_ids(manifest)
+    opts = replace(opts, engine_dir=str(engine)).with_engine_ids(manifest)
     model_dir = Path(repo_dir) / MODEL_NAME
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     (model_dir / "warmup").mkdir(exist_ok=True)
@@ -255,11 +222,9 @@ def write_model_repository(opts: ServeOptions, repo_dir) -> Path:
     if opts.id_type:  # a map that does not fit the engine is refused here, by name, not by a failing warm-up
         id_map = engine_id_map(engine, manifest, n_items=known[-1] + 1)
         warm = [id_map.original(n) for n in warm]
-    if opts.id_type == "str":
-        (model_dir / "warmup" / "history").write_bytes(serialize_strings(warm))
-    else:
-        np.asarray(warm, np.int64).tofile(model_dir / "warmup" / "history")
+    (model_dir / "warmup" / "history").write_bytes(  # the tensor's raw bytes (BYTES: 4-byte length, then UTF-8)
+        serialize_byte_tensor(np.asarray(warm, dtype=object)).item() if opts.id_type == "str"
+        else np.asarray(warm, np.int64).tobytes())
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(model_config(opts)))
-    root = str(Path(__file__).resolve().parents[2])
-    (model_dir / "1" / "model.py").write_text(MODEL_PY.format(root=root))
+    (model_dir / "1" / "model.py").write_text(model_py("python_model"))
     return Path(repo_dir)

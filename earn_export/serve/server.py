@@ -1,26 +1,22 @@
 """``earn-export serve``: the ``earn_recommender`` model on Triton Inference Server, until SIGINT/SIGTERM.
 
-``start_server`` returns once Triton reports ready: every instance has loaded its Recommender and answered the
-warm-up request.
-
-Why stopping unloads the model first (``drain``): Triton's own SIGINT shutdown (2.51) waits for HTTP clients to
-close their connections; keep-alive clients never do, so at its exit timeout it drops the requests in flight
-(12-16 lost at concurrency 16, docs/serve_overload.md). Unloading (explicit model control) refuses new requests
-at once (404, readiness 400: a load balancer stops sending) and answers every accepted one before the model is
-gone; then nothing is in flight and the server is stopped.
+Why stopping unloads the model first (``drain``): Triton's own SIGINT shutdown (2.51) waits for keep-alive HTTP
+clients to close their connections and drops the requests in flight at its exit timeout (docs/serve_overload.md);
+unloading (explicit model control) refuses new requests at once (404, readiness 400: a load balancer stops
+sending) and answers every accepted one before the model is gone.
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..runtime.cpu_workers import cpu_cores
 from . import MODEL_NAME
+from .instance_watch import dead, stub_pids
 from .served_model import ServeOptions, instances_and_threads, write_model_repository
 from .tritonserver import ServeError, TritonServer
 
@@ -30,63 +26,41 @@ EXIT_TIMEOUT_S = 5  # Triton's own wait for idle client connections once the dra
 def start_server(opts: ServeOptions, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
                  metrics_port: int | None = None, ready_timeout_s: float = 180.0, log_verbose: int = 0,
                  cancel=None) -> TritonServer | None:
-    """A ready server (stop it with ``.stop()``, or use it as a context manager); None if ``cancel`` (an Event)
-    was set while it started."""
+    """A ready server (every instance loaded its Recommender and answered the warm-up request; stop it with
+    ``.stop()``); None if ``cancel`` (an Event) was set while it started."""
     workdir = Path(tempfile.mkdtemp(prefix="earn-serve-"))
-    try:
-        repo = write_model_repository(opts, workdir / "models")
-        server = TritonServer(repo, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                              log_verbose=log_verbose, workdir=workdir, remove_workdir=True,
-                              exit_timeout_s=EXIT_TIMEOUT_S,
-                              extra_args=["--model-control-mode=explicit", f"--load-model={MODEL_NAME}"])
-        server.start()
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    try:
-        ready = server.wait_ready(ready_timeout_s, cancel=cancel)
+    server = TritonServer(workdir / "models", host=host, http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=metrics_port, log_verbose=log_verbose, workdir=workdir, remove_workdir=True,
+                          exit_timeout_s=EXIT_TIMEOUT_S,
+                          extra_args=["--model-control-mode=explicit", f"--load-model={MODEL_NAME}"])
+    try:  # stop() also removes the workdir, started or not
+        write_model_repository(opts, server.model_repository)
+        if server.start().wait_ready(ready_timeout_s, cancel=cancel):
+            return server
     except BaseException:
         server.stop()
         raise
-    if not ready:
-        server.stop()
-        return None
-    return server
+    server.stop()
+    return None
 
 
-@dataclass
-class Drained:
-    """How a drain ended: ``done`` (every accepted request answered, model unloaded) after ``seconds``; else
-    stopped early by ``reason`` with ``pending`` requests still queued (None: unknown, no metrics endpoint)."""
-
-    done: bool
-    seconds: float
-    reason: str = ""
-    pending: int | None = None
-
-
-def drain(server: TritonServer, timeout_s: float, hard=None, poll_s: float = 0.1) -> Drained:
+def drain(server: TritonServer, timeout_s: float, hard) -> tuple[float, str]:
     """Unload the model (new requests refused, accepted ones answered) and wait until it is unloaded, at most
-    ``timeout_s`` or until ``hard`` (an Event: a second signal) is set."""
+    ``timeout_s`` or until ``hard`` (an Event: a second signal) is set -> (seconds, what stopped the wait early:
+    "" when every accepted request was answered)."""
     t0 = time.monotonic()
     server.unload(MODEL_NAME)
-    while True:
-        state = server.model_state(MODEL_NAME)
-        if state == "UNAVAILABLE":
-            return Drained(True, time.monotonic() - t0)
+    while server.model_state(MODEL_NAME) != "UNAVAILABLE":
         if server.process.poll() is not None:
             raise ServeError(f"tritonserver exited with code {server.process.returncode} while draining; its log "
                              f"ends:\n{server.log_tail()}")
-        waited = time.monotonic() - t0
-        if hard is not None and hard.is_set() or waited >= timeout_s:
-            reason = "a second signal" if hard is not None and hard.is_set() else f"--drain-timeout {timeout_s:g} s"
-            return Drained(False, waited, reason, server.pending_requests(MODEL_NAME))
-        (hard.wait(poll_s) if hard is not None else time.sleep(poll_s))
+        if hard.is_set() or time.monotonic() - t0 >= timeout_s:
+            return time.monotonic() - t0, "a second signal" if hard.is_set() else f"--drain-timeout {timeout_s:g} s"
+        hard.wait(0.1)
+    return time.monotonic() - t0, ""
 
 
 def options_from_args(args) -> ServeOptions:
-    from ..runtime.cpu_workers import cpu_cores
-
     instances, threads = instances_and_threads(cpu_cores(), args.instances, args.threads)
     return ServeOptions.from_args(args, backend=args.backend, instances=instances, threads=threads)
 
@@ -113,8 +87,6 @@ def run_serve(args) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server = None
     try:
-        from ..runtime.cpu_workers import cpu_cores
-
         chosen = "" if args.instances and args.threads else f", chosen from {cpu_cores()} CPU core(s)"
         print(f"starting Triton Inference Server for {opts.engine_dir} ({opts.instances} instance(s) x "
               f"{opts.threads} thread(s){chosen}, dynamic batching up to {opts.max_batch} users / "
@@ -129,8 +101,6 @@ def run_serve(args) -> int:
               + (f", metrics http://{args.host}:{args.metrics_port}/metrics" if args.metrics_port else ""), flush=True)
         print(f"try: earn-export query http://{server.http_url} --history '{example_history(opts)}'   (Ctrl-C or "
               "SIGTERM stops)", flush=True)
-        from .instance_watch import dead, stub_pids
-
         stubs = stub_pids(server.process.pid)  # one per model instance, all loaded once the server is ready
         while not stop.is_set():
             if server.process.poll() is not None:
@@ -142,19 +112,20 @@ def run_serve(args) -> int:
             stop.wait(0.5)
         print(f"{received[0] if received else 'stop'} received: refusing new requests, answering the ones in "
               f"flight (at most {args.drain_timeout:g} s; a second signal stops at once) ...", flush=True)
-        result = drain(server, args.drain_timeout, hard)
-        if not result.done:
-            queued = (f"{result.pending} queued request(s)" if result.pending is not None
+        seconds, stopped_by = drain(server, args.drain_timeout, hard)
+        if stopped_by:
+            pending = server.pending_requests(MODEL_NAME)
+            queued = (f"{pending} queued request(s)" if pending is not None
                       else "an unknown number of queued requests (no metrics endpoint to count them)")
             code = server.kill()
             server = None
-            print(f"stopped hard after {result.seconds:.1f} s ({result.reason}): abandoned {queued} and the batches "
+            print(f"stopped hard after {seconds:.1f} s ({stopped_by}): abandoned {queued} and the batches "
                   f"in execution (at most {opts.instances} x {opts.max_batch} requests); their clients get a "
                   f"connection error (tritonserver exit code {code})", flush=True)
             return 1
         code = server.stop()
         server = None
-        print(f"drained in {result.seconds:.1f} s: every accepted request answered; stopped (tritonserver exit "
+        print(f"drained in {seconds:.1f} s: every accepted request answered; stopped (tritonserver exit "
               f"code {code})", flush=True)
         return 0
     finally:

@@ -1,38 +1,25 @@
 """``earn-export triton-repo``: a Triton model repository for servers with the ONNX Runtime / TensorRT backends.
 
-``--out REPO`` gets ``prefill/`` and ``decode/`` (the engine's graphs as ``1/model.onnx``, or ``1/model.plan``
-from ``earn-export build``; ``max_batch_size: 0`` because the BLS model sends whole prompt batches; the graphs'
-own I/O, symbolic dims -> -1) and ``earn_recommender/``, a Python-backend BLS model with the interface of
-``earn-export serve`` whose beam loop is this package's search (``1/engine/`` holds the engine's small files).
-Every ``config.pbtxt`` is parsed back with tritonclient's ``model_config_pb2`` and checked against the ONNX
-graphs (:func:`validate_repository`). ``--graphs onnxruntime`` and ``tensorrt`` are unverified (PyTriton's
-server has neither backend); ``python-onnxruntime`` runs the graphs in the Python backend and is served in tests.
+``prefill/`` and ``decode/`` hold the engine's graphs (``max_batch_size: 0``: the BLS model sends whole prompt
+batches), ``earn_recommender/`` a Python-backend BLS model with the interface of ``earn-export serve`` whose beam
+loop is this package's search (``1/engine/`` holds the engine's small files). Every ``config.pbtxt`` is parsed back
+and checked against the ONNX graphs (:func:`validate_repository`); what is verified where: docs/serving.md.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, check_choice
 from . import MODEL_NAME
 from ..engine.manifest import runtime_files
-from .served_model import OPTIONS_PARAMETER, ServeOptions, model_config
+from .served_model import OPTIONS_PARAMETER, ServeOptions, model_config, model_py
 
 GRAPH_BACKENDS = {"onnxruntime": ("onnxruntime", ""), "tensorrt": ("tensorrt", "tensorrt_plan"),
                   "python-onnxruntime": ("python", "")}  # --graphs -> (backend, platform) of prefill/decode
-
-BLS_PY = '''"""BLS entry point of earn_recommender (written by earn-export triton-repo). Needs earn-export installed in
-the Python backend's environment (pip install earn-export[serve] in the server image, or EXECUTION_ENV_PATH)."""
-import sys
-from pathlib import Path
-
-if Path({root!r}).is_dir():  # the checkout that wrote this repository, when the server runs beside it
-    sys.path.insert(0, {root!r})
-from earn_export.serve.bls_model import {cls} as TritonPythonModel  # noqa: E402,F401
-'''
 
 
 class TritonRepoError(ValueError, UserError):
@@ -83,10 +70,8 @@ def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxru
 
     from ..engine.manifest import load_manifest
 
-    if graphs not in GRAPH_BACKENDS:
-        raise TritonRepoError(f"--graphs must be one of {tuple(GRAPH_BACKENDS)}, got {graphs!r}")
-    if device not in ("gpu", "cpu"):
-        raise TritonRepoError(f"--instance-kind must be gpu or cpu, got {device!r}")
+    check_choice("--graphs", graphs, tuple(GRAPH_BACKENDS), TritonRepoError)
+    check_choice("--instance-kind", device, ("gpu", "cpu"), TritonRepoError)
     if graphs == "python-onnxruntime" and device == "gpu":
         device = "cpu"  # the Python-backend graphs run ONNX Runtime's CPU provider
     engine_dir = Path(engine_dir).resolve()
@@ -97,7 +82,6 @@ def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxru
             raise TritonRepoError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    root = str(Path(__file__).resolve().parents[2])
 
     for graph in ("prefill", "decode"):
         spec = manifest["graphs"][graph]
@@ -115,25 +99,22 @@ def write_triton_repo(engine_dir, out, opts: ServeOptions, graphs: str = "onnxru
             if spec.get("external_data"):  # the graph names its weights file; keep the name beside model.onnx
                 shutil.copy2(engine_dir / spec["external_data"], version / spec["external_data"])
             if graphs == "python-onnxruntime":
-                (version / "model.py").write_text(BLS_PY.format(root=root, cls="OnnxGraphModel"))
+                (version / "model.py").write_text(model_py("bls_model", "OnnxGraphModel"))
         cfg = graph_config(graph, _onnx_io(onnx_path), graphs, device, graph_instances)
         (out / graph / "config.pbtxt").write_text(text_format.MessageToString(cfg))
 
     # the BLS model: the served model's config (ragged history, optional top_k, per-request errors) minus the
     # warm-up request (prefill/decode may still be loading when Triton warms this model up)
-    bls_opts = ServeOptions(**{**asdict(opts), "engine_dir": "<model version>/engine",
-                               "backend": "bls"}).with_engine_ids(manifest)  # original ids when the engine has a map
+    bls_opts = replace(opts, engine_dir="<model version>/engine", backend="bls").with_engine_ids(manifest)
     version = out / MODEL_NAME / "1"
     version.mkdir(parents=True)
     cfg = model_config(bls_opts.validate(), warmup=False)
     (out / MODEL_NAME / "config.pbtxt").write_text(text_format.MessageToString(cfg))
-    (version / "model.py").write_text(BLS_PY.format(root=root, cls="TritonPythonModel"))
-    small = version / "engine"
-    small.mkdir()
-    for name in ["manifest.json", *runtime_files(manifest)]:
+    (version / "model.py").write_text(model_py("bls_model"))
+    for name in ["manifest.json", *runtime_files(manifest)]:  # the engine's small files, beside model.py
         if name and (engine_dir / name).is_file():
-            (small / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(engine_dir / name, small / name)
+            (version / "engine" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(engine_dir / name, version / "engine" / name)
     (out / "README.txt").write_text(
         f"Triton model repository for {engine_dir.name} written by earn-export triton-repo (graphs: {graphs}, "
         f"device: {device}).\nServe: tritonserver --model-repository {out.resolve()}\n"
@@ -197,7 +178,7 @@ def validate_repository(repo, engine_dir) -> dict:
 
 
 def run_triton_repo(args) -> int:
-    opts = ServeOptions.from_args(args, backend="bls", instances=args.instances)
+    opts = ServeOptions.from_args(args, backend="bls", instances=args.instances or 1)
     report = write_triton_repo(args.engine_dir, args.out, opts, graphs=args.graphs, device=args.instance_kind,
                                graph_instances=args.graph_instances, overwrite=args.overwrite)
     for name, info in report["models"].items():

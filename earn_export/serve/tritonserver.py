@@ -2,16 +2,16 @@
 
 Why not PyTriton's ``Triton.bind``: a bound function answers a whole dynamic batch with one exception, so one bad
 request would fail the good ones batched with it; a native Python-backend model answers each request on its own.
-Done here, as the wheel leaves it to its caller: the backend stub of this interpreter's version goes to
-``backends/python/``, and ``LD_LIBRARY_PATH`` starts with *this* interpreter's ``lib/`` (else the stub loads the
-system's libpython of the same minor version and fails with ``'_thread.RLock' object has no attribute
-'_recursion_count'``); ``PATH`` starts with this environment's ``bin/`` so the embedded interpreter finds the same
-site-packages.
+The wheel leaves the rest to its caller: the stub of this interpreter's version goes to ``backends/python/``;
+``LD_LIBRARY_PATH`` starts with *this* interpreter's ``lib/`` (else the stub loads the system's libpython of the
+same minor version and fails with ``'_thread.RLock' object has no attribute '_recursion_count'``) and ``PATH``
+with this environment's ``bin/`` (so the embedded interpreter finds the same site-packages).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from .instance_watch import stub_pids
 
 
 class ServeError(RuntimeError, UserError):
@@ -60,21 +61,16 @@ def interpreter_libdir() -> Path | None:
     """The directory holding this interpreter's shared libpython, or None for a statically linked Python."""
     libdir = sysconfig.get_config_var("LIBDIR")
     soname = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
-    if libdir and soname and (Path(libdir) / soname).exists():
-        return Path(libdir)
-    return None
+    return Path(libdir) if libdir and soname and (Path(libdir) / soname).exists() else None
 
 
 def server_env(dist: dict, base: dict | None = None) -> dict:
     """The server's environment: this interpreter's libpython first, the wheel's libraries, this env's bin/."""
     env = dict(os.environ if base is None else base)
-    libdirs = [str(p) for p in (interpreter_libdir(), dist["libs"]) if p is not None]
-    if env.get("LD_LIBRARY_PATH"):
-        libdirs.append(env["LD_LIBRARY_PATH"])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(libdirs)
+    libdirs = (interpreter_libdir(), dist["libs"], env.get("LD_LIBRARY_PATH"))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(str(p) for p in libdirs if p)
     env["PATH"] = os.pathsep.join([str(Path(sys.exec_prefix) / "bin"), env.get("PATH", "")])
-    # the stub re-reads these: keep the embedded interpreter on this environment's packages
-    env.pop("PYTHONHOME", None)
+    env.pop("PYTHONHOME", None)  # the stub re-reads it: keep the embedded interpreter on this env's packages
     return env
 
 
@@ -97,10 +93,8 @@ def _set_pdeathsig():  # the server dies with the process that started it (no or
 
 @dataclass
 class TritonServer:
-    """One ``tritonserver`` process over ``model_repository``; ``start()``, ``wait_ready()``, ``stop()``.
-
-    Ports must be free; addresses default to 127.0.0.1. ``metrics_port=None`` disables the metrics endpoint.
-    """
+    """One ``tritonserver`` process over ``model_repository``: ``start()``, ``wait_ready()``, ``stop()`` (ports must
+    be free; ``metrics_port=None`` disables the metrics endpoint)."""
 
     model_repository: Path
     host: str = "127.0.0.1"
@@ -153,13 +147,10 @@ class TritonServer:
             self.workdir, self.remove_workdir = Path(tempfile.mkdtemp(prefix="earn-triton-")), True
         backends = prepare_backends(dist, self.workdir)
         self.log_path = self.workdir / "tritonserver.log"
-        log = open(self.log_path, "wb")
-        try:
+        with open(self.log_path, "wb") as log:  # the server holds its own copy of the descriptor
             self.process = subprocess.Popen(self.command(backends), env=server_env(dist), stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             preexec_fn=_set_pdeathsig)
-        finally:
-            log.close()
         return self
 
     def log_tail(self, n: int = 40) -> str:
@@ -174,13 +165,6 @@ class TritonServer:
         with urllib.request.urlopen(req, timeout=timeout_s) as r:
             return r.read().decode()
 
-    def is_ready(self) -> bool:
-        try:
-            self._http("/v2/health/ready", timeout_s=2)  # not ready: 400
-            return True
-        except (urllib.error.URLError, OSError):
-            return False
-
     def wait_ready(self, timeout_s: float = 180.0, cancel=None) -> bool:
         """Block until the server reports ready (every model loaded and warmed up) -> True, or raise ServeError.
         ``cancel`` (a threading.Event) set while waiting -> False."""
@@ -191,7 +175,8 @@ class TritonServer:
             if self.process.poll() is not None:
                 raise ServeError(f"tritonserver exited with code {self.process.returncode} before it was ready; "
                                  f"its log ({self.log_path}) ends:\n{self.log_tail()}\n{self._hint()}")
-            if self.is_ready():
+            with contextlib.suppress(urllib.error.URLError, OSError):  # not ready: 400
+                self._http("/v2/health/ready", timeout_s=2)
                 return True
             time.sleep(0.25)
         tail = self.log_tail()
@@ -219,35 +204,27 @@ class TritonServer:
 
     def model_state(self, model: str) -> str | None:
         """``model``'s state in the repository index (READY, UNLOADING, UNAVAILABLE, ...), None when unknown."""
-        import json
-
         try:
             index = json.loads(self._http("/v2/repository/index", post=True))
         except (urllib.error.URLError, OSError, ValueError):
             return None
-        states = [m.get("state") for m in index if m.get("name") == model]
-        return states[0] if states else None
+        return next((m.get("state") for m in index if m.get("name") == model), None)
 
     def pending_requests(self, model: str) -> int | None:
-        """Requests of ``model`` queued and not yet executing (Triton's ``nv_inference_pending_request_count``);
-        None without a metrics endpoint."""
+        """Requests of ``model`` queued, not yet executing (Triton's metrics); None without a metrics endpoint."""
         if self.metrics_port is None:
             return None
         try:
             text = self._http("/metrics", port=self.metrics_port, timeout_s=5)
         except (urllib.error.URLError, OSError):
             return None
-        total = None
-        for line in text.splitlines():
-            if line.startswith("nv_inference_pending_request_count{") and f'model="{model}"' in line:
-                total = (total or 0) + int(float(line.rsplit(" ", 1)[1]))
-        return total
+        counts = [int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                  if line.startswith("nv_inference_pending_request_count{") and f'model="{model}"' in line]
+        return sum(counts) if counts else None
 
     def kill(self) -> int | None:
         """Stop at once: SIGKILL the server, then any of its model-instance processes still alive after 10 s (they
         notice their parent's death themselves); removes the workdir."""
-        from .instance_watch import stub_pids
-
         proc = self.process
         if proc is not None and proc.poll() is None:
             stubs = stub_pids(proc.pid)
@@ -262,14 +239,14 @@ class TritonServer:
                     os.kill(p, signal.SIGKILL)
         return self.stop()
 
-    def stop(self, timeout_s: float | None = None) -> int | None:
+    def stop(self) -> int | None:
         """SIGINT (Triton waits for in-flight requests up to exit_timeout_s), then SIGKILL; removes the workdir."""
         proc, code = self.process, None
         if proc is not None:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
                 try:
-                    proc.wait(timeout=timeout_s or self.exit_timeout_s + 20)
+                    proc.wait(timeout=self.exit_timeout_s + 20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=30)
@@ -278,9 +255,3 @@ class TritonServer:
         if self.remove_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
         return code
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
