@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import check_choice
-from .metrics import EPS, GROUPS, QUERY_SETS, TOPK, AttentionStats
+from .metrics import GROUPS, AttentionStats
 from .probes import capture_attention
 
 FORWARDS = ("dense", "native")
@@ -54,9 +54,9 @@ def _pick_map_example(rows: list[list[int]]) -> int:
 
 @torch.no_grad()
 def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forward: str = "dense",
-            map_layers=None, progress: bool = True, eps: float = EPS, topk: int = TOPK) -> dict:
-    """Statistics of ``model``'s attention over ``corpus``: ``{"stats": AttentionStats, "maps": {...}, ...}``;
-    ``map_layers``: layers whose [H, T, T] map of one median-length sequence is kept (default all)."""
+            progress: bool = True) -> dict:
+    """Statistics of ``model``'s attention over ``corpus``: ``{"stats": AttentionStats, "maps": {...}, ...}``,
+    with every layer's [H, T, T] map of one median-length sequence."""
     from tqdm.auto import tqdm
 
     from .groups import pad_groups
@@ -68,11 +68,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
     earn_native = forward == "native" and k < n_layers
     mode = "masked" if earn_native else "dense"
     reg_ids = torch.tensor(model.earn.register_token_ids if model.earn is not None else [], dtype=torch.int64)
-    map_layers = list(range(n_layers)) if map_layers is None else sorted(set(int(i) for i in map_layers))
-    bad = [i for i in map_layers if not 0 <= i < n_layers]
-    if bad:
-        raise ValueError(f"map layers {bad} are out of range for a model with {n_layers} layers (0..{n_layers - 1})")
-    stats = AttentionStats(n_layers, n_heads, eps=eps, topk=topk)
+    stats = AttentionStats(n_layers, n_heads)
     map_idx = _pick_map_example(corpus.rows)
     maps: dict[int, np.ndarray] = {}
 
@@ -111,7 +107,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
             late = earn_native and layer >= k
             kv = late_key_valid if late else key_valid
             stats.update(layer, probs, kv, groups_t, late_qsets if late else qsets)
-            if len(in_batch) and layer in map_layers:
+            if len(in_batch):
                 b = int(in_batch[0])
                 n = int(real[b].sum())
                 m = probs[b].clone()
@@ -124,7 +120,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
             model(ids_t, mask_t, n_target=n_t, mode=mode)
         bar.update(len(idx))
     bar.close()
-    assert set(stats.rows) == set(QUERY_SETS)
     map_groups = list(corpus.groups[map_idx]) + [target_group] * n_t
-    return {"name": corpus.name, "stats": stats, "maps": maps, "map_groups": map_groups, "n_target": n_t, "forward": forward, "sequences": len(corpus.rows),
+    return {"name": corpus.name, "stats": stats, "maps": maps, "map_groups": map_groups, "n_target": n_t,
+            "forward": forward, "sequences": len(corpus.rows),
             "mean_length": float(np.mean([len(r) for r in corpus.rows])), "meta": dict(corpus.meta)}

@@ -41,19 +41,17 @@ def pad_groups(rows: list[list[int]], groups: list[list[int]], pad_id: int):
     return ids, mask, g
 
 
-def text_rows(tokenizer, path, max_tokens: int = 256, max_rows: int | None = None) -> tuple[list[list[int]], dict]:
-    """Plain-text sequences for the NLP contrast: one per non-empty paragraph (blank-line separated) of ``path``,
-    tokenised with the checkpoint's tokenizer (its BOS included), cut to ``max_tokens``. Also returns counts,
-    including the share of unknown tokens (a word-level recommender vocabulary maps most English to <unk>)."""
+def text_rows(tokenizer, path, max_tokens: int = 256, max_rows: int = 200) -> tuple[list[list[int]], dict]:
+    """Plain-text sequences for the NLP contrast: the first ``max_rows`` non-empty paragraphs (blank-line separated)
+    of ``path``, tokenised with the checkpoint's tokenizer (its BOS included), cut to ``max_tokens``. Also returns
+    counts, including the share of unknown tokens (a word-level recommender vocabulary maps most English to <unk>)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"--text {path}: no such file; pass a UTF-8 plain-text file (paragraphs separated by blank "
                         "lines)")
     text = path.read_text(encoding="utf-8", errors="replace")
     paras = [" ".join(p.split()) for p in text.split("\n\n")]
-    paras = [p for p in paras if p]
-    if max_rows:
-        paras = paras[:max_rows]
+    paras = [p for p in paras if p][:max_rows]
     rows = []
     for p in paras:
         ids = list(tokenizer(p, add_special_tokens=True)["input_ids"])[:max_tokens]
