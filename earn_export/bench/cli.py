@@ -1,10 +1,6 @@
 """``earn-export bench``: EARN vs dense vs HF generate — speedup, throughput, KV bytes, against the bound N/k.
-
-The one benchmark a user runs; the lab instruments (export cost, onnxruntime-genai, pretrained stages, C++
-runtime, CLI start-up, serving, the attention custom op, the GPU run, the ONNX Runtime kernel profile, trained
-checkpoints) are scripts in the repository's ``benchmarks/`` folder, which import this package (and reuse
-:func:`add_bench_options` / :func:`config_from_args`).
-"""
+The one benchmark a user runs; the lab instruments are scripts in ``benchmarks/`` built on this package (they
+reuse :func:`add_bench_options` / :func:`config_from_args`)."""
 
 from __future__ import annotations
 
@@ -105,6 +101,5 @@ def main(args) -> int:
     for category in (UserWarning, FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
     result = run_bench(cfg, progress=not args.quiet)
-    print()
-    print(report.markdown(result))
+    print("\n" + report.markdown(result))
     return 0
