@@ -49,9 +49,8 @@ def run_analyze(args) -> int:
     from .run_analysis import analyze
     from .split_rule import THRESHOLD, format_evidence
 
-    spec = None
-    if args.data or args.interactions:
-        spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core)
+    spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core) if args.data or args.interactions \
+        else None
     doc = analyze(args.checkpoints, args.out, data_spec=spec, users=args.users, heads=args.heads,
                   text=args.text, forward=args.forward, batch_size=args.batch_size, split_layer=args.split_layer,
                   threshold=THRESHOLD if args.threshold is None else args.threshold, seed=args.seed,

@@ -41,16 +41,6 @@ class Corpus:
             if len(self.targets) != len(self.rows) or len(lengths) != 1 or 0 in lengths:
                 raise ValueError(f"corpus {self.name!r}: need one non-empty target of the same length per row")
 
-    @property
-    def n_target(self) -> int:
-        return 0 if self.targets is None else len(self.targets[0])
-
-
-def _pick_map_example(rows: list[list[int]]) -> int:
-    """The sequence whose length is the median: a typical prompt for the attention-map figure."""
-    lengths = np.array([len(r) for r in rows])
-    return int(np.argsort(lengths, kind="stable")[len(rows) // 2])
-
 
 @torch.no_grad()
 def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forward: str = "dense",
@@ -69,12 +59,11 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
     mode = "masked" if earn_native else "dense"
     reg_ids = torch.tensor(model.earn.register_token_ids if model.earn is not None else [], dtype=torch.int64)
     stats = AttentionStats(n_layers, n_heads)
-    map_idx = _pick_map_example(corpus.rows)
     maps: dict[int, np.ndarray] = {}
-
-    n_t = corpus.n_target
+    n_t = 0 if corpus.targets is None else len(corpus.targets[0])
     target_group = GROUPS.index("target")
     order = np.argsort([len(r) for r in corpus.rows], kind="stable")
+    map_idx = int(order[len(order) // 2])  # the median-length sequence: a typical prompt for the map figure
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
     model.eval()
     bar = tqdm(total=len(corpus.rows), desc=f"attention ({corpus.name}, {forward})", unit="seq", disable=not progress)

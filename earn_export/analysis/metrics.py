@@ -32,8 +32,7 @@ def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.T
     # sinks from one cumulative sum: mass up to (and including) the SINK_HEAD-th valid key, and after the
     # (n - SINK_TAIL)-th valid key; a searchsorted on the ranks gives those key columns per row
     cs = p.cumsum(-1)
-    zero = torch.zeros(b, h, t, 1, dtype=p.dtype)
-    cs0 = torch.cat([zero, cs], dim=-1)  # cs0[..., j] = mass of keys < j
+    cs0 = torch.nn.functional.pad(cs, (1, 0))  # cs0[..., j] = mass of keys < j
 
     def mass_before(m):  # m [B, T]: mass of the first m valid keys of each row
         col = torch.searchsorted(rank.contiguous(), m.clamp_min(0)[..., None].to(rank.dtype), right=True)  # [B,T,1]

@@ -110,9 +110,9 @@ def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads
         raise ValueError(f"--split-layer {split_layer}: the table's boundary k must satisfy 1 <= k < N "
                          f"(N = {sorted({r['num_layers'] for r in results})}); pass such a k or leave it out")
     earn_k = [r["split_layer"] for r in results if r["split_layer"] < r["num_layers"]]
-    rec = next((r["recommendation"] for r in results if "recommendation" in r
-                and r["split_layer"] == r["num_layers"]), None) or next(
-        (r["recommendation"] for r in results if "recommendation" in r), None)
+    # a dense checkpoint's recommendation first (stable sort), else the first one
+    recs = sorted((r for r in results if "recommendation" in r), key=lambda r: r["split_layer"] != r["num_layers"])
+    rec = recs[0]["recommendation"] if recs else None
     table_k = split_layer or (earn_k[0] if earn_k else (rec["k"] if rec else None))
     entries = []
     for r in results:
