@@ -88,11 +88,9 @@ def run_train(args) -> int:
         raise UsageError("--split-layer analyze reads the attention of the model training starts from, and a fresh "
                          "--model-config preset has random weights — pass --model DIR (e.g. a dense run) or an "
                          "integer --split-layer")
-    if args.model:
-        check_split_layer(args.split_layer, model_depth(args.model), f"--model {args.model}")
-    else:
-        check_split_layer(args.split_layer, model_depth(preset=args.model_config),
-                          f"--model-config {args.model_config}")
+    depth = model_depth(args.model) if args.model else model_depth(preset=args.model_config)
+    check_split_layer(args.split_layer, depth, f"--model {args.model}" if args.model else
+                      f"--model-config {args.model_config}")
     check_replaceable(args.out, "checkpoint")
     with _stdout_to_stderr(args.quiet):
         from ..cli_args import set_threads

@@ -82,10 +82,11 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
     if not epochs > 0:
         raise UsageError(f"epochs must be > 0, got {epochs} (0 would save an untrained model) — "
                          + hint("pass epochs=", "pass --epochs") + " 1 or more")
+    from ..cli_args import resolve_device
     from ..data.data_spec import make_catalog
     from ..data.sequences import eval_examples, train_examples
     from ..model.checkpoint_dir import save_checkpoint
-    from .trainer import TrainConfig, resolve_device, resolve_precision, train_model
+    from .trainer import TrainConfig, resolve_precision, train_model
 
     t0 = time.perf_counter()
     if split == "analyze" and not model_path:
@@ -133,9 +134,8 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
         if len(pick) else None
     with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir (checkpoints: resume_dir)
         cfg = TrainConfig(output_dir=scratch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                          progress=progress, max_minutes=max_minutes, deadline=deadline, device=device,
-                          precision=precision, resume_dir=None if resume_dir is None else str(resume_dir),
-                          save_steps=save_steps)
+                          progress=progress, deadline=deadline, device=device, precision=precision,
+                          resume_dir=None if resume_dir is None else str(resume_dir), save_steps=save_steps)
         log = train_model(model, train_set, valid_set, tok.pad_token_id or 0, cfg)
     model.cpu()
     if "time_budget" in log:

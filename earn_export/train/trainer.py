@@ -70,17 +70,10 @@ class TrainConfig:
     epochs: float = 3.0
     batch_size: int = 128
     lr: float = 1e-3
-    warmup_ratio: float = 0.02
-    weight_decay: float = 0.01
     seed: int = 42
-    patience: int = 2
-    max_steps: int = -1
-    eval_steps: int | None = None  # None: evaluate once per epoch
-    logging_steps: int = 50
     progress: bool = True
-    max_minutes: float | None = None  # wall-clock budget of training + validation (see ``deadline``)
     # absolute time.perf_counter() by which training and validation must be over (the caller keeps the time it
-    # needs to save); None: ``max_minutes`` from the start of train_model
+    # needs to save); None: no time budget
     deadline: float | None = None
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; the weights stay fp32); resolve "auto" first
@@ -121,18 +114,6 @@ def resolve_precision(precision: str, device: str, parameters: int) -> tuple[str
     if parameters < PRETRAINED_SIZE:
         return "fp32", f"auto: fp32 for a {parameters / 1e6:.1f}M-parameter model (bf16 pays from 50M on)"
     return "bf16", f"auto: bf16 autocast on CPU ({', '.join(units)}), weights fp32"
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto``: cuda when torch sees a GPU, else cpu. ``cuda`` without a GPU is an error naming the fix."""
-    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"--device {device!r}: choose auto, cpu or cuda")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: torch sees no CUDA GPU here (torch {torch.__version__}); "
-                         "use --device cpu or install a CUDA build of torch")
-    return device
 
 
 def autocast_context(device: str, precision: str):
@@ -189,12 +170,12 @@ class Validator:
                 "seconds": time.perf_counter() - t0}
 
 
-def _validation_callback(validator: Validator, patience: int, eval_steps: int | None):
+def _validation_callback(validator: Validator, patience: int = 2):
     from transformers import TrainerCallback
 
     class Validation(TrainerCallback):
-        """Validation per epoch (or every ``eval_steps``), early stopping on its loss, best weights kept in
-        memory (no checkpoint files). ``validate`` is also called once more after a time-budget stop."""
+        """Validation per epoch, early stopping on its loss, best weights kept in memory (no checkpoint files).
+        ``validate`` is also called once more after a time-budget stop."""
 
         def __init__(self):
             self.best = math.inf
@@ -219,14 +200,9 @@ def _validation_callback(validator: Validator, patience: int, eval_steps: int | 
                     control.should_training_stop = True
             return res
 
-        def on_step_end(self, args, state, control, **kw):
-            if eval_steps and state.global_step % eval_steps == 0:
-                self.validate(state, control)
-
         def on_epoch_end(self, args, state, control, **kw):
             # also when training is stopping (last epoch, or the time budget cut it): that pass is the final one
-            if not eval_steps:
-                self.validate(state, control)
+            self.validate(state, control)
 
     return Validation()
 
@@ -291,52 +267,32 @@ def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pa
     a time budget cut the run)."""
     from transformers import TrainingArguments, set_seed
 
+    from ..cli_args import resolve_device
+
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
     autocast_context(device, cfg.precision)  # validates precision against the device before any work
-    deadline = cfg.deadline
-    if deadline is None and cfg.max_minutes:
-        deadline = time.perf_counter() + 60 * cfg.max_minutes
     wrapper = NextItemLoss(model)
     collator = LeftPadCollator(pad_id)
     args = TrainingArguments(
-        output_dir=cfg.resume_dir or cfg.output_dir,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        learning_rate=cfg.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of total steps
-        weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
+        output_dir=cfg.resume_dir or cfg.output_dir, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, lr_scheduler_type="cosine",
+        warmup_steps=0.02,  # transformers 5: a float in [0, 1) is a ratio of total steps
+        weight_decay=0.01, num_train_epochs=cfg.epochs,
         eval_strategy="no",  # validation runs in our Validation callback (capped, deadline-aware)
-        save_strategy="steps" if cfg.resume_dir else "no",
-        save_steps=cfg.save_steps,
-        save_total_limit=1,
-        logging_steps=cfg.logging_steps,
-        report_to=[],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        train_sampling_strategy="group_by_length",
-        remove_unused_columns=False,
-        label_names=["labels"],
-        dataloader_num_workers=0,
-        disable_tqdm=not cfg.progress,
-        use_cpu=device == "cpu",
-        bf16=cfg.precision == "bf16",
-        fp16=cfg.precision == "fp16",
-    )
-    callbacks = []
-    validation = None
+        save_strategy="steps" if cfg.resume_dir else "no", save_steps=cfg.save_steps, save_total_limit=1,
+        logging_steps=50, report_to=[], seed=cfg.seed, data_seed=cfg.seed, train_sampling_strategy="group_by_length",
+        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0, disable_tqdm=not cfg.progress,
+        use_cpu=device == "cpu", bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16")
+    validation = budget = None
     if valid is not None:
-        validator = Validator(wrapper, valid, collator, cfg.batch_size, deadline, cfg.progress, cfg.precision)
-        validation = _validation_callback(validator, cfg.patience, cfg.eval_steps)
-        callbacks.append(validation)
-    budget = None
-    if deadline is not None:
-        budget = _time_budget_callback(deadline, 0 if valid is None else len(valid), cfg.batch_size)
-        callbacks.append(budget)
-    trainer = _trainer_class()(model=wrapper, args=args, train_dataset=train, data_collator=collator, callbacks=callbacks)
+        validation = _validation_callback(Validator(wrapper, valid, collator, cfg.batch_size, cfg.deadline,
+                                                    cfg.progress, cfg.precision))
+    if cfg.deadline is not None:
+        budget = _time_budget_callback(cfg.deadline, 0 if valid is None else len(valid), cfg.batch_size)
+    callbacks = [c for c in (validation, budget) if c is not None]
+    trainer = _trainer_class()(model=wrapper, args=args, train_dataset=train, data_collator=collator,
+                               callbacks=callbacks)
     resume_from = None
     if cfg.resume_dir:
         from transformers.trainer_utils import get_last_checkpoint
@@ -346,29 +302,24 @@ def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pa
             print(f"earn-export train: resuming from {resume_from}", flush=True)
     out = trainer.train(resume_from_checkpoint=resume_from)
     state = trainer.state
+    stopped = budget is not None and budget.stopped_early
     final = None
-    if validation is not None and budget is not None and budget.stopped_early:
+    if validation is not None and stopped:
         last = validation.history[-1]["step"] if validation.history else None
         final = validation.validate(state) if last != state.global_step else validation.history[-1]
     if validation is not None and validation.best_state is not None:
         wrapper.load_state_dict(validation.best_state)
     losses = [h["loss"] for h in state.log_history if "loss" in h]
     log = {
-        "train_loss": out.training_loss,
-        "final_logged_loss": losses[-1] if losses else None,
+        "train_loss": out.training_loss, "final_logged_loss": losses[-1] if losses else None,
         "best_eval_loss": None if validation is None or validation.best_state is None else validation.best,
         "best_step": None if validation is None else validation.best_step,
         "eval_history": [] if validation is None else validation.history,
-        "steps": state.global_step,
-        "epochs": state.epoch,
-        "runtime_s": out.metrics.get("train_runtime"),
-        "stopped_by_time_budget": bool(budget and budget.stopped_early),
-        "device": device,
-        "precision": cfg.precision,
-        "resumed_from_step": int(resume_from.rsplit("-", 1)[1]) if resume_from else None,
-        "complete": not (budget and budget.stopped_early),
+        "steps": state.global_step, "epochs": state.epoch, "runtime_s": out.metrics.get("train_runtime"),
+        "stopped_by_time_budget": stopped, "device": device, "precision": cfg.precision,
+        "resumed_from_step": int(resume_from.rsplit("-", 1)[1]) if resume_from else None, "complete": not stopped,
     }
-    if budget is not None and budget.stopped_early:
+    if stopped:
         w = budget.where
         loss = None if final is None else final.get("eval_loss")
         msg = (f"time budget reached: training stopped at step {w['step']} of {w['max_steps']} (epoch "
