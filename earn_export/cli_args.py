@@ -1,6 +1,6 @@
-"""Argument types and cross-checks shared by the ``earn-export`` sub-commands (standard library only): every
-argument is checked while parsing, or at the start of the command before its heavy imports, with one message
-naming the flag and the fix."""
+"""Argument types and cross-checks shared by the ``earn-export`` sub-commands (standard library and the torch-free
+``model.shapes``): every argument is checked while parsing, or at the start of the command before its heavy
+imports, with one message naming the flag and the fix."""
 
 from __future__ import annotations
 
@@ -151,7 +151,9 @@ def model_depth(model_dir=None, preset: str | None = None) -> int | None:
     if model_dir is not None:
         n = _text_config(model_dir).get("num_hidden_layers")
         return n if isinstance(n, int) else None
-    return None if preset is None else shape_registry().depth(preset)
+    from .model.shapes import depth
+
+    return None if preset is None else depth(preset)
 
 
 def check_split_layer(k, depth: int | None, model_flag: str) -> None:
@@ -296,22 +298,6 @@ def add_users(p, default: int | None, what: str) -> None:
     p.add_argument("--users", type=positive_int, default=default, help=what)
 
 
-def shape_registry():
-    """:mod:`earn_export.model.shapes` loaded from its file: importing it as ``earn_export.model.shapes`` would run
-    ``earn_export/model/__init__.py``, which imports torch, and parsers must build without torch."""
-    import importlib.util
-    import sys
-
-    mod = sys.modules.get("earn_export.model.shapes") or sys.modules.get("_earn_export_shapes")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location("_earn_export_shapes", Path(__file__).parent / "model" /
-                                                      "shapes.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules["_earn_export_shapes"] = mod
-    return mod
-
-
 def add_pretrained_model(p, note: str) -> None:
     p.add_argument("--model", type=pretrained_model, default=None,
                    help=_help("pretrained model to start from: an HF checkpoint dir or .gguf file (Llama/Qwen2), or "
@@ -320,7 +306,9 @@ def add_pretrained_model(p, note: str) -> None:
 
 
 def add_model_config(p, default: str) -> None:
-    p.add_argument("--model-config", default=default, choices=list(shape_registry().PRESETS),
+    from .model.shapes import PRESETS  # light: earn_export.model loads its torch modules lazily
+
+    p.add_argument("--model-config", default=default, choices=list(PRESETS),
                    help="model preset of a fresh random-weight model (earn_export/model/shapes.py)")
 
 

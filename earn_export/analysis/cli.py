@@ -19,8 +19,9 @@ def register(sub) -> None:
     p.add_argument("--heads", default="all",
                    help="heads averaged in curves, tables and maps: 'all' or indices like 0 (the paper's Fig. 2 "
                         "head) or 0,2; attention.json always keeps every head")
-    p.add_argument("--text", type=existing_file, help="plain-text file (paragraphs separated by blank lines) analysed as well, for the "
-                                  "paper's NLP contrast (tokenised with each checkpoint's tokenizer)")
+    p.add_argument("--text", type=existing_file,
+                   help="plain-text file (paragraphs separated by blank lines) analysed as well, for the paper's NLP "
+                        "contrast (tokenised with each checkpoint's tokenizer)")
     p.add_argument("--forward", default="dense", choices=["dense", "native"],
                    help="dense: every row through every layer, the paper's setting (default); native: the "
                         "checkpoint's own computation (EARN: layers >= k see only the registers)")

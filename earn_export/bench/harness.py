@@ -111,7 +111,6 @@ def busy_warning(info: dict) -> str | None:
 
 
 def _timed(fn, times: dict, key: str):
-    """``fn`` that adds the wall time of every call to ``times[key]``."""
     def call(*args, **kwargs):
         t = time.perf_counter()
         try:

@@ -146,12 +146,10 @@ def run_eval(args) -> int:
                     progress=not args.quiet, device=resolve_device(args.device), dtype=args.dtype, vocab=args.vocab)
         res = evaluate_checkpoint(args.checkpoint, baseline=args.baseline, window=args.window, n_sink=args.sink,
                                   keep=args.keep, rankings_out=args.rankings, **same)
-        from ..export.quantize import quantized_engine_reference
+        from ..export.quantize import accuracy_cost, quantized_engine_reference
 
         ref_ckpt = None if args.baseline else quantized_engine_reference(args.checkpoint)
         if ref_ckpt is not None:  # a quantized engine: its accuracy cost against the fp32 checkpoint, same users
-            from ..export.quantize import accuracy_cost
-
             ref = evaluate_checkpoint(ref_ckpt, **same)  # same users, split and beam as the engine
             res = {"engine": res, "fp32_reference": ref, "accuracy_cost": accuracy_cost(res, ref)}
     text = json.dumps(res, indent=2)

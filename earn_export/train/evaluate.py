@@ -115,12 +115,13 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
     ``keep`` items) or ``"popularity"``. ``rankings_out``: each user's ranked list (``.npz``) for paired comparisons.
     """
     from ..data.catalog import Trie
+    from ..cli_args import resolve_device
     from ..data.data_spec import DataSpec
     from ..data.prompts import PromptBuilder
     from ..data.sequences import eval_examples
     from ..engine.trie_files import load_trie_arrays
     from ..model import load_pretrained
-    from ..runtime.backends import TorchBackend
+    from ..runtime.backends import OrtBackend, TorchBackend
 
     ckpt = Path(ckpt_dir)
     spec = data_spec or DataSpec.load_from(ckpt)
@@ -130,14 +131,10 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
     data = spec.load()
     is_engine = (ckpt / "manifest.json").is_file()
     if is_engine:
-        from ..runtime.backends import OrtBackend
-
         backend = OrtBackend(ckpt)
         m = backend.manifest["model"]
         n_layers, k = m["num_layers"], m["split_layer"]
     else:
-        from ..cli_args import resolve_device
-
         model = load_pretrained(ckpt, dtype=getattr(torch, dtype) if dtype else None)
         vocab = eval_vocab(model, vocab)
         head = _item_head(ckpt) if vocab == "items" else None

@@ -17,8 +17,8 @@ from ..errors import RunWarning, UsageError, hint
 
 def build_model(catalog, paradigm: str, split: str | int, model_path=None, preset: str = "tiny",
                 max_history: int = 20, seed: int = 42):
-    """(model, tokenizer, PromptBuilder) with register tokens and the split set. ``split``: int k, ``"dense"`` or
-    ``"auto"`` (N/4); ``model_path``: a pretrained model or checkpoint (made EARN as ``convert`` does), else ``preset``."""
+    """(model, tokenizer, PromptBuilder) with register tokens and the split set (int k, ``"dense"``, ``"auto"`` = N/4);
+    ``model_path``: a pretrained model or checkpoint (made EARN as ``convert`` does), else ``preset``."""
     from ..convert.pretrained import earnify, load_earn_source
     from ..data.prompts import template_words
     from ..data.tokenizer import REGISTERS, build_tokenizer

@@ -4,6 +4,7 @@ history; dense is k = N. Loss: cross-entropy on the L target identifier tokens o
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -132,45 +133,39 @@ def autocast_context(device: str, precision: str):
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-class Validator:
+def validation_loss(wrapper, valid: "EncodedExamples", collator, batch_size: int, deadline: float | None,
+                    progress: bool, precision: str = "fp32") -> dict:
     """Validation loss over a capped set of examples, stopping at the deadline: ``Trainer.evaluate`` cannot be cut
     short (a 1,000-prompt pass took 27 minutes after a 3-minute budget). Loss: example-weighted mean of batches."""
+    from tqdm.auto import tqdm
 
-    def __init__(self, wrapper, valid: "EncodedExamples", collator, batch_size: int, deadline: float | None,
-                 progress: bool, precision: str = "fp32"):
-        self.wrapper, self.valid, self.collator = wrapper, valid, collator
-        self.batch_size, self.deadline, self.progress, self.precision = batch_size, deadline, progress, precision
-
-    def run(self) -> dict:
-        from tqdm.auto import tqdm
-
-        n = len(self.valid)
-        device = next(self.wrapper.parameters()).device
-        was_training = self.wrapper.training
-        self.wrapper.eval()
-        total, done, cut = 0.0, 0, False
-        t0 = time.perf_counter()
-        bar = tqdm(total=n, desc="validation", unit="ex", disable=not self.progress, leave=False)
-        try:
-            with torch.no_grad(), autocast_context(device.type, self.precision):
-                for s in range(0, n, self.batch_size):
-                    if self.deadline is not None and time.perf_counter() > self.deadline and done:
-                        cut = True
-                        break
-                    batch = self.collator([self.valid[i] for i in range(s, min(n, s + self.batch_size))])
-                    batch = {k: v.to(device) for k, v in batch.items()}
-                    m = len(batch["labels"])
-                    total += float(self.wrapper(**batch)["loss"]) * m
-                    done += m
-                    bar.update(m)
-        finally:
-            bar.close()
-            self.wrapper.train(was_training)
-        return {"eval_loss": total / done if done else None, "examples": done, "of": n, "cut_by_budget": cut,
-                "seconds": time.perf_counter() - t0}
+    n = len(valid)
+    device = next(wrapper.parameters()).device
+    was_training = wrapper.training
+    wrapper.eval()
+    total, done, cut = 0.0, 0, False
+    t0 = time.perf_counter()
+    bar = tqdm(total=n, desc="validation", unit="ex", disable=not progress, leave=False)
+    try:
+        with torch.no_grad(), autocast_context(device.type, precision):
+            for s in range(0, n, batch_size):
+                if deadline is not None and time.perf_counter() > deadline and done:
+                    cut = True
+                    break
+                batch = collator([valid[i] for i in range(s, min(n, s + batch_size))])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                m = len(batch["labels"])
+                total += float(wrapper(**batch)["loss"]) * m
+                done += m
+                bar.update(m)
+    finally:
+        bar.close()
+        wrapper.train(was_training)
+    return {"eval_loss": total / done if done else None, "examples": done, "of": n, "cut_by_budget": cut,
+            "seconds": time.perf_counter() - t0}
 
 
-def _validation_callback(validator: Validator, patience: int = 2):
+def _validation_callback(wrapper, validate, patience: int = 2):
     from transformers import TrainerCallback
 
     class Validation(TrainerCallback):
@@ -185,7 +180,7 @@ def _validation_callback(validator: Validator, patience: int = 2):
             self.history = []
 
         def validate(self, state, control=None):
-            res = validator.run()
+            res = validate()
             if res["eval_loss"] is None:
                 return res
             entry = {"step": state.global_step, "epoch": state.epoch, **res}
@@ -193,7 +188,7 @@ def _validation_callback(validator: Validator, patience: int = 2):
             loss = res["eval_loss"]
             if loss < self.best - 1e-4:
                 self.best, self.bad, self.best_step = loss, 0, state.global_step
-                self.best_state = {k: v.detach().clone() for k, v in validator.wrapper.state_dict().items()}
+                self.best_state = {k: v.detach().clone() for k, v in wrapper.state_dict().items()}
             else:
                 self.bad += 1
                 if control is not None and self.bad >= patience:
@@ -239,6 +234,7 @@ def _time_budget_callback(deadline: float, n_valid: int, batch_size: int):
 
 
 def _trainer_class():
+    import safetensors.torch
     from transformers import Trainer
 
     class TiedWeightsTrainer(Trainer):
@@ -247,16 +243,12 @@ def _trainer_class():
         embeddings. ``save_model``/``load_model`` store a shared tensor once and restore both names."""
 
         def _save(self, output_dir=None, state_dict=None):
-            import safetensors.torch
-
             output_dir = output_dir or self.args.output_dir
             os.makedirs(output_dir, exist_ok=True)
             safetensors.torch.save_model(self.model, os.path.join(output_dir, "model.safetensors"))
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            import safetensors.torch
-
             safetensors.torch.load_model(model or self.model, os.path.join(resume_from_checkpoint, "model.safetensors"))
 
     return TiedWeightsTrainer
@@ -286,8 +278,8 @@ def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pa
         use_cpu=device == "cpu", bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16")
     validation = budget = None
     if valid is not None:
-        validation = _validation_callback(Validator(wrapper, valid, collator, cfg.batch_size, cfg.deadline,
-                                                    cfg.progress, cfg.precision))
+        validation = _validation_callback(wrapper, functools.partial(
+            validation_loss, wrapper, valid, collator, cfg.batch_size, cfg.deadline, cfg.progress, cfg.precision))
     if cfg.deadline is not None:
         budget = _time_budget_callback(cfg.deadline, 0 if valid is None else len(valid), cfg.batch_size)
     callbacks = [c for c in (validation, budget) if c is not None]
