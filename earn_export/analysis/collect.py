@@ -74,8 +74,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
             ids = np.concatenate([ids, np.asarray([corpus.targets[i] for i in idx], dtype=np.int64)], axis=1)
             mask = np.concatenate([mask, np.ones((len(idx), n_t), dtype=np.int64)], axis=1)
             groups = np.concatenate([groups, np.full((len(idx), n_t), target_group, dtype=np.int64)], axis=1)
-        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-        groups_t = torch.from_numpy(groups)
+        ids_t, mask_t, groups_t = (torch.from_numpy(a) for a in (ids, mask, groups))
         real = mask_t.bool()
         t = ids.shape[1]
         causal = torch.ones(t, t, dtype=torch.bool).tril()

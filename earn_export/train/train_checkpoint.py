@@ -86,7 +86,7 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
     from ..data.data_spec import make_catalog
     from ..data.sequences import eval_examples, train_examples
     from ..model.checkpoint_dir import save_checkpoint
-    from .trainer import TrainConfig, resolve_precision, train_model
+    from .trainer import resolve_precision, train_model
 
     t0 = time.perf_counter()
     if split == "analyze" and not model_path:
@@ -133,10 +133,10 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
     valid_set = encode(prompts, [ve.histories[i] for i in pick], [min(ve.targets[i]) for i in pick]) \
         if len(pick) else None
     with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir (checkpoints: resume_dir)
-        cfg = TrainConfig(output_dir=scratch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                          progress=progress, deadline=deadline, device=device, precision=precision,
-                          resume_dir=None if resume_dir is None else str(resume_dir), save_steps=save_steps)
-        log = train_model(model, train_set, valid_set, tok.pad_token_id or 0, cfg)
+        log = train_model(model, train_set, valid_set, tok.pad_token_id or 0, output_dir=scratch, epochs=epochs,
+                          batch_size=batch_size, lr=lr, seed=seed, progress=progress, deadline=deadline, device=device,
+                          precision=precision, resume_dir=None if resume_dir is None else str(resume_dir),
+                          save_steps=save_steps)
     model.cpu()
     if "time_budget" in log:
         print(f"earn-export train: {log['time_budget']['message']}", flush=True)

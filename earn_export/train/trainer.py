@@ -65,26 +65,6 @@ class NextItemLoss(nn.Module):
         return {"loss": loss}
 
 
-@dataclass
-class TrainConfig:
-    output_dir: str
-    epochs: float = 3.0
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 42
-    progress: bool = True
-    # absolute time.perf_counter() by which training and validation must be over (the caller keeps the time it
-    # needs to save); None: no time budget
-    deadline: float | None = None
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; the weights stay fp32); resolve "auto" first
-    # resumable runs: Trainer checkpoints (weights, optimizer, scheduler, RNG, data position) go here every
-    # ``save_steps`` steps and when the time budget stops training; the next call with the same directory
-    # continues from the last one instead of starting over. None: no Trainer checkpoints (not resumable).
-    resume_dir: str | None = None
-    save_steps: int = 200
-
-
 PRECISIONS = ("fp32", "bf16", "fp16")
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 matrix/dot-product units
 PRETRAINED_SIZE = 50_000_000  # parameters from which "auto" picks bf16 on such a CPU
@@ -183,8 +163,7 @@ def _validation_callback(wrapper, validate, patience: int = 2):
             res = validate()
             if res["eval_loss"] is None:
                 return res
-            entry = {"step": state.global_step, "epoch": state.epoch, **res}
-            self.history.append(entry)
+            self.history.append({"step": state.global_step, "epoch": state.epoch, **res})
             loss = res["eval_loss"]
             if loss < self.best - 1e-4:
                 self.best, self.bad, self.best_step = loss, 0, state.global_step
@@ -254,42 +233,49 @@ def _trainer_class():
     return TiedWeightsTrainer
 
 
-def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pad_id: int, cfg: TrainConfig) -> dict:
+def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pad_id: int, *, output_dir: str,
+                epochs: float = 3.0, batch_size: int = 128, lr: float = 1e-3, seed: int = 42, progress: bool = True,
+                deadline: float | None = None, device: str = "auto", precision: str = "fp32",
+                resume_dir: str | None = None, save_steps: int = 200) -> dict:
     """Fine-tune ``model`` in place; returns the training log (losses, best validation loss, steps, and where
-    a time budget cut the run)."""
+    a time budget cut the run). ``deadline``: the ``time.perf_counter()`` by which training and validation must be
+    over (the caller keeps the time it needs to save; None: no budget). ``precision``: fp32, bf16 or fp16 autocast,
+    weights fp32 (resolve "auto" first). ``resume_dir``: Trainer checkpoints (weights, optimizer, scheduler, RNG,
+    data position) every ``save_steps`` steps and when the budget stops training; the next call with the same
+    directory continues from the last one (None: not resumable)."""
     from transformers import TrainingArguments, set_seed
 
     from ..cli_args import resolve_device
 
-    set_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    autocast_context(device, cfg.precision)  # validates precision against the device before any work
+    set_seed(seed)
+    device = resolve_device(device)
+    autocast_context(device, precision)  # validates precision against the device before any work
     wrapper = NextItemLoss(model)
     collator = LeftPadCollator(pad_id)
     args = TrainingArguments(
-        output_dir=cfg.resume_dir or cfg.output_dir, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.lr, lr_scheduler_type="cosine",
+        output_dir=resume_dir or output_dir, per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size, learning_rate=lr, lr_scheduler_type="cosine",
         warmup_steps=0.02,  # transformers 5: a float in [0, 1) is a ratio of total steps
-        weight_decay=0.01, num_train_epochs=cfg.epochs,
+        weight_decay=0.01, num_train_epochs=epochs,
         eval_strategy="no",  # validation runs in our Validation callback (capped, deadline-aware)
-        save_strategy="steps" if cfg.resume_dir else "no", save_steps=cfg.save_steps, save_total_limit=1,
-        logging_steps=50, report_to=[], seed=cfg.seed, data_seed=cfg.seed, train_sampling_strategy="group_by_length",
-        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0, disable_tqdm=not cfg.progress,
-        use_cpu=device == "cpu", bf16=cfg.precision == "bf16", fp16=cfg.precision == "fp16")
+        save_strategy="steps" if resume_dir else "no", save_steps=save_steps, save_total_limit=1,
+        logging_steps=50, report_to=[], seed=seed, data_seed=seed, train_sampling_strategy="group_by_length",
+        remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=0, disable_tqdm=not progress,
+        use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
     validation = budget = None
     if valid is not None:
         validation = _validation_callback(wrapper, functools.partial(
-            validation_loss, wrapper, valid, collator, cfg.batch_size, cfg.deadline, cfg.progress, cfg.precision))
-    if cfg.deadline is not None:
-        budget = _time_budget_callback(cfg.deadline, 0 if valid is None else len(valid), cfg.batch_size)
+            validation_loss, wrapper, valid, collator, batch_size, deadline, progress, precision))
+    if deadline is not None:
+        budget = _time_budget_callback(deadline, 0 if valid is None else len(valid), batch_size)
     callbacks = [c for c in (validation, budget) if c is not None]
     trainer = _trainer_class()(model=wrapper, args=args, train_dataset=train, data_collator=collator,
                                callbacks=callbacks)
     resume_from = None
-    if cfg.resume_dir:
+    if resume_dir:
         from transformers.trainer_utils import get_last_checkpoint
 
-        resume_from = get_last_checkpoint(cfg.resume_dir) if os.path.isdir(cfg.resume_dir) else None
+        resume_from = get_last_checkpoint(resume_dir) if os.path.isdir(resume_dir) else None
         if resume_from:
             print(f"earn-export train: resuming from {resume_from}", flush=True)
     out = trainer.train(resume_from_checkpoint=resume_from)
@@ -308,7 +294,7 @@ def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pa
         "best_step": None if validation is None else validation.best_step,
         "eval_history": [] if validation is None else validation.history,
         "steps": state.global_step, "epochs": state.epoch, "runtime_s": out.metrics.get("train_runtime"),
-        "stopped_by_time_budget": stopped, "device": device, "precision": cfg.precision,
+        "stopped_by_time_budget": stopped, "device": device, "precision": precision,
         "resumed_from_step": int(resume_from.rsplit("-", 1)[1]) if resume_from else None, "complete": not stopped,
     }
     if stopped:
