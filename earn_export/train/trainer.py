@@ -145,7 +145,7 @@ def validation_loss(wrapper, valid: "EncodedExamples", collator, batch_size: int
             "seconds": time.perf_counter() - t0}
 
 
-def _validation_callback(wrapper, validate, patience: int = 2):
+def _validation_callback(wrapper, one_pass, patience: int = 2):
     from transformers import TrainerCallback
 
     class Validation(TrainerCallback):
@@ -160,7 +160,7 @@ def _validation_callback(wrapper, validate, patience: int = 2):
             self.history = []
 
         def validate(self, state, control=None):
-            res = validate()
+            res = one_pass()
             if res["eval_loss"] is None:
                 return res
             self.history.append({"step": state.global_step, "epoch": state.epoch, **res})
