@@ -11,10 +11,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import safetensors.torch
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
+from ..cli_args import resolve_device
 from ..data.prompts import left_pad
 
 
@@ -145,92 +149,78 @@ def validation_loss(wrapper, valid: "EncodedExamples", collator, batch_size: int
             "seconds": time.perf_counter() - t0}
 
 
-def _validation_callback(wrapper, one_pass, patience: int = 2):
-    from transformers import TrainerCallback
+class Validation(TrainerCallback):
+    """Validation per epoch, early stopping on its loss, best weights kept in memory (no checkpoint files).
+    ``validate`` is also called once more after a time-budget stop; ``one_pass()`` is one validation pass."""
 
-    class Validation(TrainerCallback):
-        """Validation per epoch, early stopping on its loss, best weights kept in memory (no checkpoint files).
-        ``validate`` is also called once more after a time-budget stop."""
+    def __init__(self, wrapper, one_pass, patience: int = 2):
+        self.wrapper, self.one_pass, self.patience = wrapper, one_pass, patience
+        self.best = math.inf
+        self.best_state = None
+        self.best_step = None
+        self.bad = 0
+        self.history = []
 
-        def __init__(self):
-            self.best = math.inf
-            self.best_state = None
-            self.best_step = None
-            self.bad = 0
-            self.history = []
-
-        def validate(self, state, control=None):
-            res = one_pass()
-            if res["eval_loss"] is None:
-                return res
-            self.history.append({"step": state.global_step, "epoch": state.epoch, **res})
-            loss = res["eval_loss"]
-            if loss < self.best - 1e-4:
-                self.best, self.bad, self.best_step = loss, 0, state.global_step
-                self.best_state = {k: v.detach().clone() for k, v in wrapper.state_dict().items()}
-            else:
-                self.bad += 1
-                if control is not None and self.bad >= patience:
-                    control.should_training_stop = True
+    def validate(self, state, control=None):
+        res = self.one_pass()
+        if res["eval_loss"] is None:
             return res
-
-        def on_epoch_end(self, args, state, control, **kw):
-            # also when training is stopping (last epoch, or the time budget cut it): that pass is the final one
-            self.validate(state, control)
-
-    return Validation()
-
-
-def _time_budget_callback(deadline: float, n_valid: int, batch_size: int):
-    from transformers import TrainerCallback
-
-    class TimeBudget(TrainerCallback):
-        """Stops training when the time left would not cover one more step plus the final validation pass
-        (estimated from the measured step time: a forward-only batch costs about half a training step)."""
-
-        def __init__(self):
-            self.start = None
-            self.first_step = 0
-            self.stopped_early = False
-            self.where = None
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.start = time.perf_counter()
-            self.first_step = state.global_step  # > 0 when resumed from a Trainer checkpoint
-
-        def on_step_end(self, args, state, control, **kw):
-            now = time.perf_counter()
-            step_s = (now - self.start) / max(state.global_step - self.first_step, 1)
-            valid_s = 0.5 * step_s * math.ceil(n_valid / batch_size)
-            if now + step_s + valid_s > deadline and state.global_step < state.max_steps:
-                self.stopped_early = True
-                self.where = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
-                              "step_s": step_s, "estimated_validation_s": valid_s}
+        self.history.append({"step": state.global_step, "epoch": state.epoch, **res})
+        loss = res["eval_loss"]
+        if loss < self.best - 1e-4:
+            self.best, self.bad, self.best_step = loss, 0, state.global_step
+            self.best_state = {k: v.detach().clone() for k, v in self.wrapper.state_dict().items()}
+        else:
+            self.bad += 1
+            if control is not None and self.bad >= self.patience:
                 control.should_training_stop = True
-                control.should_save = args.save_strategy != "no"  # a resumable run keeps its place
+        return res
 
-    return TimeBudget()
+    def on_epoch_end(self, args, state, control, **kw):
+        # also when training is stopping (last epoch, or the time budget cut it): that pass is the final one
+        self.validate(state, control)
 
 
-def _trainer_class():
-    import safetensors.torch
-    from transformers import Trainer
+class TimeBudget(TrainerCallback):
+    """Stops training when the time left would not cover one more step plus the final validation pass
+    (estimated from the measured step time: a forward-only batch costs about half a training step)."""
 
-    class TiedWeightsTrainer(Trainer):
-        """``Trainer`` whose checkpoints hold the wrapped model's weights once: the loss wrapper is no
-        ``PreTrainedModel``, so Trainer would write its raw state dict, which safetensors refuses for tied
-        embeddings. ``save_model``/``load_model`` store a shared tensor once and restore both names."""
+    def __init__(self, deadline: float, n_valid: int, batch_size: int):
+        self.deadline, self.n_valid, self.batch_size = deadline, n_valid, batch_size
+        self.start = None
+        self.first_step = 0
+        self.stopped_early = False
+        self.where = None
 
-        def _save(self, output_dir=None, state_dict=None):
-            output_dir = output_dir or self.args.output_dir
-            os.makedirs(output_dir, exist_ok=True)
-            safetensors.torch.save_model(self.model, os.path.join(output_dir, "model.safetensors"))
-            torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+    def on_train_begin(self, args, state, control, **kw):
+        self.start = time.perf_counter()
+        self.first_step = state.global_step  # > 0 when resumed from a Trainer checkpoint
 
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            safetensors.torch.load_model(model or self.model, os.path.join(resume_from_checkpoint, "model.safetensors"))
+    def on_step_end(self, args, state, control, **kw):
+        now = time.perf_counter()
+        step_s = (now - self.start) / max(state.global_step - self.first_step, 1)
+        valid_s = 0.5 * step_s * math.ceil(self.n_valid / self.batch_size)
+        if now + step_s + valid_s > self.deadline and state.global_step < state.max_steps:
+            self.stopped_early = True
+            self.where = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch,
+                          "step_s": step_s, "estimated_validation_s": valid_s}
+            control.should_training_stop = True
+            control.should_save = args.save_strategy != "no"  # a resumable run keeps its place
 
-    return TiedWeightsTrainer
+
+class TiedWeightsTrainer(Trainer):
+    """``Trainer`` whose checkpoints hold the wrapped model's weights once: the loss wrapper is no
+    ``PreTrainedModel``, so Trainer would write its raw state dict, which safetensors refuses for tied
+    embeddings. ``save_model``/``load_model`` store a shared tensor once and restore both names."""
+
+    def _save(self, output_dir=None, state_dict=None):
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        safetensors.torch.save_model(self.model, os.path.join(output_dir, "model.safetensors"))
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        safetensors.torch.load_model(model or self.model, os.path.join(resume_from_checkpoint, "model.safetensors"))
 
 
 def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pad_id: int, *, output_dir: str,
@@ -243,10 +233,6 @@ def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pa
     weights fp32 (resolve "auto" first). ``resume_dir``: Trainer checkpoints (weights, optimizer, scheduler, RNG,
     data position) every ``save_steps`` steps and when the budget stops training; the next call with the same
     directory continues from the last one (None: not resumable)."""
-    from transformers import TrainingArguments, set_seed
-
-    from ..cli_args import resolve_device
-
     set_seed(seed)
     device = resolve_device(device)
     autocast_context(device, precision)  # validates precision against the device before any work
@@ -264,17 +250,15 @@ def train_model(model, train: EncodedExamples, valid: EncodedExamples | None, pa
         use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16")
     validation = budget = None
     if valid is not None:
-        validation = _validation_callback(wrapper, functools.partial(
+        validation = Validation(wrapper, functools.partial(
             validation_loss, wrapper, valid, collator, batch_size, deadline, progress, precision))
     if deadline is not None:
-        budget = _time_budget_callback(deadline, 0 if valid is None else len(valid), batch_size)
+        budget = TimeBudget(deadline, 0 if valid is None else len(valid), batch_size)
     callbacks = [c for c in (validation, budget) if c is not None]
-    trainer = _trainer_class()(model=wrapper, args=args, train_dataset=train, data_collator=collator,
-                               callbacks=callbacks)
+    trainer = TiedWeightsTrainer(model=wrapper, args=args, train_dataset=train, data_collator=collator,
+                                 callbacks=callbacks)
     resume_from = None
     if resume_dir:
-        from transformers.trainer_utils import get_last_checkpoint
-
         resume_from = get_last_checkpoint(resume_dir) if os.path.isdir(resume_dir) else None
         if resume_from:
             print(f"earn-export train: resuming from {resume_from}", flush=True)
