@@ -226,7 +226,6 @@ def add_catalog_ids(p, note: str | None = None) -> None:
 
 
 def add_out(p, what: str, required: bool = False, default: str | None = None) -> None:
-    """``--out`` is always a path written by the command (a directory or a file, as ``what`` says)."""
     p.add_argument("--out", required=required, default=default, help=what)
 
 
@@ -294,7 +293,6 @@ def add_backend(p, default: str = "onnxruntime", note: str | None = None) -> Non
 
 
 def add_users(p, default: int | None, what: str) -> None:
-    """``--users`` is always a count of users."""
     p.add_argument("--users", type=positive_int, default=default, help=what)
 
 

@@ -20,8 +20,7 @@ def prompt_row_groups(prompts, history) -> tuple[list[int], list[int]]:
     for name, piece in prompts.segments(history):
         ids += piece
         groups += [GROUPS.index(_SEGMENT_GROUP[name])] * len(piece)
-    row = prompts.row(history)
-    if ids != row:
+    if ids != prompts.row(history):
         raise DataError(
             "the prompt builder's pieces do not concatenate to its rows (a tokenizer whose pieces depend on their "
             "context), so token groups cannot be assigned by position; analyse a checkpoint whose tokenizer keeps "
@@ -49,8 +48,7 @@ def text_rows(tokenizer, path, max_tokens: int = 256, max_rows: int = 200) -> tu
     if not path.is_file():
         raise DataError(f"--text {path}: no such file; pass a UTF-8 plain-text file (paragraphs separated by blank "
                         "lines)")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    paras = [" ".join(p.split()) for p in text.split("\n\n")]
+    paras = [" ".join(p.split()) for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n")]
     paras = [p for p in paras if p][:max_rows]
     rows = []
     for p in paras:

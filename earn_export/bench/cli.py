@@ -14,9 +14,7 @@ def shape_overrides(text: str) -> dict:
     import argparse
 
     out = {}
-    for part in text.replace(" ", ",").split(","):
-        if not part:
-            continue
+    for part in filter(None, text.replace(" ", ",").split(",")):
         key, sep, value = part.partition("=")
         if not sep or key not in SHAPE_KEYS or not value.isdigit() or int(value) < 1:
             raise argparse.ArgumentTypeError(f"expected KEY=INT pairs with KEY one of {', '.join(SHAPE_KEYS)}, "

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import UsageError
+
 
 def register(sub) -> None:
     from .. import cli_args as ca
@@ -83,8 +85,6 @@ def run_train(args) -> int:
                               n_items=args.synthetic_items)
     require_gguf_reader(args.model, "earn-export train --model")
     if args.split_layer == "analyze" and not args.model:
-        from ..errors import UsageError
-
         raise UsageError("--split-layer analyze reads the attention of the model training starts from, and a fresh "
                          "--model-config preset has random weights — pass --model DIR (e.g. a dense run) or an "
                          "integer --split-layer")
@@ -121,7 +121,6 @@ def run_train(args) -> int:
 
 def run_eval(args) -> int:
     from ..data.data_spec import DataSpec
-    from ..errors import UsageError
 
     spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core) if args.data or args.interactions \
         else None
@@ -163,7 +162,6 @@ def run_eval(args) -> int:
 def _check_dense(ckpt: Path) -> None:
     """--baseline streaming compresses a dense model's torch cache: refuse engines and EARN checkpoints early."""
     from ..cli_args import model_depth
-    from ..errors import UsageError
 
     fix = "pass the dense checkpoint (`earn-export train --split-layer dense`)"
     if (ckpt / "manifest.json").is_file():

@@ -21,7 +21,7 @@ class StreamingCacheBackend:
 
     def __init__(self, inner, n_sink: int = 4, window: int = 8):
         self.inner, self.n_sink, self.window = inner, n_sink, window
-        self.out_token_ids = inner.out_token_ids
+        self.out_token_ids, self.decode = inner.out_token_ids, inner.decode
         self.device = getattr(inner, "device", None)
 
     def prefill(self, input_ids, attention_mask):
@@ -33,9 +33,6 @@ class StreamingCacheBackend:
         keep = real & ((rank <= self.n_sink) | (rank > n - self.window))
         cache.attention_mask = keep.to(cache.attention_mask.dtype)
         return logprobs, state
-
-    def decode(self, state, tokens, parents, step):
-        return self.inner.decode(state, tokens, parents, step)
 
 
 def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 64, progress: bool = False,
