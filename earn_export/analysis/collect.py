@@ -77,8 +77,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
         ids_t, mask_t, groups_t = (torch.from_numpy(a) for a in (ids, mask, groups))
         real = mask_t.bool()
         t = ids.shape[1]
-        causal = torch.ones(t, t, dtype=torch.bool).tril()
-        key_valid = causal[None] & real[:, None, :]  # [B, T, S]
+        key_valid = torch.ones(t, t, dtype=torch.bool).tril()[None] & real[:, None, :]  # causal, [B, T, S]
         last = torch.zeros_like(real)
         last[:, p - 1] = True  # left padding: the last prompt column is every prompt's last token
         predict = torch.zeros_like(real)

@@ -39,11 +39,10 @@ def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.T
         col = torch.where(m[..., None] > 0, col, torch.zeros_like(col))
         return torch.gather(cs0, -1, col[:, None].expand(b, h, t, 1))[..., 0]
 
-    n_f = n.clamp_min(1).to(torch.float32)[:, None]  # [B, 1, T]
     onehot = torch.stack([key_group == gi for gi in range(len(GROUPS))], dim=-1).to(p.dtype)  # [B, S, G]
     gmass = torch.bmm(p.reshape(b, h * t, s), onehot).reshape(b, h, t, len(GROUPS))
     out = {
-        "sparsity": (p > EPS).sum(-1).to(torch.float32) / n_f,
+        "sparsity": (p > EPS).sum(-1).to(torch.float32) / n.clamp_min(1).to(torch.float32)[:, None],
         "sink_head": mass_before(n.clamp_max(SINK_HEAD)),
         "sink_tail": cs[..., -1] - mass_before((n - SINK_TAIL).clamp_min(0)),
         "entropy": -torch.special.xlogy(p, p).sum(-1),

@@ -45,7 +45,6 @@ def analyze_model(model, prompts, histories, next_items=None, text=None, heads="
                   batch_size=32, progress=True, threshold=THRESHOLD) -> dict:
     """Everything about one model: summaries per corpus, the maps (for plotting) and the split recommendation."""
     heads_l = parse_heads(heads, model.model.layers[0].self_attn.n_heads)
-    pad = prompts.pad_id
     out = {"num_layers": model.num_layers, "split_layer": model.split_layer,
            "num_heads": model.model.layers[0].self_attn.n_heads, "corpora": {}, "maps": {}}
     corpora = [prompt_corpus(prompts, histories, next_items)]
@@ -59,7 +58,7 @@ def analyze_model(model, prompts, histories, next_items=None, text=None, heads="
                   "LLM's tokenizer (train --model HF_DIR) for that", file=sys.stderr)
         corpora.append(tc)
     for c in corpora:
-        col = collect(model, c, pad_id=pad, batch_size=batch_size, forward=forward, progress=progress)
+        col = collect(model, c, pad_id=prompts.pad_id, batch_size=batch_size, forward=forward, progress=progress)
         out["corpora"][c.name] = corpus_summary(col, heads_l)
         out["maps"][c.name] = {"maps": col["maps"], "groups": col["map_groups"]}
     if forward == "dense" or model.split_layer == model.num_layers:

@@ -60,15 +60,13 @@ def _mean(vals):
 def table4_row(summary: dict, k: int) -> dict:
     """Early (layers < k) / latter (layers >= k) means of the per-layer curves; sinks over all layers."""
     pl = summary["query_sets"]["all"]["per_layer"]
-    n = len(pl["sparsity"])
-    early, latter = range(0, k), range(k, n)
     row = {"k": k}
     for m in ROW_METRICS:
-        row[f"{m}_early"] = _mean([pl[m][i] for i in early])
-        row[f"{m}_latter"] = _mean([pl[m][i] for i in latter])
+        row[f"{m}_early"] = _mean(pl[m][:k])
+        row[f"{m}_latter"] = _mean(pl[m][k:])
         row[f"{m}_all"] = _mean(pl[m])
     for g in GROUPS:
-        row[f"mass_{g}_latter"] = _mean([pl[f"mass_{g}"][i] for i in latter])
+        row[f"mass_{g}_latter"] = _mean(pl[f"mass_{g}"][k:])
     return row
 
 

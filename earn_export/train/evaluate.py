@@ -76,9 +76,7 @@ def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 
 
 def popularity_metrics(train_sequences, examples, num_items: int, ks=(10, 20)) -> dict:
     """The popularity baseline: rank items by training-interaction count, same list for every user."""
-    counts = np.zeros(num_items, dtype=np.int64)
-    for seq in train_sequences:
-        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+    counts = np.bincount(np.fromiter((i for seq in train_sequences for i in seq), np.int64), minlength=num_items)
     top = np.argsort(-counts, kind="stable")[: max(ks)]
     ranked = np.tile(top, (len(examples.targets), 1))
     return evaluate_rankings(ranked, examples.targets, ks=ks)
@@ -94,8 +92,7 @@ def _item_head(ckpt) -> np.ndarray | None:
 
 
 def eval_vocab(model, vocab: str = "auto") -> str:
-    """``auto`` as ``--vocab auto`` does (:func:`earn_export.cli_args.auto_vocab`): ``items`` for pretrained-size
-    vocabularies, ``full`` for the small from-scratch ones."""
+    """``auto`` as ``--vocab auto`` does (``cli_args.auto_vocab``): ``items`` for pretrained-size vocabularies."""
     from ..cli_args import auto_vocab
 
     if vocab not in ("auto", "full", "items"):
