@@ -20,6 +20,7 @@ from .errors import RunWarning, UsageError, UserError, cli_context
 
 PROG = "earn-export"
 DEBUG_ENV = "EARN_EXPORT_DEBUG"
+DEBUG_HELP = f"show the Python traceback of errors (also: {DEBUG_ENV}=1)"
 
 # command name -> module that defines register(subparsers) for it
 COMMANDS = {
@@ -67,14 +68,11 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true",
-                        help=f"show the Python traceback of errors (also: {DEBUG_ENV}=1)")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     registered = set()
     for name, module in COMMANDS.items():
-        if only is not None and name != only:
-            continue
-        if module in registered:
+        if (only is not None and name != only) or module in registered:
             continue
         try:
             mod = importlib.import_module(module)
@@ -86,8 +84,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         registered.add(module)
     for p in sub.choices.values():  # `earn-export CMD ... --debug` as well as `earn-export --debug CMD ...`
         if "--debug" not in p._option_string_actions:
-            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                           help=f"show the Python traceback of errors (also: {DEBUG_ENV}=1)")
+            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 

@@ -1,6 +1,6 @@
-"""Argument types and cross-checks shared by the ``earn-export`` sub-commands (standard library only): every
-argument is checked while parsing, or at the start of the command before its heavy imports, with one message
-naming the flag and the fix."""
+"""Argument types and cross-checks shared by the ``earn-export`` sub-commands (standard library and the torch-free
+``model.shapes``): every argument is checked while parsing, or at the start of the command before its heavy
+imports, with one message naming the flag and the fix."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ def positive_int(text) -> int:
 
 
 def nonneg_int(text) -> int:
-    """An integer >= 0."""
     return _number(int, text, 0)
 
 
@@ -63,32 +62,21 @@ def existing_file(text) -> str:
     return text
 
 
-def existing_path(text) -> str:
-    """A file or directory that exists (an HF checkpoint dir or a ``.gguf`` file)."""
-    if not os.path.exists(text):
+def pretrained_model(text) -> str:
+    """``smollm2`` (the shipped SmolLM2-135M-Instruct GGUF) or an existing HF checkpoint dir / ``.gguf`` file."""
+    if text != "smollm2" and not os.path.exists(text):
         raise argparse.ArgumentTypeError(f"{text} does not exist")
     return text
 
 
-def pretrained_model(text) -> str:
-    """``smollm2`` (the shipped SmolLM2-135M-Instruct GGUF) or an existing HF checkpoint dir / ``.gguf`` file."""
-    return text if text == "smollm2" else existing_path(text)
-
-
 def split_layer(text) -> str | int:
-    """``auto``, ``dense``, ``analyze`` or an integer k >= 1 (checked against the model's depth by
-    :func:`check_split_layer`)."""
+    """``auto``, ``dense``, ``analyze`` or an integer k >= 1 (checked against the depth by ``check_split_layer``)."""
     if text in ("auto", "dense", "analyze"):
         return text
     try:
         return positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected 'auto', 'dense', 'analyze' or an integer k >= 1, got {text!r}")
-
-
-THREADS_HELP = ("CPU threads of torch and ONNX Runtime (default: one per core). Runs with the same count are "
-                "bit-identical on one machine, whatever its load; another count changes the float summation order, "
-                "hence the last digits")
 
 
 def set_threads(n: int | None):
@@ -163,9 +151,9 @@ def model_depth(model_dir=None, preset: str | None = None) -> int | None:
     if model_dir is not None:
         n = _text_config(model_dir).get("num_hidden_layers")
         return n if isinstance(n, int) else None
-    if preset is not None:
-        return shape_registry().depth(preset)
-    return None
+    from .model.shapes import depth
+
+    return None if preset is None else depth(preset)
 
 
 def check_split_layer(k, depth: int | None, model_flag: str) -> None:
@@ -203,7 +191,6 @@ def add_data_source(p, default: str = "the embedded synthetic dataset", csv: boo
 
 def add_search(p, top_k: int | None = 10, beam: int = 20, top_k_note: str | None = None,
                beam_note: str | None = None, top_k_flag: bool = True) -> None:
-    """The trie-constrained beam search: ``--beam`` width and ``--top-k`` items per user (at most ``--beam``)."""
     p.add_argument("--beam", type=positive_int, default=beam, help=_help("beam width of the trie-constrained search",
                                                                          beam_note))
     if top_k_flag:
@@ -212,7 +199,10 @@ def add_search(p, top_k: int | None = 10, beam: int = 20, top_k_note: str | None
 
 
 def add_threads(p, default: int | None = None, note: str | None = None) -> None:
-    p.add_argument("--threads", type=positive_int, default=default, help=_help(THREADS_HELP, note))
+    p.add_argument("--threads", type=positive_int, default=default,
+                   help=_help("CPU threads of torch and ONNX Runtime (default: one per core). Runs with the same count "
+                              "are bit-identical on one machine, whatever its load; another count changes the float "
+                              "summation order, hence the last digits", note))
 
 
 def add_verify(p) -> None:
@@ -229,15 +219,13 @@ def add_on_unknown(p, note: str | None = None) -> None:
 
 
 def add_catalog_ids(p, note: str | None = None) -> None:
-    """``--catalog-ids``: item ids in and out are catalog indices 0..n-1 even when the engine has an item id map
-    (docs/own-ids.md); without it every interface speaks the catalog's original ids when the engine has one."""
+    """Without ``--catalog-ids`` every interface speaks the catalog's original ids when the engine has an id map."""
     p.add_argument("--catalog-ids", action="store_true",
                    help=_help("histories and answers in catalog indices 0..n-1 instead of the engine's original "
                               "item ids", note))
 
 
 def add_out(p, what: str, required: bool = False, default: str | None = None) -> None:
-    """``--out`` is always a path written by the command (a directory or a file, as ``what`` says)."""
     p.add_argument("--out", required=required, default=default, help=what)
 
 
@@ -251,12 +239,20 @@ def add_device(p, default: str = "cpu", note: str | None = None) -> None:
                    help=_help("torch device (auto: cuda when torch sees a GPU)", note))
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: cuda when torch sees a GPU, else cpu. ``cuda`` without a GPU is an error naming the fix."""
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device == "cpu":
         return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA GPU here (torch {torch.__version__}); "
+                         "use --device cpu or install a CUDA build of torch")
+    return device
 
 
 def add_vocab(p, default: str, note: str | None = None) -> None:
@@ -297,24 +293,7 @@ def add_backend(p, default: str = "onnxruntime", note: str | None = None) -> Non
 
 
 def add_users(p, default: int | None, what: str) -> None:
-    """``--users`` is always a count of users."""
     p.add_argument("--users", type=positive_int, default=default, help=what)
-
-
-def shape_registry():
-    """:mod:`earn_export.model.shapes` loaded from its file: importing it as ``earn_export.model.shapes`` would run
-    ``earn_export/model/__init__.py``, which imports torch, and parsers must build without torch."""
-    import importlib.util
-    import sys
-
-    mod = sys.modules.get("earn_export.model.shapes") or sys.modules.get("_earn_export_shapes")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location("_earn_export_shapes", Path(__file__).parent / "model" /
-                                                      "shapes.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sys.modules["_earn_export_shapes"] = mod
-    return mod
 
 
 def add_pretrained_model(p, note: str) -> None:
@@ -325,7 +304,9 @@ def add_pretrained_model(p, note: str) -> None:
 
 
 def add_model_config(p, default: str) -> None:
-    p.add_argument("--model-config", default=default, choices=list(shape_registry().PRESETS),
+    from .model.shapes import PRESETS  # light: earn_export.model loads its torch modules lazily
+
+    p.add_argument("--model-config", default=default, choices=list(PRESETS),
                    help="model preset of a fresh random-weight model (earn_export/model/shapes.py)")
 
 
@@ -348,7 +329,6 @@ def add_history(p, required: bool = False, original_ids: bool = False) -> None:
 
 def add_histories_file(p, required: bool = False,
                        file_format: str = "one history per line (item ids separated by spaces/commas)") -> None:
-    """``--histories-file FILE``: many users' histories."""
     p.add_argument("--histories-file", type=existing_file, metavar="FILE", required=required,
                    help=f"users' histories: {file_format}")
 

@@ -41,7 +41,7 @@ def test_validation_pass_stops_at_the_deadline():
 
     import numpy as np
 
-    from earn_export.train.trainer import EncodedExamples, LeftPadCollator, Validator
+    from earn_export.train.trainer import EncodedExamples, LeftPadCollator, validation_loss
 
     class Wrapper(torch.nn.Module):
         def __init__(self):
@@ -52,9 +52,9 @@ def test_validation_pass_stops_at_the_deadline():
             return {"loss": self.w * 0 + 2.5}
 
     valid = EncodedExamples([[1, 2, 3]] * 40, np.ones((40, 4), dtype=np.int64))
-    res = Validator(Wrapper(), valid, LeftPadCollator(0), 8, time.perf_counter() - 1, progress=False).run()
+    res = validation_loss(Wrapper(), valid, LeftPadCollator(0), 8, time.perf_counter() - 1, progress=False)
     assert res == {**res, "eval_loss": 2.5, "examples": 8, "of": 40, "cut_by_budget": True}
-    res = Validator(Wrapper(), valid, LeftPadCollator(0), 8, None, progress=False).run()
+    res = validation_loss(Wrapper(), valid, LeftPadCollator(0), 8, None, progress=False)
     assert res["examples"] == 40 and not res["cut_by_budget"]
 
 

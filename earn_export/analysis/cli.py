@@ -19,8 +19,9 @@ def register(sub) -> None:
     p.add_argument("--heads", default="all",
                    help="heads averaged in curves, tables and maps: 'all' or indices like 0 (the paper's Fig. 2 "
                         "head) or 0,2; attention.json always keeps every head")
-    p.add_argument("--text", type=existing_file, help="plain-text file (paragraphs separated by blank lines) analysed as well, for the "
-                                  "paper's NLP contrast (tokenised with each checkpoint's tokenizer)")
+    p.add_argument("--text", type=existing_file,
+                   help="plain-text file (paragraphs separated by blank lines) analysed as well, for the paper's NLP "
+                        "contrast (tokenised with each checkpoint's tokenizer)")
     p.add_argument("--forward", default="dense", choices=["dense", "native"],
                    help="dense: every row through every layer, the paper's setting (default); native: the "
                         "checkpoint's own computation (EARN: layers >= k see only the registers)")
@@ -49,9 +50,8 @@ def run_analyze(args) -> int:
     from .run_analysis import analyze
     from .split_rule import THRESHOLD, format_evidence
 
-    spec = None
-    if args.data or args.interactions:
-        spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core)
+    spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core) if args.data or args.interactions \
+        else None
     doc = analyze(args.checkpoints, args.out, data_spec=spec, users=args.users, heads=args.heads,
                   text=args.text, forward=args.forward, batch_size=args.batch_size, split_layer=args.split_layer,
                   threshold=THRESHOLD if args.threshold is None else args.threshold, seed=args.seed,

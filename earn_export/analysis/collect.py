@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import check_choice
-from .metrics import EPS, GROUPS, QUERY_SETS, TOPK, AttentionStats
+from .metrics import GROUPS, AttentionStats
 from .probes import capture_attention
 
 FORWARDS = ("dense", "native")
@@ -41,22 +41,12 @@ class Corpus:
             if len(self.targets) != len(self.rows) or len(lengths) != 1 or 0 in lengths:
                 raise ValueError(f"corpus {self.name!r}: need one non-empty target of the same length per row")
 
-    @property
-    def n_target(self) -> int:
-        return 0 if self.targets is None else len(self.targets[0])
-
-
-def _pick_map_example(rows: list[list[int]]) -> int:
-    """The sequence whose length is the median: a typical prompt for the attention-map figure."""
-    lengths = np.array([len(r) for r in rows])
-    return int(np.argsort(lengths, kind="stable")[len(rows) // 2])
-
 
 @torch.no_grad()
 def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forward: str = "dense",
-            map_layers=None, progress: bool = True, eps: float = EPS, topk: int = TOPK) -> dict:
-    """Statistics of ``model``'s attention over ``corpus``: ``{"stats": AttentionStats, "maps": {...}, ...}``;
-    ``map_layers``: layers whose [H, T, T] map of one median-length sequence is kept (default all)."""
+            progress: bool = True) -> dict:
+    """Statistics of ``model``'s attention over ``corpus``: ``{"stats": AttentionStats, "maps": {...}, ...}``,
+    with every layer's [H, T, T] map of one median-length sequence."""
     from tqdm.auto import tqdm
 
     from .groups import pad_groups
@@ -68,17 +58,12 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
     earn_native = forward == "native" and k < n_layers
     mode = "masked" if earn_native else "dense"
     reg_ids = torch.tensor(model.earn.register_token_ids if model.earn is not None else [], dtype=torch.int64)
-    map_layers = list(range(n_layers)) if map_layers is None else sorted(set(int(i) for i in map_layers))
-    bad = [i for i in map_layers if not 0 <= i < n_layers]
-    if bad:
-        raise ValueError(f"map layers {bad} are out of range for a model with {n_layers} layers (0..{n_layers - 1})")
-    stats = AttentionStats(n_layers, n_heads, eps=eps, topk=topk)
-    map_idx = _pick_map_example(corpus.rows)
+    stats = AttentionStats(n_layers, n_heads)
     maps: dict[int, np.ndarray] = {}
-
-    n_t = corpus.n_target
+    n_t = 0 if corpus.targets is None else len(corpus.targets[0])
     target_group = GROUPS.index("target")
     order = np.argsort([len(r) for r in corpus.rows], kind="stable")
+    map_idx = int(order[len(order) // 2])  # the median-length sequence: a typical prompt for the map figure
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
     model.eval()
     bar = tqdm(total=len(corpus.rows), desc=f"attention ({corpus.name}, {forward})", unit="seq", disable=not progress)
@@ -89,12 +74,10 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
             ids = np.concatenate([ids, np.asarray([corpus.targets[i] for i in idx], dtype=np.int64)], axis=1)
             mask = np.concatenate([mask, np.ones((len(idx), n_t), dtype=np.int64)], axis=1)
             groups = np.concatenate([groups, np.full((len(idx), n_t), target_group, dtype=np.int64)], axis=1)
-        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-        groups_t = torch.from_numpy(groups)
+        ids_t, mask_t, groups_t = (torch.from_numpy(a) for a in (ids, mask, groups))
         real = mask_t.bool()
         t = ids.shape[1]
-        causal = torch.ones(t, t, dtype=torch.bool).tril()
-        key_valid = causal[None] & real[:, None, :]  # [B, T, S]
+        key_valid = torch.ones(t, t, dtype=torch.bool).tril()[None] & real[:, None, :]  # causal, [B, T, S]
         last = torch.zeros_like(real)
         last[:, p - 1] = True  # left padding: the last prompt column is every prompt's last token
         predict = torch.zeros_like(real)
@@ -111,7 +94,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
             late = earn_native and layer >= k
             kv = late_key_valid if late else key_valid
             stats.update(layer, probs, kv, groups_t, late_qsets if late else qsets)
-            if len(in_batch) and layer in map_layers:
+            if len(in_batch):
                 b = int(in_batch[0])
                 n = int(real[b].sum())
                 m = probs[b].clone()
@@ -124,7 +107,7 @@ def collect(model, corpus: Corpus, pad_id: int = 0, batch_size: int = 32, forwar
             model(ids_t, mask_t, n_target=n_t, mode=mode)
         bar.update(len(idx))
     bar.close()
-    assert set(stats.rows) == set(QUERY_SETS)
     map_groups = list(corpus.groups[map_idx]) + [target_group] * n_t
-    return {"name": corpus.name, "stats": stats, "maps": maps, "map_groups": map_groups, "n_target": n_t, "forward": forward, "sequences": len(corpus.rows),
+    return {"name": corpus.name, "stats": stats, "maps": maps, "map_groups": map_groups, "n_target": n_t,
+            "forward": forward, "sequences": len(corpus.rows),
             "mean_length": float(np.mean([len(r) for r in corpus.rows])), "meta": dict(corpus.meta)}

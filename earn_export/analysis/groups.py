@@ -20,8 +20,7 @@ def prompt_row_groups(prompts, history) -> tuple[list[int], list[int]]:
     for name, piece in prompts.segments(history):
         ids += piece
         groups += [GROUPS.index(_SEGMENT_GROUP[name])] * len(piece)
-    row = prompts.row(history)
-    if ids != row:
+    if ids != prompts.row(history):
         raise DataError(
             "the prompt builder's pieces do not concatenate to its rows (a tokenizer whose pieces depend on their "
             "context), so token groups cannot be assigned by position; analyse a checkpoint whose tokenizer keeps "
@@ -41,19 +40,16 @@ def pad_groups(rows: list[list[int]], groups: list[list[int]], pad_id: int):
     return ids, mask, g
 
 
-def text_rows(tokenizer, path, max_tokens: int = 256, max_rows: int | None = None) -> tuple[list[list[int]], dict]:
-    """Plain-text sequences for the NLP contrast: one per non-empty paragraph (blank-line separated) of ``path``,
-    tokenised with the checkpoint's tokenizer (its BOS included), cut to ``max_tokens``. Also returns counts,
-    including the share of unknown tokens (a word-level recommender vocabulary maps most English to <unk>)."""
+def text_rows(tokenizer, path, max_tokens: int = 256, max_rows: int = 200) -> tuple[list[list[int]], dict]:
+    """Plain-text sequences for the NLP contrast: the first ``max_rows`` non-empty paragraphs (blank-line separated)
+    of ``path``, tokenised with the checkpoint's tokenizer (its BOS included), cut to ``max_tokens``. Also returns
+    counts, including the share of unknown tokens (a word-level recommender vocabulary maps most English to <unk>)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"--text {path}: no such file; pass a UTF-8 plain-text file (paragraphs separated by blank "
                         "lines)")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    paras = [" ".join(p.split()) for p in text.split("\n\n")]
-    paras = [p for p in paras if p]
-    if max_rows:
-        paras = paras[:max_rows]
+    paras = [" ".join(p.split()) for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n")]
+    paras = [p for p in paras if p][:max_rows]
     rows = []
     for p in paras:
         ids = list(tokenizer(p, add_special_tokens=True)["input_ids"])[:max_tokens]

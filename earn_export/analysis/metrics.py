@@ -21,8 +21,7 @@ QUERY_SETS = ("all", "last", "predict")
 METRIC_NAMES = ROW_METRICS + tuple(f"mass_{g}" for g in GROUPS)
 
 
-def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.Tensor, eps: float = EPS,
-                head: int = SINK_HEAD, tail: int = SINK_TAIL, topk: int = TOPK) -> dict[str, torch.Tensor]:
+def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every metric of every query row: probs [B, H, T, S], key_valid [B, T, S] bool, key_group [B, S] (index into
     ``GROUPS``, -1 padding) -> name -> [B, H, T] float32."""
     kv = key_valid[:, None]
@@ -30,27 +29,24 @@ def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.T
     b, h, t, s = p.shape
     n = key_valid.sum(-1)  # [B, T] valid keys per row
     rank = key_valid.cumsum(-1)  # 1-based rank of each valid key from the left
-    # sinks from one cumulative sum: mass up to (and including) the head-th valid key, and after the
-    # (n - tail)-th valid key; a searchsorted on the ranks gives those key columns per row
+    # sinks from one cumulative sum: mass up to (and including) the SINK_HEAD-th valid key, and after the
+    # (n - SINK_TAIL)-th valid key; a searchsorted on the ranks gives those key columns per row
     cs = p.cumsum(-1)
-    zero = torch.zeros(b, h, t, 1, dtype=p.dtype)
-    cs0 = torch.cat([zero, cs], dim=-1)  # cs0[..., j] = mass of keys < j
+    cs0 = torch.nn.functional.pad(cs, (1, 0))  # cs0[..., j] = mass of keys < j
 
     def mass_before(m):  # m [B, T]: mass of the first m valid keys of each row
         col = torch.searchsorted(rank.contiguous(), m.clamp_min(0)[..., None].to(rank.dtype), right=True)  # [B,T,1]
         col = torch.where(m[..., None] > 0, col, torch.zeros_like(col))
         return torch.gather(cs0, -1, col[:, None].expand(b, h, t, 1))[..., 0]
 
-    total = cs[..., -1]
-    n_f = n.clamp_min(1).to(torch.float32)[:, None]  # [B, 1, T]
     onehot = torch.stack([key_group == gi for gi in range(len(GROUPS))], dim=-1).to(p.dtype)  # [B, S, G]
     gmass = torch.bmm(p.reshape(b, h * t, s), onehot).reshape(b, h, t, len(GROUPS))
     out = {
-        "sparsity": (p > eps).sum(-1).to(torch.float32) / n_f,
-        "sink_head": mass_before(torch.minimum(n, torch.full_like(n, head))),
-        "sink_tail": total - mass_before((n - tail).clamp_min(0)),
+        "sparsity": (p > EPS).sum(-1).to(torch.float32) / n.clamp_min(1).to(torch.float32)[:, None],
+        "sink_head": mass_before(n.clamp_max(SINK_HEAD)),
+        "sink_tail": cs[..., -1] - mass_before((n - SINK_TAIL).clamp_min(0)),
         "entropy": -torch.special.xlogy(p, p).sum(-1),
-        "topk_mass": p.topk(min(topk, s), dim=-1).values.sum(-1),
+        "topk_mass": p.topk(min(TOPK, s), dim=-1).values.sum(-1),
     }
     for gi, g in enumerate(GROUPS):
         out[f"mass_{g}"] = gmass[..., gi]
@@ -60,9 +56,7 @@ def row_metrics(probs: torch.Tensor, key_valid: torch.Tensor, key_group: torch.T
 class AttentionStats:
     """Running sums of every metric per (query set, layer, head); ``update`` per batch and layer."""
 
-    def __init__(self, num_layers: int, num_heads: int, eps: float = EPS, topk: int = TOPK):
-        self.num_layers, self.num_heads = num_layers, num_heads
-        self.eps, self.topk = eps, topk
+    def __init__(self, num_layers: int, num_heads: int):
         self.sums = {q: {m: np.zeros((num_layers, num_heads)) for m in METRIC_NAMES} for q in QUERY_SETS}
         self.rows = {q: np.zeros(num_layers, dtype=np.int64) for q in QUERY_SETS}
 
@@ -70,7 +64,7 @@ class AttentionStats:
                query_sets: dict[str, torch.Tensor]) -> None:
         """Add one batch of one layer. ``query_sets``: name -> [B, T] bool, the rows that count in that set (sets
         not given get no rows from this batch)."""
-        per_row = row_metrics(probs, key_valid, key_group, eps=self.eps, topk=self.topk)
+        per_row = row_metrics(probs, key_valid, key_group)
         for q, rows in query_sets.items():
             w = rows[:, None, :].to(torch.float32)  # [B, 1, T]
             self.rows[q][layer] += int(rows.sum())

@@ -17,13 +17,9 @@ def capture_attention(model, callback: Callable[[int, torch.Tensor], None]):
     busy = [i for i, a in enumerate(attns) if a.probs_hook is not None]
     if busy:
         raise RuntimeError(f"attention of layers {busy} is already being captured; nested captures are not supported")
-
-    def bind(i):
-        return lambda probs: callback(i, probs)
-
     try:
         for i, a in enumerate(attns):
-            a.probs_hook = bind(i)
+            a.probs_hook = lambda probs, i=i: callback(i, probs)
         yield model
     finally:
         for a in attns:

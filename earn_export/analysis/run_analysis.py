@@ -12,7 +12,7 @@ import numpy as np
 
 from .collect import Corpus, collect
 from .groups import prompt_row_groups, text_rows
-from .metrics import EPS, GROUPS, TOPK
+from .metrics import EPS, GROUPS, SINK_HEAD, SINK_TAIL, TOPK
 from .split_rule import THRESHOLD, format_evidence, recommend_split
 from .summary import corpus_summary, parse_heads, table4_markdown, table4_row
 
@@ -42,15 +42,14 @@ def sample_examples(data_spec, max_history: int, users: int | None, seed: int = 
 
 
 def analyze_model(model, prompts, histories, next_items=None, text=None, heads="all", forward="dense",
-                  batch_size=32, progress=True, eps=EPS, topk=TOPK, threshold=THRESHOLD) -> dict:
+                  batch_size=32, progress=True, threshold=THRESHOLD) -> dict:
     """Everything about one model: summaries per corpus, the maps (for plotting) and the split recommendation."""
     heads_l = parse_heads(heads, model.model.layers[0].self_attn.n_heads)
-    pad = prompts.pad_id
     out = {"num_layers": model.num_layers, "split_layer": model.split_layer,
            "num_heads": model.model.layers[0].self_attn.n_heads, "corpora": {}, "maps": {}}
     corpora = [prompt_corpus(prompts, histories, next_items)]
     if text is not None:
-        rows, meta = text_rows(prompts.tokenizer, text, max_tokens=256, max_rows=200)
+        rows, meta = text_rows(prompts.tokenizer, text)
         tc = Corpus("text", rows, [[GROUPS.index("text")] * len(r) for r in rows], meta=meta)
         if tc.meta["unknown_fraction"] > 0.3:
             print(f"warning: {tc.meta['unknown_fraction']:.0%} of the --text tokens are unknown to this checkpoint's "
@@ -59,8 +58,7 @@ def analyze_model(model, prompts, histories, next_items=None, text=None, heads="
                   "LLM's tokenizer (train --model HF_DIR) for that", file=sys.stderr)
         corpora.append(tc)
     for c in corpora:
-        col = collect(model, c, pad_id=pad, batch_size=batch_size, forward=forward, progress=progress, eps=eps,
-                      topk=topk)
+        col = collect(model, c, pad_id=prompts.pad_id, batch_size=batch_size, forward=forward, progress=progress)
         out["corpora"][c.name] = corpus_summary(col, heads_l)
         out["maps"][c.name] = {"maps": col["maps"], "groups": col["map_groups"]}
     if forward == "dense" or model.split_layer == model.num_layers:
@@ -81,14 +79,13 @@ def _labels(paths) -> list[str]:
 
 def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads="all", text=None,
             forward="dense", batch_size: int = 32, split_layer: int | None = None, threshold: float = THRESHOLD,
-            seed: int = 0, progress: bool = True, eps: float = EPS, topk: int = TOPK) -> dict:
+            seed: int = 0, progress: bool = True) -> dict:
     """Analyse checkpoint dirs and write ``attention.json``, ``table4.md`` and the figures into ``out_dir``."""
+    from ..data.data_spec import DataSpec
     from ..data.prompts import PromptBuilder
     from ..model import load_pretrained
-    from ..data.data_spec import DataSpec
-    from . import plots
-
     from ..model.config import ModelConfigError
+    from . import plots
 
     checkpoints = [Path(c) for c in checkpoints]
     for c in checkpoints:
@@ -104,7 +101,7 @@ def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads
         prompts = PromptBuilder.load(path)
         hist, nxt = sample_examples(spec, prompts.max_history, users, seed=seed)
         r = analyze_model(model, prompts, hist, nxt, text=text, heads=heads, forward=forward, batch_size=batch_size,
-                          progress=progress, eps=eps, topk=topk, threshold=threshold)
+                          progress=progress, threshold=threshold)
         r.update(label=label, checkpoint=str(path), data=spec.kind if spec.kind == "synthetic" else spec.path)
         results.append(r)
 
@@ -112,9 +109,9 @@ def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads
         raise ValueError(f"--split-layer {split_layer}: the table's boundary k must satisfy 1 <= k < N "
                          f"(N = {sorted({r['num_layers'] for r in results})}); pass such a k or leave it out")
     earn_k = [r["split_layer"] for r in results if r["split_layer"] < r["num_layers"]]
-    rec = next((r["recommendation"] for r in results if "recommendation" in r
-                and r["split_layer"] == r["num_layers"]), None) or next(
-        (r["recommendation"] for r in results if "recommendation" in r), None)
+    # a dense checkpoint's recommendation first (stable sort), else the first one
+    recs = sorted((r for r in results if "recommendation" in r), key=lambda r: r["split_layer"] != r["num_layers"])
+    rec = recs[0]["recommendation"] if recs else None
     table_k = split_layer or (earn_k[0] if earn_k else (rec["k"] if rec else None))
     entries = []
     for r in results:
@@ -126,12 +123,13 @@ def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads
             task = "LLMRec" if name == "prompts" else "text"
             kind = "EARN" if r["split_layer"] < r["num_layers"] else "dense"
             entries.append({"label": f"{r['label']} ({kind}, k={r['split_layer']})", "task": task, "row": row})
+    table = table4_markdown(entries)
     md = ["# Attention analysis (Table-4 style)", "",
-          f"Sparsity = share of keys with p > {eps}; Sink_head / Sink_tail = mass on the first / last 3 valid keys "
+          f"Sparsity = share of keys with p > {EPS}; Sink_head / Sink_tail = mass on the first / last 3 valid keys "
           "(mean over all layers); early = layers < k, latter = layers >= k (k in the third column); every metric "
           f"is the mean over all non-padding query rows of {users or 'all'} test prompts, forward = {forward}, "
           "heads = " + ",".join(str(h) for h in results[0]["heads"]) + ".", "",
-          table4_markdown(entries, topk), ""]
+          table, ""]
     for r in results:
         if "recommendation" in r:
             md += ["```", format_evidence(r["recommendation"], r["label"]), "```", ""]
@@ -151,23 +149,22 @@ def analyze(checkpoints, out_dir, data_spec=None, users: int | None = 500, heads
     figures.append(plots.register_mass(out / "register_mass.png", [s for s in series if s["corpus"] == "prompts"],
                                        n_layers))
 
-    doc = {"format_version": 1, "settings": {"eps": eps, "sink_head": 3, "sink_tail": 3, "topk": topk,
-                                             "forward": forward, "users": users, "seed": seed, "heads": heads,
-                                             "table4_k": table_k, "threshold": threshold, "groups": list(GROUPS)},
+    doc = {"format_version": 1, "settings": {"eps": EPS, "sink_head": SINK_HEAD, "sink_tail": SINK_TAIL,
+                                             "topk": TOPK, "forward": forward, "users": users, "seed": seed,
+                                             "heads": heads, "table4_k": table_k, "threshold": threshold,
+                                             "groups": list(GROUPS)},
            "checkpoints": [{k: v for k, v in r.items() if k != "maps"} for r in results],
            "recommendation": rec, "figures": [p.name for p in figures]}
     (out / "attention.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    doc["table4_markdown"] = table4_markdown(entries, topk)
+    doc["table4_markdown"] = table
     return doc
 
 
-def choose_split_layer(model, prompts, histories, next_items=None, heads="all", batch_size: int = 32,
-                       threshold: float = THRESHOLD, progress: bool = True) -> dict:
+def choose_split_layer(model, prompts, histories, next_items=None, progress: bool = True) -> dict:
     """``train --split-layer analyze``: the split rule on the dense forward of the model training starts from.
 
     Returns the recommendation (k, rule, per-layer evidence) plus the Table-4 row of that model (k = the result)."""
-    r = analyze_model(model, prompts, histories, next_items, heads=heads, forward="dense", batch_size=batch_size,
-                      progress=progress, threshold=threshold)
+    r = analyze_model(model, prompts, histories, next_items, forward="dense", progress=progress)
     rec = dict(r["recommendation"])
     rec["table4"] = table4_row(r["corpora"]["prompts"], min(rec["k"], model.num_layers))
     rec["prompts"] = len(histories)

@@ -27,10 +27,7 @@ def recommend_split(history_mass, threshold: float = THRESHOLD) -> dict:
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     under = h <= threshold
-    # suffix_ok[l]: every layer j >= l is under the threshold
-    suffix_ok = np.flip(np.cumprod(np.flip(under))).astype(bool)
-    candidates = [l for l in range(1, n + 1) if l == n or suffix_ok[l]]
-    k = candidates[0]
+    k = next((l for l in range(1, n) if under[l:].all()), n)
     if k == n and not under[n - 1]:
         verdict = (f"the last layer still puts {h[-1]:.3f} > {threshold} of the predicting rows' attention on the "
                    "history: no late layer range is safe to prune by this rule (k = N = dense)")

@@ -3,11 +3,9 @@ the Table-4 summary (early = layers < k, latter = layers >= k), next to the pape
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .metrics import GROUPS, QUERY_SETS, ROW_METRICS
+from .metrics import GROUPS, QUERY_SETS, ROW_METRICS, TOPK
 
 # EARN paper (arXiv 2507.00715), Table 4 (averages over tasks, datasets and backbones; k not stated)
 PAPER_TABLE4 = [
@@ -33,15 +31,9 @@ def parse_heads(spec, num_heads: int) -> list[int]:
     return heads
 
 
-def _clean(x):
+def _clean(x: np.ndarray) -> list:
     """NaN -> None so the JSON stays valid (a layer that saw no rows of a query set)."""
-    if isinstance(x, np.ndarray):
-        return [_clean(v) for v in x.tolist()]
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+    return np.where(np.isfinite(x), x, None).tolist()
 
 
 def corpus_summary(collected: dict, heads: list[int]) -> dict:
@@ -65,18 +57,16 @@ def _mean(vals):
     return float(np.mean(vals)) if vals else None
 
 
-def table4_row(summary: dict, k: int, query_set: str = "all") -> dict:
+def table4_row(summary: dict, k: int) -> dict:
     """Early (layers < k) / latter (layers >= k) means of the per-layer curves; sinks over all layers."""
-    pl = summary["query_sets"][query_set]["per_layer"]
-    n = len(pl["sparsity"])
-    early, latter = range(0, k), range(k, n)
+    pl = summary["query_sets"]["all"]["per_layer"]
     row = {"k": k}
     for m in ROW_METRICS:
-        row[f"{m}_early"] = _mean([pl[m][i] for i in early])
-        row[f"{m}_latter"] = _mean([pl[m][i] for i in latter])
+        row[f"{m}_early"] = _mean(pl[m][:k])
+        row[f"{m}_latter"] = _mean(pl[m][k:])
         row[f"{m}_all"] = _mean(pl[m])
     for g in GROUPS:
-        row[f"mass_{g}_latter"] = _mean([pl[f"mass_{g}"][i] for i in latter])
+        row[f"mass_{g}_latter"] = _mean(pl[f"mass_{g}"][k:])
     return row
 
 
@@ -84,10 +74,10 @@ def _decimals(x, nd=3):
     return "–" if x is None else f"{x:.{nd}f}"
 
 
-def table4_markdown(entries: list[dict], topk: int) -> str:
+def table4_markdown(entries: list[dict]) -> str:
     """``entries``: {label, task, row (table4_row)}. Paper rows appended for comparison."""
     head = ("| model | task | k | Sp_early | Sp_latter | Sink_head | Sink_tail | entropy early / latter (nats) "
-            f"| top-{topk} mass early / latter |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+            f"| top-{TOPK} mass early / latter |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for e in entries:
         r = e["row"]

@@ -1,10 +1,6 @@
 """``earn-export bench``: EARN vs dense vs HF generate — speedup, throughput, KV bytes, against the bound N/k.
-
-The one benchmark a user runs; the lab instruments (export cost, onnxruntime-genai, pretrained stages, C++
-runtime, CLI start-up, serving, the attention custom op, the GPU run, the ONNX Runtime kernel profile, trained
-checkpoints) are scripts in the repository's ``benchmarks/`` folder, which import this package (and reuse
-:func:`add_bench_options` / :func:`config_from_args`).
-"""
+The one benchmark a user runs; the lab instruments are scripts in ``benchmarks/`` built on this package (they
+reuse :func:`add_bench_options` / :func:`config_from_args`)."""
 
 from __future__ import annotations
 
@@ -18,9 +14,7 @@ def shape_overrides(text: str) -> dict:
     import argparse
 
     out = {}
-    for part in text.replace(" ", ",").split(","):
-        if not part:
-            continue
+    for part in filter(None, text.replace(" ", ",").split(",")):
         key, sep, value = part.partition("=")
         if not sep or key not in SHAPE_KEYS or not value.isdigit() or int(value) < 1:
             raise argparse.ArgumentTypeError(f"expected KEY=INT pairs with KEY one of {', '.join(SHAPE_KEYS)}, "
@@ -105,6 +99,5 @@ def main(args) -> int:
     for category in (UserWarning, FutureWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
     result = run_bench(cfg, progress=not args.quiet)
-    print()
-    print(report.markdown(result))
+    print("\n" + report.markdown(result))
     return 0

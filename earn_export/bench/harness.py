@@ -39,7 +39,6 @@ class BenchConfig:
     backends: tuple = ("ort", "torch", "hf")
     hf_batch: int = 1
     hf_repeats: int = 1
-    hf_max_prompt_len: int | None = None  # skip HF above this prompt length (None: every length)
     device: str = "cpu"  # torch reference and HF generate
     vocab_size: int = 4096
     id_length: int = 4
@@ -112,7 +111,6 @@ def busy_warning(info: dict) -> str | None:
 
 
 def _timed(fn, times: dict, key: str):
-    """``fn`` that adds the wall time of every call to ``times[key]``."""
     def call(*args, **kwargs):
         t = time.perf_counter()
         try:
@@ -120,18 +118,6 @@ def _timed(fn, times: dict, key: str):
         finally:
             times[key] += time.perf_counter() - t
     return call
-
-
-class _TimedSession:
-    """Proxy of an ``onnxruntime.InferenceSession`` that times every ``Run``."""
-
-    def __init__(self, session, times: dict, key: str):
-        self._session = session
-        self.run = _timed(session.run, times, key)
-        self.run_with_ort_values = _timed(session.run_with_ort_values, times, key)
-
-    def __getattr__(self, name):
-        return getattr(self._session, name)
 
 
 class TimedBackend:
@@ -143,9 +129,10 @@ class TimedBackend:
         self.out_token_ids = inner.out_token_ids
         self.times: dict = defaultdict(float)
         self.last_state = None
-        if kind == "ort":
-            inner.prefill_session = _TimedSession(inner.prefill_session, self.times, "prefill_graph")
-            inner.decode_session = _TimedSession(inner.decode_session, self.times, "decode_graph")
+        if kind == "ort":  # every Run of the two ONNX Runtime sessions, timed on the session objects themselves
+            for session, key in ((inner.prefill_session, "prefill_graph"), (inner.decode_session, "decode_graph")):
+                session.run = _timed(session.run, self.times, key)
+                session.run_with_ort_values = _timed(session.run_with_ort_values, self.times, key)
 
     def reset(self) -> None:
         self.times.clear()
@@ -184,18 +171,13 @@ def _run_search(tb: TimedBackend, trie, ids, mask, beam: int):
     t = time.perf_counter()
     res = search(tb, trie, ids, mask, beam)
     total = time.perf_counter() - t
-    tm = dict(tb.times)
-    rec = {
-        "total_s": total,
-        "prefill_s": tm.get("prefill", 0.0),
-        "decode_s": tm.get("decode", 0.0),
-        "search_bookkeeping_s": total - tm.get("prefill", 0.0) - tm.get("decode", 0.0),
-        "decode_calls": int(tm.get("decode_calls", 0)),
-    }
+    tm = tb.times  # a defaultdict: 0.0 for what did not run
+    pre, dec = tm["prefill"], tm["decode"]
+    rec = {"total_s": total, "prefill_s": pre, "decode_s": dec, "search_bookkeeping_s": total - pre - dec,
+           "decode_calls": int(tm["decode_calls"])}
     if tb.kind == "ort":
-        rec["prefill_graph_s"] = tm.get("prefill_graph", 0.0)
-        rec["decode_graph_s"] = tm.get("decode_graph", 0.0)
-        rec["backend_overhead_s"] = rec["prefill_s"] + rec["decode_s"] - rec["prefill_graph_s"] - rec["decode_graph_s"]
+        rec.update(prefill_graph_s=tm["prefill_graph"], decode_graph_s=tm["decode_graph"],
+                   backend_overhead_s=pre + dec - tm["prefill_graph"] - tm["decode_graph"])
     return rec, res
 
 
@@ -255,7 +237,6 @@ def hf_generate(hf, ids, mask, beam: int, id_length: int, walker, device: str) -
 def load_hf_model(ckpt_dir, device: str):
     import torch
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -279,12 +260,8 @@ def flop_model(shape: dict, prompt_len: int, beam: int, id_length: int, vocab_ou
     def pipeline(kk, head_rows_vocab):
         pre = kk * (prompt_len * lin + att * causal(prompt_len)) + (n - kk) * (r * lin + att * causal(r))
         pre += 2 * h * head_rows_vocab
-        dec = 0.0
-        for t in range(1, steps + 1):
-            for layer in range(n):
-                s = prompt_len if layer < kk else r
-                dec += beam * (lin + att * (s + t))
-            dec += beam * 2 * h * head_rows_vocab
+        dec = sum(beam * (n * lin + att * (kk * (prompt_len + t) + (n - kk) * (r + t)) + 2 * h * head_rows_vocab)
+                  for t in range(1, steps + 1))
         return pre, dec
 
     e_pre, e_dec = pipeline(k, vocab_out)
@@ -321,12 +298,12 @@ def _export_pair(setup, cfg: BenchConfig, engines_dir: Path, say) -> dict:
            "quantize": cfg.quantize, "n_items": cfg.n_items, "codes": cfg.codes, "id_length": cfg.id_length,
            "schema": SCHEMA_VERSION}  # what the engines in OUT/engines were built for
     key_file = engines_dir / "bench_key.json"
-    times = {}
     if cfg.reuse_engines and key_file.is_file() and json.loads(key_file.read_text()) == key and all(
             (engines_dir / n / "manifest.json").is_file() for n in ("earn", "dense")):
         say("reusing exported engines")
         return {"earn": 0.0, "dense": 0.0, "reused": True}
     items = setup.item_token_ids if cfg.vocab == "items" else None
+    times = {}
     for name, model in (("earn", setup.earn_model), ("dense", setup.dense_model)):
         say(f"exporting {name} ({cfg.exporter})")
         t = time.perf_counter()
@@ -334,8 +311,7 @@ def _export_pair(setup, cfg: BenchConfig, engines_dir: Path, say) -> dict:
                     exporter=cfg.exporter, form=cfg.form, quantize=cfg.quantize)
         times[name] = time.perf_counter() - t
     key_file.write_text(json.dumps(key, indent=1))
-    times["reused"] = False
-    return times
+    return {**times, "reused": False}
 
 
 def _ort_backend(engine_dir, cfg: BenchConfig):
@@ -344,8 +320,7 @@ def _ort_backend(engine_dir, cfg: BenchConfig):
     from ..runtime.backends import OrtBackend
 
     opts = ort.SessionOptions()
-    if cfg.ort_threads:
-        opts.intra_op_num_threads = cfg.ort_threads
+    opts.intra_op_num_threads = cfg.ort_threads  # 0: ONNX Runtime's default
     return OrtBackend(engine_dir, providers=["CPUExecutionProvider"] if cfg.device == "cpu" else None,
                       session_options=opts)
 
@@ -385,8 +360,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
     device = cfg.device
     backends: dict[str, TimedBackend] = {}
     if "ort" in cfg.backends:
-        backends["ort_earn"] = TimedBackend(_ort_backend(engines_dir / "earn", cfg), "ort")
-        backends["ort_dense"] = TimedBackend(_ort_backend(engines_dir / "dense", cfg), "ort")
+        for name in ("earn", "dense"):
+            backends[f"ort_{name}"] = TimedBackend(_ort_backend(engines_dir / name, cfg), "ort")
     hf = walker = None
     hf_load_s = 0.0
     if "hf" in cfg.backends:
@@ -404,11 +379,13 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
     if "torch" in cfg.backends:
         if device != "cpu":
             setup.earn_model.to(device)  # the dense model shares these parameters
-        backends["torch_earn"] = TimedBackend(TorchBackend(setup.earn_model, head, device=torch.device(device)), "torch")
-        backends["torch_dense"] = TimedBackend(TorchBackend(setup.dense_model, head, device=torch.device(device)), "torch")
+        for name, model in (("torch_earn", setup.earn_model), ("torch_dense", setup.dense_model)):
+            backends[name] = TimedBackend(TorchBackend(model, head, device=torch.device(device)), "torch")
 
     settings = []
     combos = [(p, b, bm) for p in cfg.prompt_lens for b in cfg.batch_sizes for bm in cfg.beams]
+    run_hf = hf is not None
+
     def plan(name):  # (warm-up runs, timed runs) of a job
         if name.startswith("torch"):
             return cfg.torch_warmup, cfg.torch_repeats
@@ -416,17 +393,14 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
             return 0, cfg.repeats  # same sessions as the batch-size jobs, already warm
         return cfg.warmup, cfg.repeats
 
-    def setting_jobs(p, b):  # (timed jobs, whether HF runs, the HF batch) of one setting
-        run_hf = hf is not None and (cfg.hf_max_prompt_len is None or p <= cfg.hf_max_prompt_len)
+    def setting_jobs(b):  # (timed jobs, the HF batch) of one setting
         hb = min(cfg.hf_batch, b) if run_hf else None
         # ORT again at the HF batch, per-user times compared with HF's
         extra = ["ort_earn@hf", "ort_dense@hf"] if run_hf and hb != b and "ort" in cfg.backends else []
-        return [*backends, *extra], run_hf, hb
+        return [*backends, *extra], hb
 
-    n_jobs = 0
-    for p, b, _ in combos:
-        names, run_hf, _ = setting_jobs(p, b)
-        n_jobs += sum(sum(plan(name)) for name in names) + (cfg.hf_repeats if run_hf else 0)
+    n_jobs = sum(sum(plan(name)) for _, b, _ in combos for name in setting_jobs(b)[0])
+    n_jobs += len(combos) * cfg.hf_repeats if run_hf else 0
     bar = tqdm(total=n_jobs, desc="bench", unit="run", disable=not progress, dynamic_ncols=True)
     kv_shape = KVShape(n, shape["n_kv_heads"], shape["head_dim"], 4)
     vocab_out = len(setup.item_token_ids) if cfg.vocab == "items" else shape["vocab_size"]
@@ -434,7 +408,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
     for p, b, bm in combos:
         bar.set_postfix_str(f"P={p} B={b} beam={bm}")
         ids, mask = setup.prompts(p, b, seed=cfg.seed)
-        names, run_hf, hb = setting_jobs(p, b)
+        names, hb = setting_jobs(b)
         users = {name: hb if name.endswith("@hf") else b for name in names}  # per job; hf_dense: hb
         jobs = {name: (backends[name.removesuffix("@hf")], ids[:u], mask[:u]) for name, u in users.items()}
         records: dict[str, list] = {name: [] for name in jobs}
@@ -456,13 +430,10 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
                 bar.update(1)
         # ORT jobs at the HF batch ran `repeats` times above; HF itself runs hf_repeats times
         hf_items = hf_kv = None
-        if run_hf:
-            hf_recs = []
-            for _ in range(cfg.hf_repeats):
-                rec, hf_items, hf_kv = hf_generate(hf, ids[:hb], mask[:hb], bm, cfg.id_length, walker, device)
-                hf_recs.append(rec)
-                bar.update(1)
-            records["hf_dense"] = hf_recs
+        for _ in range(cfg.hf_repeats if run_hf else 0):
+            rec, hf_items, hf_kv = hf_generate(hf, ids[:hb], mask[:hb], bm, cfg.id_length, walker, device)
+            records.setdefault("hf_dense", []).append(rec)
+            bar.update(1)
         users["hf_dense"] = hb
         runs = {name: _stats(recs, 0 if name == "hf_dense" else plan(name)[0], users[name], bm, cfg.id_length)
                 for name, recs in records.items()}
@@ -515,11 +486,8 @@ def run_bench(cfg: BenchConfig, progress: bool = True, log=print) -> dict:
     if info["busy_warning"]:
         say("WARNING: " + info["busy_warning"])
     result = {
-        "schema_version": SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": asdict(cfg),
-        "machine": info,
-        "model": shape,
+        "schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
+        "machine": info, "model": shape,
         "catalog": {"n_items": len(setup.paths), "id_length": cfg.id_length, "codes_per_level": cfg.codes,
                     "trie_nodes": int(len(np.asarray(setup.trie.leaf_item))), "vocab_out": vocab_out},
         "timings": {"build_s": build_s, "export_s": export_s, "hf_load_and_warmup_s": hf_load_s},

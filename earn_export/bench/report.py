@@ -156,13 +156,10 @@ def plot(result: dict, path) -> Path:
     return save_figure(plt, fig, path)
 
 
-def write_all(result: dict, out) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def write_all(result: dict, out: Path) -> None:
     (out / "bench.json").write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
     (out / "bench.md").write_text(markdown(result))
     plot(result, out / "speedup.png")
-    return {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "speedup.png"}
 
 
 def _json_default(o):

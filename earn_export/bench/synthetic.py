@@ -28,8 +28,6 @@ class VocabLayout:
         self.reg_p, self.reg_s = self.vocab_size - 2, self.vocab_size - 1
         self.first_code = self.reg_p - self.id_length * self.codes
         self.word_range = (1, self.first_code)
-
-    def validate(self) -> None:
         if self.first_code - 1 < 16:
             raise ValueError(f"vocab_size={self.vocab_size} leaves {self.first_code - 1} prompt-word tokens beside "
                              f"{self.id_length * self.codes} identifier tokens (id_length={self.id_length} x "
@@ -57,39 +55,24 @@ def synthetic_item_paths(n_items: int, layout: VocabLayout, seed: int = 0) -> di
 class TrieWalker:
     """``prefix_allowed_tokens_fn`` for transformers' ``generate``: children of the node a beam has reached."""
 
-    def __init__(self, trie, prompt_len: int, fallback_token: int = PAD_ID):
-        self.offsets = np.asarray(trie.offsets).tolist()
-        self.tokens = np.asarray(trie.tokens).tolist()
-        self.children = np.asarray(trie.children).tolist()
+    def __init__(self, trie, prompt_len: int):
+        offsets, tokens, children = (np.asarray(a).tolist() for a in (trie.offsets, trie.tokens, trie.children))
+        self.children = [dict(zip(tokens[a:b], children[a:b])) for a, b in zip(offsets, offsets[1:])]
+        self.allowed = [list(c) or [PAD_ID] for c in self.children]  # HF refuses an empty list
         self.leaf_item = np.asarray(trie.leaf_item)
         self.prompt_len = prompt_len
-        self.fallback = [fallback_token]
-        self._allowed: dict[int, list[int]] = {}
-        self._child: dict[int, dict[int, int]] = {}
-
-    def _node_children(self, node: int) -> dict[int, int]:
-        d = self._child.get(node)
-        if d is None:
-            a, b = self.offsets[node], self.offsets[node + 1]
-            d = self._child[node] = dict(zip(self.tokens[a:b], self.children[a:b]))
-        return d
 
     def node_of(self, generated) -> int:
         node = 0
         for tok in generated:
-            node = self._node_children(node).get(int(tok), -1)
+            node = self.children[node].get(int(tok), -1)
             if node < 0:
                 return -1
         return node
 
     def __call__(self, batch_id: int, sent) -> list[int]:
         node = self.node_of(sent[self.prompt_len:].tolist())
-        if node < 0:  # cannot happen under the mask; HF refuses an empty list
-            return self.fallback
-        allowed = self._allowed.get(node)
-        if allowed is None:
-            allowed = self._allowed[node] = list(self._node_children(node)) or self.fallback
-        return allowed
+        return self.allowed[node] if node >= 0 else [PAD_ID]  # -1 cannot happen under the mask
 
     def item_of(self, generated) -> int:
         node = self.node_of(generated)
@@ -144,7 +127,6 @@ def build_setup(preset: str = "base", split_layer: int | None = None, vocab_size
     from ..model.shapes import preset_config
 
     layout = VocabLayout(vocab_size, id_length, codes)
-    layout.validate()
     cfg, default_k = preset_config(preset, vocab_size, max_position_embeddings=max(1024, max_prompt_len + id_length + 8),
                                    **(overrides or {}))
     k = default_k if split_layer is None else split_layer

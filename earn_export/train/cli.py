@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import UsageError
+
 
 def register(sub) -> None:
     from .. import cli_args as ca
@@ -83,16 +85,12 @@ def run_train(args) -> int:
                               n_items=args.synthetic_items)
     require_gguf_reader(args.model, "earn-export train --model")
     if args.split_layer == "analyze" and not args.model:
-        from ..errors import UsageError
-
         raise UsageError("--split-layer analyze reads the attention of the model training starts from, and a fresh "
                          "--model-config preset has random weights — pass --model DIR (e.g. a dense run) or an "
                          "integer --split-layer")
-    if args.model:
-        check_split_layer(args.split_layer, model_depth(args.model), f"--model {args.model}")
-    else:
-        check_split_layer(args.split_layer, model_depth(preset=args.model_config),
-                          f"--model-config {args.model_config}")
+    depth = model_depth(args.model) if args.model else model_depth(preset=args.model_config)
+    check_split_layer(args.split_layer, depth, f"--model {args.model}" if args.model else
+                      f"--model-config {args.model_config}")
     check_replaceable(args.out, "checkpoint")
     with _stdout_to_stderr(args.quiet):
         from ..cli_args import set_threads
@@ -123,7 +121,6 @@ def run_train(args) -> int:
 
 def run_eval(args) -> int:
     from ..data.data_spec import DataSpec
-    from ..errors import UsageError
 
     spec = DataSpec.from_args(args.data, args.interactions, k_core=args.k_core) if args.data or args.interactions \
         else None
@@ -148,12 +145,10 @@ def run_eval(args) -> int:
                     progress=not args.quiet, device=resolve_device(args.device), dtype=args.dtype, vocab=args.vocab)
         res = evaluate_checkpoint(args.checkpoint, baseline=args.baseline, window=args.window, n_sink=args.sink,
                                   keep=args.keep, rankings_out=args.rankings, **same)
-        from ..export.quantize import quantized_engine_reference
+        from ..export.quantize import accuracy_cost, quantized_engine_reference
 
         ref_ckpt = None if args.baseline else quantized_engine_reference(args.checkpoint)
         if ref_ckpt is not None:  # a quantized engine: its accuracy cost against the fp32 checkpoint, same users
-            from ..export.quantize import accuracy_cost
-
             ref = evaluate_checkpoint(ref_ckpt, **same)  # same users, split and beam as the engine
             res = {"engine": res, "fp32_reference": ref, "accuracy_cost": accuracy_cost(res, ref)}
     text = json.dumps(res, indent=2)
@@ -167,7 +162,6 @@ def run_eval(args) -> int:
 def _check_dense(ckpt: Path) -> None:
     """--baseline streaming compresses a dense model's torch cache: refuse engines and EARN checkpoints early."""
     from ..cli_args import model_depth
-    from ..errors import UsageError
 
     fix = "pass the dense checkpoint (`earn-export train --split-layer dense`)"
     if (ckpt / "manifest.json").is_file():

@@ -21,83 +21,62 @@ class StreamingCacheBackend:
 
     def __init__(self, inner, n_sink: int = 4, window: int = 8):
         self.inner, self.n_sink, self.window = inner, n_sink, window
-        self.out_token_ids = inner.out_token_ids
+        self.out_token_ids, self.decode = inner.out_token_ids, inner.decode
         self.device = getattr(inner, "device", None)
 
     def prefill(self, input_ids, attention_mask):
         logprobs, state = self.inner.prefill(input_ids, attention_mask)
         cache = state.prefix  # TorchState: the PrefixCache shared by all beams
-        mask = cache.attention_mask.clone()
-        real = mask.bool()
+        real = cache.attention_mask.bool()
         rank = real.long().cumsum(-1)  # 1-based rank of each real token from the left
         n = real.sum(-1, keepdim=True)
         keep = real & ((rank <= self.n_sink) | (rank > n - self.window))
-        cache.attention_mask = keep.to(mask.dtype)
+        cache.attention_mask = keep.to(cache.attention_mask.dtype)
         return logprobs, state
 
-    def decode(self, state, tokens, parents, step):
-        return self.inner.decode(state, tokens, parents, step)
 
-
-def rank_users(backend, trie, encode, histories: list, beam: int = 20, batch_size: int = 64,
-               progress: bool = False, workers: int | None = None) -> np.ndarray:
-    """Top-``beam`` item ids per user ([U, beam], -1 padding). ``workers``: batches searched at once (None: one
-    single-threaded search per core for torch on the CPU, ``runtime/cpu_workers.py``); results do not depend on it."""
+def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 64, progress: bool = False,
+             return_ranked: bool = False):
+    """Metrics over ``examples`` plus timing. Users are ranked in length-sorted batches (less padding); torch on
+    the CPU runs one single-threaded search per core (``runtime/cpu_workers.py``), which leaves results unchanged.
+    ``return_ranked``: also return the ranked item ids ``[U, beam]`` (-1 padding) in the order of ``examples``."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
 
     from ..runtime.cpu_workers import cpu_cores, is_cpu_backend, torch_single_threaded
 
-    cpu = is_cpu_backend(backend)
-    if workers is None:
-        workers = cpu_cores() if cpu else 1
-    out = np.full((len(histories), beam), -1, dtype=np.int64)
-    starts = list(range(0, len(histories), batch_size))
-    bar = tqdm(total=len(histories), desc="beam search", unit="user", disable=not progress)
+    order = np.argsort([len(h) for h in examples.histories], kind="stable")
+    workers = cpu_cores() if is_cpu_backend(backend) else 1
+    ranked = np.full((len(order), beam), -1, dtype=np.int64)
+    starts = list(range(0, len(order), batch_size))
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(order), desc="beam search", unit="user", disable=not progress)
 
     def search(s):
-        ids, mask = encode(histories[s: s + batch_size])
+        rows = order[s: s + batch_size]
+        ids, mask = encode([examples.histories[i] for i in rows])
         with torch.no_grad():
-            res = constrained_beam_search(backend, trie, ids, mask, beam=beam)
-        out[s: s + len(res.items)] = res.items
-        bar.update(len(res.items))
+            ranked[rows] = constrained_beam_search(backend, trie, ids, mask, beam=beam).items
+        bar.update(len(rows))
 
     try:
         if workers <= 1:
             for s in starts:
                 search(s)
         else:
-            with torch_single_threaded(cpu), ThreadPoolExecutor(workers) as pool:
+            with torch_single_threaded(), ThreadPoolExecutor(workers) as pool:
                 list(pool.map(search, starts))  # list(): re-raise a worker's exception here
     finally:
         bar.close()
-    return out
-
-
-def evaluate(backend, trie, encode, examples, beam: int = 20, batch_size: int = 64,
-             ks=(10, 20), progress: bool = False, workers: int | None = None, return_ranked: bool = False):
-    """Metrics over ``examples`` plus timing; users are ranked in length-sorted batches (less padding).
-    ``return_ranked``: also return the ranked item ids ``[U, beam]`` in the order of ``examples``."""
-    order = np.argsort([len(h) for h in examples.histories], kind="stable")
-    hist = [examples.histories[i] for i in order]
-    t0 = time.perf_counter()
-    ranked_sorted = rank_users(backend, trie, encode, hist, beam=beam, batch_size=batch_size, progress=progress,
-                               workers=workers)
     seconds = time.perf_counter() - t0
-    ranked = np.empty_like(ranked_sorted)
-    ranked[order] = ranked_sorted
-    metrics = evaluate_rankings(ranked, examples.targets, ks=ks)
-    metrics["seconds"] = seconds
-    metrics["beam"] = beam
+    metrics = {**evaluate_rankings(ranked, examples.targets), "seconds": seconds, "beam": beam}
     return (metrics, ranked) if return_ranked else metrics
 
 
 def popularity_metrics(train_sequences, examples, num_items: int, ks=(10, 20)) -> dict:
     """The popularity baseline: rank items by training-interaction count, same list for every user."""
-    counts = np.zeros(num_items, dtype=np.int64)
-    for seq in train_sequences:
-        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+    counts = np.bincount(np.fromiter((i for seq in train_sequences for i in seq), np.int64), minlength=num_items)
     top = np.argsort(-counts, kind="stable")[: max(ks)]
     ranked = np.tile(top, (len(examples.targets), 1))
     return evaluate_rankings(ranked, examples.targets, ks=ks)
@@ -113,8 +92,7 @@ def _item_head(ckpt) -> np.ndarray | None:
 
 
 def eval_vocab(model, vocab: str = "auto") -> str:
-    """``auto`` as ``--vocab auto`` does (:func:`earn_export.cli_args.auto_vocab`): ``items`` for pretrained-size
-    vocabularies, ``full`` for the small from-scratch ones."""
+    """``auto`` as ``--vocab auto`` does (``cli_args.auto_vocab``): ``items`` for pretrained-size vocabularies."""
     from ..cli_args import auto_vocab
 
     if vocab not in ("auto", "full", "items"):
@@ -131,12 +109,13 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
     ``keep`` items) or ``"popularity"``. ``rankings_out``: each user's ranked list (``.npz``) for paired comparisons.
     """
     from ..data.catalog import Trie
+    from ..cli_args import resolve_device
     from ..data.data_spec import DataSpec
     from ..data.prompts import PromptBuilder
     from ..data.sequences import eval_examples
     from ..engine.trie_files import load_trie_arrays
     from ..model import load_pretrained
-    from ..runtime.backends import TorchBackend
+    from ..runtime.backends import OrtBackend, TorchBackend
 
     ckpt = Path(ckpt_dir)
     spec = data_spec or DataSpec.load_from(ckpt)
@@ -146,14 +125,10 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
     data = spec.load()
     is_engine = (ckpt / "manifest.json").is_file()
     if is_engine:
-        from ..runtime.backends import OrtBackend
-
         backend = OrtBackend(ckpt)
         m = backend.manifest["model"]
         n_layers, k = m["num_layers"], m["split_layer"]
     else:
-        from .trainer import resolve_device
-
         model = load_pretrained(ckpt, dtype=getattr(torch, dtype) if dtype else None)
         vocab = eval_vocab(model, vocab)
         head = _item_head(ckpt) if vocab == "items" else None
@@ -162,11 +137,9 @@ def evaluate_checkpoint(ckpt_dir, split="test", beam=20, users=None, batch_size=
         backend = TorchBackend(model.to(dev), head_token_ids=head, cuda_graphs=dev.startswith("cuda"))
         n_layers, k = model.num_layers, model.split_layer
     prompts = PromptBuilder.load(ckpt)
-    max_history = prompts.max_history
     if baseline == "truncate":
-        max_history = keep
         prompts.max_history = keep
-    ex = eval_examples(data, split, max_history=max_history)
+    ex = eval_examples(data, split, max_history=prompts.max_history)
     if users and users < len(ex.users):
         pick = np.sort(np.random.default_rng(seed).choice(len(ex.users), users, replace=False))
         ex = type(ex)([ex.users[i] for i in pick], [ex.histories[i] for i in pick], [ex.targets[i] for i in pick])

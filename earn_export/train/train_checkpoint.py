@@ -17,8 +17,8 @@ from ..errors import RunWarning, UsageError, hint
 
 def build_model(catalog, paradigm: str, split: str | int, model_path=None, preset: str = "tiny",
                 max_history: int = 20, seed: int = 42):
-    """(model, tokenizer, PromptBuilder) with register tokens and the split set. ``split``: int k, ``"dense"`` or
-    ``"auto"`` (N/4); ``model_path``: a pretrained model or checkpoint (made EARN as ``convert`` does), else ``preset``."""
+    """(model, tokenizer, PromptBuilder) with register tokens and the split set (int k, ``"dense"``, ``"auto"`` = N/4);
+    ``model_path``: a pretrained model or checkpoint (made EARN as ``convert`` does), else ``preset``."""
     from ..convert.pretrained import earnify, load_earn_source
     from ..data.prompts import template_words
     from ..data.tokenizer import REGISTERS, build_tokenizer
@@ -82,10 +82,11 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
     if not epochs > 0:
         raise UsageError(f"epochs must be > 0, got {epochs} (0 would save an untrained model) — "
                          + hint("pass epochs=", "pass --epochs") + " 1 or more")
+    from ..cli_args import resolve_device
     from ..data.data_spec import make_catalog
     from ..data.sequences import eval_examples, train_examples
     from ..model.checkpoint_dir import save_checkpoint
-    from .trainer import TrainConfig, resolve_device, resolve_precision, train_model
+    from .trainer import resolve_precision, train_model
 
     t0 = time.perf_counter()
     if split == "analyze" and not model_path:
@@ -132,11 +133,10 @@ def train(out_dir, data_spec, split="auto", paradigm="lcrec", model_path=None, p
     valid_set = encode(prompts, [ve.histories[i] for i in pick], [min(ve.targets[i]) for i in pick]) \
         if len(pick) else None
     with tempfile.TemporaryDirectory() as scratch:  # Trainer wants an output_dir (checkpoints: resume_dir)
-        cfg = TrainConfig(output_dir=scratch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                          progress=progress, max_minutes=max_minutes, deadline=deadline, device=device,
+        log = train_model(model, train_set, valid_set, tok.pad_token_id or 0, output_dir=scratch, epochs=epochs,
+                          batch_size=batch_size, lr=lr, seed=seed, progress=progress, deadline=deadline, device=device,
                           precision=precision, resume_dir=None if resume_dir is None else str(resume_dir),
                           save_steps=save_steps)
-        log = train_model(model, train_set, valid_set, tok.pad_token_id or 0, cfg)
     model.cpu()
     if "time_budget" in log:
         print(f"earn-export train: {log['time_budget']['message']}", flush=True)
