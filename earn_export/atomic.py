@@ -1,10 +1,9 @@
 """Atomic outputs: ``train``, ``export`` and ``build`` either complete their output or leave the previous one.
 
-An interrupted export used to cost the user the engine they had. A command writes into a hidden sibling
-(``.NAME.tmp-PID-XXXX``) swapped in by one ``renameat2(RENAME_EXCHANGE)`` (two renames off Linux); failures and
-Ctrl-C/SIGTERM delete it, leftovers of a killed run are deleted by the next run. :func:`staged_files` does the
-same for files added to an existing directory (``build``), the index file last. Only a directory that is empty
-or of the same ``kind`` is replaced, so ``--out .`` never deletes a user's folder. Standard library only.
+A command writes into a hidden sibling (``.NAME.tmp-PID-XXXX``) swapped in by one ``renameat2(RENAME_EXCHANGE)``
+(two renames off Linux); failures and Ctrl-C/SIGTERM delete it, the next run deletes a killed run's leftovers.
+:func:`staged_files` does the same for files added to an existing directory (``build``), the index file last. Only
+an empty directory or one of the same ``kind`` is replaced, so ``--out .`` never deletes a user's folder.
 """
 
 from __future__ import annotations
@@ -89,11 +88,6 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _inside(path: Path, parent: Path) -> bool:
-    path, parent = path.resolve(), parent.resolve()
-    return path == parent or parent in path.parents
-
-
 @contextlib.contextmanager
 def atomic_output_dir(path, kind: str):
     """Yield a temporary sibling of ``path`` to write into; on success it becomes ``path`` (see the module doc)."""
@@ -120,8 +114,7 @@ def atomic_output_dir(path, kind: str):
 
 
 def _bound_decorator(run):
-    """A decorator that calls ``run(fn, bound)`` with the call's arguments bound by name (``inspect.BoundArguments``,
-    which ``run`` may change before it calls ``fn(*bound.args, **bound.kwargs)``)."""
+    """A decorator calling ``run(fn, bound)``; ``bound``, the call's ``inspect.BoundArguments``, ``run`` may edit."""
 
     def decorate(fn):
         sig = inspect.signature(fn)
@@ -144,7 +137,7 @@ def atomic_output(arg: str, kind: str, protect: tuple[str, ...] = ()):
         final = Path(bound.arguments[arg])
         for name in protect:
             src = bound.arguments.get(name)
-            if isinstance(src, (str, os.PathLike)) and _inside(final, Path(src)):
+            if isinstance(src, (str, os.PathLike)) and final.resolve().is_relative_to(Path(src).resolve()):
                 raise OutputDirError(f"the output {final} is the input {src} or inside it, and writing it "
                                      "would replace the input — choose another output directory")
         with atomic_output_dir(final, kind) as tmp:
@@ -180,8 +173,7 @@ def staged_files(directory, last: tuple[str, ...] = ()):
     try:
         yield stage
         for name in last:
-            if (directory / name).exists():
-                (directory / name).unlink()
+            (directory / name).unlink(missing_ok=True)
         names = sorted(p.name for p in stage.iterdir())
         for name in [n for n in names if n not in last] + [n for n in last if n in names]:
             os.replace(stage / name, directory / name)

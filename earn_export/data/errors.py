@@ -13,14 +13,9 @@ class DataError(ValueError, UserError):
     """Bad or inconsistent input data (files, identifiers, histories, prompts)."""
 
 
-def where(path, line: int | None = None) -> str:
-    """``path:line`` for error messages."""
-    return f"{path}:{line}" if line is not None else str(path)
-
-
 def read_json(path, fix: str):
     """Parse a JSON file; a syntax error becomes a DataError naming ``path:line`` and ``fix``."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise DataError(f"{where(path, e.lineno)}: invalid JSON ({e.msg}); {fix}") from None
+        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); {fix}") from None

@@ -9,6 +9,7 @@ file, a map that is not JSON, lacks a field, is partial, repeats or mixes ids, o
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -18,17 +19,11 @@ from .errors import DataError
 ID_MAP_FILE = "item_ids.json"
 FORMAT = "earn-item-ids"
 VERSION = 1
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]*")  # the spellings str(int) gives, so "7" and 7 name one item
 
 
 class IdMapError(DataError):
     """An ``item_ids.json`` that cannot be used; the message names the file, the problem and the fix."""
-
-
-def _canonical_int(s: str) -> bool:
-    try:
-        return str(int(s)) == s
-    except ValueError:
-        return False
 
 
 class ItemIdMap:
@@ -37,7 +32,7 @@ class ItemIdMap:
     def __init__(self, ids: list, titles: dict[int, str] | None = None, id_type: str | None = None):
         spellings = [str(i) for i in ids]
         if id_type is None:
-            id_type = "int" if spellings and all(_canonical_int(s) for s in spellings) else "str"
+            id_type = "int" if spellings and all(_CANONICAL_INT.fullmatch(s) for s in spellings) else "str"
         check_choice("id_type", id_type, ("int", "str"), IdMapError)
         self.id_type = id_type
         self.ids = [int(s) for s in spellings] if id_type == "int" else spellings
@@ -51,17 +46,6 @@ class ItemIdMap:
     def __len__(self) -> int:
         return len(self.ids)
 
-    @classmethod
-    def from_data(cls, data) -> "ItemIdMap | None":
-        """The map of a :class:`SequentialData` that carries original ids (``load_interactions``), else None."""
-        names = getattr(data, "item_names", None)
-        if not names:
-            return None
-        if len(names) != data.num_items:
-            raise IdMapError(f"{data.source}: {len(names)} original item ids for {data.num_items} catalog items")
-        return cls(list(names), titles=data.titles)
-
-    # -- original <-> catalog ------------------------------------------------------------------------------------
     def lookup(self, original) -> int | None:
         """Catalog index of an original id (int or str), None when the catalog has no such item."""
         if isinstance(original, bool):
@@ -76,23 +60,17 @@ class ItemIdMap:
     def title(self, index: int) -> str | None:
         return self.titles.get(int(index))
 
-    # -- file ----------------------------------------------------------------------------------------------------
-    def to_json(self) -> dict:
-        out = {"format": FORMAT, "version": VERSION, "n_items": len(self.ids), "id_type": self.id_type,
-               "ids": self.ids}
-        if self.titles:
-            out["titles"] = {str(k): v for k, v in sorted(self.titles.items())}
-        return out
-
     def save(self, directory) -> Path:
+        doc = {"format": FORMAT, "version": VERSION, "n_items": len(self.ids), "id_type": self.id_type, "ids": self.ids}
+        if self.titles:
+            doc["titles"] = {str(k): v for k, v in sorted(self.titles.items())}
         path = Path(directory) / ID_MAP_FILE
-        path.write_text(json.dumps(self.to_json(), ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(doc, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
 
 def load_id_map(directory, n_items: int | None = None, required: bool = False) -> ItemIdMap | None:
     """``directory/item_ids.json`` checked in full (module doc); None when absent and not ``required``.
-
     ``n_items``: the number of items of the catalog the map must cover (the engine's trie), when known."""
     path = Path(directory) / ID_MAP_FILE
     fix = "re-export the engine from its checkpoint (`earn-export export CKPT --out DIR`), or retrain it"
@@ -132,43 +110,30 @@ def load_id_map(directory, n_items: int | None = None, required: bool = False) -
         raise IdMapError(f"{path}: {exc} — {fix}") from None
 
 
-def data_stats(data) -> dict:
-    """What the data actually held after loading (users, items, interactions kept per split, skipped counts):
-    recorded in ``data.json`` and ``train_log.json`` next to the options that produced it."""
-    st = data.stats()
-    kept = sum(st[f"{s}_interactions"] for s in ("train", "valid", "test"))
-    return {"users": st["users"], "items": st["items"], "interactions_kept": kept,
-            **{k: v for k, v in st.items() if k not in ("users", "items")},
-            "skipped": dict(getattr(data, "skipped", {}) or {}),
-            "original_ids": bool(getattr(data, "item_names", None))}
-
-
-def write_data_files(ckpt_dir, data, log: dict | None = None) -> ItemIdMap | None:
-    """Checkpoint side of the loaded data: ``item_ids.json`` (when the data has original ids) and the actual
-    counts in ``data.json`` (``stats``; for non-synthetic data ``n_users``/``n_items`` become the counts kept,
-    not the synthetic generator's defaults) and in ``log`` (``data_stats``, ``data``)."""
+def write_data_files(ckpt_dir, data, log: dict) -> None:
+    """Checkpoint side of the loaded data: ``item_ids.json`` (when it has original ids), and what it held after
+    loading (users, items, interactions kept per split, skipped counts) in ``data.json`` (``stats``; for non-synthetic
+    data ``n_users``/``n_items`` become the counts kept) and in ``log`` (``data_stats``, ``data``)."""
     ckpt_dir = Path(ckpt_dir)
-    id_map = ItemIdMap.from_data(data)
-    if id_map is not None:
-        id_map.save(ckpt_dir)
-    stats = data_stats(data)
+    if data.item_names:
+        if len(data.item_names) != data.num_items:
+            raise IdMapError(f"{data.source}: {len(data.item_names)} original item ids for {data.num_items} "
+                             "catalog items")
+        ItemIdMap(list(data.item_names), titles=data.titles).save(ckpt_dir)
+    st = data.stats()
+    stats = {"users": st["users"], "items": st["items"],
+             "interactions_kept": sum(st[f"{s}_interactions"] for s in ("train", "valid", "test")),
+             **{k: v for k, v in st.items() if k not in ("users", "items")},
+             "skipped": dict(data.skipped), "original_ids": bool(data.item_names)}
     path = ckpt_dir / "data.json"
     spec = json.loads(path.read_text()) if path.is_file() else {}
     if spec.get("kind") not in (None, "synthetic"):
         spec.update(n_users=stats["users"], n_items=stats["items"])
     spec["stats"] = stats
     path.write_text(json.dumps(spec, indent=2) + "\n")
-    if log is not None:
-        log["data_stats"] = stats
-        if isinstance(log.get("data"), dict):
-            log["data"] = {k: v for k, v in spec.items() if k != "stats"}
-    return id_map
-
-
-def catalog_size(trie) -> int:
-    """Items of the engine's catalog: its trie's item ids are 0..n-1."""
-    keys = list(trie.item_paths())
-    return (max(keys) + 1) if keys else 0
+    log["data_stats"] = stats
+    if isinstance(log.get("data"), dict):
+        log["data"] = {k: v for k, v in spec.items() if k != "stats"}
 
 
 def manifest_entry(engine_dir, trie) -> dict | None:
@@ -176,7 +141,7 @@ def manifest_entry(engine_dir, trie) -> dict | None:
     export, so a map of another catalog is refused there and not at the first request."""
     if trie is None:
         return None
-    id_map = load_id_map(engine_dir, n_items=catalog_size(trie))
+    id_map = load_id_map(engine_dir, n_items=int(trie.leaf_item.max(initial=-1)) + 1)  # item ids are 0..n-1
     if id_map is None:
         return None
     return {"file": ID_MAP_FILE, "n_items": len(id_map), "id_type": id_map.id_type, "titles": bool(id_map.titles)}

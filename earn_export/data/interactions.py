@@ -1,10 +1,9 @@
 """A user's own interaction log (CSV/TSV ``user,item,timestamp[,title]``) -> :class:`SequentialData`.
 
-Delimiter and header are sniffed; timestamps are numbers or ISO-8601 dates. In order: exact duplicate rows are
-dropped (logging artefacts that inflate k-core counts), iterative k-core, ids remapped to 0..n-1, then a
-global-time split at the ``split`` quantiles with ``t < t1`` / ``t1 <= t < t2`` / ``t >= t2``, so equal
-timestamps never straddle a boundary. Everything dropped is counted in ``skipped``; malformed rows raise
-DataError with ``file:line``.
+Delimiter and header are sniffed; timestamps are numbers or ISO-8601 dates. In order: exact duplicate rows are dropped
+(logging artefacts that inflate k-core counts), iterative k-core, ids remapped to 0..n-1, then a global-time split at
+the ``split`` quantiles with ``t < t1`` / ``t1 <= t < t2`` / ``t >= t2``, so equal timestamps never straddle a boundary.
+Everything dropped is counted in ``skipped``; malformed rows raise DataError with ``file:line``.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import hint
-from .errors import DataError, where
+from .errors import DataError
 from .sequences import SequentialData
 
 _NAMES = {
@@ -29,7 +28,7 @@ _NAMES = {
 
 
 def _parse_time(s: str) -> float | None:
-    s = s.strip()
+    """Seconds of a stripped number or ISO date (UTC unless it names a zone), None for anything else."""
     try:
         return float(s)
     except ValueError:
@@ -38,14 +37,11 @@ def _parse_time(s: str) -> float | None:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+    return dt.replace(tzinfo=dt.tzinfo or timezone.utc).timestamp()
 
 
 def _sniff(lines: list[str], path) -> str:
-    """The first delimiter among tab, comma, semicolon, pipe that gives every sample row 3-4+ fields of one
-    constant count (quotes respected)."""
+    """The first of tab, comma, semicolon, pipe giving every sample row one count >= 3 of fields (quotes respected)."""
     sample = [ln for ln in lines if ln.strip()][:50]
     for sep in ("\t", ",", ";", "|"):
         counts = {len(r) for r in csv.reader(sample, delimiter=sep)}
@@ -66,8 +62,6 @@ def global_time_split(timestamps: np.ndarray, split=(0.8, 0.1, 0.1)) -> np.ndarr
     ts = np.asarray(timestamps, dtype=np.float64)
     n = len(ts)
     out = np.zeros(n, dtype=np.int64)
-    if n == 0:
-        return out
     total = float(sum(split))
     srt = np.sort(ts, kind="stable")
     c1 = int(n * split[0] / total)
@@ -107,14 +101,12 @@ def load_interactions(path, k_core: int = 5, split=(0.8, 0.1, 0.1), sep: str | N
         start = first_i + 1  # header
         named = {}
         for j, name in enumerate(first):
-            for key, syn in _NAMES.items():
-                if name.lower() in syn and key not in named:
-                    named[key] = j
+            for key in (k for k, syn in _NAMES.items() if name.lower() in syn):
+                named.setdefault(key, j)  # the first column of that name
         if {"user", "item", "timestamp"} <= set(named):
-            cols = {**{"title": None}, **named}
+            cols = {"title": None, **named}
 
-    users, items, times, titles = [], [], [], {}
-    seen = set()
+    triples, titles = {}, {}  # (user, item, time) of each row in file order, an exact repeat once
     skipped: dict[str, int] = {}
     need = max(cols["user"], cols["item"], cols["timestamp"]) + 1
     tcol = cols.get("title")
@@ -122,27 +114,24 @@ def load_interactions(path, k_core: int = 5, split=(0.8, 0.1, 0.1), sep: str | N
         if not any(f.strip() for f in r):
             continue
         if len(r) < need:
-            raise DataError(f"{where(path, lineno)}: {len(r)} fields, expected at least {need} "
+            raise DataError(f"{path}:{lineno}: {len(r)} fields, expected at least {need} "
                             f"(user{sep}item{sep}timestamp[{sep}title]); quote titles that contain the delimiter")
         u, i, t = r[cols["user"]].strip(), r[cols["item"]].strip(), r[cols["timestamp"]].strip()
         if not u or not i:
-            raise DataError(f"{where(path, lineno)}: empty user or item id; every row needs both")
+            raise DataError(f"{path}:{lineno}: empty user or item id; every row needs both")
         ts = _parse_time(t)
         if ts is None:
-            raise DataError(f"{where(path, lineno)}: timestamp {t!r} is neither a number nor an ISO date — "
+            raise DataError(f"{path}:{lineno}: timestamp {t!r} is neither a number nor an ISO date — "
                             "write Unix seconds or ISO dates (e.g. 1400112000 or 2014-05-15T00:00:00)")
-        key = (u, i, ts)
-        if key in seen:
+        if (u, i, ts) in triples:
             skipped["duplicate_rows"] = skipped.get("duplicate_rows", 0) + 1
             continue
-        seen.add(key)
-        users.append(u)
-        items.append(i)
-        times.append(ts)
+        triples[u, i, ts] = None
         if tcol is not None and tcol < len(r) and r[tcol].strip():
             titles[i] = " ".join(r[tcol].split())
-    if not users:
+    if not triples:
         raise DataError(f"{path}: no interaction rows after the header; write rows 'user,item,timestamp[,title]'")
+    users, items, times = zip(*triples)
 
     # k-core, iterative
     u_names, u_idx = np.unique(np.array(users, dtype=object).astype(str), return_inverse=True)

@@ -40,8 +40,7 @@ def _split_template(template: str) -> tuple[str, str]:
     if not template.startswith("{prefix}") or not template.endswith("{suffix}"):
         raise DataError("the prompt template must start with {prefix} and end with {suffix} (the suffix "
                         f"register must be the last prompt token): {template!r}")
-    body = template[len("{prefix}"): -len("{suffix}")]
-    head, tail = body.split("{items}")
+    head, tail = template[len("{prefix}"): -len("{suffix}")].split("{items}")
     return head, tail
 
 
@@ -99,14 +98,14 @@ class PromptBuilder:
         self._tokenizer_lock = threading.Lock()
         self.special_prefix = self._special_prefix()
 
-        paths = catalog.token_paths(tokenizer)
-        self.item_ids: dict[int, list[int]] = paths
+        self.item_ids: dict[int, list[int]] = catalog.token_paths(tokenizer)
         self._head = self._encode(self._head_text)
         self._tail = self._encode(self._tail_text)
         self._sep = self._encode(self.item_sep)
-        self.cached = all(self.row(h, _cached=True) == self.row(h, _cached=False) for h in self._probe_histories())
+        items = catalog.items()
+        probes = [[], items[:1], items[:3], items[-2:]]
+        self.cached = all(self.row(h, _cached=True) == self.row(h, _cached=False) for h in probes)
 
-    # -- pieces --------------------------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
         if not text:
             return []
@@ -117,26 +116,19 @@ class PromptBuilder:
 
     def _special_prefix(self) -> list[int]:
         """Leading special ids the tokenizer adds (BOS); trailing ones (EOS) are not used in prompts."""
-        tok = self.tokenizer
         plain = self._encode("a")
-        full = list(tok("a", add_special_tokens=True)["input_ids"])
+        full = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
         for k in range(len(full) - len(plain) + 1):
             if full[k: k + len(plain)] == plain:
                 return full[:k]
-        bos = getattr(tok, "bos_token_id", None)
+        bos = getattr(self.tokenizer, "bos_token_id", None)
         return [bos] if bos is not None and full[:1] == [bos] else []
 
-    def _probe_histories(self) -> list[list[int]]:
-        items = self.catalog.items()
-        return [[], items[:1], items[:3], items[-2:]]
-
-    # -- rows ----------------------------------------------------------------------------------------------
     def text(self, history) -> str:
         """The prompt text of ``history`` (after truncation to the last ``max_history`` items)."""
         hist = self._truncate(history)
         items = self.item_sep.join(self.catalog.identifier(i) for i in hist)
-        head, tail = self._head_text, self._tail_text
-        return "".join(self.prefix_tokens) + head + items + tail + "".join(self.suffix_tokens)
+        return "".join(self.prefix_tokens) + self._head_text + items + self._tail_text + "".join(self.suffix_tokens)
 
     def _truncate(self, history) -> list[int]:
         hist = [int(i) for i in history]
@@ -178,27 +170,21 @@ class PromptBuilder:
                             "the template or an identifier code contains a register string")
         return ids, mask
 
-    # -- I/O -----------------------------------------------------------------------------------------------
-    def config(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "paradigm": self.paradigm, "max_history": self.max_history,
-                "prefix_tokens": self.prefix_tokens, "suffix_tokens": self.suffix_tokens,
-                "template": self.template, "item_sep": self.item_sep}
-
-    def save(self, directory, tokenizer: bool = True, catalog: bool = True) -> Path:
-        """Write ``prompt.json`` (and by default the tokenizer and ``items.json``, so ``load(directory)``
-        works on the directory alone). Returns the prompt.json path."""
+    def save(self, directory) -> Path:
+        """Write ``prompt.json``, the tokenizer and ``items.json`` (all that ``load`` reads); returns prompt.json."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if tokenizer:
-            self.tokenizer.save_pretrained(str(directory))
-        if catalog:
-            self.catalog.save(directory)
+        self.tokenizer.save_pretrained(str(directory))
+        self.catalog.save(directory)
+        config = {"format_version": FORMAT_VERSION, "paradigm": self.paradigm, "max_history": self.max_history,
+                  "prefix_tokens": self.prefix_tokens, "suffix_tokens": self.suffix_tokens,
+                  "template": self.template, "item_sep": self.item_sep}
         path = directory / PROMPT_FILE
-        path.write_text(json.dumps(self.config(), indent=1), encoding="utf-8")
+        path.write_text(json.dumps(config, indent=1), encoding="utf-8")
         return path
 
     @classmethod
-    def load(cls, directory, tokenizer=None) -> "PromptBuilder":
+    def load(cls, directory) -> "PromptBuilder":
         """From a checkpoint/engine directory: tokenizer files, ``items.json`` and ``prompt.json``."""
         directory = Path(directory)
         path = directory / PROMPT_FILE
@@ -208,11 +194,8 @@ class PromptBuilder:
         if cfg.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
             raise DataError(f"{path}: format_version {cfg.get('format_version')} is not supported (expected "
                             f"{FORMAT_VERSION}); re-create it with PromptBuilder.save")
-        if tokenizer is None:
-            from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        catalog = ItemCatalog.load(directory)
-        return cls(tokenizer, catalog, paradigm=cfg["paradigm"], max_history=cfg["max_history"],
-                   prefix_tokens=cfg["prefix_tokens"], suffix_tokens=cfg["suffix_tokens"],
-                   template=cfg.get("template"), item_sep=cfg.get("item_sep"))
+        return cls(AutoTokenizer.from_pretrained(str(directory)), ItemCatalog.load(directory),
+                   paradigm=cfg["paradigm"], max_history=cfg["max_history"], prefix_tokens=cfg["prefix_tokens"],
+                   suffix_tokens=cfg["suffix_tokens"], template=cfg.get("template"), item_sep=cfg.get("item_sep"))

@@ -55,31 +55,22 @@ def item_features(titles=None, sequences=None, num_items: int | None = None, dim
         from scipy import sparse
 
         seqs = list(sequences.values()) if isinstance(sequences, dict) else list(sequences)
-        rows, cols = [], []
+        rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]  # pairs (item, item w steps later)
         for s in seqs:
             s = np.asarray(s, dtype=np.int64)
             for w in range(1, window + 1):
-                if len(s) > w:
-                    rows.append(s[:-w])
-                    cols.append(s[w:])
+                rows.append(s[:-w])
+                cols.append(s[w:])
         top = max((int(np.max(s)) for s in seqs if len(s)), default=-1)
         n = num_items if num_items is not None else top + 1
         if n <= 0:
             raise DataError("no items in the sequences; cannot build co-occurrence features")
-        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        r, c = np.concatenate(rows), np.concatenate(cols)
         m = sparse.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)).tocsr()
         m = m + m.T
         m.data = np.log1p(m.data)
         return _normalise(_svd(m, dim, seed))
     raise DataError("item_features needs titles or sequences (neither was given)")
-
-
-def _letters(levels: int) -> list[str]:
-    letters = string.ascii_lowercase
-    if levels + 1 > len(letters):
-        raise DataError(f"at most {len(letters) - 1} levels are supported, got {levels}")
-    return list(letters[: levels + 1])
 
 
 def build_semantic_ids(features, levels: int = 3, codebook: int = 256, seed: int = 0) -> dict[int, list[str]]:
@@ -91,8 +82,10 @@ def build_semantic_ids(features, levels: int = 3, codebook: int = 256, seed: int
         raise DataError(f"features must be a non-empty [n_items, F] matrix, got shape {x.shape}")
     if levels < 1 or codebook < 1:
         raise DataError(f"levels and codebook must be >= 1, got {levels}, {codebook}")
+    letters = string.ascii_lowercase
+    if levels + 1 > len(letters):
+        raise DataError(f"at most {len(letters) - 1} levels are supported, got {levels}")
     n = len(x)
-    letters = _letters(levels)
     codes = np.zeros((n, levels), dtype=np.int64)
     resid = x.copy()
     for lvl in range(levels):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import check_choice, hint
-from .errors import DataError, where
+from .errors import DataError
 
 SPLITS = ("train", "valid", "test")
 
@@ -38,59 +38,30 @@ class SequentialData:
         check_choice("split", name, SPLITS)
         return getattr(self, name)
 
-    @property
-    def users(self) -> list[int]:
-        return sorted(set(self.train) | set(self.valid) | set(self.test))
-
     def stats(self) -> dict:
         """Counts for logs and checks: users, items, interactions per split, users with items per split."""
-        out = {"users": len(self.users), "items": self.num_items}
+        out = {"users": len(set(self.train) | set(self.valid) | set(self.test)), "items": self.num_items}
         for s in SPLITS:
             d = self.split(s)
             out[f"{s}_interactions"] = sum(len(v) for v in d.values())
             out[f"{s}_users"] = sum(1 for v in d.values() if v)
         return out
 
-    def catalog(self, dedupe: bool = False):
-        """The :class:`~earn_export.data.catalog.ItemCatalog` of ``semantic_ids`` (DataError if there are none)."""
-        from .catalog import ItemCatalog
-
-        if not self.semantic_ids:
-            raise DataError(f"{self.source or 'data'}: no semantic IDs; build them with "
-                            "semantic_ids.semantic_ids_for(data)")
-        return ItemCatalog.from_index(self.semantic_ids, dedupe=dedupe, source=self.source or "data")
-
 
 @dataclass
 class EvalExamples:
-    """One row per evaluated user: the history (oldest first) and the set of target items."""
+    """One row per evaluated user: the history (oldest first), the set of target items and the user."""
 
     users: list[int]
     histories: list[list[int]]
-    targets: list[set[int]]
+    targets: list
 
     def __len__(self):
         return len(self.users)
 
 
-@dataclass
-class TrainExamples:
-    """Next-item examples: ``histories[i]`` (oldest first, at most max_history) predicts ``targets[i]``;
-    ``users[i]`` says whose sequence it came from."""
-
-    users: list[int]
-    histories: list[list[int]]
-    targets: list[int]
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __iter__(self):
-        return iter(zip(self.histories, self.targets))
-
-
-def _truncate(seq: list[int], max_history: int) -> list[int]:
-    return list(seq[-max_history:]) if max_history > 0 else []
+class TrainExamples(EvalExamples):
+    """Next-item examples: ``histories[i]`` (oldest first, at most max_history) predicts the one item ``targets[i]``."""
 
 
 def eval_examples(data: SequentialData, split: str, max_history: int = 20) -> EvalExamples:
@@ -100,15 +71,14 @@ def eval_examples(data: SequentialData, split: str, max_history: int = 20) -> Ev
     check_choice("split", split, ("valid", "test"))
     target_split = data.split(split)
     users, hists, targets = [], [], []
-    for u in sorted(target_split):
-        t = target_split[u]
+    for u, t in sorted(target_split.items()):
         if not t:
             continue
         h = list(data.train.get(u, []))
         if split == "test":
             h += data.valid.get(u, [])
         users.append(u)
-        hists.append(_truncate(h, max_history))
+        hists.append(h[-max_history:] if max_history > 0 else [])
         targets.append(set(t))
     return EvalExamples(users, hists, targets)
 
@@ -139,17 +109,18 @@ def _read_split(path: Path, skipped: dict) -> tuple[dict[int, list[int]], dict[i
             if not parts:
                 skipped["blank_lines"] = skipped.get("blank_lines", 0) + 1
                 continue
-            try:
-                nums = [int(p) for p in parts]
-            except ValueError:
-                bad = next(p for p in parts if not _is_int(p))
-                raise DataError(f"{where(path, lineno)}: {bad!r} is not an integer; each line must be "
-                                "'user_id item_id item_id ...' with whitespace-separated integer ids") from None
+            nums = []
+            for p in parts:
+                try:
+                    nums.append(int(p))
+                except ValueError:
+                    raise DataError(f"{path}:{lineno}: {p!r} is not an integer; each line must be "
+                                    "'user_id item_id item_id ...' with whitespace-separated integer ids") from None
             if min(nums) < 0:
-                raise DataError(f"{where(path, lineno)}: negative id {min(nums)}; ids must be >= 0")
+                raise DataError(f"{path}:{lineno}: negative id {min(nums)}; ids must be >= 0")
             user = nums[0]
             if user in seqs:
-                raise DataError(f"{where(path, lineno)}: user {user} already appears on line {first_line[user]}; "
+                raise DataError(f"{path}:{lineno}: user {user} already appears on line {first_line[user]}; "
                                 "put each user's items of a split on one line, in chronological order")
             seqs[user] = nums[1:]
             first_line[user] = lineno
@@ -157,14 +128,6 @@ def _read_split(path: Path, skipped: dict) -> tuple[dict[int, list[int]], dict[i
         raise DataError(f"{path}: the file is empty (no user lines); write one line per user "
                         "'user_id item item ...' (a line with only the user id means no items in this split)")
     return seqs, first_line
-
-
-def _is_int(s: str) -> bool:
-    try:
-        int(s)
-        return True
-    except ValueError:
-        return False
 
 
 def _find_index(directory: Path, index) -> Path | None:
@@ -183,7 +146,7 @@ def _find_index(directory: Path, index) -> Path | None:
     return found[0] if found else None
 
 
-def load_sequential(directory, index=None, item_base="auto", dedupe: bool = True) -> SequentialData:
+def load_sequential(directory, index=None, item_base="auto") -> SequentialData:
     """The Beauty release format (module doc). ``index``: which ``.json`` (default: the only one in the
     directory; none -> ``semantic_ids=None``). ``item_base``: "auto", 0 or 1 (module doc)."""
     from .catalog import dedupe_codes, find_duplicates, read_index
@@ -205,34 +168,25 @@ def load_sequential(directory, index=None, item_base="auto", dedupe: bool = True
         item_base = 1 if used and 0 not in used and (n_index is None or top in used) else 0
     check_choice("item_base", item_base, ("auto", 0, 1))  # "auto" is resolved above
 
-    out = {}
     for s in SPLITS:
         path = directory / f"sequential_{s}.txt"
-        seqs = {}
         for user, items in raw[s].items():
-            ids = [i - item_base for i in items]
-            for raw_i, i in zip(items, ids):
+            for raw_i in items:
+                i = raw_i - item_base
                 if i < 0 or (codes is not None and i not in codes):
                     if codes is not None and 0 <= i < n_index:
-                        raise DataError(f"{where(path, lines[s][user])}: item {raw_i} has no entry in the index "
+                        raise DataError(f"{path}:{lines[s][user]}: item {raw_i} has no entry in the index "
                                         f"{index_path.name}; the index must give every item of the sequences an "
                                         "identifier (re-create the index for this dataset)")
                     valid_range = (f"{item_base}..{n_index - 1 + item_base}" if codes is not None
                                    else f">= {item_base}")
-                    raise DataError(f"{where(path, lines[s][user])}: item {raw_i} is outside the index "
+                    raise DataError(f"{path}:{lines[s][user]}: item {raw_i} is outside the index "
                                     f"{index_path.name if index_path else ''} (valid ids {valid_range}, item_base="
                                     f"{item_base}); use the index built for these sequences or drop the item")
-            seqs[user] = ids
-        out[s] = seqs
 
+    out = {s: {user: [i - item_base for i in items] for user, items in raw[s].items()} for s in SPLITS}
     num_items = n_index if n_index is not None else (max(used, default=-1) - item_base + 1)
     if codes is not None and find_duplicates(codes):
-        if not dedupe:
-            from .catalog import ItemCatalog
-
-            ItemCatalog(codes, source=str(index_path))  # raises the explanatory DataError
-        codes, n = dedupe_codes(codes)
-        skipped["identifier_collisions_reassigned"] = n
-    return SequentialData(train=out["train"], valid=out["valid"], test=out["test"], num_items=num_items,
-                          titles=None, semantic_ids=codes, source=str(directory), skipped=skipped,
+        codes, skipped["identifier_collisions_reassigned"] = dedupe_codes(codes)
+    return SequentialData(**out, num_items=num_items, semantic_ids=codes, source=str(directory), skipped=skipped,
                           item_base=item_base)

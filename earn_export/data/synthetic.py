@@ -18,13 +18,10 @@ _SYLLABLES = ["ka", "lo", "mi", "ra", "ve", "zu", "ta", "ne", "si", "bo", "du", 
 
 
 def _words(rng: np.random.Generator, n: int) -> list[str]:
-    out, seen = [], set()
-    while len(out) < n:
-        w = "".join(rng.choice(_SYLLABLES, size=int(rng.integers(2, 4))))
-        if w not in seen:
-            seen.add(w)
-            out.append(w)
-    return out
+    words: dict[str, None] = {}  # distinct, in order of first draw
+    while len(words) < n:
+        words["".join(rng.choice(_SYLLABLES, size=int(rng.integers(2, 4))))] = None
+    return list(words)
 
 
 def make_synthetic(n_users: int = 2000, n_items: int = 400, n_clusters: int = 20, seed: int = 0,

@@ -12,8 +12,6 @@ import inspect
 from .errors import DataError
 
 PAD, UNK = "<pad>", "<unk>"
-
-
 REGISTERS = ("<reg_p>", "<reg_s>")  # the default registers: one prefix, one suffix (register_tokens(1, 1))
 
 
@@ -32,9 +30,8 @@ def _dedup(seq) -> list[str]:
 
 
 def build_tokenizer(words, code_tokens, register_tokens):
-    """A word-level ``PreTrainedTokenizerFast`` (module doc). ``words``: plain vocabulary words (template
-    words and punctuation, e.g. ``prompts.template_words()``); ``code_tokens``: identifier code strings;
-    ``register_tokens``: register strings."""
+    """A word-level ``PreTrainedTokenizerFast`` (module doc) over plain ``words`` (template words and punctuation,
+    e.g. ``prompts.template_words()``), identifier ``code_tokens`` and ``register_tokens``."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -65,11 +62,8 @@ def extend_tokenizer(tok, code_tokens, register_tokens):
     codes, regs = _dedup(code_tokens), _dedup(register_tokens)
     tok.add_tokens([AddedToken(c, normalized=False, special=False, single_word=False) for c in codes])
     if regs:
-        kw = {}
-        params = inspect.signature(tok.add_special_tokens).parameters
-        for name in ("replace_extra_special_tokens", "replace_additional_special_tokens"):
-            if name in params:
-                kw[name] = False
+        params = inspect.signature(tok.add_special_tokens).parameters  # the keyword's name depends on the version
+        kw = {n: False for n in ("replace_extra_special_tokens", "replace_additional_special_tokens") if n in params}
         tok.add_special_tokens({"additional_special_tokens": [AddedToken(r, normalized=False, special=True)
                                                               for r in regs]}, **kw)
     ids = tok.convert_tokens_to_ids(codes + regs)

@@ -31,10 +31,9 @@ def token_columns(trie, out_token_ids) -> np.ndarray:
     col[out] = np.arange(len(out))
     missing = tokens[col[tokens] < 0]
     if len(missing):
-        raise ValueError(
-            f"{len(missing)} identifier tokens of the trie (e.g. {missing[:5].tolist()}) are not in the engine's "
-            "output vocabulary; the engine was exported for another catalog. Re-export with this catalog's trie."
-        )
+        raise ValueError(f"{len(missing)} identifier tokens of the trie (e.g. {missing[:5].tolist()}) are not in the "
+                         "engine's output vocabulary; the engine was exported for another catalog. Re-export with "
+                         "this catalog's trie.")
     return col
 
 
@@ -68,7 +67,6 @@ def constrained_beam_search(backend, trie, input_ids, attention_mask, beam: int 
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
     child_tokens, child_nodes = trie.padded_children()
-    depth = int(trie.depth)
     col = token_columns(trie, backend.out_token_ids) if columns is None else columns
 
     input_ids = np.asarray(input_ids)
@@ -80,7 +78,7 @@ def constrained_beam_search(backend, trie, input_ids, attention_mask, beam: int 
     logprobs = logprobs[:, None, :]
     path = np.zeros((n_users, beam, 0), dtype=np.int64)
     parents = np.zeros((n_users, 1), dtype=np.int64)
-    for step in range(depth):
+    for step in range(int(trie.depth)):
         if step > 0:
             # dead beams (token -1) feed token 0: their scores stay -inf, the slot only keeps shapes static
             logprobs, state = backend.decode(state, np.maximum(path[:, :, -1], 0), parents, step)
@@ -90,15 +88,11 @@ def constrained_beam_search(backend, trie, input_ids, attention_mask, beam: int 
         lp = np.take_along_axis(logprobs, np.where(ok, col[np.maximum(kids, 0)], 0), axis=2)
         cand = np.where(ok, scores[..., None] + lp, -np.inf).reshape(n_users, -1)
         idx, new_scores = _select(cand, beam)
-        c = child_tokens.shape[1]
-        parent = idx // c
-        which = idx % c
+        parent, which = np.divmod(idx, child_tokens.shape[1])
         parent_nodes = np.take_along_axis(nodes, parent, axis=1)
-        new_tokens = child_tokens[parent_nodes, which]
-        new_nodes = child_nodes[parent_nodes, which]
         alive = np.isfinite(new_scores)
-        new_tokens = np.where(alive, new_tokens, -1)
-        new_nodes = np.where(alive, new_nodes, 0)
+        new_tokens = np.where(alive, child_tokens[parent_nodes, which], -1)
+        new_nodes = np.where(alive, child_nodes[parent_nodes, which], 0)
         parent = np.where(alive, parent, 0)
         prev = np.take_along_axis(path, parent[..., None].repeat(path.shape[2], 2), axis=1) if step else path
         path = np.concatenate([prev, new_tokens[..., None]], axis=2)

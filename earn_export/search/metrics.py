@@ -8,9 +8,8 @@ import numpy as np
 
 
 def per_user_metrics(ranked, targets, ks=(10, 20)) -> dict[str, np.ndarray]:
-    """Recall@K and NDCG@K of each user (``[U]`` arrays): what paired comparisons and bootstrap intervals of two
-    models on the same users need. ``ranked [U, >= max(ks)]`` item ids best first; ``targets``: one non-empty
-    set of item ids per user."""
+    """Recall@K and NDCG@K of each user (``[U]`` arrays, for paired comparisons of two models on the same users).
+    ``ranked [U, >= max(ks)]``: item ids best first; ``targets``: one non-empty set of item ids per user."""
     ranked = np.asarray(ranked)
     if ranked.ndim != 2 or ranked.shape[0] != len(targets):
         raise ValueError(f"ranked must be [U, K] with U = len(targets) = {len(targets)}, got {ranked.shape}")
@@ -35,7 +34,4 @@ def per_user_metrics(ranked, targets, ks=(10, 20)) -> dict[str, np.ndarray]:
 def evaluate_rankings(ranked, targets, ks=(10, 20)) -> dict:
     """Mean of :func:`per_user_metrics` over users (equal weight), plus the user count."""
     per_user = per_user_metrics(ranked, targets, ks)
-    out = {"users": len(targets)}
-    for name, values in per_user.items():
-        out[name] = float(values.mean()) if len(targets) else 0.0
-    return out
+    return {"users": len(targets), **{k: float(v.mean()) if len(targets) else 0.0 for k, v in per_user.items()}}
