@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ def main(argv=None):
     p.add_argument("--splits", default="earn,dense", help="earn (the checkpoint's k) and/or dense (k = N)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--json", default=None, help="write the results here (settings already in it are skipped)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,9 +52,15 @@ def main(argv=None):
     ds = encode(prompts, [te.histories[i] for i in pick], [te.targets[i] for i in pick])
     collate = LeftPadCollator(prompts.pad_id)
     batches = [collate([ds[i] for i in range(s, s + args.batch_size)]) for s in range(0, len(ds), args.batch_size)]
-    results = []
+    # with --json, each finished setting is saved at once and skipped when the command runs again (a 200-step
+    # dense fp32 setting alone takes about an hour of 2 cores)
+    results = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else []
     for split in args.splits.split(","):
         for precision in args.precisions.split(","):
+            if any(r["split"] == split and r["precision"] == precision and len(r["losses"]) == len(batches)
+                   for r in results):
+                print(f"{split} {precision}: already in {args.json}, skipped", flush=True)
+                continue
             model = load_pretrained(args.checkpoint)
             if split == "dense":
                 model.set_earn(replace(model.earn, split_layer=model.num_layers))
@@ -70,11 +77,13 @@ def main(argv=None):
                 if i:  # the first step warms up kernels and allocations
                     wall.append(time.perf_counter() - t)
                     cpu.append(time.process_time() - c)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
             row = {"split": split, "k": model.split_layer, "precision": precision, "batch": args.batch_size,
                    "prompt_len": int(batches[0]["input_ids"].shape[1]), "wall_s": float(np.median(wall)),
                    "cpu_s": float(np.median(cpu)), "losses": losses}
             results.append(row)
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=2))
             print(f"{split:5s} k={row['k']:2d} {precision:4s}: {row['wall_s']:.2f} s/step wall, "
                   f"{row['cpu_s']:.2f} s/step CPU, losses {', '.join(f'{x:.3f}' for x in losses)}", flush=True)
     for split in args.splits.split(","):
@@ -82,9 +91,6 @@ def main(argv=None):
         if "fp32" in r and "bf16" in r:
             print(f"{split}: bf16 speed-up {r['fp32']['wall_s'] / r['bf16']['wall_s']:.2f}x wall, "
                   f"{r['fp32']['cpu_s'] / r['bf16']['cpu_s']:.2f}x CPU")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":
