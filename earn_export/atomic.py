@@ -114,7 +114,8 @@ def atomic_output_dir(path, kind: str):
 
 
 def _bound_decorator(run):
-    """A decorator calling ``run(fn, bound)``; ``bound``, the call's ``inspect.BoundArguments``, ``run`` may edit."""
+    """A decorator that calls ``run(fn, bound)``; ``bound`` is the call's ``inspect.BoundArguments`` (``run`` may
+    edit it before calling ``fn``)."""
 
     def decorate(fn):
         sig = inspect.signature(fn)
