@@ -84,3 +84,34 @@ def test_overlap_rule_in_cli(quantized, capsys):
     assert summary["min_identical"] == QUANT_MIN_OVERLAP["int4"]
     assert rc == (0 if summary["passed"] else 1)
     assert np.isfinite(summary["topk_overlap_mean"])
+
+
+def _dynamo_like_graph():
+    """Two projections and an LM head into LogSoftmax, named the way the dynamo exporter names them: the nodes
+    ``node_matmul_N``, the weights after their module path."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {name: numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), name)
+               for name in ("layers.0.mlp.up_proj.weight_t", "layers.0.mlp.down_proj.weight_t", "lm_head.weight_t")}
+    nodes = [helper.make_node("MatMul", ["x", "layers.0.mlp.up_proj.weight_t"], ["h"], name="node_matmul"),
+             helper.make_node("MatMul", ["h", "layers.0.mlp.down_proj.weight_t"], ["y"], name="node_matmul_1"),
+             helper.make_node("MatMul", ["y", "lm_head.weight_t"], ["logits"], name="node_matmul_2"),
+             helper.make_node("LogSoftmax", ["logits"], ["logp"], axis=-1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("logp", TensorProto.FLOAT, [2, 8])],
+                              initializer=list(weights.values()))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_keep_float_matches_weight_names_and_refuses_unknown_fragments():
+    """keep_float finds a projection by its weight's name when the node has only a generic name, and a fragment
+    that matches nothing stops the export instead of quantizing everything silently."""
+    from earn_export.export.quantize import quantize_graph
+
+    out, info = quantize_graph(_dynamo_like_graph(), "int8", keep_float=("down_proj",))
+    kept = [n.input[1] for n in out.graph.node if n.op_type == "MatMul"]
+    assert sorted(kept) == ["layers.0.mlp.down_proj.weight_t", "lm_head.weight_t"]
+    assert info["quantized_matmuls"] == 1 and info["kept_float"]["matmuls"]["count"] == 1
+    with pytest.raises(ExportError, match="no MatMul node or weight name contains 'down_prj'"):
+        quantize_graph(_dynamo_like_graph(), "int8", keep_float=("down_prj",))

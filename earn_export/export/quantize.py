@@ -41,14 +41,22 @@ def _head_matmuls(graph) -> list[str]:
 def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL, block_size: int = BLOCK_SIZE,
                    keep_float: tuple[str, ...] = ()):
     """Quantized copy of an ONNX ModelProto (weights loaded); returns (ModelProto, info). ``keep_float``: name
-    fragments of further MatMuls to leave in fp32 (e.g. ``"down_proj"``)."""
+    fragments of further MatMuls to leave in fp32 (e.g. ``"down_proj"``), matched against the node's name and
+    its weight's name (dynamo-exported nodes are named ``node_matmul_N``; their weights keep the module path).
+    A fragment that matches no MatMul is an error rather than a silently quantized layer."""
     check_choice("quantize", mode, QUANT_MODES)
     for node in model_proto.graph.node:  # the quantizers match nodes by name: give every node one
         if not node.name:
             node.name = f"{node.op_type}_{id(node)}"
     excluded = _head_matmuls(model_proto.graph)
-    extra = [n.name for n in model_proto.graph.node
-             if n.op_type == "MatMul" and any(f in n.name for f in keep_float) and n.name not in excluded]
+    matmuls = [n for n in model_proto.graph.node if n.op_type == "MatMul"]
+    unmatched = [f for f in keep_float if not any(f in n.name or f in n.input[1] for n in matmuls)]
+    if unmatched:
+        example = f"weights are named like {matmuls[0].input[1]!r}" if matmuls else "the graph has no MatMul"
+        raise ExportError(f"keep_float: no MatMul node or weight name contains {', '.join(map(repr, unmatched))}; "
+                          f"{example}")
+    extra = [n.name for n in matmuls
+             if any(f in n.name or f in n.input[1] for f in keep_float) and n.name not in excluded]
     excluded = excluded + extra
     if mode == "int8":
         out = matmul_integer_s8(model_proto, excluded)
