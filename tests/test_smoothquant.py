@@ -15,9 +15,9 @@ from earn_export.runtime.backends import OrtBackend, TorchBackend
 from helpers import ITEM_TOKENS, compare_backends, earn_model, synthetic_trie, token_prompts
 
 
-def outlier_model():
-    """The tiny llama with a few norm channels 100x larger: their activations dominate each per-tensor int8 scale."""
-    m = earn_model("llama", 2)
+def outlier_model(kind="llama"):
+    """A tiny model with a few norm channels 100x larger: their activations dominate each per-tensor int8 scale."""
+    m = earn_model(kind, 2)
     with torch.no_grad():
         for layer in m.model.layers:
             layer.input_layernorm.weight[[3, 17]] *= 100
@@ -25,15 +25,19 @@ def outlier_model():
     return m
 
 
-def test_smoothing_keeps_fp32_outputs():
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])  # GQA 4:2 without biases; 4:1 with q/k/v biases
+def test_smoothing_keeps_fp32_outputs(kind):
     trie = resolve_trie(synthetic_trie()[0], None)
-    m = outlier_model()
+    m = outlier_model(kind)
     smoothed = copy.deepcopy(m)
     cal = calibration_batch(_prompt_pieces(None, m, trie), trie.item_paths(), users=8)
     entry = smooth_model(smoothed, *cal, alpha=0.5)
     assert entry["alpha"] == 0.5 and entry["layers"] == m.num_layers
     moved = smoothed.model.layers[0].input_layernorm.weight / m.model.layers[0].input_layernorm.weight
     assert moved[3] < 0.5 * moved.median()  # the outlier channels were divided most
+    # o_proj's scales went into v_proj's rows (one per value channel, shared by the query heads of its group)
+    v_before, v_after = (x.model.layers[0].self_attn.v_proj.weight for x in (m, smoothed))
+    assert not torch.allclose(v_before, v_after)
     ids, mask = (torch.from_numpy(a) for a in token_prompts(m, [9, 5, 12]))
     with torch.no_grad():
         ref, got = m(ids, attention_mask=mask), smoothed(ids, attention_mask=mask)
