@@ -4,6 +4,7 @@ and `check` judges quantized engines on top-K overlap."""
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from earn_export.engine.manifest import load_manifest
 from earn_export.export import ExportError, export_onnx
@@ -115,3 +116,30 @@ def test_keep_float_matches_weight_names_and_refuses_unknown_fragments():
     assert info["quantized_matmuls"] == 1 and info["kept_float"]["matmuls"]["count"] == 1
     with pytest.raises(ExportError, match="no MatMul node or weight name contains 'down_prj'"):
         quantize_graph(_dynamo_like_graph(), "int8", keep_float=("down_prj",))
+
+
+def test_int8_error_emulation_matches_onnxruntime(benchmark_script):
+    """benchmarks/int8_error.py assigns int8's accuracy loss to weights or activations by emulating the engine's
+    arithmetic in torch: its per-tensor setting must compute what the int8 graph computes, far closer than fp32."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from earn_export.export.quantize import quantize_graph
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((64, 48)).astype(np.float32)  # [in, out], as the exporter writes weights
+    x = rng.standard_normal((2, 5, 64)).astype(np.float32)
+    x[:, :, 7] *= 20  # an outlier channel, so the activation scale matters
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="node_matmul")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 48])],
+                              initializer=[numpy_helper.from_array(w, "w")])
+    q, _ = quantize_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "int8")
+    y_ort = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    linear = torch.nn.Linear(64, 48, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(w.T))
+    fake = benchmark_script("int8_error").FakeInt8Linear(linear, "tensor")
+    with torch.no_grad():
+        y_emu, y_fp32 = fake(torch.from_numpy(x)).numpy(), linear(torch.from_numpy(x)).numpy()
+    assert np.abs(y_emu - y_ort).max() < 0.01 * np.abs(y_fp32 - y_ort).max()
