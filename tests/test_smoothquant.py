@@ -35,9 +35,6 @@ def test_smoothing_keeps_fp32_outputs(kind):
     assert entry["alpha"] == 0.5 and entry["layers"] == m.num_layers
     moved = smoothed.model.layers[0].input_layernorm.weight / m.model.layers[0].input_layernorm.weight
     assert moved[3] < 0.5 * moved.median()  # the outlier channels were divided most
-    # o_proj's scales went into v_proj's rows (one per value channel, shared by the query heads of its group)
-    v_before, v_after = (x.model.layers[0].self_attn.v_proj.weight for x in (m, smoothed))
-    assert not torch.allclose(v_before, v_after)
     ids, mask = (torch.from_numpy(a) for a in token_prompts(m, [9, 5, 12]))
     with torch.no_grad():
         ref, got = m(ids, attention_mask=mask), smoothed(ids, attention_mask=mask)

@@ -4,10 +4,8 @@ Why: ``int8`` quantizes each activation tensor with one scale per call; LLMs car
 larger than the rest (at the norms' outputs and at ``down_proj``'s input), which leaves the other channels a handful
 of levels. Dividing channel j of a MatMul's input by s_j and multiplying row j of its weight by s_j is exact in
 real arithmetic, and the division folds into what produces the input (the RMSNorm weight before QKV and
-gate/up, the rows of ``up_proj`` before ``down_proj``, the rows of ``v_proj`` before ``o_proj``: attention mixes
-positions, not channels, so a scale on value channel j comes out on channel j of every query head that reads that
-value head), so the graphs keep their ops and the fp32 path its values up to rounding.
-s_j = max|x_j|^alpha / max|W_j|^(1 - alpha), with max|x_j| measured on calibration prompts.
+gate/up, the rows of ``up_proj`` before ``down_proj``), so the graphs keep their ops and the fp32 path its values
+up to rounding. s_j = max|x_j|^alpha / max|W_j|^(1 - alpha), with max|x_j| measured on calibration prompts.
 """
 
 from __future__ import annotations
@@ -48,28 +46,21 @@ def smooth_model(model, ids, mask, n_target: int, alpha: float = DEFAULT_ALPHA) 
     layers = model.model.layers
     hooks = [m.register_forward_hook(record((i, name))) for i, layer in enumerate(layers)
              for name, m in (("qkv", layer.self_attn.q_proj), ("gate_up", layer.mlp.gate_proj),
-                             ("down", layer.mlp.down_proj), ("o", layer.self_attn.o_proj))]
+                             ("down", layer.mlp.down_proj))]
     try:
         model(ids, attention_mask=mask, n_target=n_target)
     finally:
         for h in hooks:
             h.remove()
 
-    def fold(key, linears, divide, group=None):
-        """``group``: (kv heads, query heads per kv head, head dim) when the scales are set per value channel
-        and shared by the query heads of a group (``o_proj``)."""
+    def fold(key, linears, divide):
         if key not in x_max:  # a layer the calibration rows never reach keeps its weights
             return
         w_max = torch.stack([lin.weight.abs().amax(0) for lin in linears]).amax(0)
-        x = x_max[key]
-        if group is not None:
-            x, w_max = (t.reshape(group).amax(1) for t in (x, w_max))
-        s = (x.clamp(min=1e-5) ** alpha / w_max.clamp(min=1e-5) ** (1 - alpha)).clamp(1e-5, 1e5)
-        divide(s.reshape(-1))
-        if group is not None:
-            s = s[:, None, :].expand(group)
+        s = (x_max[key].clamp(min=1e-5) ** alpha / w_max.clamp(min=1e-5) ** (1 - alpha)).clamp(1e-5, 1e5)
+        divide(s)
         for lin in linears:
-            lin.weight.mul_(s.reshape(1, -1))
+            lin.weight.mul_(s[None, :])
 
     def rows_of(linear):
         def divide(s):
@@ -83,6 +74,5 @@ def smooth_model(model, ids, mask, n_target: int, alpha: float = DEFAULT_ALPHA) 
         fold((i, "qkv"), [attn.q_proj, attn.k_proj, attn.v_proj], layer.input_layernorm.weight.div_)
         fold((i, "gate_up"), [mlp.gate_proj, mlp.up_proj], layer.post_attention_layernorm.weight.div_)
         fold((i, "down"), [mlp.down_proj], rows_of(mlp.up_proj))
-        fold((i, "o"), [attn.o_proj], rows_of(attn.v_proj), group=(attn.n_kv, attn.group, attn.head_dim))
     return {"alpha": alpha, "calibration_rows": int(ids.shape[0]), "folded_into": "RMSNorm weights (QKV, gate/up), "
-            "up_proj rows (down_proj), v_proj rows (o_proj)", "layers": len({i for i, _ in x_max})}
+            "up_proj rows (down_proj)", "layers": len({i for i, _ in x_max})}
