@@ -94,8 +94,10 @@ def main(argv=None):
     from earn_export.data.data_spec import DataSpec
     from earn_export.data.sequences import eval_examples
     from earn_export.engine.manifest import load_manifest
+    from earn_export.model import load_pretrained
     from earn_export.runtime.backends import TorchBackend
     from earn_export.runtime.recommender import Recommender
+    from earn_export.search.metrics import topk_overlap
 
     manifest = load_manifest(args.engine)
     ckpt = args.checkpoint or manifest.get("source_checkpoint")
@@ -107,19 +109,16 @@ def main(argv=None):
 
     def top20(model) -> np.ndarray:
         backend = TorchBackend(model, head_token_ids=manifest["vocab"]["vocab_out_token_ids"])
-        rec = Recommender.from_engine(args.engine, manifest, backend, batch_size=4)
+        rec = Recommender.from_engine(args.engine, manifest, backend, batch_size=4)  # batch 4, as deployed
         with torch.no_grad():
-            return np.concatenate([rec.recommend(histories[s:s + 4], top_k=20, beam=20).items
-                                   for s in range(0, len(histories), 4)])
-
-    from earn_export.model import load_pretrained
+            return rec.recommend(histories, top_k=20, beam=20).items
 
     ref = top20(load_pretrained(ckpt).eval())
     rows = []
     for setting in args.settings.split(","):
         t0 = time.perf_counter()
         got = top20(quantized_copy(ckpt, setting))
-        overlap = float(np.mean([len(set(a) & set(b)) / 20 for a, b in zip(got, ref)]))
+        overlap = float(topk_overlap(got, ref).mean())
         rows.append({"setting": setting, "overlap": overlap, "users": len(histories),
                      "seconds": time.perf_counter() - t0})
         print(f"{setting:20s} top-20 overlap vs fp32 {overlap:.4f}  ({rows[-1]['seconds']:.0f} s)", flush=True)

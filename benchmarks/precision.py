@@ -197,9 +197,9 @@ def measure(built: dict, histories, batch: int, beam: int, peaks: dict) -> list[
 
 
 def _overlap(a, b) -> float:
-    import numpy as np
+    from earn_export.search.metrics import topk_overlap
 
-    return float(np.mean([len(set(x[x >= 0]) & set(y[y >= 0])) / max(len(set(y[y >= 0])), 1) for x, y in zip(a, b)]))
+    return float(topk_overlap(a, b).mean())
 
 
 def _row(engine, runtime, r, flops, peaks, path) -> dict:

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from earn_export.model import load_pretrained
     from earn_export.runtime import Recommender
     from earn_export.runtime.backends import OrtBackend, TorchBackend
-    from earn_export.search.metrics import evaluate_rankings
+    from earn_export.search.metrics import evaluate_rankings, topk_overlap
     from earn_export.data.data_spec import DataSpec
     from earn_export.train.train_checkpoint import train
 
@@ -101,8 +101,7 @@ def main(argv=None) -> int:
         base = "onnxruntime fp32" if name.startswith("onnxruntime") else "torch float32"
         rel = [(row[k] - rows[base][k]) / rows[base][k] if rows[base][k] else 0.0 for k in METRICS]
         a, b = items[name], items[base]
-        ov = float(np.mean([len(set(x[x >= 0]) & set(y[y >= 0])) / max(len(set(y[y >= 0])), 1)
-                            for x, y in zip(a, b)]))
+        ov = float(topk_overlap(a, b).mean())
         row["relative_change"], row["top20_overlap"] = dict(zip(METRICS, rel)), ov
         lines.append(f"| {name} | " + " | ".join(f"{row[k]:.5f}" for k in METRICS) + " | "
                      + " / ".join(f"{r:+.1%}" for r in rel) + f" | {ov:.3f} |")

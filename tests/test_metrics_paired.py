@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from earn_export.search.metrics import evaluate_rankings, per_user_metrics
+from earn_export.search.metrics import evaluate_rankings, per_user_metrics, topk_overlap
 
 
 def test_per_user_metrics_average_to_the_reported_ones():
@@ -17,6 +17,13 @@ def test_per_user_metrics_average_to_the_reported_ones():
     # one hand-checked user: target at rank 2 (0-based 1) of 20
     one = per_user_metrics(np.array([[5, 7] + list(range(10, 28))]), [{7}])
     assert one["recall@10"][0] == 1.0 and one["ndcg@10"][0] == pytest.approx(1 / np.log2(3))
+
+
+def test_topk_overlap_counts_the_reference_set_and_ignores_empty_slots():
+    got = np.array([[1, 2, 3, 4], [9, 8, -1, -1], [5, 6, 7, 8]])
+    ref = np.array([[4, 3, 2, 1], [8, 7, -1, -1], [-1, -1, -1, -1]])
+    # same set reordered; 1 of the reference's 2 items; an empty reference counts as no overlap
+    assert topk_overlap(got, ref).tolist() == [1.0, 0.5, 0.0]
 
 
 def test_paired_bootstrap_interval_covers_the_difference_and_detects_a_clear_win(benchmark_script):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..search.metrics import topk_overlap
+
 
 def _replay(backend, prefill_call: dict, decode_calls: list) -> list:
     """Decode log-probs of ``backend`` along a recorded beam path (prefill inputs + decode calls)."""
@@ -119,9 +121,8 @@ def check_engine(engine_dir, reference_ckpt=None, users=None, n: int = 500, beam
             sb = np.asarray(ref_res.scores)[:, :top_k]
             # rank-wise score agreement: lists that differ only by swapping items scored within `tol` of each other
             close = np.where(np.isfinite(sb), np.abs(np.nan_to_num(sa - sb, nan=np.inf)), 0.0).max(1) <= tol
+            overlap += float(topk_overlap(a, b).sum())
             for i in range(len(chunk)):
-                ref_set = {int(x) for x in b[i] if x >= 0}
-                overlap += len(ref_set & {int(x) for x in a[i] if x >= 0}) / max(len(ref_set), 1)
                 if np.array_equal(a[i], b[i]):
                     identical += 1
                     tie_equal += 1

@@ -50,13 +50,13 @@ def quantize_graph(model_proto, mode: str, accuracy_level: int = ACCURACY_LEVEL,
             node.name = f"{node.op_type}_{id(node)}"
     excluded = _head_matmuls(model_proto.graph)
     matmuls = [n for n in model_proto.graph.node if n.op_type == "MatMul"]
-    unmatched = [f for f in keep_float if not any(f in n.name or f in n.input[1] for n in matmuls)]
+    hits = {f: {n.name for n in matmuls if f in n.name or f in n.input[1]} for f in keep_float}
+    unmatched = [f for f, names in hits.items() if not names]
     if unmatched:
         example = f"weights are named like {matmuls[0].input[1]!r}" if matmuls else "the graph has no MatMul"
         raise ExportError(f"keep_float: no MatMul node or weight name contains {', '.join(map(repr, unmatched))}; "
                           f"{example}")
-    extra = [n.name for n in matmuls
-             if any(f in n.name or f in n.input[1] for f in keep_float) and n.name not in excluded]
+    extra = [n.name for n in matmuls if any(n.name in names for names in hits.values()) and n.name not in excluded]
     excluded = excluded + extra
     if mode == "int8":
         out = matmul_integer_s8(model_proto, excluded)

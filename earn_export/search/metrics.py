@@ -31,6 +31,13 @@ def per_user_metrics(ranked, targets, ks=(10, 20)) -> dict[str, np.ndarray]:
     return out
 
 
+def topk_overlap(items, reference) -> np.ndarray:
+    """Per user, the fraction of the reference's top-K set (slots of -1 left out) that ``items`` also holds: how
+    a quantized engine is judged against fp32, where near-ties may reorder but should not replace items."""
+    return np.array([len({int(x) for x in a if x >= 0} & ref) / max(len(ref), 1)
+                     for a, ref in ((a, {int(x) for x in b if x >= 0}) for a, b in zip(items, reference))])
+
+
 def evaluate_rankings(ranked, targets, ks=(10, 20)) -> dict:
     """Mean of :func:`per_user_metrics` over users (equal weight), plus the user count."""
     per_user = per_user_metrics(ranked, targets, ks)
